@@ -1,0 +1,137 @@
+"""Control payloads <-> messages, through one private, strict cattrs converter.
+
+Control payloads are MessagePack maps keyed by field name (attrs order). DATA
+payloads never come here: they are the frame body as is. Anything the converter
+refuses (unknown or missing keys, wrong types, failed validators) becomes a
+RemoteProtocolError; a bad name becomes a stream error BAD_NAME, because the
+request is well-formed and only its name is refused.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import cattrs
+import msgpack
+from cattrs.preconf.msgpack import make_converter
+
+from trioftp.protocol.errors import ErrorCode, RemoteProtocolError
+from trioftp.protocol.frames import Frame, FrameType, encode_frame
+from trioftp.protocol.messages import BY_FRAME_TYPE, MESSAGE_TYPES, Data, Message
+from trioftp.protocol.names import BadName
+
+
+def _strict(kind: type[Any]) -> Any:
+    # cattrs' defaults coerce ("12" -> 12, 1.9 -> 1, 0 -> False); the wire must
+    # carry the declared type exactly, so these hooks only check.
+    def structure(value: Any, _type: Any) -> Any:
+        if type(value) is not kind:
+            raise TypeError(f"expected {kind.__name__}, got {type(value).__name__}")
+        return value
+
+    return structure
+
+
+def _check_int(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected int, got {type(value).__name__}")
+    return value
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(forbid_extra_keys=True)
+    for kind in (int, str, bool, bytes):
+        converter.register_structure_hook(kind, _strict(kind))
+    # IntEnum is an int subclass, so without this the int hook above would take it.
+    converter.register_structure_hook(ErrorCode, lambda value, _: ErrorCode(_check_int(value)))
+    for cls in MESSAGE_TYPES:
+        if cls is Data:
+            continue
+        converter.register_unstructure_hook(cls, _unstructure_without_stream(converter, cls))
+    return converter
+
+
+def _unstructure_without_stream(converter: cattrs.Converter, cls: type[Any]) -> Any:
+    from cattrs.gen import make_dict_unstructure_fn, override
+
+    return make_dict_unstructure_fn(cls, converter, stream_id=override(omit=True))
+
+
+_converter = _make_converter()
+_WIRE_FIELDS: dict[type[Any], frozenset[str]] = {
+    cls: frozenset(a.name for a in attrs.fields(cls) if a.name != "stream_id") for cls in MESSAGE_TYPES
+}
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def encode_message(message: Message) -> bytes:
+    """Return the whole frame (header and payload) for `message`."""
+    if isinstance(message, Data):
+        return encode_frame(FrameType.DATA, message.stream_id, message.payload)
+    payload = _packer.pack(_converter.unstructure(message))
+    return encode_frame(message.FRAME_TYPE, message.stream_id, payload)
+
+
+def decode_message(frame: Frame) -> Message:
+    """Return the message a frame carries.
+
+    Raises:
+        RemoteProtocolError: the payload is not a valid message of the frame's
+            type; `stream_id` and `error_code` say what the answer should be.
+    """
+    if frame.type is FrameType.DATA:
+        return Data(payload=frame.payload, stream_id=_data_stream(frame))
+    cls = BY_FRAME_TYPE[frame.type]
+    try:
+        fields = msgpack.unpackb(
+            frame.payload, raw=False, strict_map_key=True
+        )
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise RemoteProtocolError(
+            f"{frame.type.name} payload is not valid MessagePack: {exc}", stream_id=frame.stream_id
+        ) from None
+    if not isinstance(fields, dict):
+        raise RemoteProtocolError(
+            f"{frame.type.name} payload must be a map", stream_id=frame.stream_id
+        )
+    missing = _WIRE_FIELDS[cls] - fields.keys()
+    if missing:
+        # Defaults are for building messages in code; on the wire every field is
+        # sent, so a missing one means a peer that speaks another dialect.
+        raise RemoteProtocolError(
+            f"{frame.type.name} payload lacks {', '.join(sorted(missing))}", stream_id=frame.stream_id
+        )
+    if "stream_id" in fields:
+        raise RemoteProtocolError(
+            "stream_id belongs in the frame header, not the payload", stream_id=frame.stream_id
+        )
+    fields["stream_id"] = frame.stream_id
+    try:
+        return _converter.structure(fields, cls)  # type: ignore[no-any-return]
+    except Exception as exc:
+        raise _translate(exc, frame) from None
+
+
+def _data_stream(frame: Frame) -> int:
+    if frame.stream_id == 0:
+        raise RemoteProtocolError("DATA on stream 0")
+    return frame.stream_id
+
+
+def _leaves(exc: BaseException) -> list[BaseException]:
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for sub in exc.exceptions for leaf in _leaves(sub)]
+    return [exc]
+
+
+def _translate(exc: Exception, frame: Frame) -> RemoteProtocolError:
+    leaves = _leaves(exc)
+    reason = "; ".join(f"{type(leaf).__name__}: {leaf}" for leaf in leaves)
+    if any(isinstance(leaf, BadName) for leaf in leaves) and frame.stream_id != 0:
+        return RemoteProtocolError(
+            f"bad name in {frame.type.name}: {reason}",
+            error_code=ErrorCode.BAD_NAME,
+            stream_id=frame.stream_id,
+        )
+    return RemoteProtocolError(f"invalid {frame.type.name} payload: {reason}", stream_id=frame.stream_id)

@@ -1,0 +1,125 @@
+"""Frame layout: the preface, the 10-byte frame header, and the frame decoder.
+
+    +-----------------+--------+--------+------------------+------------...
+    | length (u32 BE) | type u8| flags u8| stream id (u32 BE)| payload (length bytes)
+    +-----------------+--------+--------+------------------+------------...
+
+The decoder refuses an oversize length from the header alone, before it waits
+for (or buffers) a single byte of the body.
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+
+import attrs
+
+from trioftp.protocol.errors import FrameTooLarge, RemoteProtocolError
+
+VERSION = 2
+# 0x89 is not ASCII, so the first byte can never start a legacy text header;
+# CR LF catches a transport that rewrites line endings (as PNG's signature does).
+PREFACE = b"\x89TFTP\r\n" + bytes([VERSION])
+PREFACE_MAGIC = PREFACE[:-1]
+
+HEADER = struct.Struct("!IBBI")
+HEADER_SIZE = HEADER.size
+MAX_STREAM_ID = 2**31 - 1
+# Until the HELLO exchange has agreed a limit, no frame may be larger than this.
+HANDSHAKE_MAX_PAYLOAD = 16 * 1024
+# Senders must respect the peer's advertised maximum, which may not go lower
+# than this (so every control message always fits) nor higher than 16 MiB.
+MIN_MAX_FRAME_SIZE = 16 * 1024
+MAX_MAX_FRAME_SIZE = 16 * 1024 * 1024
+
+
+class FrameType(enum.IntEnum):
+    HELLO = 0x01
+    GOODBYE = 0x02
+    ERROR = 0x03
+    CANCEL = 0x04
+    WINDOW = 0x05
+    DATA = 0x06
+    END = 0x07
+    GET = 0x10
+    PUT = 0x11
+    LIST = 0x12
+    STAT = 0x13
+    DELETE = 0x14
+    RENAME = 0x15
+    MKDIR = 0x16
+    READY = 0x20
+    FILE_INFO = 0x21
+    LISTING = 0x22
+    DONE = 0x23
+
+
+@attrs.frozen
+class Frame:
+    type: FrameType
+    stream_id: int
+    payload: bytes
+    flags: int = 0
+
+
+def encode_header(frame_type: FrameType, stream_id: int, length: int, flags: int = 0) -> bytes:
+    """Return the 10-byte header of a frame whose payload is `length` bytes.
+
+    Used alone when the payload is sent by other means (os.sendfile).
+    """
+    return HEADER.pack(length, frame_type, flags, stream_id)
+
+
+def encode_frame(frame_type: FrameType, stream_id: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), frame_type, 0, stream_id) + payload
+
+
+class FrameDecoder:
+    """Turns a byte stream into frames.
+
+    Feed bytes with `feed()`; `next_frame()` returns a Frame, or None when more
+    bytes are needed. `max_payload` may be raised once limits are agreed.
+    """
+
+    def __init__(self, max_payload: int = HANDSHAKE_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self._buffer = bytearray()
+        self._header: tuple[int, FrameType, int, int] | None = None
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buffer)
+
+    def feed(self, data: bytes) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        if self._header is None:
+            if len(self._buffer) < HEADER_SIZE:
+                return None
+            self._header = self._parse_header()
+            del self._buffer[:HEADER_SIZE]
+        length, frame_type, flags, stream_id = self._header
+        if len(self._buffer) < length:
+            return None
+        payload = bytes(self._buffer[:length])
+        del self._buffer[:length]
+        self._header = None
+        return Frame(type=frame_type, stream_id=stream_id, payload=payload, flags=flags)
+
+    def _parse_header(self) -> tuple[int, FrameType, int, int]:
+        length, type_byte, flags, stream_id = HEADER.unpack_from(self._buffer)
+        if length > self.max_payload:
+            raise FrameTooLarge(
+                f"frame declares {length} payload bytes, over the limit of {self.max_payload}"
+            )
+        try:
+            frame_type = FrameType(type_byte)
+        except ValueError:
+            raise RemoteProtocolError(f"unknown frame type 0x{type_byte:02x}") from None
+        if flags != 0:
+            raise RemoteProtocolError(f"flags must be 0 in v2, got 0x{flags:02x}")
+        if stream_id > MAX_STREAM_ID:
+            raise RemoteProtocolError(f"stream id {stream_id} has the reserved high bit set")
+        return length, frame_type, flags, stream_id
