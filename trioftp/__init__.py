@@ -1,0 +1,53 @@
+"""trioftp: fast, verified file transfer for Python, on Trio.
+
+    data = await trioftp.get("127.0.0.1", "reports/2026.csv")
+
+    async with trioftp.open_connection("127.0.0.1") as conn:
+        await conn.upload("big.iso", "isos/big.iso")
+        for entry in await conn.list("isos"):
+            print(entry.name, entry.size)
+"""
+
+from trioftp._version import __version__
+from trioftp.client import ClientConnection, Progress, get, open_connection, put
+from trioftp.config import DEFAULT_PORT, ServerConfig
+from trioftp.errors import (
+    AlreadyExists,
+    BadName,
+    Busy,
+    ChecksumMismatch,
+    ConnectionClosed,
+    NotFound,
+    PermissionDenied,
+    ProtocolViolation,
+    RemoteChecksumMismatch,
+    RemoteError,
+    TransferTimeout,
+    TrioftpError,
+)
+from trioftp.server import Server, serve
+
+__all__ = [
+    "DEFAULT_PORT",
+    "AlreadyExists",
+    "BadName",
+    "Busy",
+    "ChecksumMismatch",
+    "ClientConnection",
+    "ConnectionClosed",
+    "NotFound",
+    "PermissionDenied",
+    "Progress",
+    "ProtocolViolation",
+    "RemoteChecksumMismatch",
+    "RemoteError",
+    "Server",
+    "ServerConfig",
+    "TransferTimeout",
+    "TrioftpError",
+    "__version__",
+    "get",
+    "open_connection",
+    "put",
+    "serve",
+]

@@ -16,7 +16,6 @@ from trioftp.protocol.errors import (
     RemoteProtocolError,
 )
 from trioftp.protocol.frames import PREFACE, FrameType
-from trioftp.protocol.state import Operation, Role, StreamState
 from trioftp.protocol.messages import (
     Cancel,
     Data,
@@ -40,6 +39,7 @@ from trioftp.protocol.messages import (
     Stat,
     Window,
 )
+from trioftp.protocol.state import Operation, Role, StreamState
 
 __all__ = [
     "NEED_DATA",

@@ -9,7 +9,7 @@ request is well-formed and only its name is refused.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args, get_origin
 
 import attrs
 import cattrs
@@ -39,12 +39,25 @@ def _check_int(value: Any) -> int:
     return value
 
 
+def _strict_tuple(converter: cattrs.Converter) -> Any:
+    def structure(value: Any, kind: Any) -> tuple[Any, ...]:
+        if type(value) is not list:
+            raise TypeError(f"expected array, got {type(value).__name__}")
+        (item, _ellipsis) = get_args(kind)
+        return tuple(converter.structure(element, item) for element in value)
+
+    return structure
+
+
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(forbid_extra_keys=True)
     for kind in (int, str, bool, bytes):
         converter.register_structure_hook(kind, _strict(kind))
     # IntEnum is an int subclass, so without this the int hook above would take it.
     converter.register_structure_hook(ErrorCode, lambda value, _: ErrorCode(_check_int(value)))
+    # cattrs builds a tuple from any iterable, so "blake3" would become six digests
+    # and a map its keys: a tuple field must come as a MessagePack array.
+    converter.register_structure_hook_func(lambda kind: get_origin(kind) is tuple, _strict_tuple(converter))
     for cls in MESSAGE_TYPES:
         if cls is Data:
             continue
@@ -85,7 +98,7 @@ def decode_message(frame: Frame) -> Message:
     cls = BY_FRAME_TYPE[frame.type]
     try:
         fields = msgpack.unpackb(
-            frame.payload, raw=False, strict_map_key=True
+            frame.payload, raw=False, strict_map_key=True, object_pairs_hook=_string_keyed_map
         )
     except Exception as exc:  # msgpack raises several unrelated types
         raise RemoteProtocolError(
@@ -111,6 +124,15 @@ def decode_message(frame: Frame) -> Message:
         return _converter.structure(fields, cls)  # type: ignore[no-any-return]
     except Exception as exc:
         raise _translate(exc, frame) from None
+
+
+def _string_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    # Field names are MessagePack str, each once; a bin key would also break
+    # cattrs' own error messages, which expect str.
+    fields = dict(pairs)
+    if len(fields) != len(pairs) or any(type(key) is not str for key in fields):
+        raise ValueError("map keys must be distinct strings")
+    return fields
 
 
 def _data_stream(frame: Frame) -> int:

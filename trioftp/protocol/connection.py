@@ -23,6 +23,7 @@ from trioftp.protocol.errors import (
 )
 from trioftp.protocol.frames import (
     HANDSHAKE_MAX_PAYLOAD,
+    HEADER_SIZE,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
     PREFACE,
@@ -32,6 +33,7 @@ from trioftp.protocol.frames import (
     encode_header,
 )
 from trioftp.protocol.messages import (
+    BY_FRAME_TYPE,
     REQUEST_TYPES,
     U31,
     Data,
@@ -171,12 +173,23 @@ class Connection:
         if self.state in (ConnectionState.CLOSED, ConnectionState.ERROR) and not (
             isinstance(message, Error) and message.stream_id == 0
         ):
-            raise LocalProtocolError(f"cannot send {type(message).__name__}: connection is {self.state.value}")
+            raise LocalProtocolError(
+                f"cannot send {type(message).__name__}: connection is {self.state.value}"
+            )
+        if isinstance(message, Data):
+            return self.send_data(message.stream_id, message.payload)
+        frame = encode_message(message)
+        limit = self.peer_hello.max_frame_size if self.peer_hello is not None else HANDSHAKE_MAX_PAYLOAD
+        if len(frame) - HEADER_SIZE > limit:
+            raise LocalProtocolError(
+                f"{type(message).__name__} payload of {len(frame) - HEADER_SIZE} bytes is over the "
+                f"peer's frame limit {limit}"
+            )
         if message.stream_id == 0:
             self._on_connection_message(message, sent=True)
         else:
             self._on_stream_message(message, self.role, sent=True)
-        return self._with_preface(encode_message(message))
+        return self._with_preface(frame)
 
     def send_data_header(self, stream_id: int, length: int) -> bytes:
         """Return a DATA frame header alone; the caller sends `length` body bytes after it.
@@ -232,7 +245,7 @@ class Connection:
 
     # --------------------------------------------------------------- receiving
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | memoryview) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
         if data:
             if self._eof:
@@ -262,9 +275,8 @@ class Connection:
             raise remote from None
 
     def _next_event(self) -> Event:
-        if not self._preface_received:
-            if not self._take_preface():
-                return self._need_data()
+        if not self._preface_received and not self._take_preface():
+            return self._need_data()
         frame = self._decoder.next_frame()
         if frame is None:
             return self._need_data()
@@ -314,7 +326,8 @@ class Connection:
         if isinstance(message, Error):
             if not message.code.ends_connection:
                 raise error(f"ERROR on stream 0 must carry a connection code, not {message.code.name}")
-            self.state = ConnectionState.CLOSED
+            if self.state is not ConnectionState.ERROR:  # answering our own error keeps it sticky
+                self.state = ConnectionState.CLOSED
             return
         if isinstance(message, Hello):
             self._on_hello(message, sender, sent=sent)
@@ -344,7 +357,9 @@ class Connection:
             client_hello = self.peer_hello if sent else self.our_hello
             assert client_hello is not None
             if len(hello.digests) != 1 or hello.digests[0] not in client_hello.digests:
-                raise error(f"the server must choose one of {list(client_hello.digests)}, not {list(hello.digests)}")
+                raise error(
+                    f"the server must choose one of {list(client_hello.digests)}, not {list(hello.digests)}"
+                )
         if sent:
             self.our_hello = hello
             self._decoder.max_payload = max(HANDSHAKE_MAX_PAYLOAD, hello.max_frame_size)
@@ -359,6 +374,8 @@ class Connection:
         name = type(message).__name__
         if self.state is not ConnectionState.OPEN:
             raise error(f"{name} before the HELLO exchange is complete")
+        if isinstance(message, Error) and message.code.ends_connection:
+            raise error(f"ERROR on stream {stream_id} must carry a stream code, not {message.code.name}")
         operation = OPERATION_OF_REQUEST.get(type(message))
         if operation is not None:
             self._open_stream(operation, message, sender, sent=sent)
@@ -419,12 +436,17 @@ class Connection:
         self._highest_stream_id = stream_id
         server_hello = self.peer_hello if sent else self.our_hello
         assert server_hello is not None
-        if not sent and len(self._streams) >= server_hello.max_streams:
+        over_limit = not sent and len(self._streams) >= server_hello.max_streams
+        self._add_stream(stream_id, operation)
+        if over_limit:
+            # The stream stays open until the server's ERROR answers it.
             raise RemoteProtocolError(
                 f"stream {stream_id} is over the limit of {server_hello.max_streams} open streams",
                 error_code=ErrorCode.LIMIT_REACHED,
                 stream_id=stream_id,
             )
+
+    def _add_stream(self, stream_id: int, operation: Operation) -> None:
         assert self.our_hello is not None and self.peer_hello is not None
         self._streams[stream_id] = _Stream(
             operation=operation,
@@ -439,7 +461,8 @@ class Connection:
         """Keep a bad name in a fresh request a stream error; anything else ends the connection.
 
         A request refused for its name still uses up its stream id, so the
-        peer's next request is checked against it.
+        peer's next request is checked against it, and its stream stays open
+        until the server's ERROR answers it.
         """
         is_fresh_request = (
             self.role is Role.SERVER
@@ -450,6 +473,7 @@ class Connection:
         )
         if exc.error_code is ErrorCode.BAD_NAME and is_fresh_request:
             self._highest_stream_id = stream_id
+            self._add_stream(stream_id, OPERATION_OF_REQUEST[BY_FRAME_TYPE[frame_type]])
             return exc
         code = exc.error_code if exc.error_code.ends_connection else ErrorCode.PROTOCOL_ERROR
         return RemoteProtocolError(str(exc), error_code=code, stream_id=0)

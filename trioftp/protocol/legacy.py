@@ -100,6 +100,21 @@ def _parse(buffer: bytes, *, settled: bool) -> tuple[Header, int] | None:
     return Header(command, name, None), end
 
 
+def complete_if_settled(buffer: bytes) -> bool:
+    """Whether `buffer` holds a whole header if no more bytes come.
+
+    The caller waits a short quiet period only then; a header still missing a
+    field is waited for without one.
+    """
+    first_bar = buffer.find(b"|")
+    second_bar = buffer.find(b"|", first_bar + 1) if first_bar >= 0 else -1
+    if second_bar < 0:
+        return False
+    if buffer[:first_bar] == b"put":
+        return _digits_end(buffer, second_bar + 1) > second_bar + 1
+    return True
+
+
 def _need_more(settled: bool, reason: str) -> None:
     if settled:
         raise LegacyError(reason)

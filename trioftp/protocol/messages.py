@@ -70,6 +70,11 @@ def _request_stream(_inst: Any, _attribute: attrs.Attribute[Any], value: int) ->
         raise ValueError(f"a stream message needs a stream_id in 1..2**31-1, got {value}")
 
 
+def _connection_stream(_inst: Any, _attribute: attrs.Attribute[Any], value: int) -> None:
+    if value != 0:
+        raise ValueError(f"a connection message belongs on stream 0, not {value}")
+
+
 def _stream_field() -> Any:
     return field(validator=_request_stream, kw_only=True)
 
@@ -94,7 +99,7 @@ class Hello:
     digests: tuple[str, ...] = field(converter=tuple)
     features: tuple[str, ...] = field(default=(), converter=tuple)
     agent: str = field(default="", validator=_text)
-    stream_id: int = field(default=0, kw_only=True)
+    stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
 
     @digests.validator
     def _check_digests(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
@@ -108,7 +113,7 @@ class Goodbye:
 
     FRAME_TYPE: ClassVar[FrameType] = FrameType.GOODBYE
     message: str = field(default="", validator=_text)
-    stream_id: int = field(default=0, kw_only=True)
+    stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
 
 
 @frozen

@@ -1,0 +1,251 @@
+"""One v2 connection over a Trio socket: the protocol machine, one send path, one reader.
+
+Both the server and the client use this; it is where transport errors are mapped
+(once) and where file bytes go from disk to socket by os.sendfile.
+
+Sending: every frame goes out under one lock, and the machine is told about a
+message under the same lock, so the order the machine sees is the order on the
+wire. A send interrupted midway (cancelled, or the peer vanished) leaves a frame
+half-written, so the channel is then marked broken and nothing more is sent.
+
+Receiving: a single reader task calls `receive_events()`. It reads with
+`os.readv` into one buffer shared by every connection of the process: the bytes
+are handed to the machine before the next await, so an idle connection holds no
+receive buffer at all.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import threading
+from collections.abc import Callable
+import trio
+
+from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection
+from trioftp.protocol.connection import Event
+from trioftp.protocol.messages import Message
+from trioftp.protocol.state import StreamState
+
+RECEIVE_BUFFER_SIZE = 256 * 1024
+SENDFILE_CHUNK = 1024 * 1024  # larger calls stall the loop on a cold page cache
+_local = threading.local()  # one buffer per thread that runs a Trio loop
+
+
+def _receive_buffer() -> memoryview:
+    buffer: memoryview | None = getattr(_local, "buffer", None)
+    if buffer is None:
+        buffer = _local.buffer = memoryview(bytearray(RECEIVE_BUFFER_SIZE))
+    return buffer
+
+
+class ChannelClosed(Exception):
+    """The connection can no longer be used.
+
+    `broken` says which "closed": True when the peer or the network broke it,
+    False when this side closed it.
+    """
+
+    def __init__(self, message: str, *, broken: bool) -> None:
+        super().__init__(message)
+        self.broken = broken
+
+
+class FileChanged(Exception):
+    """The file ended before the bytes we announced were sent."""
+
+
+async def send_file_range(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
+    """Send `count` bytes of `fd` from `offset` to the socket by os.sendfile.
+
+    Driven the way trio drives its own socket calls: check for cancellation,
+    try, wait for writability on EAGAIN, and yield after each success without
+    letting a completed send turn into Cancelled.
+
+    Raises:
+        FileChanged: the file ended early.
+        ChannelClosed: the connection broke or was closed.
+    """
+    sock = stream.socket
+    out_fd = sock.fileno()
+    await trio.lowlevel.checkpoint_if_cancelled()
+    while count:
+        try:
+            sent = os.sendfile(out_fd, fd, offset, min(count, SENDFILE_CHUNK))
+        except BlockingIOError:
+            try:
+                await trio.lowlevel.wait_writable(sock)
+            except trio.ClosedResourceError:
+                raise ChannelClosed("connection closed", broken=False) from None
+            continue
+        except OSError as exc:
+            raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
+        if sent == 0:
+            raise FileChanged("file ended before the announced size")
+        offset += sent
+        count -= sent
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+
+class Channel:
+    """A v2 connection: `machine` is the sans-I/O state, `stream` the socket."""
+
+    def __init__(self, stream: trio.SocketStream, machine: Connection) -> None:
+        self.stream = stream
+        self.machine = machine
+        self._fd = stream.socket.fileno()
+        self._send_lock = trio.Lock()
+        self._broken: str | None = None
+        self.bytes_received = 0
+        self.bytes_sent = 0
+
+    @property
+    def peer(self) -> str:
+        try:
+            host, port, *_ = self.stream.socket.getpeername()
+        except OSError:
+            return "?"
+        return f"{host}:{port}"
+
+    # ----------------------------------------------------------------- sending
+
+    async def send(self, *messages: Message) -> None:
+        """Send messages as one write (so a header and a small body share a segment)."""
+        async with self._send_lock:
+            self._check_usable()
+            data = b"".join([self.machine.send(m) for m in messages])
+            await self._send_all(data)
+
+    async def send_if_open(self, *messages: Message) -> bool:
+        """Send a stream's messages unless the stream has closed (the peer cancelled it)."""
+        async with self._send_lock:
+            self._check_usable()
+            if self.machine.stream_state(messages[0].stream_id) is StreamState.CLOSED:
+                return False
+            await self._send_all(b"".join([self.machine.send(m) for m in messages]))
+            return True
+
+    async def acknowledge(self, stream_id: int, consumed: int) -> None:
+        """Tell the machine DATA was consumed; send the WINDOW it asks for, if any."""
+        async with self._send_lock:
+            self._check_usable()
+            data = self.machine.acknowledge(stream_id, consumed)
+            if data:
+                await self._send_all(data)
+
+    async def send_request(self, make: Callable[[int], Message], register: Callable[[int], None]) -> Message:
+        """Open a stream: build the request with the next stream id and send it.
+
+        `register(stream_id)` runs before the bytes leave, so the reader can
+        route the answer however fast it comes.
+        """
+        async with self._send_lock:
+            self._check_usable()
+            message = make(self.machine.next_stream_id())
+            data = self.machine.send(message)
+            register(message.stream_id)
+            await self._send_all(data)
+            return message
+
+    async def send_data(self, stream_id: int, payload: bytes | memoryview) -> bool:
+        """Send one DATA frame; False if the stream closed meanwhile (the peer cancelled or failed it)."""
+        async with self._send_lock:
+            self._check_usable()
+            if self.machine.stream_state(stream_id) is StreamState.CLOSED:
+                return False
+            header = self.machine.send_data_header(stream_id, len(payload))
+            await self._send_all(header + payload)
+            return True
+
+    async def send_file_data(self, stream_id: int, fd: int, offset: int, count: int) -> bool:
+        """Send one DATA frame whose body goes from `fd` to the socket by os.sendfile.
+
+        Returns False if the stream closed meanwhile.
+
+        Raises:
+            FileChanged: the file is shorter than offset + count.
+        """
+        async with self._send_lock:
+            self._check_usable()
+            if self.machine.stream_state(stream_id) is StreamState.CLOSED:
+                return False
+            header = self.machine.send_data_header(stream_id, count)
+            await self._send_all(header)
+            await self._sendfile(fd, offset, count)
+            return True
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except BaseException as exc:
+            self._broken = f"send interrupted: {type(exc).__name__}"
+            if isinstance(exc, trio.BrokenResourceError | OSError):
+                raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
+            if isinstance(exc, trio.ClosedResourceError):
+                raise ChannelClosed("connection closed", broken=False) from None
+            raise
+        self.bytes_sent += len(data)
+
+    async def _sendfile(self, fd: int, offset: int, count: int) -> None:
+        try:
+            await send_file_range(self.stream, fd, offset, count)
+        except BaseException as exc:
+            self._broken = f"sendfile interrupted: {type(exc).__name__}"
+            raise
+        self.bytes_sent += count
+
+    def _check_usable(self) -> None:
+        if self._broken is not None:
+            raise ChannelClosed(f"connection unusable: {self._broken}", broken=True)
+
+    # --------------------------------------------------------------- receiving
+
+    async def receive_events(self) -> list[Event]:
+        """Wait for the peer and return the events it sent (ending with PEER_CLOSED at EOF).
+
+        Raises:
+            RemoteProtocolError: from the machine.
+            ChannelClosed: the connection broke.
+        """
+        while True:
+            events = self._drain()
+            if events:
+                return events
+            await self._receive_once()
+
+    def _drain(self) -> list[Event]:
+        events: list[Event] = []
+        while True:
+            event = self.machine.next_event()
+            if event is NEED_DATA:
+                return events
+            events.append(event)
+            if event is PEER_CLOSED:
+                return events
+
+    async def _receive_once(self) -> None:
+        sock = self.stream.socket
+        buffer = _receive_buffer()
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            try:
+                n = os.readv(self._fd, [buffer])
+            except BlockingIOError:
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    raise ChannelClosed("connection closed", broken=False) from None
+                continue
+            except OSError as exc:
+                if exc.errno == errno.EBADF:
+                    raise ChannelClosed("connection closed", broken=False) from None
+                raise ChannelClosed(f"connection lost while receiving: {exc}", broken=True) from None
+            break
+        self.bytes_received += n
+        self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
+        await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def aclose(self) -> None:
+        self._broken = self._broken or "closed"
+        with trio.CancelScope(shield=True):
+            await self.stream.aclose()

@@ -1,0 +1,520 @@
+"""A client connection: many operations at once, each on its own stream.
+
+    async with trioftp.open_connection("127.0.0.1") as conn:
+        await conn.put("notes.txt", b"hello")
+        data = await conn.get("notes.txt")
+
+Resource handling: the connection owns one reader task, in a nursery opened by
+`__aenter__` and closed by `__aexit__`; operations run in the caller's task.
+Every operation cancels its stream if the caller leaves it early (timeout,
+exception), so the server stops sending.
+
+Error handling: every failure is a TrioftpError subclass: RemoteError (with
+the server's code), ChecksumMismatch, ProtocolViolation, ConnectionClosed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from trioftp.channel import Channel, ChannelClosed
+from trioftp.concurrency import both
+from trioftp.config import DEFAULT_PORT
+from trioftp.digests import Hasher, hash_range, new_hasher
+from trioftp.errors import (
+    ChecksumMismatch,
+    ConnectionClosed,
+    ProtocolViolation,
+    TransferTimeout,
+    TrioftpError,
+    remote_error,
+)
+from trioftp.inbox import StreamInbox
+from trioftp.protocol import PEER_CLOSED, Connection, RemoteProtocolError, Role, Settings
+from trioftp.protocol.messages import (
+    Cancel,
+    Data,
+    Delete,
+    Done,
+    End,
+    Entry,
+    Error,
+    FileInfo,
+    Get,
+    Goodbye,
+    Hello,
+    List,
+    Listing,
+    Message,
+    Mkdir,
+    Put,
+    Ready,
+    Rename,
+    Stat,
+    Window,
+)
+from trioftp.protocol.state import StreamState
+
+Progress = Callable[[int, int], None]
+"""Called as progress(bytes_done, bytes_total) while a transfer runs."""
+
+WRITE_BLOCK = 1024 * 1024
+PARTIAL_SUFFIX = ".trioftp-part"
+
+
+class ClientConnection:
+    """One v2 connection to a trioftp server. Use `open_connection()` to make one."""
+
+    def __init__(self, stream: trio.SocketStream, settings: Settings | None = None) -> None:
+        self.channel = Channel(stream, Connection(Role.CLIENT, settings or Settings()))
+        self._inboxes: dict[int, StreamInbox] = {}
+        self._failure: TrioftpError | None = None
+        self._server_goodbye = False
+        self._slots = trio.Semaphore(1)
+
+    @property
+    def digest_algorithm(self) -> str:
+        """The digest algorithm agreed with the server (e.g. "blake3")."""
+        return self.channel.machine.digest
+
+    @property
+    def server_hello(self) -> Hello:
+        hello = self.channel.machine.peer_hello
+        assert hello is not None
+        return hello
+
+    # ------------------------------------------------------------- lifecycle
+
+    async def _close(self) -> None:
+        """Say goodbye (if the connection still works) and close the socket."""
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            if self._failure is None:
+                try:
+                    await self.channel.send(Goodbye(message="client done"))
+                except (ChannelClosed, TrioftpError):
+                    pass
+        await self.channel.aclose()
+
+    async def _handshake(self) -> None:
+        await self.channel.send(self.channel.machine.settings.hello())
+        while True:
+            try:
+                events = await self.channel.receive_events()
+            except RemoteProtocolError as exc:
+                raise ProtocolViolation(f"not a trioftp v2 server, or a broken one: {exc}") from None
+            except ChannelClosed as exc:
+                raise ConnectionClosed(f"connection failed during the handshake: {exc}") from None
+            for event in events:
+                if event is PEER_CLOSED:
+                    raise ConnectionClosed("the server closed the connection during the handshake")
+                if isinstance(event, Error):
+                    raise ConnectionClosed(f"the server refused the connection: {event.code.name}: {event.message}")
+                if isinstance(event, Hello):
+                    self._slots = trio.Semaphore(max(1, event.max_streams))
+                    return
+
+    async def _reader(self) -> None:
+        failure: TrioftpError
+        try:
+            while True:
+                for event in await self.channel.receive_events():
+                    if event is PEER_CLOSED:
+                        raise ChannelClosed("the server closed the connection", broken=True)
+                    assert not isinstance(event, type(PEER_CLOSED))
+                    self._dispatch(event)
+        except RemoteProtocolError as exc:
+            failure = ProtocolViolation(f"the server broke the protocol: {exc}")
+            with trio.move_on_after(1.0) as scope:
+                scope.shield = True
+                try:
+                    await self.channel.send(Error(code=exc.error_code, message=str(exc)[:1000]))
+                except Exception:
+                    pass
+        except ChannelClosed as exc:
+            failure = ConnectionClosed(str(exc))
+        except _ServerClosed as exc:
+            failure = ConnectionClosed(str(exc))
+        self._failure = failure
+        for inbox in list(self._inboxes.values()):
+            inbox.fail(failure)
+
+    def _dispatch(self, message: Message) -> None:
+        if message.stream_id == 0:
+            if isinstance(message, Error):
+                raise _ServerClosed(f"the server closed the connection: {message.code.name}: {message.message}")
+            if isinstance(message, Goodbye):
+                self._server_goodbye = True
+            return
+        inbox = self._inboxes.get(message.stream_id)
+        if inbox is None:
+            return
+        if isinstance(message, Window):
+            inbox.notify()
+        else:
+            inbox.deliver(message)
+
+    # ------------------------------------------------------ stream plumbing
+
+    @asynccontextmanager
+    async def _stream(self, make: Callable[[int], Message]) -> AsyncIterator[StreamInbox]:
+        if self._failure is not None:
+            raise self._failure
+        if self._server_goodbye:
+            raise ConnectionClosed("the server is shutting down and accepts no new operations")
+        async with self._slots:
+            inboxes = self._inboxes
+            request = await self._send(self.channel.send_request(make, lambda sid: _register(inboxes, sid)))
+            inbox = self._inboxes[request.stream_id]
+            try:
+                yield inbox
+            finally:
+                del self._inboxes[request.stream_id]
+                if self.channel.machine.stream_state(request.stream_id) is not StreamState.CLOSED:
+                    with trio.move_on_after(1.0) as scope:
+                        scope.shield = True
+                        try:
+                            await self.channel.send_if_open(Cancel(message="client gave up", stream_id=request.stream_id))
+                        except (ChannelClosed, TrioftpError):
+                            pass
+
+    async def _send(self, sending: Awaitable[Any]) -> Any:
+        try:
+            return await sending
+        except ChannelClosed as exc:
+            raise self._failure or ConnectionClosed(str(exc)) from None
+
+    @staticmethod
+    async def _expect(inbox: StreamInbox, *types: type[Any]) -> Any:
+        message = await inbox.get()
+        if isinstance(message, Error):
+            raise remote_error(message.code, message.message)
+        if not isinstance(message, types):
+            raise ProtocolViolation(f"expected {' or '.join(t.__name__ for t in types)}, got {type(message).__name__}")
+        return message
+
+    async def _wait_credit(self, inbox: StreamInbox) -> int:
+        """Wait until the server lets us send on this stream; raise if it answered ERROR."""
+        while True:
+            if inbox.pending:
+                # While we send, the server speaks on this stream only to refuse.
+                unexpected = await self._expect(inbox, ())
+                raise ProtocolViolation(f"unexpected {type(unexpected).__name__} during an upload")
+            credit = self.channel.machine.send_credit(inbox.stream_id)
+            if credit:
+                return credit
+            await inbox.wait_change()
+
+    # ------------------------------------------------------------- downloads
+
+    async def get(self, name: str, *, progress: Progress | None = None) -> bytes:
+        """Download a file into memory; its digest is checked before it is returned.
+
+        Example:
+            data = await conn.get("reports/2026.csv")
+
+        Raises:
+            NotFound, ChecksumMismatch, ConnectionClosed, ...: see trioftp.errors.
+        """
+        chunks: list[bytes] = []
+
+        async def keep(blocks: list[bytes], hasher: Hasher) -> None:
+            for block in blocks:
+                hasher.update(block)
+            chunks.extend(blocks)
+
+        async with self._stream(lambda sid: Get(name=name, stream_id=sid)) as inbox:
+            info: FileInfo = await self._expect(inbox, FileInfo)
+            hasher = new_hasher(self.digest_algorithm)
+            await self._receive_body(inbox, info, 0, hasher, keep, progress, block=64 * 1024)
+        return b"".join(chunks)
+
+    async def download(
+        self, name: str, path: str | os.PathLike[str], *, resume: bool = True, progress: Progress | None = None
+    ) -> FileInfo:
+        """Download a file to `path`, verified, resuming a partial download left by a cut connection.
+
+        Bytes go to `path + ".trioftp-part"` and are renamed to `path` only once
+        size and digest match. If the resumed prefix turns out not to match (the
+        remote file changed), the download starts over once from the beginning.
+
+        Example:
+            await conn.download("big.iso", "/tmp/big.iso", progress=print)
+        """
+        target = Path(path)
+        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        try:
+            return await self._download_once(name, target, partial, resume=resume, progress=progress)
+        except ChecksumMismatch:
+            if not resume:
+                raise
+            return await self._download_once(name, target, partial, resume=False, progress=progress)
+
+    async def _download_once(
+        self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None
+    ) -> FileInfo:
+        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        keep_partial = True
+        try:
+            held = os.fstat(fd).st_size if resume else 0
+            hasher = new_hasher(self.digest_algorithm)
+            if held:
+                await trio.to_thread.run_sync(hash_range, fd, 0, held, hasher)
+            else:
+                os.ftruncate(fd, 0)
+            async with self._stream(lambda sid: Get(name=name, offset=held, stream_id=sid)) as inbox:
+                info: FileInfo = await self._expect(inbox, FileInfo)
+                position = held
+
+                async def write(blocks: list[bytes], hasher: Hasher) -> None:
+                    nonlocal position
+                    position = await trio.to_thread.run_sync(_write_and_hash, fd, blocks, position, hasher)
+
+                try:
+                    await self._receive_body(inbox, info, held, hasher, write, progress, block=WRITE_BLOCK)
+                except ChecksumMismatch:
+                    keep_partial = False
+                    raise
+            await trio.to_thread.run_sync(os.fsync, fd)
+            if info.mtime_ns:
+                os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))
+            os.replace(partial, target)
+            keep_partial = True  # it is the target now
+            return info
+        finally:
+            os.close(fd)
+            if not keep_partial:
+                partial.unlink(missing_ok=True)
+
+    async def _receive_body(
+        self,
+        inbox: StreamInbox,
+        info: FileInfo,
+        offset: int,
+        hasher: Hasher,
+        sink: Callable[[list[bytes], Hasher], Awaitable[None]],
+        progress: Progress | None,
+        *,
+        block: int,
+    ) -> None:
+        if offset > info.size:
+            raise ChecksumMismatch(f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})")
+        received = offset
+        pending: list[bytes] = []
+        pending_bytes = 0
+        while True:
+            message = await self._expect(inbox, Data, End)
+            if isinstance(message, Data):
+                pending.append(message.payload)
+                pending_bytes += len(message.payload)
+                received += len(message.payload)
+                if received > info.size:
+                    raise ProtocolViolation(f"the server sent more than the {info.size} bytes it announced")
+                if pending_bytes >= block:
+                    await sink(pending, hasher)
+                    await self._send(self.channel.acknowledge(inbox.stream_id, pending_bytes))
+                    pending, pending_bytes = [], 0
+                    if progress is not None:
+                        progress(received, info.size)
+                continue
+            await sink(pending, hasher)
+            if progress is not None:
+                progress(received, info.size)
+            if message.size != info.size or received != info.size:
+                raise ChecksumMismatch(
+                    f"{info.name!r}: got {received} bytes, the server announced {info.size} and ended at {message.size}"
+                )
+            if hasher.digest() != message.digest or (info.digest is not None and info.digest != message.digest):
+                raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
+            return
+
+    # --------------------------------------------------------------- uploads
+
+    async def put(
+        self, name: str, data: bytes, *, mtime_ns: int | None = None, progress: Progress | None = None
+    ) -> FileInfo:
+        """Upload bytes as a file; the server stores it only if size and digest check out.
+
+        Example:
+            await conn.put("notes/today.txt", b"hello")
+        """
+        hasher = new_hasher(self.digest_algorithm)
+        if len(data) > WRITE_BLOCK:
+            await trio.to_thread.run_sync(hasher.update, data)
+        else:
+            hasher.update(data)
+        digest = hasher.digest()
+        size = len(data)
+        view = memoryview(data)
+        make = lambda sid: Put(name=name, size=size, digest=digest, mtime_ns=mtime_ns, stream_id=sid)  # noqa: E731
+        async with self._stream(make) as inbox:
+            answer = await self._expect(inbox, Ready, FileInfo)
+            if isinstance(answer, FileInfo):
+                return answer  # an identical file is already there
+            position = answer.offset
+            while position < size:
+                credit = await self._wait_credit(inbox)
+                count = min(credit, size - position)
+                await self._send(self.channel.send_data(inbox.stream_id, view[position : position + count]))
+                position += count
+                if progress is not None:
+                    progress(position, size)
+            await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
+            info: FileInfo = await self._expect(inbox, FileInfo)
+            return info
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        resume: bool = True,
+        progress: Progress | None = None,
+    ) -> FileInfo:
+        """Upload a local file (by os.sendfile), resuming a partial upload the server kept.
+
+        The file is hashed on a worker thread while it is sent, so it is read
+        once for the digest and sent zero-copy. Its mtime goes with it.
+
+        Example:
+            await conn.upload("/tmp/big.iso", "isos/big.iso", progress=print)
+        """
+        local = Path(path)
+        remote = name if name is not None else local.name
+        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            st = os.fstat(fd)
+            size = st.st_size
+            make = lambda sid: Put(  # noqa: E731
+                name=remote, size=size, resume=resume, mtime_ns=st.st_mtime_ns, stream_id=sid
+            )
+            async with self._stream(make) as inbox:
+                answer = await self._expect(inbox, Ready, FileInfo)
+                if isinstance(answer, FileInfo):
+                    return answer
+                hasher = new_hasher(self.digest_algorithm)
+
+                async def send_body() -> None:
+                    position = answer.offset
+                    while position < size:
+                        credit = await self._wait_credit(inbox)
+                        count = min(credit, size - position)
+                        if not await self._send(self.channel.send_file_data(inbox.stream_id, fd, position, count)):
+                            await self._wait_credit(inbox)  # raises the server's ERROR
+                        position += count
+                        if progress is not None:
+                            progress(position, size)
+
+                await both(send_body, lambda: trio.to_thread.run_sync(hash_range, fd, 0, size, hasher))
+                digest = hasher.digest()
+                await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
+                info: FileInfo = await self._expect(inbox, FileInfo)
+                return info
+        finally:
+            os.close(fd)
+
+    # ------------------------------------------------------ the other verbs
+
+    async def list(self, folder: str = "") -> list[Entry]:
+        """The entries of a remote folder ("" is the root), sorted by name."""
+        entries: list[Entry] = []
+        async with self._stream(lambda sid: List(folder=folder, stream_id=sid)) as inbox:
+            while True:
+                part: Listing = await self._expect(inbox, Listing)
+                entries.extend(part.entries)
+                if part.last:
+                    return entries
+
+    async def stat(self, name: str) -> FileInfo:
+        """Size, mtime, kind and (for files) digest of a remote file or folder."""
+        async with self._stream(lambda sid: Stat(name=name, stream_id=sid)) as inbox:
+            info: FileInfo = await self._expect(inbox, FileInfo)
+            return info
+
+    async def delete(self, name: str) -> None:
+        """Delete a remote file or empty folder."""
+        await self._simple(lambda sid: Delete(name=name, stream_id=sid))
+
+    async def rename(self, old: str, new: str, *, replace: bool = False) -> None:
+        """Rename a remote file or folder; an existing `new` is replaced only with replace=True."""
+        await self._simple(lambda sid: Rename(old=old, new=new, replace=replace, stream_id=sid))
+
+    async def mkdir(self, name: str) -> None:
+        """Create a remote folder and its missing parents (an existing folder is fine)."""
+        await self._simple(lambda sid: Mkdir(name=name, stream_id=sid))
+
+    async def _simple(self, make: Callable[[int], Message]) -> None:
+        async with self._stream(make) as inbox:
+            await self._expect(inbox, Done)
+
+
+class _ServerClosed(Exception):
+    pass
+
+
+def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
+    inboxes[stream_id] = StreamInbox(stream_id)
+
+
+def _write_and_hash(fd: int, blocks: list[bytes], position: int, hasher: Hasher) -> int:
+    for block in blocks:
+        view = memoryview(block)
+        while view:
+            n = os.pwrite(fd, view, position)
+            position += n
+            view = view[n:]
+        hasher.update(block)
+    return position
+
+
+@asynccontextmanager
+async def open_connection(
+    host: str, port: int = DEFAULT_PORT, *, connect_timeout: float = 30.0, settings: Settings | None = None
+) -> AsyncIterator[ClientConnection]:
+    """Connect to a trioftp server; use as `async with open_connection(host) as conn:`.
+
+    Args:
+        host: name or address of the server.
+        port: its port (8885 by default).
+        connect_timeout: seconds for TCP connect plus the HELLO exchange.
+        settings: the limits this client advertises (window, frame size, digests).
+
+    Raises:
+        ConnectionClosed: cannot connect, or the server refused us.
+        TransferTimeout: connect or handshake took longer than connect_timeout.
+        ProtocolViolation: the peer is not a trioftp v2 server.
+    """
+    try:
+        with trio.fail_after(connect_timeout):
+            try:
+                stream = await trio.open_tcp_stream(host, port)
+            except OSError as exc:
+                raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
+            conn = ClientConnection(stream, settings)
+            try:
+                await conn._handshake()
+            except BaseException:
+                await conn.channel.aclose()
+                raise
+    except trio.TooSlowError:
+        raise TransferTimeout(f"no answer from {host}:{port} within {connect_timeout:g} s") from None
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(conn._reader)
+            try:
+                yield conn
+            finally:
+                await conn._close()
+                nursery.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader never raises, so a group holds the caller's own exception:
+        # hand it back as itself.
+        if len(group.exceptions) == 1 and not isinstance(group.exceptions[0], trio.Cancelled):
+            raise group.exceptions[0] from None
+        raise

@@ -1,0 +1,34 @@
+"""Run two things at once and get plain exceptions back, not exception groups."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import trio
+
+T = TypeVar("T")
+
+
+async def both(main: Callable[[], Awaitable[T]], beside: Callable[[], Awaitable[Any]]) -> tuple[T, Any]:
+    """Run `main` and `beside` concurrently; return both results.
+
+    If one fails, the other is cancelled and the failure is raised as itself
+    (a nursery would wrap it in an ExceptionGroup, which callers that catch
+    e.g. StorageError would miss). Cancellation from outside passes through.
+    """
+    results: list[Any] = [None, None]
+
+    async def run_beside() -> None:
+        results[1] = await beside()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(run_beside)
+            results[0] = await main()
+    except BaseExceptionGroup as group:
+        leaves = group.exceptions
+        if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled | BaseExceptionGroup):
+            raise leaves[0] from None
+        raise
+    return results[0], results[1]

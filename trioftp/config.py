@@ -1,0 +1,105 @@
+"""Server settings: one frozen attrs class, loaded from defaults, a TOML file and flags."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import cattrs
+
+DEFAULT_PORT = 8885  # the old text-protocol server's port, so its clients need no change
+DEFAULT_ROOT = Path("trioftp-files")
+
+
+def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, got {value}")
+
+
+@attrs.frozen
+class ServerConfig:
+    """Everything `trioftp serve` can be told. Each field's default is the one used."""
+
+    root: Path = attrs.field(default=DEFAULT_ROOT, converter=Path)
+    host: str = "127.0.0.1"
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_non_negative)
+    backlog: int = attrs.field(default=4096, validator=_positive)
+    max_connections: int = attrs.field(default=1000, validator=_positive)
+    max_connections_per_ip: int = attrs.field(default=250, validator=_positive)
+    max_streams: int = attrs.field(default=128, validator=_positive)
+    max_file_size: int = attrs.field(default=2**40, validator=_non_negative)
+    max_frame_size: int = attrs.field(default=1024 * 1024, validator=_positive)
+    initial_window: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    idle_timeout: float = attrs.field(default=300.0, validator=_positive)
+    min_rate: float = attrs.field(default=1024.0, validator=_non_negative)
+    min_rate_window: float = attrs.field(default=30.0, validator=_positive)
+    drain_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    partial_ttl: float = attrs.field(default=24 * 3600.0, validator=_non_negative)
+    legacy: bool = True
+    legacy_settle: float = attrs.field(default=0.02, validator=_non_negative)
+    legacy_timeout: float = attrs.field(default=60.0, validator=_positive)
+    legacy_layout: bool = False
+    log_level: str = "INFO"
+
+    def evolve(self, **changes: Any) -> ServerConfig:
+        return attrs.evolve(self, **changes)
+
+
+FIELD_HELP: dict[str, str] = {
+    "root": "folder to serve (created if missing)",
+    "host": "address to listen on",
+    "port": "TCP port (0 picks a free one)",
+    "backlog": "listen backlog: connections waiting for a slot queue here",
+    "max_connections": "connections served at once; the excess waits in the backlog",
+    "max_connections_per_ip": "connections served at once from one address",
+    "max_streams": "operations in flight on one connection",
+    "max_file_size": "largest file accepted by put, in bytes",
+    "max_frame_size": "largest frame payload accepted, in bytes",
+    "initial_window": "bytes a client may send on one upload before the server grants more",
+    "handshake_timeout": "seconds a new connection has to finish its hello",
+    "idle_timeout": "seconds a connection may sit with nothing in flight",
+    "min_rate": "bytes/s a transfer must keep up (averaged over min_rate_window), else it is dropped",
+    "min_rate_window": "seconds over which min_rate is measured",
+    "drain_timeout": "seconds transfers in flight get to finish on shutdown",
+    "partial_ttl": "seconds an interrupted upload is kept for resume",
+    "legacy": "accept old text-protocol clients on the same port",
+    "legacy_settle": "seconds of quiet that end a legacy header (it has no terminator)",
+    "legacy_timeout": "seconds a legacy client may stay silent mid-command",
+    "legacy_layout": "store legacy puts under upload/ and serve legacy gets from download/",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+}
+
+_converter = cattrs.Converter(forbid_extra_keys=True)
+_converter.register_structure_hook(Path, lambda value, _: Path(value))
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    """Read a `[server]` table (or a flat file) of ServerConfig fields from TOML."""
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    table = data.get("server", data)
+    if not isinstance(table, dict):
+        raise ValueError(f"{path}: [server] must be a table")
+    known = {a.name for a in attrs.fields(ServerConfig)}
+    unknown = set(table) - known
+    if unknown:
+        raise ValueError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
+    return dict(table)
+
+
+def build_config(file_settings: dict[str, Any], flag_settings: dict[str, Any]) -> ServerConfig:
+    """Defaults, then the file, then flags: the later wins."""
+    merged = {**file_settings, **{k: v for k, v in flag_settings.items() if v is not None}}
+    try:
+        return _converter.structure(merged, ServerConfig)
+    except cattrs.BaseValidationError as exc:
+        reasons = "; ".join(str(e) for e in exc.exceptions)
+        raise ValueError(f"bad configuration: {reasons}") from None

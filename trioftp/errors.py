@@ -1,0 +1,78 @@
+"""Exceptions that users of the client API see, all under TrioftpError.
+
+Each one that comes from the server carries the wire `code`; a script can catch
+`NotFound` without knowing the protocol.
+"""
+
+from __future__ import annotations
+
+from trioftp.protocol.errors import ErrorCode
+
+
+class TrioftpError(Exception):
+    """Base class of every error the trioftp client raises."""
+
+
+class ConnectionClosed(TrioftpError):
+    """The connection ended (we closed it, or the peer or network broke it)."""
+
+
+class ProtocolViolation(TrioftpError):
+    """The peer broke the protocol (or is not a trioftp server)."""
+
+
+class TransferTimeout(TrioftpError):
+    """An operation took longer than its deadline."""
+
+
+class ChecksumMismatch(TrioftpError):
+    """The bytes received do not match the digest the sender stated; nothing was kept."""
+
+
+class RemoteError(TrioftpError):
+    """The server refused or failed an operation; `code` says why."""
+
+    code: ErrorCode = ErrorCode.INTERNAL
+
+    def __init__(self, message: str, code: ErrorCode | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+
+class NotFound(RemoteError):
+    code = ErrorCode.NOT_FOUND
+
+
+class AlreadyExists(RemoteError):
+    code = ErrorCode.ALREADY_EXISTS
+
+
+class PermissionDenied(RemoteError):
+    code = ErrorCode.PERMISSION_DENIED
+
+
+class BadName(RemoteError):
+    code = ErrorCode.BAD_NAME
+
+
+class RemoteChecksumMismatch(RemoteError, ChecksumMismatch):
+    """The server received bytes that do not match the digest we sent."""
+
+    code = ErrorCode.CHECKSUM_MISMATCH
+
+
+class Busy(RemoteError):
+    code = ErrorCode.BUSY
+
+
+_BY_CODE: dict[ErrorCode, type[RemoteError]] = {
+    cls.code: cls
+    for cls in (NotFound, AlreadyExists, PermissionDenied, BadName, RemoteChecksumMismatch, Busy)
+}
+
+
+def remote_error(code: ErrorCode, message: str) -> RemoteError:
+    """The exception for an ERROR frame from the server."""
+    cls = _BY_CODE.get(code, RemoteError)
+    return cls(f"{code.name}: {message}" if message else code.name, code)

@@ -1,0 +1,307 @@
+"""What the server does for each v2 request, one function per operation.
+
+Each runs as its own task in the connection's nursery and answers on its stream.
+Storage errors become ERROR frames with their code; nothing here touches the
+served folder except through `Storage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from trioftp.protocol import ErrorCode
+from trioftp.protocol.messages import (
+    Cancel,
+    Data,
+    Delete,
+    Done,
+    End,
+    Error,
+    FileInfo,
+    Get,
+    List,
+    Listing,
+    Message,
+    Mkdir,
+    Put,
+    Ready,
+    Rename,
+    Stat,
+)
+from trioftp.concurrency import both
+from trioftp.digests import hash_file
+from trioftp.storage import FileFacts, StorageError, Upload
+
+if TYPE_CHECKING:
+    from trioftp.inbox import StreamInbox
+    from trioftp.server.session import V2Session
+
+log = logging.getLogger("trioftp.transfer")
+
+INLINE_HASH_LIMIT = 256 * 1024  # below this, hashing on the loop beats a thread hop
+SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one write
+WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
+LISTING_CHUNK = 256  # entries per LISTING frame: 256 names of 1 KiB fit any frame limit
+
+
+def _file_info(stream_id: int, facts: FileFacts) -> FileInfo:
+    return FileInfo(
+        name=facts.name, kind=facts.kind, size=facts.size, mtime_ns=facts.mtime_ns,
+        digest=facts.digest, stream_id=stream_id,
+    )  # fmt: skip
+
+
+@attrs.define
+class TransferRecord:
+    """What one log line says about a transfer."""
+
+    peer: str
+    operation: str
+    name: str
+    started: float = attrs.field(factory=time.monotonic)
+    bytes: int = 0
+    result: str = "ok"
+
+    def log(self) -> None:
+        elapsed = time.monotonic() - self.started
+        rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+        log.info(
+            "%s %s %r %d bytes in %.3f s (%.1f MB/s): %s",
+            self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result,
+        )  # fmt: skip
+
+
+async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
+    """Answer one request; a StorageError becomes an ERROR frame on its stream."""
+    record = TransferRecord(peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request))
+    try:
+        if isinstance(request, Get):
+            await _get(session, request, inbox, record)
+        elif isinstance(request, Put):
+            await _put(session, request, inbox, record)
+        elif isinstance(request, List):
+            await _list(session, request)
+        elif isinstance(request, Stat):
+            await _stat(session, request)
+        elif isinstance(request, Delete | Rename | Mkdir):
+            await _change(session, request)
+        else:  # pragma: no cover - the machine only opens streams for requests
+            raise AssertionError(request)
+    except StorageError as exc:
+        record.result = f"{exc.code.name}: {exc}"
+        await session.channel.send_if_open(Error(code=exc.code, message=str(exc), stream_id=request.stream_id))
+    finally:
+        if inbox.cancelled and record.result == "ok":
+            record.result = "cancelled by the client"
+        if isinstance(request, Get | Put):
+            record.log()
+        else:
+            log.debug("%s %s %r: %s", record.peer, record.operation, record.name, record.result)
+
+
+def _name_of(request: Message) -> str:
+    if isinstance(request, Rename):
+        return f"{request.old} -> {request.new}"
+    if isinstance(request, List):
+        return request.folder
+    return getattr(request, "name", "")
+
+
+# ---------------------------------------------------------------------- GET
+
+
+async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
+    storage, channel, stream_id = session.storage, session.channel, request.stream_id
+    fd, st = storage.open_read(request.name)
+    try:
+        size = st.st_size
+        if request.offset > size:
+            raise StorageError(ErrorCode.BAD_REQUEST, f"offset {request.offset} is past the end ({size})")
+        end = size if request.length is None else min(size, request.offset + request.length)
+        algorithm = channel.machine.digest
+        digest = storage.cached_digest(st, algorithm)
+        if digest is None and size <= INLINE_HASH_LIMIT:
+            digest = storage.digest_of_open(fd, st, algorithm)
+        facts = storage._facts(request.name, st, digest)
+        info = _file_info(stream_id, facts)
+        if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
+            payload = os.pread(fd, end - request.offset, request.offset)
+            if len(payload) != end - request.offset:
+                raise StorageError(ErrorCode.BUSY, "the file changed while being read; try again")
+            await _send_small_file(session, info, payload, End(size=size, digest=digest, stream_id=stream_id))
+            record.bytes = len(payload)
+            return
+        if not await channel.send_if_open(info):
+            return
+        if digest is None:
+            # Hash on a worker thread while sendfile moves the same pages: the
+            # digest costs no extra wall time on a second core.
+            sent, digest = await both(
+                lambda: _send_body(session, inbox, fd, request.offset, end),
+                lambda: trio.to_thread.run_sync(storage.digest_of_open, fd, st, algorithm),
+            )
+        else:
+            sent = await _send_body(session, inbox, fd, request.offset, end)
+        record.bytes = sent
+        if inbox.cancelled:
+            return
+        if not storage.unchanged(fd, st):
+            raise StorageError(ErrorCode.BUSY, "the file changed while being sent; try again")
+        await channel.send_if_open(End(size=size, digest=digest, stream_id=stream_id))
+    finally:
+        os.close(fd)
+
+
+def _initial_credit(session: V2Session) -> int:
+    hello = session.channel.machine.peer_hello
+    assert hello is not None
+    return min(hello.initial_window, hello.max_frame_size)
+
+
+async def _send_small_file(session: V2Session, info: FileInfo, payload: bytes, end: End) -> None:
+    # FILE_INFO, DATA and END in one write: one syscall and no Nagle stall
+    # between a header and its body.
+    await session.channel.send_if_open(info, Data(payload=payload, stream_id=info.stream_id), end)
+
+
+async def _send_body(session: V2Session, inbox: StreamInbox, fd: int, start: int, end: int) -> int:
+    channel, stream_id = session.channel, inbox.stream_id
+    position = start
+    while position < end and not inbox.cancelled:
+        credit = channel.machine.send_credit(stream_id)
+        if credit == 0:
+            await inbox.wait_change()
+            continue
+        count = min(credit, end - position)
+        if not await channel.send_file_data(stream_id, fd, position, count):
+            break
+        position += count
+    return position - start
+
+
+# ---------------------------------------------------------------------- PUT
+
+
+async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord) -> None:
+    storage, channel, stream_id = session.storage, session.channel, request.stream_id
+    algorithm = channel.machine.digest
+    if request.digest is not None:
+        existing = await trio.to_thread.run_sync(_identical_facts, session, request, algorithm)
+        if existing is not None:
+            record.result = "identical file already there"
+            await channel.send_if_open(_file_info(stream_id, existing))
+            return
+    upload: Upload = await trio.to_thread.run_sync(
+        lambda: storage.begin_upload(
+            request.name, request.size, algorithm=algorithm, digest=request.digest, resume=request.resume
+        )
+    )
+    keep = True
+    try:
+        if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
+            return
+        pending: list[bytes] = []
+        pending_bytes = 0
+        while True:
+            message = await inbox.get()
+            if isinstance(message, Data):
+                pending.append(message.payload)
+                pending_bytes += len(message.payload)
+                if upload.written + pending_bytes > upload.size:
+                    keep = False
+                    raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
+                if pending_bytes >= WRITE_BLOCK:
+                    await _flush(session, stream_id, upload, pending, pending_bytes)
+                    record.bytes += pending_bytes
+                    pending, pending_bytes = [], 0
+            elif isinstance(message, End):
+                await _flush(session, stream_id, upload, pending, pending_bytes)
+                record.bytes += pending_bytes
+                keep = False
+                facts = await trio.to_thread.run_sync(upload.commit, message.size, message.digest, request.mtime_ns)
+                await channel.send_if_open(_file_info(stream_id, facts))
+                return
+            elif isinstance(message, Cancel):
+                return
+    except StorageError as exc:
+        keep = keep and exc.code not in (ErrorCode.NO_SPACE, ErrorCode.CHECKSUM_MISMATCH, ErrorCode.BAD_REQUEST)
+        raise
+    finally:
+        upload.abort(keep=keep)
+
+
+async def _flush(session: V2Session, stream_id: int, upload: Upload, pending: list[bytes], size: int) -> None:
+    if not pending:
+        return
+    await trio.to_thread.run_sync(upload.write, pending)
+    await session.channel.acknowledge(stream_id, size)
+
+
+def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFacts | None:
+    """The facts of the target if it already holds exactly these bytes."""
+    try:
+        fd, st = session.storage.open_read(request.name)
+    except StorageError:
+        return None
+    try:
+        if st.st_size != request.size:
+            return None
+        digest = session.storage.cached_digest(st, algorithm)
+        if digest is None:
+            digest = hash_file(fd, st.st_size, algorithm)
+            session.storage.digests.put(st, algorithm, digest)
+        if digest != request.digest:
+            return None
+        return session.storage._facts(request.name, st, digest)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------- the others
+
+
+async def _list(session: V2Session, request: List) -> None:
+    entries = await trio.to_thread.run_sync(session.storage.list, request.folder)
+    stream_id = request.stream_id
+    chunks = [entries[i : i + LISTING_CHUNK] for i in range(0, len(entries), LISTING_CHUNK)] or [[]]
+    for index, chunk in enumerate(chunks):
+        last = index == len(chunks) - 1
+        if not await session.channel.send_if_open(Listing(entries=chunk, last=last, stream_id=stream_id)):
+            return
+
+
+async def _stat(session: V2Session, request: Stat) -> None:
+    storage = session.storage
+    facts, st = storage.stat(request.name)
+    if facts.kind.value == "file":
+        algorithm = session.channel.machine.digest
+        digest = storage.cached_digest(st, algorithm)
+        if digest is None:
+            digest = await trio.to_thread.run_sync(_digest_by_name, session, request.name, algorithm)
+        facts = attrs.evolve(facts, digest=digest)
+    await session.channel.send_if_open(_file_info(request.stream_id, facts))
+
+
+def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
+    fd, st = session.storage.open_read(name)
+    try:
+        return session.storage.digest_of_open(fd, st, algorithm)
+    finally:
+        os.close(fd)
+
+
+async def _change(session: V2Session, request: Delete | Rename | Mkdir) -> None:
+    storage = session.storage
+    if isinstance(request, Delete):
+        await trio.to_thread.run_sync(storage.delete, request.name)
+    elif isinstance(request, Rename):
+        await trio.to_thread.run_sync(lambda: storage.rename(request.old, request.new, replace=request.replace))
+    else:
+        await trio.to_thread.run_sync(storage.mkdir, request.name)
+    await session.channel.send_if_open(Done(stream_id=request.stream_id))

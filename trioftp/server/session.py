@@ -1,0 +1,246 @@
+"""One v2 connection on the server: handshake, the reader, one task per stream, timeouts.
+
+Resource handling: the session owns a nursery; the reader runs in the session's
+own task and starts one task per request in that nursery, so when the
+connection ends every stream task ends with it.
+
+Error handling: a stream error (bad name, not found, ...) is answered on its
+stream and the connection goes on; a connection error is answered with ERROR on
+stream 0 and the connection is closed. Nothing raised here reaches the server's
+accept loop: the caller logs and closes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import trio
+
+from trioftp.channel import Channel, ChannelClosed
+from trioftp.digests import SUPPORTED
+from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
+from trioftp.protocol.messages import (
+    REQUEST_TYPES,
+    Cancel,
+    Data,
+    End,
+    Error,
+    Goodbye,
+    Hello,
+    Message,
+    Window,
+)
+from trioftp.inbox import StreamInbox
+from trioftp.server.operations import run_request
+
+if TYPE_CHECKING:
+    from trioftp.server import Server
+
+log = logging.getLogger("trioftp.server")
+
+
+class CloseConnection(Exception):
+    """End this connection, telling the peer `code` (if it can still hear it)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class V2Session:
+    def __init__(self, server: Server, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
+        config = server.config
+        self.server = server
+        self.storage = server.storage
+        self.peer = peer
+        settings = Settings(
+            max_frame_size=config.max_frame_size,
+            max_streams=config.max_streams,
+            initial_window=config.initial_window,
+            digests=SUPPORTED,
+            agent=server.agent,
+        )
+        self.channel = Channel(stream, Connection(Role.SERVER, settings))
+        self.channel.machine.receive_data(initial)
+        self._inboxes: dict[int, StreamInbox] = {}
+        self._streams_done = trio.Event()
+        self._draining = False
+        self._last_activity = trio.current_time()
+        self._ending: tuple[ErrorCode, str] | None = None
+        self._nursery: trio.Nursery | None = None
+
+    async def run(self) -> None:
+        try:
+            with trio.fail_after(self.server.config.handshake_timeout):
+                await self._handshake()
+        except trio.TooSlowError:
+            self._ending = (ErrorCode.TIMEOUT, "no HELLO within the handshake timeout")
+        except Exception as exc:
+            self._note_ending(exc)
+        else:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                nursery.start_soon(self._watchdog)
+                try:
+                    await self._read_loop(nursery)
+                except Exception as exc:
+                    self._note_ending(exc)
+                nursery.cancel_scope.cancel()
+        if self._ending is not None:
+            await self._close_with(*self._ending)
+
+    def _note_ending(self, exc: Exception) -> None:
+        """Record why the connection ends; anything unexpected propagates to be logged."""
+        if isinstance(exc, CloseConnection):
+            self._ending = (exc.code, str(exc))
+        elif isinstance(exc, RemoteProtocolError):
+            self._ending = (exc.error_code, str(exc))
+        elif isinstance(exc, ChannelClosed):
+            if exc.broken:
+                log.info("%s connection lost: %s", self.peer, exc)
+        else:
+            raise exc
+
+    async def _close_with(self, code: ErrorCode, message: str) -> None:
+        log.warning("%s closing connection: %s: %s", self.peer, code.name, message)
+        with trio.move_on_after(1.0) as scope:
+            scope.shield = True
+            try:
+                await self.channel.send(Error(code=code, message=message[:1000]))
+            except Exception:  # the peer may be gone: the close below is what matters
+                pass
+
+    # -------------------------------------------------------------- handshake
+
+    async def _handshake(self) -> None:
+        while True:
+            for event in await self.channel.receive_events():
+                if event is PEER_CLOSED:
+                    raise ChannelClosed("closed during the handshake", broken=True)
+                if isinstance(event, Hello):
+                    await self._answer_hello(event)
+                    return
+                if isinstance(event, Error):
+                    raise ChannelClosed(f"peer failed the handshake: {event.code.name}", broken=True)
+
+    async def _answer_hello(self, hello: Hello) -> None:
+        common = [name for name in hello.digests if name in SUPPORTED]
+        if not common:
+            raise CloseConnection(
+                ErrorCode.PROTOCOL_ERROR,
+                f"no common digest: client offers {list(hello.digests)}, server has {list(SUPPORTED)}",
+            )
+        settings = self.channel.machine.settings
+        await self.channel.send(settings.hello(digests=(common[0],)))
+
+    # ----------------------------------------------------------------- reader
+
+    async def _read_loop(self, nursery: trio.Nursery) -> None:
+        machine = self.channel.machine
+        while True:
+            if (machine.goodbye_received or self._draining) and not self._inboxes:
+                return
+            try:
+                events = await self.channel.receive_events()
+            except RemoteProtocolError as exc:
+                if exc.ends_connection:
+                    raise
+                await self._refuse(exc.stream_id, exc.error_code, str(exc))
+                continue
+            self._last_activity = trio.current_time()
+            for event in events:
+                if event is PEER_CLOSED:
+                    return
+                assert not isinstance(event, type(PEER_CLOSED))
+                self._dispatch(nursery, event)
+
+    def _dispatch(self, nursery: trio.Nursery, message: Message) -> None:
+        stream_id = message.stream_id
+        if isinstance(message, REQUEST_TYPES):
+            if self._draining:
+                nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
+                return
+            inbox = self._inboxes[stream_id] = StreamInbox(stream_id)
+            nursery.start_soon(self._run_stream, message, inbox)
+            return
+        if isinstance(message, Error):  # on stream 0: the client gives up on us
+            raise ChannelClosed(f"client sent {message.code.name}: {message.message}", broken=True)
+        if isinstance(message, Goodbye | Hello):
+            return
+        inbox = self._inboxes.get(stream_id)
+        if inbox is None:
+            return  # the stream's task already finished; a late frame
+        if isinstance(message, Data | End):
+            inbox.deliver(message)
+        elif isinstance(message, Cancel):
+            inbox.cancel()
+            inbox.deliver(message)
+        elif isinstance(message, Window):
+            inbox.notify()
+
+    async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
+        log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
+        try:
+            await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
+        except ChannelClosed:
+            pass
+
+    async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
+        try:
+            await run_request(self, request, inbox)
+        except ChannelClosed:
+            pass
+        except Exception:
+            log.exception("%s stream %d failed", self.peer, request.stream_id)
+            await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
+        finally:
+            del self._inboxes[request.stream_id]
+            if not self._inboxes:
+                self._streams_done.set()
+                self._streams_done = trio.Event()
+
+    # ------------------------------------------------------- drain and timers
+
+    async def drain(self) -> None:
+        """Shutdown: accept no new streams, let those in flight finish."""
+        self._draining = True
+        try:
+            await self.channel.send(Goodbye(message="server shutting down"))
+        except (ChannelClosed, Exception):
+            return
+        if not self._inboxes:
+            await self.channel.aclose()
+
+    async def _watchdog(self) -> None:
+        """Drop the connection when it idles too long or a transfer trickles."""
+        config = self.server.config
+        window = config.min_rate_window
+        interval = min(1.0, config.idle_timeout / 4, window / 4)
+        samples: deque[tuple[float, int]] = deque()
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            moved = self.channel.bytes_received + self.channel.bytes_sent
+            if not self._inboxes:
+                samples.clear()
+                if now - self._last_activity > config.idle_timeout:
+                    self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")
+                    return
+                continue
+            self._last_activity = now
+            samples.append((now, moved))
+            # Keep one sample at least a window old, to measure over a whole window.
+            while len(samples) > 1 and now - samples[1][0] >= window:
+                samples.popleft()
+            first_time, first_moved = samples[0]
+            span = now - first_time
+            if span >= window and moved - first_moved < config.min_rate * span:
+                self._end(ErrorCode.TIMEOUT, f"transfer slower than {config.min_rate:g} B/s over {span:.0f} s")
+                return
+
+    def _end(self, code: ErrorCode, message: str) -> None:
+        self._ending = (code, message)
+        assert self._nursery is not None
+        self._nursery.cancel_scope.cancel()

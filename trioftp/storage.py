@@ -1,0 +1,469 @@
+"""The served folder: the only code that touches it.
+
+Every name is resolved inside the root, with symlinks that lead out refused.
+Uploads go to a partial file under `.trioftp/partial/` and become visible only
+by an atomic rename after their size and digest check out, so a reader sees the
+old file or the new one, never a mix. All methods are synchronous; the Trio
+layer decides which run on a worker thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import stat as stat_module
+import threading
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import attrs
+
+from trioftp.digests import hash_file, hash_range, new_hasher
+from trioftp.protocol.errors import ErrorCode
+from trioftp.protocol.messages import Entry, Kind
+from trioftp.protocol.names import BadName, check_path, check_segment
+
+log = logging.getLogger("trioftp.storage")
+
+STATE_DIR = ".trioftp"
+
+
+class StorageError(Exception):
+    """A refused or failed storage operation, with the wire code to answer with."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@attrs.frozen
+class FileFacts:
+    name: str
+    kind: Kind
+    size: int
+    mtime_ns: int
+    digest: bytes | None = None
+
+
+def _os_error(exc: OSError, name: str) -> StorageError:
+    if isinstance(exc, FileNotFoundError | NotADirectoryError):
+        return StorageError(ErrorCode.NOT_FOUND, f"{name!r} does not exist")
+    if isinstance(exc, PermissionError):
+        return StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r}: permission denied")
+    if isinstance(exc, IsADirectoryError):
+        return StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
+    if isinstance(exc, FileExistsError):
+        return StorageError(ErrorCode.ALREADY_EXISTS, f"{name!r} already exists")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return StorageError(ErrorCode.NO_SPACE, "no space left on the server")
+    if exc.errno == errno.ENOTEMPTY:
+        return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
+    if exc.errno == errno.ENAMETOOLONG:
+        return StorageError(ErrorCode.BAD_NAME, f"{name!r} is too long for the server's file system")
+    return StorageError(ErrorCode.INTERNAL, f"{name!r}: {exc.strerror or exc}")
+
+
+class DigestCache:
+    """Digests of stored files, keyed by what changes when the file does.
+
+    (device, inode, size, mtime, ctime): a rewrite in place changes mtime and
+    ctime, a replacement changes the inode, so a stale digest is never served.
+    """
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[tuple[int, int, int, int, int, str], bytes] = OrderedDict()
+        self._lock = threading.Lock()  # filled from worker threads
+
+    @staticmethod
+    def key(st: os.stat_result, algorithm: str) -> tuple[int, int, int, int, int, str]:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, algorithm)
+
+    def get(self, st: os.stat_result, algorithm: str) -> bytes | None:
+        with self._lock:
+            return self._entries.get(self.key(st, algorithm))
+
+    def put(self, st: os.stat_result, algorithm: str, digest: bytes) -> None:
+        with self._lock:
+            self._entries[self.key(st, algorithm)] = digest
+            self._entries.move_to_end(self.key(st, algorithm))
+            while len(self._entries) > self._capacity:
+                self._entries.popitem(last=False)
+
+
+class Storage:
+    """The served root folder.
+
+    Args:
+        root: the folder; created if missing.
+        partial_ttl: seconds an interrupted upload is kept for resume.
+        max_file_size: largest upload accepted.
+    """
+
+    def __init__(self, root: Path, *, partial_ttl: float = 86400.0, max_file_size: int = 2**40) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.root = root.resolve()
+        self.partial_dir = self.root / STATE_DIR / "partial"
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        self.partial_ttl = partial_ttl
+        self.max_file_size = max_file_size
+        self.digests = DigestCache()
+        self._active_partials: set[str] = set()
+        self._active_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ names
+
+    def path_of(self, name: str, *, allow_root: bool = False, follow: bool = True) -> Path:
+        """The real path for a wire name, checked to stay inside the root.
+
+        Args:
+            follow: resolve a symlink in the last segment too (reads); False
+                for operations on the entry itself (delete, rename).
+
+        Raises:
+            StorageError: BAD_NAME for names the protocol refuses,
+                PERMISSION_DENIED for the reserved state folder or a path that
+                leads outside the root.
+        """
+        try:
+            check_path(name, allow_root=allow_root)
+        except BadName as exc:
+            raise StorageError(ErrorCode.BAD_NAME, str(exc)) from None
+        if name == "":
+            return self.root
+        if name.split("/", 1)[0] == STATE_DIR:
+            raise StorageError(ErrorCode.PERMISSION_DENIED, f"{STATE_DIR!r} is reserved for the server")
+        parent, _, last = name.rpartition("/")
+        real_parent = Path(os.path.realpath(self.root / parent))
+        self._check_inside(real_parent, name)
+        path = real_parent / last
+        if follow:
+            self._check_inside(Path(os.path.realpath(path)), name)
+        return path
+
+    def _check_inside(self, real: Path, name: str) -> None:
+        if real != self.root and self.root not in real.parents:
+            raise StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r} leads outside the served folder")
+
+    # ------------------------------------------------------------------ reads
+
+    def open_read(self, name: str) -> tuple[int, os.stat_result]:
+        """Open a file for reading; the caller closes the fd."""
+        path = self.path_of(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise _os_error(exc, name) from None
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            os.close(fd)
+            raise _os_error(exc, name) from None
+        if not stat_module.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is not a file")
+        return fd, st
+
+    def cached_digest(self, st: os.stat_result, algorithm: str) -> bytes | None:
+        return self.digests.get(st, algorithm)
+
+    def digest_of_open(self, fd: int, st: os.stat_result, algorithm: str) -> bytes:
+        """The digest of an open file, from the cache or by reading it (blocking)."""
+        digest = self.digests.get(st, algorithm)
+        if digest is None:
+            try:
+                digest = hash_file(fd, st.st_size, algorithm)
+            except EOFError:
+                raise StorageError(ErrorCode.BUSY, "the file shrank while it was being hashed; try again") from None
+            if self.unchanged(fd, st):
+                self.digests.put(st, algorithm, digest)
+            else:
+                raise StorageError(ErrorCode.BUSY, "the file changed while it was being hashed; try again")
+        return digest
+
+    @staticmethod
+    def unchanged(fd: int, st: os.stat_result) -> bool:
+        now = os.fstat(fd)
+        return DigestCache.key(now, "") == DigestCache.key(st, "")
+
+    def stat(self, name: str) -> tuple[FileFacts, os.stat_result]:
+        path = self.path_of(name)
+        try:
+            st = os.stat(path)
+        except OSError as exc:
+            raise _os_error(exc, name) from None
+        return self._facts(name, st), st
+
+    def _facts(self, name: str, st: os.stat_result, digest: bytes | None = None) -> FileFacts:
+        kind = Kind.DIR if stat_module.S_ISDIR(st.st_mode) else Kind.FILE
+        size = 0 if kind is Kind.DIR else st.st_size
+        return FileFacts(name=name, kind=kind, size=size, mtime_ns=max(st.st_mtime_ns, 0), digest=digest)
+
+    def list(self, folder: str) -> list[Entry]:
+        """Entries of a folder, sorted by name; what cannot be named on the wire is left out."""
+        path = self.path_of(folder, allow_root=True)
+        entries: list[Entry] = []
+        try:
+            scan = os.scandir(path)
+        except OSError as exc:
+            if isinstance(exc, NotADirectoryError):
+                raise StorageError(ErrorCode.WRONG_KIND, f"{folder!r} is not a folder") from None
+            raise _os_error(exc, folder) from None
+        with scan:
+            for item in scan:
+                entry = self._entry(path, item)
+                if entry is not None:
+                    entries.append(entry)
+        entries.sort(key=lambda e: e.name)
+        return entries
+
+    def _entry(self, folder_path: Path, item: os.DirEntry[str]) -> Entry | None:
+        if folder_path == self.root and item.name == STATE_DIR:
+            return None
+        try:
+            check_segment(item.name)
+            item.name.encode("utf-8")
+        except (BadName, UnicodeEncodeError):
+            return None  # a local name the protocol cannot carry (control chars, bad bytes)
+        try:
+            if item.is_symlink():
+                self._check_inside(Path(os.path.realpath(item.path)), item.name)
+            st = item.stat()
+        except (OSError, StorageError):
+            return None
+        if not (stat_module.S_ISREG(st.st_mode) or stat_module.S_ISDIR(st.st_mode)):
+            return None
+        facts = self._facts(item.name, st)
+        return Entry(name=item.name, kind=facts.kind, size=facts.size, mtime_ns=facts.mtime_ns)
+
+    # ---------------------------------------------------------------- changes
+
+    def delete(self, name: str) -> None:
+        path = self.path_of(name, follow=False)
+        try:
+            if path.is_dir() and not path.is_symlink():
+                os.rmdir(path)
+            else:
+                os.unlink(path)
+        except OSError as exc:
+            raise _os_error(exc, name) from None
+
+    def rename(self, old: str, new: str, *, replace: bool) -> None:
+        old_path = self.path_of(old, follow=False)
+        new_path = self.path_of(new, follow=False)
+        if not os.path.lexists(old_path):
+            raise StorageError(ErrorCode.NOT_FOUND, f"{old!r} does not exist")
+        if os.path.lexists(new_path) and not replace:
+            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
+        try:
+            new_path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(old_path, new_path)
+        except OSError as exc:
+            if exc.errno == errno.EINVAL:
+                raise StorageError(ErrorCode.BAD_REQUEST, f"cannot move {old!r} into itself") from None
+            raise _os_error(exc, new) from None
+
+    def mkdir(self, name: str) -> None:
+        path = self.path_of(name)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{name!r} exists and is not a folder") from None
+        except OSError as exc:
+            raise _os_error(exc, name) from None
+
+    # ---------------------------------------------------------------- uploads
+
+    def begin_upload(
+        self, name: str, size: int, *, algorithm: str, digest: bytes | None = None, resume: bool = False
+    ) -> Upload:
+        """Start an upload into a partial file (blocking: may hash a resumed prefix).
+
+        A partial is keyed by name, size, algorithm and digest. Only one upload
+        at a time may own a key; a second concurrent upload of the same key gets
+        a private temporary file, so two uploads never write into one file.
+        """
+        target = self.path_of(name)
+        if size > self.max_file_size:
+            raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {self.max_file_size}")
+        if target.is_dir():
+            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
+        key = hashlib.sha256(
+            f"{name}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
+        ).hexdigest()[:40]
+        with self._active_lock:
+            owns_key = key not in self._active_partials
+            if owns_key:
+                self._active_partials.add(key)
+        partial = self.partial_dir / (f"{key}.part" if owns_key else f"{key}.{secrets.token_hex(8)}.tmp")
+        try:
+            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            self._release(key if owns_key else None)
+            raise _os_error(exc, name) from None
+        upload = Upload(
+            storage=self, name=name, target=target, partial=partial, fd=fd, size=size,
+            algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
+        )  # fmt: skip
+        try:
+            upload.start(resume=resume and owns_key)
+        except BaseException:
+            upload.abort(keep=False)
+            raise
+        return upload
+
+    def _release(self, key: str | None) -> None:
+        if key is not None:
+            with self._active_lock:
+                self._active_partials.discard(key)
+
+    def clean_partials(self, *, at_start: bool = False) -> int:
+        """Remove expired partial uploads (and, at start, every private temp file)."""
+        removed = 0
+        now = time.time()
+        for item in os.scandir(self.partial_dir):
+            stale = item.name.endswith(".tmp") and at_start
+            try:
+                expired = now - item.stat().st_mtime > self.partial_ttl
+            except FileNotFoundError:
+                continue
+            key = item.name.split(".", 1)[0]
+            with self._active_lock:
+                busy = key in self._active_partials and item.name.endswith(".part")
+            if (stale or expired) and not busy:
+                try:
+                    os.unlink(item.path)
+                    removed += 1
+                except FileNotFoundError:
+                    pass
+        return removed
+
+
+class Upload:
+    """One upload in progress. `write()` and `commit()` block: run them off the event loop."""
+
+    def __init__(
+        self,
+        *,
+        storage: Storage,
+        name: str,
+        target: Path,
+        partial: Path,
+        fd: int,
+        size: int,
+        algorithm: str,
+        expected_digest: bytes | None,
+        key: str | None,
+    ) -> None:
+        self.storage = storage
+        self.name = name
+        self.target = target
+        self.partial = partial
+        self.size = size
+        self.algorithm = algorithm
+        self.expected_digest = expected_digest
+        self.offset = 0  # where the client starts sending
+        self.written = 0  # bytes in the partial file so far
+        self._fd: int | None = fd
+        self._key = key
+        self._hasher = new_hasher(algorithm)
+
+    def start(self, *, resume: bool) -> None:
+        assert self._fd is not None
+        held = os.fstat(self._fd).st_size
+        if resume and 0 < held <= self.size:
+            hash_range(self._fd, 0, held, self._hasher)
+            self.offset = self.written = held
+        elif held:
+            os.ftruncate(self._fd, 0)
+
+    def write(self, blocks: list[bytes]) -> None:
+        """Append blocks to the partial file and hash them."""
+        assert self._fd is not None
+        total = sum(len(b) for b in blocks)
+        if self.written + total > self.size:
+            raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {self.size} bytes")
+        try:
+            _write_all(self._fd, blocks, self.written)
+        except OSError as exc:
+            raise _os_error(exc, self.name) from None
+        for block in blocks:
+            self._hasher.update(block)
+        self.written += total
+
+    def commit(self, size: int, digest: bytes | None, mtime_ns: int | None = None) -> FileFacts:
+        """Check size and digest, then make the file visible atomically.
+
+        `digest` None is for the legacy protocol, which sends none: only the
+        size is checked then.
+
+        Raises:
+            StorageError: CHECKSUM_MISMATCH or BAD_REQUEST; the partial is then
+                discarded and the old file, if any, stays as it was.
+        """
+        assert self._fd is not None
+        if size != self.size or self.written != self.size:
+            raise StorageError(
+                ErrorCode.BAD_REQUEST,
+                f"END says {size} bytes, PUT announced {self.size}, {self.written} arrived",
+            )
+        actual = self._hasher.digest()
+        if (digest is not None and actual != digest) or (self.expected_digest is not None and actual != self.expected_digest):
+            raise StorageError(ErrorCode.CHECKSUM_MISMATCH, f"digest of {self.name!r} does not match")
+        try:
+            os.fsync(self._fd)
+            if mtime_ns is not None:
+                os.utime(self._fd, ns=(mtime_ns, mtime_ns))
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            if self.target.is_dir():
+                raise StorageError(ErrorCode.WRONG_KIND, f"{self.name!r} is a folder")
+            os.replace(self.partial, self.target)
+            _fsync_dir(self.target.parent)
+            st = os.fstat(self._fd)
+        except OSError as exc:
+            raise _os_error(exc, self.name) from None
+        self.storage.digests.put(st, self.algorithm, actual)
+        self._close(unlink=False)
+        return self.storage._facts(self.name, st, actual)
+
+    def abort(self, *, keep: bool) -> None:
+        """Give up. With `keep`, a resumable partial stays for a later resume."""
+        if self._fd is None:
+            return
+        keep = keep and self._key is not None and self.written > 0
+        self._close(unlink=not keep)
+
+    def _close(self, *, unlink: bool) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        if unlink:
+            try:
+                os.unlink(self.partial)
+            except FileNotFoundError:
+                pass
+        self.storage._release(self._key)
+
+
+def _write_all(fd: int, blocks: list[bytes], offset: int) -> None:
+    views = [memoryview(b) for b in blocks if b]
+    while views:
+        n = os.pwritev(fd, views, offset)
+        offset += n
+        while views and n >= len(views[0]):
+            n -= len(views[0])
+            views.pop(0)
+        if views and n:
+            views[0] = views[0][n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
