@@ -1,0 +1,253 @@
+"""The `trioftp` command: argv -> settings -> one library call.
+
+    trioftp serve [--root DIR] [--host HOST] [--port PORT] [--config FILE] ...
+    trioftp get HOST[:PORT] NAME [-o PATH]      trioftp put HOST[:PORT] PATH [NAME]
+    trioftp ls HOST [FOLDER]    trioftp stat HOST NAME    trioftp rm HOST NAME
+    trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TextIO
+
+import attrs
+import trio
+
+from trioftp._version import __version__
+from trioftp.client import open_connection
+from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
+from trioftp.errors import TrioftpError
+from trioftp.protocol.messages import Kind
+from trioftp.server import Server
+
+log = logging.getLogger("trioftp")
+
+
+def split_address(address: str, port: int | None) -> tuple[str, int]:
+    """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins."""
+    host, chosen = address, None
+    if address.startswith("["):
+        host, _, rest = address[1:].partition("]")
+        if rest.startswith(":"):
+            chosen = int(rest[1:])
+    elif address.count(":") == 1:
+        host, _, text = address.partition(":")
+        chosen = int(text)
+    return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
+
+
+class ProgressLine:
+    """A one-line progress bar on a terminal; silent otherwise."""
+
+    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
+        self.label = label
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self._last_draw < 0.1 and done < total):
+            return
+        self._last_draw = now
+        elapsed = max(now - self.started, 1e-6)
+        rate = done / elapsed
+        fraction = done / total if total else 1.0
+        eta = (total - done) / rate if rate > 0 else 0.0
+        bar = "#" * int(fraction * 30)
+        self.stream.write(
+            f"\r{self.label} [{bar:<30}] {fraction:6.1%} {_human(done)}/{_human(total)} "
+            f"{_human(rate)}/s ETA {eta:4.0f}s"
+        )
+        if done >= total:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024:
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}TiB"
+
+
+# ------------------------------------------------------------------- serve
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = sub.add_parser(
+        "serve",
+        help="serve a folder",
+        description="Serve a folder to trioftp (v2) and legacy text-protocol clients.",
+    )
+    parser.add_argument("--config", type=Path, help="TOML file of settings (a [server] table); flags win")
+    defaults = ServerConfig()
+    for field in attrs.fields(ServerConfig):
+        flag = "--" + field.name.replace("_", "-")
+        default = getattr(defaults, field.name)
+        help_text = FIELD_HELP.get(field.name, "")
+        if field.type in (bool, "bool"):
+            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
+                                help=f"{help_text} (default: {default})")  # fmt: skip
+        else:
+            kind = {"int": int, "float": float, "Path": Path}.get(str(field.type), str)
+            parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=field.name.upper(),
+                                help=f"{help_text} (default: {default})")  # fmt: skip
+    parser.set_defaults(run=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
+    file_settings = load_toml(args.config) if args.config else {}
+    config = build_config(file_settings, flags)
+    _setup_logging(config.log_level)
+    trio.run(run_server, config)
+    return 0
+
+
+async def run_server(config: ServerConfig) -> None:
+    """Serve until SIGINT or SIGTERM, then drain and stop."""
+    server = Server(config)
+    async with trio.open_nursery() as nursery:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            await nursery.start(server.serve)
+            async for signum in signals:
+                log.info("received %s: stopping", signal.Signals(signum).name)
+                server.shutdown()
+                break
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# ------------------------------------------------------------------ client
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    def command(name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]) -> argparse.ArgumentParser:
+        parser = sub.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("host", metavar="HOST[:PORT]")
+        parser.add_argument("--port", type=int, default=None, help=f"server port (default {DEFAULT_PORT})")
+        parser.set_defaults(run=lambda args: _run_client(run, args))
+        return parser
+
+    p = command("get", "download a file", _get)
+    p.add_argument("name")
+    p.add_argument("-o", "--output", type=Path, help="where to write it (default: the name's last part)")
+    p = command("put", "upload a file", _put)
+    p.add_argument("path", type=Path)
+    p.add_argument("name", nargs="?", help="remote name (default: the file's name)")
+    p = command("ls", "list a remote folder", _ls)
+    p.add_argument("folder", nargs="?", default="")
+    p = command("stat", "show a remote file's size, mtime and digest", _stat)
+    p.add_argument("name")
+    p = command("rm", "delete a remote file or empty folder", _rm)
+    p.add_argument("name")
+    p = command("mv", "rename a remote file or folder", _mv)
+    p.add_argument("old")
+    p.add_argument("new")
+    p.add_argument("--replace", action="store_true", help="replace an existing NEW")
+    p = command("mkdir", "create a remote folder (and its parents)", _mkdir)
+    p.add_argument("folder")
+
+
+def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+    args.host, args.port = split_address(args.host, args.port)
+    try:
+        trio.run(run, args)
+    except TrioftpError as exc:
+        print(f"trioftp: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _get(args: argparse.Namespace) -> None:
+    output = args.output or Path(args.name.rsplit("/", 1)[-1])
+    async with open_connection(args.host, args.port) as conn:
+        await conn.download(args.name, output, progress=ProgressLine(args.name))
+
+
+async def _put(args: argparse.Namespace) -> None:
+    name = args.name or args.path.name
+    async with open_connection(args.host, args.port) as conn:
+        await conn.upload(args.path, name, progress=ProgressLine(name))
+
+
+async def _ls(args: argparse.Namespace) -> None:
+    async with open_connection(args.host, args.port) as conn:
+        for entry in await conn.list(args.folder):
+            suffix = "/" if entry.kind is Kind.DIR else ""
+            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
+            print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
+
+
+async def _stat(args: argparse.Namespace) -> None:
+    async with open_connection(args.host, args.port) as conn:
+        info = await conn.stat(args.name)
+        print(f"name:   {info.name}")
+        print(f"kind:   {info.kind.value}")
+        print(f"size:   {info.size}")
+        print(f"mtime:  {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(info.mtime_ns / 1e9))}")
+        if info.digest is not None:
+            print(f"{conn.digest_algorithm}: {info.digest.hex()}")
+
+
+async def _rm(args: argparse.Namespace) -> None:
+    async with open_connection(args.host, args.port) as conn:
+        await conn.delete(args.name)
+
+
+async def _mv(args: argparse.Namespace) -> None:
+    async with open_connection(args.host, args.port) as conn:
+        await conn.rename(args.old, args.new, replace=args.replace)
+
+
+async def _mkdir(args: argparse.Namespace) -> None:
+    async with open_connection(args.host, args.port) as conn:
+        await conn.mkdir(args.folder)
+
+
+# -------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="trioftp", description="Fast, verified file transfer.")
+    parser.add_argument("--version", action="version", version=f"trioftp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_serve(sub)
+    _add_client_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `trioftp` command; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.run(args)
+    except ValueError as exc:  # bad settings
+        print(f"trioftp: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())
