@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import trio
@@ -32,3 +32,25 @@ async def both(main: Callable[[], Awaitable[T]], beside: Callable[[], Awaitable[
             raise leaves[0] from None
         raise
     return results[0], results[1]
+
+
+async def run_all(jobs: Iterable[Callable[[], Awaitable[Any]]], *, limit: int) -> None:
+    """Run jobs concurrently, at most `limit` at a time.
+
+    The first failure cancels the others and is raised as itself, not wrapped.
+    """
+    limiter = trio.CapacityLimiter(limit)
+
+    async def run(job: Callable[[], Awaitable[Any]]) -> None:
+        async with limiter:
+            await job()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            for job in jobs:
+                nursery.start_soon(run, job)
+    except BaseExceptionGroup as group:
+        leaves = [leaf for leaf in group.exceptions if not isinstance(leaf, trio.Cancelled)]
+        if len(leaves) >= 1 and not isinstance(leaves[0], BaseExceptionGroup):
+            raise leaves[0] from None
+        raise

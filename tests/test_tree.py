@@ -1,0 +1,103 @@
+"""Folders and sync over one connection: upload_tree, download_tree, sync."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import trioftp
+from tests.conftest import NETWORK_TIMEOUT
+from trioftp.client import tree
+from trioftp.server import Server
+
+
+def make_tree(top: Path, count: int = 12) -> dict[str, bytes]:
+    files: dict[str, bytes] = {}
+    for i in range(count):
+        relative = f"d{i % 3}/sub{i % 2}/f{i}.bin" if i % 4 else f"top{i}.txt"
+        data = os.urandom(i * 777)
+        (top / relative).parent.mkdir(parents=True, exist_ok=True)
+        (top / relative).write_bytes(data)
+        files[relative] = data
+    (top / "ünïcode ñame.txt").write_bytes(b"unicode")
+    files["ünïcode ñame.txt"] = b"unicode"
+    return files
+
+
+def read_tree(top: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(top).as_posix(): p.read_bytes()
+        for p in top.rglob("*")
+        if p.is_file() and ".trioftp" not in p.parts
+    }
+
+
+async def test_upload_tree_copies_everything_then_nothing(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    files = make_tree(local)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            first = await tree.upload_tree(conn, local, "backup")
+            second = await tree.upload_tree(conn, local, "backup")
+    assert sorted(first.copy) == sorted(files)
+    assert second.copy == () and second.unchanged == len(files)
+    assert read_tree(server.storage.root / "backup") == files
+
+
+async def test_download_tree_round_trip(server: Server, tmp_path: Path) -> None:
+    files = make_tree(server.storage.root / "remote")
+    target = tmp_path / "copy"
+    progress: list[tree.TreeProgress] = []
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.download_tree(conn, "remote", target, progress=progress.append)
+    assert read_tree(target) == files
+    assert plan.bytes_to_copy == sum(len(d) for d in files.values())
+    assert progress[-1].files_done == len(files) and progress[-1].bytes_done == plan.bytes_to_copy
+
+
+async def test_sync_sends_only_changed_files_and_deletes_with_flag(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    files = make_tree(local)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            await tree.sync(conn, local, "mirror")
+            changed = next(name for name, data in files.items() if len(data) > 100)
+            same_size = bytearray(files[changed])
+            same_size[0] ^= 0xFF  # same size, different digest
+            (local / changed).write_bytes(bytes(same_size))
+            gone = next(name for name in files if name != changed)
+            (local / gone).unlink()
+            dry = await tree.sync(conn, local, "mirror", delete=True, dry_run=True)
+            assert dry.copy == (changed,) and dry.delete == (gone,)
+            assert (server.storage.root / "mirror" / gone).exists()  # dry run touched nothing
+            plan = await tree.sync(conn, local, "mirror", delete=True)
+    assert plan.copy == (changed,) and plan.delete == (gone,)
+    assert read_tree(server.storage.root / "mirror") == read_tree(local)
+
+
+async def test_sync_down_into_missing_folder_and_missing_remote(server: Server, tmp_path: Path) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.sync(conn, tmp_path / "nowhere", "no/such/folder", direction=tree.Direction.DOWN)
+    assert plan.copy == () and plan.delete == ()
+
+
+async def test_failed_files_are_reported_and_others_still_copied(
+    make_server: object, tmp_path: Path, server_root: Path
+) -> None:
+    server = await make_server(max_file_size=1000)  # type: ignore[operator]
+    local = tmp_path / "local"
+    (local / "small.txt").parent.mkdir(parents=True)
+    (local / "small.txt").write_bytes(b"x" * 10)
+    (local / "big.bin").write_bytes(b"y" * 5000)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.upload_tree(conn, local, "up")
+    assert set(caught.value.failures) == {"big.bin"}
+    assert (server_root / "up" / "small.txt").read_bytes() == b"x" * 10
+    assert not (server_root / "up" / "big.bin").exists()
