@@ -308,6 +308,9 @@ class ClientConnection:
         received = offset
         pending: list[bytes] = []
         pending_bytes = 0
+        # The server gets more credit only once half our window is consumed:
+        # a block larger than that would stall both sides.
+        block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         while True:
             message = await self._expect(inbox, Data, End)
             if isinstance(message, Data):

@@ -208,6 +208,9 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
             return
         pending: list[bytes] = []
         pending_bytes = 0
+        # The client gets more credit only once half our window is written: with
+        # a window under two blocks, waiting for a whole block would stall both.
+        block = min(WRITE_BLOCK, max(1, channel.machine.settings.initial_window // 2))
         while True:
             message = await inbox.get()
             if isinstance(message, Data):
@@ -216,7 +219,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
                 if upload.written + pending_bytes > upload.size:
                     keep = False
                     raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
-                if pending_bytes >= WRITE_BLOCK:
+                if pending_bytes >= block:
                     await _flush(session, stream_id, upload, pending, pending_bytes)
                     record.bytes += pending_bytes
                     pending, pending_bytes = [], 0
