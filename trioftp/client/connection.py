@@ -288,8 +288,9 @@ class ClientConnection:
             keep_partial = True  # it is the target now
             return info
         finally:
+            held_nothing = os.fstat(fd).st_size == 0
             os.close(fd)
-            if not keep_partial:
+            if not keep_partial or held_nothing:  # an empty partial is nothing to resume
                 partial.unlink(missing_ok=True)
 
     async def _receive_body(
