@@ -31,12 +31,13 @@ from trioftp.errors import (
     ChecksumMismatch,
     ConnectionClosed,
     ProtocolViolation,
+    RemoteError,
     TransferTimeout,
     TrioftpError,
     remote_error,
 )
 from trioftp.inbox import StreamInbox
-from trioftp.protocol import PEER_CLOSED, Connection, RemoteProtocolError, Role, Settings
+from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
 from trioftp.protocol.messages import (
     Cancel,
     Data,
@@ -269,7 +270,13 @@ class ClientConnection:
             else:
                 os.ftruncate(fd, 0)
             async with self._stream(lambda sid: Get(name=name, offset=held, stream_id=sid)) as inbox:
-                info: FileInfo = await self._expect(inbox, FileInfo)
+                try:
+                    info: FileInfo = await self._expect(inbox, FileInfo)
+                except RemoteError as exc:
+                    if held and exc.code is ErrorCode.BAD_REQUEST:  # offset past the end: a stale partial
+                        keep_partial = False
+                        raise ChecksumMismatch(f"{name!r} is now shorter than the {held} bytes held") from None
+                    raise
                 position = held
 
                 async def write(blocks: list[bytes], hasher: Hasher) -> None:
