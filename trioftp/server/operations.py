@@ -96,6 +96,9 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
     except StorageError as exc:
         record.result = f"{exc.code.name}: {exc}"
         await session.channel.send_if_open(Error(code=exc.code, message=str(exc), stream_id=request.stream_id))
+    except BaseException as exc:  # connection lost, server stopping, internal error: not a success
+        record.result = f"interrupted: {type(exc).__name__}"
+        raise
     finally:
         if inbox.cancelled and record.result == "ok":
             record.result = "cancelled by the client"
