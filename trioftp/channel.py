@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 import trio
 
-from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection
+from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection, RemoteProtocolError
 from trioftp.protocol.connection import Event
 from trioftp.protocol.messages import Message
 from trioftp.protocol.state import StreamState
@@ -96,6 +96,7 @@ class Channel:
         self._fd = stream.socket.fileno()
         self._send_lock = trio.Lock()
         self._broken: str | None = None
+        self._deferred_error: RemoteProtocolError | None = None
         self.bytes_received = 0
         self.bytes_sent = 0
 
@@ -214,9 +215,19 @@ class Channel:
             await self._receive_once()
 
     def _drain(self) -> list[Event]:
+        if self._deferred_error is not None:
+            error, self._deferred_error = self._deferred_error, None
+            raise error
         events: list[Event] = []
         while True:
-            event = self.machine.next_event()
+            try:
+                event = self.machine.next_event()
+            except RemoteProtocolError as exc:
+                if not events:
+                    raise
+                # The frames before the bad one are valid: hand them over first.
+                self._deferred_error = exc
+                return events
             if event is NEED_DATA:
                 return events
             events.append(event)
