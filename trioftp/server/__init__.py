@@ -148,7 +148,8 @@ class Server:
 
     async def _serve_connection(self, stream: trio.SocketStream, peer: str, *, over_limit: bool) -> None:
         head = b""
-        with trio.move_on_after(self.config.handshake_timeout):
+        handshake_deadline = trio.current_time() + self.config.handshake_timeout
+        with trio.move_on_at(handshake_deadline):
             try:
                 head = await stream.receive_some(64)
             except trio.BrokenResourceError:
@@ -166,7 +167,9 @@ class Server:
                 ))  # fmt: skip
             return
         if dialect is Dialect.V2:
-            session: V2Session | LegacySession = V2Session(self, stream, head, peer)
+            session: V2Session | LegacySession = V2Session(
+                self, stream, head, peer, handshake_deadline=handshake_deadline
+            )
         elif dialect is Dialect.LEGACY and self.config.legacy:
             session = LegacySession(self, stream, head, peer)
         elif dialect is Dialect.LEGACY:

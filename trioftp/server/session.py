@@ -50,7 +50,15 @@ class CloseConnection(Exception):
 
 
 class V2Session:
-    def __init__(self, server: Server, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
+    def __init__(
+        self,
+        server: Server,
+        stream: trio.SocketStream,
+        initial: bytes,
+        peer: str,
+        *,
+        handshake_deadline: float | None = None,
+    ) -> None:
         config = server.config
         self.server = server
         self.storage = server.storage
@@ -70,10 +78,14 @@ class V2Session:
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
         self._nursery: trio.Nursery | None = None
+        # Counted from the connect, not from the first byte the sniffer saw.
+        if handshake_deadline is None:
+            handshake_deadline = trio.current_time() + config.handshake_timeout
+        self._handshake_deadline = handshake_deadline
 
     async def run(self) -> None:
         try:
-            with trio.fail_after(self.server.config.handshake_timeout):
+            with trio.fail_at(self._handshake_deadline):
                 await self._handshake()
         except trio.TooSlowError:
             self._ending = (ErrorCode.TIMEOUT, "no HELLO within the handshake timeout")
