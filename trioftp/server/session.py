@@ -212,6 +212,11 @@ class V2Session:
             if not self._inboxes:
                 self._streams_done.set()
                 self._streams_done = trio.Event()
+                if self._draining or self.channel.machine.goodbye_received:
+                    # After a GOODBYE no stream can start: the last one done ends the
+                    # connection, instead of leaving it open until the drain deadline.
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------- drain and timers
 
