@@ -39,6 +39,7 @@ log = logging.getLogger("trioftp.server")
 
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CLEANUP_INTERVAL = 3600.0
+CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last ERROR
 
 
 def raise_open_file_limit() -> int:
@@ -104,7 +105,9 @@ class Server:
             log.info("shutting down: %d connections draining for up to %g s", len(self._sessions), config.drain_timeout)
             for session in list(self._sessions):
                 connections.start_soon(session.drain)
-            connections.cancel_scope.deadline = trio.current_time() + config.drain_timeout
+            # Each v2 session ends its streams at drain_timeout with ERROR SHUTTING_DOWN;
+            # this deadline, a moment later, cuts whatever is left.
+            connections.cancel_scope.deadline = trio.current_time() + config.drain_timeout + CLOSE_GRACE
         log.info("server stopped")
 
     async def _accept_loop(

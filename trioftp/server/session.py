@@ -221,7 +221,8 @@ class V2Session:
     # ------------------------------------------------------- drain and timers
 
     async def drain(self) -> None:
-        """Shutdown: accept no new streams, let those in flight finish."""
+        """Shutdown: accept no new streams, let those in flight finish within drain_timeout."""
+        deadline = trio.current_time() + self.server.config.drain_timeout
         self._draining = True
         try:
             await self.channel.send(Goodbye(message="server shutting down"))
@@ -229,6 +230,13 @@ class V2Session:
             return
         if not self._inboxes:
             await self.channel.aclose()
+        elif self._nursery is not None:
+            # In the session's nursery, so it ends with the session, not at the deadline.
+            self._nursery.start_soon(self._stop_at, deadline)
+
+    async def _stop_at(self, deadline: float) -> None:
+        await trio.sleep_until(deadline)
+        self._end(ErrorCode.SHUTTING_DOWN, "the server is stopping and will not wait for streams in flight")
 
     async def _watchdog(self) -> None:
         """Drop the connection when it idles too long or a transfer trickles."""
