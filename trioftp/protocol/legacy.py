@@ -58,8 +58,12 @@ def parse_header(buffer: bytes, *, settled: bool) -> tuple[Header, int] | None:
     Raises:
         LegacyError: the bytes cannot be a legacy header.
     """
-    header = _parse(buffer[: MAX_HEADER_BYTES + 1], settled=settled)
-    if header is None and len(buffer) > MAX_HEADER_BYTES:
+    # The window reaches past the limit so that the byte ending a put's size, or
+    # a `second_active` right after a get header, can be seen.
+    header = _parse(buffer[: MAX_HEADER_BYTES + len(SECOND_ACTIVE)], settled=settled)
+    if (header is None and len(buffer) > MAX_HEADER_BYTES) or (
+        header is not None and header[1] > MAX_HEADER_BYTES
+    ):
         raise LegacyError(f"no complete header within {MAX_HEADER_BYTES} bytes")
     return header
 
