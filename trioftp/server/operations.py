@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import trio
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from trioftp.server.session import V2Session
 
 log = logging.getLogger("trioftp.transfer")
+T = TypeVar("T")
 
 INLINE_HASH_LIMIT = 256 * 1024  # below this, hashing on the loop beats a thread hop
 SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one write
@@ -108,6 +110,15 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             log.debug("%s %s %r: %s", record.peer, record.operation, record.name, record.result)
 
 
+async def _server_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
+    """Run blocking storage work on a thread; the rate watchdog does not hold its time against the peer."""
+    session.server_busy += 1
+    try:
+        return await trio.to_thread.run_sync(function, *args)
+    finally:
+        session.server_busy -= 1
+
+
 def _name_of(request: Message) -> str:
     if isinstance(request, Rename):
         return f"{request.old} -> {request.new}"
@@ -147,7 +158,7 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
             # digest costs no extra wall time on a second core.
             sent, digest = await both(
                 lambda: _send_body(session, inbox, fd, request.offset, end),
-                lambda: trio.to_thread.run_sync(storage.digest_of_open, fd, st, algorithm),
+                lambda: _server_work(session, storage.digest_of_open, fd, st, algorithm),
             )
         else:
             sent = await _send_body(session, inbox, fd, request.offset, end)
@@ -195,12 +206,13 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
     algorithm = channel.machine.digest
     if request.digest is not None:
-        existing = await trio.to_thread.run_sync(_identical_facts, session, request, algorithm)
+        existing = await _server_work(session, _identical_facts, session, request, algorithm)
         if existing is not None:
             record.result = "identical file already there"
             await channel.send_if_open(_file_info(stream_id, existing))
             return
-    upload: Upload = await trio.to_thread.run_sync(
+    upload: Upload = await _server_work(
+        session,
         lambda: storage.begin_upload(
             request.name, request.size, algorithm=algorithm, digest=request.digest, resume=request.resume
         )
@@ -230,7 +242,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
                 await _flush(session, stream_id, upload, pending, pending_bytes)
                 record.bytes += pending_bytes
                 keep = False
-                facts = await trio.to_thread.run_sync(upload.commit, message.size, message.digest, request.mtime_ns)
+                facts = await _server_work(session, upload.commit, message.size, message.digest, request.mtime_ns)
                 await channel.send_if_open(_file_info(stream_id, facts))
                 return
             elif isinstance(message, Cancel):
@@ -245,7 +257,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
 async def _flush(session: V2Session, stream_id: int, upload: Upload, pending: list[bytes], size: int) -> None:
     if not pending:
         return
-    await trio.to_thread.run_sync(upload.write, pending)
+    await _server_work(session, upload.write, pending)
     await session.channel.acknowledge(stream_id, size)
 
 
@@ -273,7 +285,7 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
 
 
 async def _list(session: V2Session, request: List) -> None:
-    entries = await trio.to_thread.run_sync(session.storage.list, request.folder)
+    entries = await _server_work(session, session.storage.list, request.folder)
     stream_id = request.stream_id
     chunks = [entries[i : i + LISTING_CHUNK] for i in range(0, len(entries), LISTING_CHUNK)] or [[]]
     for index, chunk in enumerate(chunks):
@@ -289,7 +301,7 @@ async def _stat(session: V2Session, request: Stat) -> None:
         algorithm = session.channel.machine.digest
         digest = storage.cached_digest(st, algorithm)
         if digest is None:
-            digest = await trio.to_thread.run_sync(_digest_by_name, session, request.name, algorithm)
+            digest = await _server_work(session, _digest_by_name, session, request.name, algorithm)
         facts = attrs.evolve(facts, digest=digest)
     await session.channel.send_if_open(_file_info(request.stream_id, facts))
 
@@ -305,9 +317,9 @@ def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
 async def _change(session: V2Session, request: Delete | Rename | Mkdir) -> None:
     storage = session.storage
     if isinstance(request, Delete):
-        await trio.to_thread.run_sync(storage.delete, request.name)
+        await _server_work(session, storage.delete, request.name)
     elif isinstance(request, Rename):
-        await trio.to_thread.run_sync(lambda: storage.rename(request.old, request.new, replace=request.replace))
+        await _server_work(session, lambda: storage.rename(request.old, request.new, replace=request.replace))
     else:
-        await trio.to_thread.run_sync(storage.mkdir, request.name)
+        await _server_work(session, storage.mkdir, request.name)
     await session.channel.send_if_open(Done(stream_id=request.stream_id))

@@ -77,6 +77,7 @@ class V2Session:
         self._draining = False
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
+        self.server_busy = 0  # streams waiting on our own disk work, not on the peer
         self._nursery: trio.Nursery | None = None
         # Counted from the connect, not from the first byte the sniffer saw.
         if handshake_deadline is None:
@@ -248,6 +249,11 @@ class V2Session:
             await trio.sleep(interval)
             now = trio.current_time()
             moved = self.channel.bytes_received + self.channel.bytes_sent
+            if self._inboxes and self.server_busy:
+                # Hashing, writing, fsync: our slowness, not the peer's. Measure afresh after.
+                samples.clear()
+                self._last_activity = now
+                continue
             if not self._inboxes:
                 samples.clear()
                 if now - self._last_activity > config.idle_timeout:
