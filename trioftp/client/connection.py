@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import trio
 
 from trioftp.channel import Channel, ChannelClosed
@@ -284,7 +285,7 @@ class ClientConnection:
                     position = await trio.to_thread.run_sync(_write_and_hash, fd, blocks, position, hasher)
 
                 try:
-                    await self._receive_body(inbox, info, held, hasher, write, progress, block=WRITE_BLOCK)
+                    digest = await self._receive_body(inbox, info, held, hasher, write, progress, block=WRITE_BLOCK)
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
@@ -293,7 +294,7 @@ class ClientConnection:
                 os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))
             os.replace(partial, target)
             keep_partial = True  # it is the target now
-            return info
+            return attrs.evolve(info, digest=digest)  # FILE_INFO may not have known it yet
         finally:
             held_nothing = os.fstat(fd).st_size == 0
             os.close(fd)
@@ -310,7 +311,8 @@ class ClientConnection:
         progress: Progress | None,
         *,
         block: int,
-    ) -> None:
+    ) -> bytes:
+        """Receive DATA up to END and check it; return the verified digest."""
         if offset > info.size:
             raise ChecksumMismatch(f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})")
         received = offset
@@ -343,7 +345,7 @@ class ClientConnection:
                 )
             if hasher.digest() != message.digest or (info.digest is not None and info.digest != message.digest):
                 raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
-            return
+            return message.digest
 
     # --------------------------------------------------------------- uploads
 
