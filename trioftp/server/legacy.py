@@ -4,6 +4,15 @@ Robust where the old server was not: every connection has its own state (the
 old one shared a byte counter across clients), puts are stored atomically
 (replace, not append), and a header may arrive split or with bytes behind it.
 Legacy cannot carry a checksum or credentials; sessions are logged as legacy.
+
+Resource handling: a session owns no file between commands. A put holds one
+partial file under `.trioftp/partial/`, removed in `finally` unless the upload
+was committed; a get holds one read fd, closed in `finally`.
+
+Error handling: the legacy protocol has no error reply, so anything that goes
+wrong ends the connection (as the old server did), with one warning line that
+says why. The only answer that is not a close is `NO|0` for a get that cannot
+be served; the connection stays usable after it.
 """
 
 from __future__ import annotations
@@ -14,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.channel import ChannelClosed, send_file_range
+from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.digests import DEFAULT
 from trioftp.protocol.legacy import (
     NOT_FOUND_REPLY,
@@ -36,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("trioftp.legacy")
 
 RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call; 64 KiB is its sweet spot
+SEND_STEP = 1024 * 1024  # a get's body goes out in steps of this much, each under legacy_timeout
 
 
 class LegacyClosed(Exception):
@@ -43,6 +53,8 @@ class LegacyClosed(Exception):
 
 
 class LegacySession:
+    """One legacy connection: headers, puts and gets one after another until EOF."""
+
     def __init__(self, server: Server, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
         self.server = server
         self.config = server.config
@@ -53,6 +65,8 @@ class LegacySession:
         self._eof = False
         self._draining = False
         self._idle_scope: trio.CancelScope | None = None
+        # After NO|0 some old clients send `second_active` anyway; it is skipped.
+        self._after_not_found = False
 
     async def run(self) -> None:
         log.info("%s legacy session (no checksum on the wire, no authentication)", self.peer)
@@ -65,14 +79,10 @@ class LegacySession:
                     await self._put(header)
                 else:
                     await self._get(header)
-        except LegacyError as exc:
+        except (LegacyError, LegacyClosed) as exc:
             log.warning("%s legacy connection closed: %s", self.peer, exc)
-        except LegacyClosed as exc:
-            log.warning("%s legacy connection closed: %s", self.peer, exc)
-        except trio.TooSlowError:
-            log.warning("%s legacy connection closed: silent for %g s", self.peer, self.config.legacy_timeout)
         except ChannelClosed as exc:
-            log.info("%s legacy connection lost: %s", self.peer, exc)
+            log.warning("%s legacy %s", self.peer, exc)
 
     async def drain(self) -> None:
         """Shutdown: finish the command in flight, then close."""
@@ -87,36 +97,73 @@ class LegacySession:
         try:
             data = await self.stream.receive_some(RECEIVE_SIZE)
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ChannelClosed(f"connection lost: {exc}", broken=True) from None
+            raise ChannelClosed(f"connection lost: {exc or type(exc).__name__}", broken=True) from None
         if data:
             self._buffer += data
         else:
             self._eof = True
 
+    async def _receive_within(self, what: str) -> None:
+        """`_receive()`, or LegacyClosed if the peer stays silent for `legacy_timeout`."""
+        try:
+            with trio.fail_after(self.config.legacy_timeout):
+                await self._receive()
+        except trio.TooSlowError:
+            raise LegacyClosed(f"silent for {self.config.legacy_timeout:g} s {what}") from None
+
     async def _next_header(self) -> Header | None:
-        """Read one header; None when the client closed cleanly between commands."""
+        """Read one header; None when the client closed (or we drain) between commands."""
+        if not self._buffer and not self._eof:
+            try:
+                with trio.CancelScope() as self._idle_scope, trio.fail_after(self.config.idle_timeout):
+                    await self._receive()
+            except trio.TooSlowError:
+                raise LegacyClosed(f"idle for {self.config.idle_timeout:g} s between commands") from None
+            finally:
+                self._idle_scope = None
         if not self._buffer:
-            with trio.CancelScope() as self._idle_scope, trio.fail_after(self.config.idle_timeout):
-                await self._receive()
-            self._idle_scope = None
+            return None
+        if self._after_not_found:
+            await self._skip_stray_second_active()
             if not self._buffer:
-                return None
-        with trio.fail_after(self.config.legacy_timeout):
-            while True:
-                parsed = parse_header(bytes(self._buffer), settled=self._eof)
-                if parsed is None and complete_if_settled(bytes(self._buffer)):
-                    # The size field may still be growing: give it a short quiet period.
-                    with trio.move_on_after(self.config.legacy_settle):
-                        await self._receive()
-                        continue
-                    parsed = parse_header(bytes(self._buffer), settled=True)
-                if parsed is not None:
-                    header, used = parsed
-                    del self._buffer[:used]
-                    return header
-                if self._eof:
-                    raise LegacyClosed("closed in the middle of a header")
-                await self._receive()
+                return None if self._eof else await self._next_header()
+        try:
+            # One deadline for the whole header: a client dribbling it byte by byte gets no more.
+            with trio.fail_after(self.config.legacy_timeout):
+                return await self._parse_header()
+        except trio.TooSlowError:
+            raise LegacyClosed(
+                f"no complete header within {self.config.legacy_timeout:g} s: {bytes(self._buffer[:40])!r}"
+            ) from None
+
+    async def _parse_header(self) -> Header:
+        while True:
+            parsed = parse_header(bytes(self._buffer), settled=self._eof)
+            if parsed is None and complete_if_settled(bytes(self._buffer)):
+                # The header has no terminator: the last field (a put's size, a
+                # get's ignored third field) ends when the line stays quiet.
+                with trio.move_on_after(self.config.legacy_settle):
+                    await self._receive()
+                    continue
+                parsed = parse_header(bytes(self._buffer), settled=True)
+            if parsed is not None:
+                header, used = parsed
+                del self._buffer[:used]
+                return header
+            if self._eof:
+                raise LegacyClosed(f"closed in the middle of a header {bytes(self._buffer[:40])!r}")
+            await self._receive()
+
+    async def _skip_stray_second_active(self) -> None:
+        self._after_not_found = False
+        while SECOND_ACTIVE.startswith(bytes(self._buffer[: len(SECOND_ACTIVE)])):
+            if len(self._buffer) >= len(SECOND_ACTIVE):
+                del self._buffer[: len(SECOND_ACTIVE)]
+                log.debug("%s skipped a second_active sent after NO|0", self.peer)
+                return
+            if self._eof:
+                return
+            await self._receive_within("in the middle of a command")
 
     # ------------------------------------------------------------------- put
 
@@ -127,48 +174,50 @@ class LegacySession:
         return f"{folder}/{header.name}"
 
     async def _put(self, header: Header) -> None:
-        assert header.size is not None
+        size = header.size or 0
         name = self._stored_name(header)
         record = TransferRecord(peer=self.peer, operation="LEGACY-PUT", name=name)
         try:
             upload: Upload = await trio.to_thread.run_sync(
-                lambda: self.storage.begin_upload(name, header.size or 0, algorithm=DEFAULT)
+                lambda: self.storage.begin_upload(name, size, algorithm=DEFAULT)
             )
         except StorageError as exc:
             # The legacy protocol has no error reply: the old server closed too.
-            record.result = f"{exc.code.name}: {exc}"
+            record.result = f"refused: {exc.code.name}: {exc}"
             record.log()
             raise LegacyClosed(f"put {name!r} refused: {exc}") from None
         try:
             await self._send(OK)
-            record.bytes = await self._receive_body(upload, header.size)
-            await trio.to_thread.run_sync(upload.commit, header.size, None)
+            await self._receive_body(upload, size, record)
+            await trio.to_thread.run_sync(upload.commit, size, None)
+        except StorageError as exc:
+            record.result = f"failed: {exc.code.name}: {exc}"
+            raise LegacyClosed(f"put {name!r} failed: {exc}") from None
         except BaseException as exc:
-            record.result = f"failed: {type(exc).__name__}: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
+            record.result = f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
             raise
         finally:
-            upload.abort(keep=False)
+            upload.abort(keep=False)  # a no-op once committed
             record.log()
 
-    async def _receive_body(self, upload: Upload, size: int) -> int:
+    async def _receive_body(self, upload: Upload, size: int, record: TransferRecord) -> None:
         received = 0
         pending: list[bytes] = []
         pending_bytes = 0
         while received < size:
             if not self._buffer:
-                with trio.fail_after(self.config.legacy_timeout):
-                    await self._receive()
+                await self._receive_within(f"mid-upload after {received} of {size} bytes")
                 if self._eof:
                     raise LegacyClosed(f"client disconnected mid-upload after {received} of {size} bytes")
             take = min(len(self._buffer), size - received)
             pending.append(bytes(self._buffer[:take]))
             del self._buffer[:take]
             received += take
+            record.bytes = received
             pending_bytes += take
             if pending_bytes >= WRITE_BLOCK or received == size:
                 await trio.to_thread.run_sync(upload.write, pending)
                 pending, pending_bytes = [], 0
-        return received
 
     # ------------------------------------------------------------------- get
 
@@ -181,33 +230,50 @@ class LegacySession:
             record.result = f"{exc.code.name}: answered NO|0"
             record.log()
             await self._send(NOT_FOUND_REPLY)
+            self._after_not_found = True
             return
         try:
             await self._send(found_reply(st.st_size))
             await self._expect_second_active()
-            await send_file_range(self.stream, fd, 0, st.st_size)
+            await self._send_file(fd, st.st_size)
             record.bytes = st.st_size
+        except FileChanged:
+            record.result = "failed: the file shrank while it was sent"
+            raise LegacyClosed(f"{name!r} shrank while it was sent; the client got too few bytes") from None
         except BaseException as exc:
-            record.result = f"failed: {type(exc).__name__}: {exc}"
+            record.result = f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
             raise
         finally:
             os.close(fd)
             record.log()
 
     async def _expect_second_active(self) -> None:
-        with trio.fail_after(self.config.legacy_timeout):
-            while len(self._buffer) < len(SECOND_ACTIVE):
-                if not SECOND_ACTIVE.startswith(bytes(self._buffer)):
-                    break
-                await self._receive()
-                if self._eof:
-                    raise LegacyClosed("closed before sending second_active")
+        while len(self._buffer) < len(SECOND_ACTIVE) and SECOND_ACTIVE.startswith(bytes(self._buffer)):
+            if self._eof:
+                raise LegacyClosed("closed before sending second_active")
+            await self._receive_within("instead of sending second_active")
         if bytes(self._buffer[: len(SECOND_ACTIVE)]) != SECOND_ACTIVE:
             raise LegacyClosed(f"expected second_active, got {bytes(self._buffer[:20])!r}")
         del self._buffer[: len(SECOND_ACTIVE)]
 
+    async def _send_file(self, fd: int, size: int) -> None:
+        offset = 0
+        while offset < size:
+            step = min(SEND_STEP, size - offset)
+            try:
+                with trio.fail_after(self.config.legacy_timeout):
+                    await send_file_range(self.stream, fd, offset, step)
+            except trio.TooSlowError:
+                raise LegacyClosed(
+                    f"client read nothing for {self.config.legacy_timeout:g} s, {offset} of {size} bytes sent"
+                ) from None
+            offset += step
+
     async def _send(self, data: bytes) -> None:
         try:
-            await self.stream.send_all(data)
+            with trio.fail_after(self.config.legacy_timeout):
+                await self.stream.send_all(data)
+        except trio.TooSlowError:
+            raise LegacyClosed(f"client read nothing for {self.config.legacy_timeout:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ChannelClosed(f"connection lost: {exc}", broken=True) from None
+            raise ChannelClosed(f"connection lost: {exc or type(exc).__name__}", broken=True) from None
