@@ -8,6 +8,7 @@
             print(entry.name, entry.size)
 """
 
+from trioftp import legacy
 from trioftp._version import __version__
 from trioftp.client import ClientConnection, Progress, get, open_connection, put
 from trioftp.config import DEFAULT_PORT, ServerConfig
@@ -47,6 +48,7 @@ __all__ = [
     "TrioftpError",
     "__version__",
     "get",
+    "legacy",
     "open_connection",
     "put",
     "serve",

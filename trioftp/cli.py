@@ -2,6 +2,7 @@
 
     trioftp serve [--root DIR] [--host HOST] [--port PORT] [--config FILE] ...
     trioftp get HOST[:PORT] NAME [-o PATH]      trioftp put HOST[:PORT] PATH [NAME]
+    trioftp get --legacy HOST NAME [-o PATH]    trioftp put --legacy HOST PATH [NAME]  (old servers)
     trioftp ls HOST [FOLDER]    trioftp stat HOST NAME    trioftp rm HOST NAME
     trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER
 """
@@ -21,6 +22,7 @@ import attrs
 import trio
 
 from trioftp._version import __version__
+from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
 from trioftp.errors import TrioftpError
@@ -144,12 +146,15 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
 
+    legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file", _get)
     p.add_argument("name")
     p.add_argument("-o", "--output", type=Path, help="where to write it (default: the name's last part)")
+    p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file", _put)
     p.add_argument("path", type=Path)
     p.add_argument("name", nargs="?", help="remote name (default: the file's name)")
+    p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("ls", "list a remote folder", _ls)
     p.add_argument("folder", nargs="?", default="")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
@@ -179,12 +184,19 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
 
 async def _get(args: argparse.Namespace) -> None:
     output = args.output or Path(args.name.rsplit("/", 1)[-1])
+    if args.legacy:
+        progress = ProgressLine(args.name)
+        await legacy_client.download(args.host, args.name, output, port=args.port, progress=progress)
+        return
     async with open_connection(args.host, args.port) as conn:
         await conn.download(args.name, output, progress=ProgressLine(args.name))
 
 
 async def _put(args: argparse.Namespace) -> None:
     name = args.name or args.path.name
+    if args.legacy:
+        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
+        return
     async with open_connection(args.host, args.port) as conn:
         await conn.upload(args.path, name, progress=ProgressLine(name))
 
