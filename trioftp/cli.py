@@ -27,6 +27,7 @@ from trioftp.client import open_connection
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
 from trioftp.errors import TrioftpError
 from trioftp.protocol.messages import Kind
+from trioftp.protocol.names import BadName
 from trioftp.server import Server
 
 log = logging.getLogger("trioftp")
@@ -175,6 +176,9 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         trio.run(run, args)
     except TrioftpError as exc:
         print(f"trioftp: {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except BadName as exc:  # refused before anything is sent
+        print(f"trioftp: {args.command}: bad name: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         print(f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
