@@ -116,6 +116,13 @@ async def test_transcript_replays_byte_for_byte(
     assert os.listdir(server_root.parent) == ["root"]  # nothing created beside the root
 
 
+def test_trioftp_never_imports_compat() -> None:
+    package = Path(trioftp.__file__).parent
+    for source in package.rglob("*.py"):
+        text = source.read_text(encoding="utf-8")
+        assert "import compat" not in text and "from compat" not in text, source
+
+
 def test_transcripts_cover_the_issue() -> None:
     names = {p.stem for p in TRANSCRIPTS}
     assert {
