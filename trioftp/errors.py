@@ -29,6 +29,10 @@ class ChecksumMismatch(TrioftpError):
     """The bytes received do not match the digest the sender stated; nothing was kept."""
 
 
+class LocalFileChanged(TrioftpError):
+    """A local file changed while it was being uploaded; the server stored nothing."""
+
+
 class RemoteError(TrioftpError):
     """The server refused or failed an operation; `code` says why."""
 

@@ -24,13 +24,14 @@ from typing import Any
 import attrs
 import trio
 
-from trioftp.channel import Channel, ChannelClosed
+from trioftp.channel import Channel, ChannelClosed, FileChanged
 from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
 from trioftp.digests import Hasher, hash_range, new_hasher
 from trioftp.errors import (
     ChecksumMismatch,
     ConnectionClosed,
+    LocalFileChanged,
     ProtocolViolation,
     RemoteError,
     TransferTimeout,
@@ -412,19 +413,33 @@ class ClientConnection:
                 if isinstance(answer, FileInfo):
                     return answer
                 hasher = new_hasher(self.digest_algorithm)
+                shrank = LocalFileChanged(f"{str(local)!r} shrank while being uploaded; nothing was stored")
 
                 async def send_body() -> None:
                     position = answer.offset
                     while position < size:
                         credit = await self._wait_credit(inbox)
                         count = min(credit, size - position)
-                        if not await self._send(self.channel.send_file_data(inbox.stream_id, fd, position, count)):
+                        try:
+                            sent = await self._send(self.channel.send_file_data(inbox.stream_id, fd, position, count))
+                        except FileChanged:
+                            raise shrank from None
+                        if not sent:
                             await self._wait_credit(inbox)  # raises the server's ERROR
                         position += count
                         if progress is not None:
                             progress(position, size)
 
-                await both(send_body, lambda: trio.to_thread.run_sync(hash_range, fd, 0, size, hasher))
+                def hash_all() -> bool:
+                    try:
+                        hash_range(fd, 0, size, hasher)
+                    except EOFError:
+                        return False
+                    return True
+
+                _, whole = await both(send_body, lambda: trio.to_thread.run_sync(hash_all))
+                if not whole:
+                    raise shrank
                 digest = hasher.digest()
                 await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
                 info: FileInfo = await self._expect(inbox, FileInfo)
