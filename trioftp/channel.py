@@ -108,6 +108,11 @@ class Channel:
             return "?"
         return f"{host}:{port}"
 
+    @property
+    def broken(self) -> bool:
+        """True once a send stopped midway or the channel was closed: nothing more can be sent."""
+        return self._broken is not None
+
     # ----------------------------------------------------------------- sending
 
     async def send(self, *messages: Message) -> None:

@@ -210,6 +210,10 @@ class V2Session:
             await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
         finally:
             del self._inboxes[request.stream_id]
+            if self.channel.broken and self._nursery is not None:
+                # A frame was cut short (the file shrank under sendfile, say): the
+                # peer would wait forever for its end, so the connection is over.
+                self._nursery.cancel_scope.cancel()
             if not self._inboxes:
                 self._streams_done.set()
                 self._streams_done = trio.Event()
