@@ -188,6 +188,10 @@ class Storage:
     @staticmethod
     def unchanged(fd: int, st: os.stat_result) -> bool:
         now = os.fstat(fd)
+        if now.st_nlink != st.st_nlink:
+            # Replaced by an upload's rename, or deleted: that moves ctime, not the
+            # bytes still open here, so a reader finishes with the old file.
+            return (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
         return DigestCache.key(now, "") == DigestCache.key(st, "")
 
     def stat(self, name: str) -> tuple[FileFacts, os.stat_result]:
