@@ -49,7 +49,8 @@ T = TypeVar("T")
 INLINE_HASH_LIMIT = 256 * 1024  # below this, hashing on the loop beats a thread hop
 SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one write
 WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
-LISTING_CHUNK = 256  # entries per LISTING frame: 256 names of 1 KiB fit any frame limit
+LISTING_CHUNK = 256  # entries per LISTING frame at most
+ENTRY_MAX_BYTES = 320  # an encoded Entry: a 255-byte name, kind, size and mtime, with their keys
 
 
 def _file_info(stream_id: int, facts: FileFacts) -> FileInfo:
@@ -287,7 +288,11 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
 async def _list(session: V2Session, request: List) -> None:
     entries = await _server_work(session, session.storage.list, request.folder)
     stream_id = request.stream_id
-    chunks = [entries[i : i + LISTING_CHUNK] for i in range(0, len(entries), LISTING_CHUNK)] or [[]]
+    # Each frame must fit the client's max_frame_size, which may be as low as 16 KiB.
+    hello = session.channel.machine.peer_hello
+    assert hello is not None
+    per_frame = max(1, min(LISTING_CHUNK, (hello.max_frame_size - 64) // ENTRY_MAX_BYTES))
+    chunks = [entries[i : i + per_frame] for i in range(0, len(entries), per_frame)] or [[]]
     for index, chunk in enumerate(chunks):
         last = index == len(chunks) - 1
         if not await session.channel.send_if_open(Listing(entries=chunk, last=last, stream_id=stream_id)):
