@@ -33,6 +33,7 @@ from trioftp.errors import (
     ConnectionClosed,
     LocalFileChanged,
     ProtocolViolation,
+    RemoteChecksumMismatch,
     RemoteError,
     TransferTimeout,
     TrioftpError,
@@ -396,11 +397,23 @@ class ClientConnection:
         The file is hashed on a worker thread while it is sent, so it is read
         once for the digest and sent zero-copy. Its mtime goes with it.
 
+        If the server resumed from a partial that turns out not to be a prefix
+        of this file (another file of the same name and size was cut), the
+        upload starts over once from the beginning.
+
         Example:
             await conn.upload("/tmp/big.iso", "isos/big.iso", progress=print)
         """
         local = Path(path)
         remote = name if name is not None else local.name
+        try:
+            return await self._upload_once(local, remote, resume=resume, progress=progress)
+        except _StalePartial:
+            return await self._upload_once(local, remote, resume=False, progress=progress)
+
+    async def _upload_once(
+        self, local: Path, remote: str, *, resume: bool, progress: Progress | None
+    ) -> FileInfo:
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
@@ -442,7 +455,12 @@ class ClientConnection:
                     raise shrank
                 digest = hasher.digest()
                 await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
-                info: FileInfo = await self._expect(inbox, FileInfo)
+                try:
+                    info: FileInfo = await self._expect(inbox, FileInfo)
+                except RemoteChecksumMismatch:
+                    if answer.offset:  # the server's part was not ours: it has discarded it
+                        raise _StalePartial from None
+                    raise
                 return info
         finally:
             os.close(fd)
@@ -484,6 +502,10 @@ class ClientConnection:
 
 class _ServerClosed(Exception):
     pass
+
+
+class _StalePartial(Exception):
+    """A resumed upload failed its digest check: the server's partial was another file's."""
 
 
 def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
