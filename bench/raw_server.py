@@ -1,0 +1,93 @@
+"""The raw baseline server: what the machine does with no protocol to speak of.
+
+One blocking thread per connection, one transfer per connection:
+  `G name\\n`        -> 8-byte big-endian size (all ones: missing), then the file by os.sendfile.
+  `P name size\\n`   -> the server recv_into()s a 1 MiB buffer, writes to the file, and
+                       answers `OK` once the file is written and closed.
+
+Run: python bench/raw_server.py --root DIR --port P
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import sys
+import threading
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import COPY_BUFFER, raise_nofile, set_parent_death_signal, write_all
+
+MISSING = (1 << 64) - 1
+
+
+def handle(conn: socket.socket, root: str) -> None:
+    with conn:
+        data = b""
+        while b"\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            data += chunk
+        line, _, rest = data.partition(b"\n")
+        parts = line.split()
+        if parts[0] == b"G":
+            path = os.path.join(root, parts[1].decode())
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                conn.sendall(MISSING.to_bytes(8, "big"))
+                return
+            try:
+                size = os.fstat(fd).st_size
+                conn.sendall(size.to_bytes(8, "big"))
+                offset = 0
+                out = conn.fileno()
+                while offset < size:
+                    sent = os.sendfile(out, fd, offset, size - offset)
+                    if sent == 0:
+                        break
+                    offset += sent
+            finally:
+                os.close(fd)
+        elif parts[0] == b"P":
+            path = os.path.join(root, parts[1].decode())
+            size = int(parts[2])
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                got = len(rest)
+                write_all(fd, memoryview(rest))
+                buf = bytearray(COPY_BUFFER)
+                view = memoryview(buf)
+                while got < size:
+                    n = conn.recv_into(buf, min(len(buf), size - got))
+                    if not n:
+                        return
+                    write_all(fd, view[:n])
+                    got += n
+            finally:
+                os.close(fd)
+            conn.sendall(b"OK")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--root", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    set_parent_death_signal()
+    raise_nofile()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", args.port))
+    listener.listen(4096)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=handle, args=(conn, args.root), daemon=True).start()
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
