@@ -67,6 +67,18 @@ def _os_error(exc: OSError, name: str) -> StorageError:
     return StorageError(ErrorCode.INTERNAL, f"{name!r}: {exc.strerror or exc}")
 
 
+def _parent_is_a_file(name: str) -> StorageError:
+    return StorageError(ErrorCode.WRONG_KIND, f"a parent of {name!r} is a file, not a folder")
+
+
+def _make_parents(path: Path, name: str) -> None:
+    """Create the missing folders above `path` (blocking)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise _parent_is_a_file(name) from None
+
+
 class DigestCache:
     """Digests of stored files, keyed by what changes when the file does.
 
@@ -264,7 +276,7 @@ class Storage:
         if os.path.lexists(new_path) and not replace:
             raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
         try:
-            new_path.parent.mkdir(parents=True, exist_ok=True)
+            _make_parents(new_path, new)
             os.replace(old_path, new_path)
         except OSError as exc:
             if exc.errno == errno.EINVAL:
@@ -277,6 +289,8 @@ class Storage:
             path.mkdir(parents=True, exist_ok=True)
         except FileExistsError:
             raise StorageError(ErrorCode.ALREADY_EXISTS, f"{name!r} exists and is not a folder") from None
+        except NotADirectoryError:
+            raise _parent_is_a_file(name) from None
         except OSError as exc:
             raise _os_error(exc, name) from None
 
@@ -296,6 +310,11 @@ class Storage:
             raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {self.max_file_size}")
         if target.is_dir():
             raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
+        for parent in target.parents:  # refuse now, not after the whole file came
+            if parent.is_dir():
+                break
+            if os.path.lexists(parent):
+                raise _parent_is_a_file(name)
         key = hashlib.sha256(
             f"{name}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
         ).hexdigest()[:40]
@@ -422,7 +441,7 @@ class Upload:
             os.fsync(self._fd)
             if mtime_ns is not None:
                 os.utime(self._fd, ns=(mtime_ns, mtime_ns))
-            self.target.parent.mkdir(parents=True, exist_ok=True)
+            _make_parents(self.target, self.name)
             if self.target.is_dir():
                 raise StorageError(ErrorCode.WRONG_KIND, f"{self.name!r} is a folder")
             os.replace(self.partial, self.target)
