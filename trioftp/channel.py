@@ -20,6 +20,7 @@ import errno
 import os
 import threading
 from collections.abc import Callable
+
 import trio
 
 from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection, RemoteProtocolError

@@ -140,7 +140,9 @@ def _setup_logging(level: str) -> None:
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def command(name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]) -> argparse.ArgumentParser:
+    def command(
+        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]
+    ) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("host", metavar="HOST[:PORT]")
         parser.add_argument("--port", type=int, default=None, help=f"server port (default {DEFAULT_PORT})")
@@ -181,7 +183,10 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         print(f"trioftp: {args.command}: bad name: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -9,6 +9,7 @@ layer decides which run on a worker thread.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import hashlib
 import logging
@@ -190,7 +191,9 @@ class Storage:
             try:
                 digest = hash_file(fd, st.st_size, algorithm)
             except EOFError:
-                raise StorageError(ErrorCode.BUSY, "the file shrank while it was being hashed; try again") from None
+                raise StorageError(
+                    ErrorCode.BUSY, "the file shrank while it was being hashed; try again"
+                ) from None
             if self.unchanged(fd, st):
                 self.digests.put(st, algorithm, digest)
             else:
@@ -435,7 +438,9 @@ class Upload:
                 f"END says {size} bytes, PUT announced {self.size}, {self.written} arrived",
             )
         actual = self._hasher.digest()
-        if (digest is not None and actual != digest) or (self.expected_digest is not None and actual != self.expected_digest):
+        if (digest is not None and actual != digest) or (
+            self.expected_digest is not None and actual != self.expected_digest
+        ):
             raise StorageError(ErrorCode.CHECKSUM_MISMATCH, f"digest of {self.name!r} does not match")
         try:
             os.fsync(self._fd)
@@ -465,10 +470,8 @@ class Upload:
             os.close(self._fd)
             self._fd = None
         if unlink:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.partial)
-            except FileNotFoundError:
-                pass
         self.storage._release(self._key)
 
 

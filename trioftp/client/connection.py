@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -100,10 +100,8 @@ class ClientConnection:
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             if self._failure is None:
-                try:
+                with suppress(ChannelClosed, TrioftpError):
                     await self.channel.send(Goodbye(message="client done"))
-                except (ChannelClosed, TrioftpError):
-                    pass
         await self.channel.aclose()
 
     async def _handshake(self) -> None:
@@ -119,7 +117,9 @@ class ClientConnection:
                 if event is PEER_CLOSED:
                     raise ConnectionClosed("the server closed the connection during the handshake")
                 if isinstance(event, Error):
-                    raise ConnectionClosed(f"the server refused the connection: {event.code.name}: {event.message}")
+                    raise ConnectionClosed(
+                        f"the server refused the connection: {event.code.name}: {event.message}"
+                    )
                 if isinstance(event, Hello):
                     self._slots = trio.Semaphore(max(1, event.max_streams))
                     return
@@ -137,10 +137,8 @@ class ClientConnection:
             failure = ProtocolViolation(f"the server broke the protocol: {exc}")
             with trio.move_on_after(1.0) as scope:
                 scope.shield = True
-                try:
+                with suppress(Exception):
                     await self.channel.send(Error(code=exc.error_code, message=str(exc)[:1000]))
-                except Exception:
-                    pass
         except ChannelClosed as exc:
             failure = ConnectionClosed(str(exc))
         except _ServerClosed as exc:
@@ -152,7 +150,9 @@ class ClientConnection:
     def _dispatch(self, message: Message) -> None:
         if message.stream_id == 0:
             if isinstance(message, Error):
-                raise _ServerClosed(f"the server closed the connection: {message.code.name}: {message.message}")
+                raise _ServerClosed(
+                    f"the server closed the connection: {message.code.name}: {message.message}"
+                )
             if isinstance(message, Goodbye):
                 self._server_goodbye = True
             return
@@ -183,10 +183,10 @@ class ClientConnection:
                 if self.channel.machine.stream_state(request.stream_id) is not StreamState.CLOSED:
                     with trio.move_on_after(1.0) as scope:
                         scope.shield = True
-                        try:
-                            await self.channel.send_if_open(Cancel(message="client gave up", stream_id=request.stream_id))
-                        except (ChannelClosed, TrioftpError):
-                            pass
+                        with suppress(ChannelClosed, TrioftpError):
+                            await self.channel.send_if_open(
+                                Cancel(message="client gave up", stream_id=request.stream_id)
+                            )
 
     async def _send(self, sending: Awaitable[Any]) -> Any:
         try:
@@ -200,7 +200,9 @@ class ClientConnection:
         if isinstance(message, Error):
             raise remote_error(message.code, message.message)
         if not isinstance(message, types):
-            raise ProtocolViolation(f"expected {' or '.join(t.__name__ for t in types)}, got {type(message).__name__}")
+            raise ProtocolViolation(
+                f"expected {' or '.join(t.__name__ for t in types)}, got {type(message).__name__}"
+            )
         return message
 
     async def _wait_credit(self, inbox: StreamInbox) -> int:
@@ -240,7 +242,12 @@ class ClientConnection:
         return b"".join(chunks)
 
     async def download(
-        self, name: str, path: str | os.PathLike[str], *, resume: bool = True, progress: Progress | None = None
+        self,
+        name: str,
+        path: str | os.PathLike[str],
+        *,
+        resume: bool = True,
+        progress: Progress | None = None,
     ) -> FileInfo:
         """Download a file to `path`, verified, resuming a partial download left by a cut connection.
 
@@ -278,7 +285,9 @@ class ClientConnection:
                 except RemoteError as exc:
                     if held and exc.code is ErrorCode.BAD_REQUEST:  # offset past the end: a stale partial
                         keep_partial = False
-                        raise ChecksumMismatch(f"{name!r} is now shorter than the {held} bytes held") from None
+                        raise ChecksumMismatch(
+                            f"{name!r} is now shorter than the {held} bytes held"
+                        ) from None
                     raise
                 position = held
 
@@ -287,7 +296,9 @@ class ClientConnection:
                     position = await trio.to_thread.run_sync(_write_and_hash, fd, blocks, position, hasher)
 
                 try:
-                    digest = await self._receive_body(inbox, info, held, hasher, write, progress, block=WRITE_BLOCK)
+                    digest = await self._receive_body(
+                        inbox, info, held, hasher, write, progress, block=WRITE_BLOCK
+                    )
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
@@ -301,7 +312,8 @@ class ClientConnection:
             held_nothing = os.fstat(fd).st_size == 0
             os.close(fd)
             if not keep_partial or held_nothing:  # an empty partial is nothing to resume
-                partial.unlink(missing_ok=True)
+                with suppress(FileNotFoundError):
+                    os.unlink(partial)
 
     async def _receive_body(
         self,
@@ -316,7 +328,9 @@ class ClientConnection:
     ) -> bytes:
         """Receive DATA up to END and check it; return the verified digest."""
         if offset > info.size:
-            raise ChecksumMismatch(f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})")
+            raise ChecksumMismatch(
+                f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})"
+            )
         received = offset
         pending: list[bytes] = []
         pending_bytes = 0
@@ -343,9 +357,12 @@ class ClientConnection:
                 progress(received, info.size)
             if message.size != info.size or received != info.size:
                 raise ChecksumMismatch(
-                    f"{info.name!r}: got {received} bytes, the server announced {info.size} and ended at {message.size}"
+                    f"{info.name!r}: got {received} bytes, the server announced {info.size}"
+                    f" and ended at {message.size}"
                 )
-            if hasher.digest() != message.digest or (info.digest is not None and info.digest != message.digest):
+            if hasher.digest() != message.digest or (
+                info.digest is not None and info.digest != message.digest
+            ):
                 raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
             return message.digest
 
@@ -380,7 +397,9 @@ class ClientConnection:
                 position += count
                 if progress is not None:
                     progress(position, size)
-            await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
+            await self._send(
+                self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
+            )
             info: FileInfo = await self._expect(inbox, FileInfo)
             return info
 
@@ -434,7 +453,9 @@ class ClientConnection:
                         credit = await self._wait_credit(inbox)
                         count = min(credit, size - position)
                         try:
-                            sent = await self._send(self.channel.send_file_data(inbox.stream_id, fd, position, count))
+                            sent = await self._send(
+                                self.channel.send_file_data(inbox.stream_id, fd, position, count)
+                            )
                         except FileChanged:
                             raise shrank from None
                         if not sent:
@@ -454,7 +475,9 @@ class ClientConnection:
                 if not whole:
                     raise shrank
                 digest = hasher.digest()
-                await self._send(self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id)))
+                await self._send(
+                    self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
+                )
                 try:
                     info: FileInfo = await self._expect(inbox, FileInfo)
                 except RemoteChecksumMismatch:

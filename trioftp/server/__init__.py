@@ -18,6 +18,7 @@ out of file descriptors is logged and retried after 100 ms.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import resource
@@ -61,7 +62,9 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.storage = Storage(config.root, partial_ttl=config.partial_ttl, max_file_size=config.max_file_size)
+        self.storage = Storage(
+            config.root, partial_ttl=config.partial_ttl, max_file_size=config.max_file_size
+        )
         self.agent = f"trioftp/{__version__}"
         self.port = 0
         self.ports: list[int] = []
@@ -102,7 +105,11 @@ class Server:
                 accepting.cancel_scope.cancel()
             for listener in listeners:
                 await listener.aclose()
-            log.info("shutting down: %d connections draining for up to %g s", len(self._sessions), config.drain_timeout)
+            log.info(
+                "shutting down: %d connections draining for up to %g s",
+                len(self._sessions),
+                config.drain_timeout,
+            )
             for session in list(self._sessions):
                 connections.start_soon(session.drain)
             # Each v2 session ends its streams at drain_timeout with ERROR SHUTTING_DOWN;
@@ -138,9 +145,17 @@ class Server:
         ip = peer.rpartition(":")[0]
         self._per_ip[ip] += 1
         try:
-            await self._serve_connection(stream, peer, over_limit=self._per_ip[ip] > self.config.max_connections_per_ip)
+            await self._serve_connection(
+                stream, peer, over_limit=self._per_ip[ip] > self.config.max_connections_per_ip
+            )
         except Exception as exc:
-            log.error("%s connection failed: %s: %s", peer, type(exc).__name__, exc, exc_info=log.isEnabledFor(logging.DEBUG))
+            log.error(
+                "%s connection failed: %s: %s",
+                peer,
+                type(exc).__name__,
+                exc,
+                exc_info=log.isEnabledFor(logging.DEBUG),
+            )
         finally:
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
@@ -163,7 +178,9 @@ class Server:
         dialect = sniff(head)
         if over_limit:
             self.connections_refused += 1
-            log.warning("%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip)
+            log.warning(
+                "%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip
+            )
             if dialect is Dialect.V2:
                 await _send_quietly(stream, PREFACE + encode_message(
                     Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
@@ -200,12 +217,12 @@ def _peer_of(stream: trio.SocketStream) -> str:
 
 async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
     with trio.move_on_after(1.0):
-        try:
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
 
 
-async def serve(config: ServerConfig, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
+async def serve(
+    config: ServerConfig, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
+) -> None:
     """Serve `config.root` until cancelled. `task_status.started(server)` once listening."""
     await Server(config).serve(task_status=task_status)

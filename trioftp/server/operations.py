@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
+from trioftp.concurrency import both
+from trioftp.digests import hash_file
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import (
     Cancel,
@@ -35,8 +37,6 @@ from trioftp.protocol.messages import (
     Rename,
     Stat,
 )
-from trioftp.concurrency import both
-from trioftp.digests import hash_file
 from trioftp.storage import FileFacts, StorageError, Upload
 
 if TYPE_CHECKING:
@@ -82,7 +82,9 @@ class TransferRecord:
 
 async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
     """Answer one request; a StorageError becomes an ERROR frame on its stream."""
-    record = TransferRecord(peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request))
+    record = TransferRecord(
+        peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request)
+    )
     try:
         if isinstance(request, Get):
             await _get(session, request, inbox, record)
@@ -98,7 +100,9 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             raise AssertionError(request)
     except StorageError as exc:
         record.result = f"{exc.code.name}: {exc}"
-        await session.channel.send_if_open(Error(code=exc.code, message=str(exc), stream_id=request.stream_id))
+        await session.channel.send_if_open(
+            Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
+        )
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
         record.result = f"interrupted: {type(exc).__name__}"
         raise
@@ -216,7 +220,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
         session,
         lambda: storage.begin_upload(
             request.name, request.size, algorithm=algorithm, digest=request.digest, resume=request.resume
-        )
+        ),
     )
     keep = True
     try:
@@ -243,13 +247,19 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
                 await _flush(session, stream_id, upload, pending, pending_bytes)
                 record.bytes += pending_bytes
                 keep = False
-                facts = await _server_work(session, upload.commit, message.size, message.digest, request.mtime_ns)
+                facts = await _server_work(
+                    session, upload.commit, message.size, message.digest, request.mtime_ns
+                )
                 await channel.send_if_open(_file_info(stream_id, facts))
                 return
             elif isinstance(message, Cancel):
                 return
     except StorageError as exc:
-        keep = keep and exc.code not in (ErrorCode.NO_SPACE, ErrorCode.CHECKSUM_MISMATCH, ErrorCode.BAD_REQUEST)
+        keep = keep and exc.code not in (
+            ErrorCode.NO_SPACE,
+            ErrorCode.CHECKSUM_MISMATCH,
+            ErrorCode.BAD_REQUEST,
+        )
         raise
     finally:
         upload.abort(keep=keep)

@@ -12,6 +12,7 @@ accept loop: the caller logs and closes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import deque
 from typing import TYPE_CHECKING
@@ -20,6 +21,7 @@ import trio
 
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
+from trioftp.inbox import StreamInbox
 from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
 from trioftp.protocol.messages import (
     REQUEST_TYPES,
@@ -32,7 +34,6 @@ from trioftp.protocol.messages import (
     Message,
     Window,
 )
-from trioftp.inbox import StreamInbox
 from trioftp.server.operations import run_request
 
 if TYPE_CHECKING:
@@ -120,10 +121,8 @@ class V2Session:
         log.warning("%s closing connection: %s: %s", self.peer, code.name, message)
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
-            try:
+            with contextlib.suppress(Exception):  # the peer may be gone: the close is what matters
                 await self.channel.send(Error(code=code, message=message[:1000]))
-            except Exception:  # the peer may be gone: the close below is what matters
-                pass
 
     # -------------------------------------------------------------- handshake
 
@@ -195,10 +194,8 @@ class V2Session:
 
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
-        try:
+        with contextlib.suppress(ChannelClosed):
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
-        except ChannelClosed:
-            pass
 
     async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
         try:
@@ -272,7 +269,9 @@ class V2Session:
             first_time, first_moved = samples[0]
             span = now - first_time
             if span >= window and moved - first_moved < config.min_rate * span:
-                self._end(ErrorCode.TIMEOUT, f"transfer slower than {config.min_rate:g} B/s over {span:.0f} s")
+                self._end(
+                    ErrorCode.TIMEOUT, f"transfer slower than {config.min_rate:g} B/s over {span:.0f} s"
+                )
                 return
 
     def _end(self, code: ErrorCode, message: str) -> None:
