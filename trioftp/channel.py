@@ -99,6 +99,7 @@ class Channel:
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
         self.bytes_received = 0
+        self.eof_received = False  # the peer closed (or the network cut) its side
         self.bytes_sent = 0
 
     @property
@@ -259,6 +260,7 @@ class Channel:
                 raise ChannelClosed(f"connection lost while receiving: {exc}", broken=True) from None
             break
         self.bytes_received += n
+        self.eof_received = self.eof_received or n == 0
         self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
         await trio.lowlevel.cancel_shielded_checkpoint()
 

@@ -40,7 +40,16 @@ from trioftp.errors import (
     remote_error,
 )
 from trioftp.inbox import StreamInbox
-from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
+from trioftp.protocol import (
+    PEER_CLOSED,
+    Connection,
+    ConnectionState,
+    ErrorCode,
+    LocalProtocolError,
+    RemoteProtocolError,
+    Role,
+    Settings,
+)
 from trioftp.protocol.messages import (
     Cancel,
     Data,
@@ -134,11 +143,14 @@ class ClientConnection:
                     assert not isinstance(event, type(PEER_CLOSED))
                     self._dispatch(event)
         except RemoteProtocolError as exc:
-            failure = ProtocolViolation(f"the server broke the protocol: {exc}")
-            with trio.move_on_after(1.0) as scope:
-                scope.shield = True
-                with suppress(Exception):
-                    await self.channel.send(Error(code=exc.error_code, message=str(exc)[:1000]))
+            if self.channel.eof_received:  # cut mid-frame: the transport ended, not the protocol
+                failure = ConnectionClosed(f"the connection was cut: {exc}")
+            else:
+                failure = ProtocolViolation(f"the server broke the protocol: {exc}")
+                with trio.move_on_after(1.0) as scope:
+                    scope.shield = True
+                    with suppress(Exception):
+                        await self.channel.send(Error(code=exc.error_code, message=str(exc)[:1000]))
         except ChannelClosed as exc:
             failure = ConnectionClosed(str(exc))
         except _ServerClosed as exc:
@@ -183,7 +195,8 @@ class ClientConnection:
                 if self.channel.machine.stream_state(request.stream_id) is not StreamState.CLOSED:
                     with trio.move_on_after(1.0) as scope:
                         scope.shield = True
-                        with suppress(ChannelClosed, TrioftpError):
+                        # LocalProtocolError: the machine already failed with the connection.
+                        with suppress(ChannelClosed, TrioftpError, LocalProtocolError):
                             await self.channel.send_if_open(
                                 Cancel(message="client gave up", stream_id=request.stream_id)
                             )
@@ -192,6 +205,10 @@ class ClientConnection:
         try:
             return await sending
         except ChannelClosed as exc:
+            raise self._failure or ConnectionClosed(str(exc)) from None
+        except LocalProtocolError as exc:
+            if self.channel.machine.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
+                raise  # a bug of ours, not a connection that ended
             raise self._failure or ConnectionClosed(str(exc)) from None
 
     @staticmethod
