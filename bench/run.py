@@ -495,10 +495,11 @@ class Bench:
         settle()
         self.servers: dict[str, Server] = {}
         self.profiler = Profiler(args.profile) if args.profile else None
+        self._warming = False
 
     def _spy(self, system: str) -> dict[str, Any]:
         """run_workers() arguments that profile the trioftp servers, when --profile is on."""
-        if self.profiler is None or system not in ("trioftp", "legacy"):
+        if self.profiler is None or self._warming or system not in ("trioftp", "legacy"):
             return {}
         return {"profile": self.profiler, "server": self.servers[system]}
 
@@ -751,6 +752,7 @@ class Bench:
             self.results.fail("W6", system, f"{failed} of {total} connections failed, e.g. {errors[0]}")
         self.results.add("W6", "KiB/conn", system, (after - before) / max(held, 1))
         self.results.add("W6", "RSS MiB held", system, after / 1024)
+        self.results.add("W6", "RSS MiB fresh", system, before / 1024)
         self.results.add("W6", "held", system, float(held))
 
     # ------------------------------------------------------------------ W7
@@ -797,6 +799,7 @@ class Bench:
 
     def warmup(self) -> None:
         log("warm-up round (not counted): W1, W3, W4 once per system")
+        self._warming = True
         for system in self.systems:
             if self.workloads & {"W1", "W2"}:
                 self.w1(system, -1, counted=False)
@@ -804,6 +807,7 @@ class Bench:
                 self.w3(system, -1, counted=False)
             if self.workloads & {"W4", "W5"}:
                 self.w4(system, -1, counted=False)
+        self._warming = False
 
     def run(self) -> Results:
         self.start_servers()
@@ -931,6 +935,7 @@ ROWS: list[tuple[str, str, str]] = [
     ("W5", "RSS growth MiB", "W5 RSS growth over W4, MiB"),
     ("W6", "KiB/conn", "W6 idle conns, KiB/conn"),
     ("W6", "RSS MiB held", "W6 server RSS holding them, MiB"),
+    ("W6", "RSS MiB fresh", "W6 fresh server RSS before, MiB"),
     ("W7", "p50 ms", "W7 4 KiB get beside 1 GiB, p50 ms"),
     ("W7", "max ms", "W7 same, max ms"),
     ("W7", "1 GiB MB/s", "W7 the 1 GiB download, MB/s"),
@@ -1171,8 +1176,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.runs is None:
         args.runs = QUICK["runs"] if args.quick else FULL["runs"]
     if args.quick:
-        args.warmup = False
-    if args.profile and args.warmup:
         args.warmup = False
     return args
 
