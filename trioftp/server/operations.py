@@ -161,13 +161,12 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         if digest is None:
             # Hash on a worker thread while sendfile moves the same pages: the
             # digest costs no extra wall time on a second core.
-            sent, digest = await both(
-                lambda: _send_body(session, inbox, fd, request.offset, end),
+            _, digest = await both(
+                lambda: _send_body(session, inbox, fd, request.offset, end, record),
                 lambda: _server_work(session, storage.digest_of_open, fd, st, algorithm),
             )
         else:
-            sent = await _send_body(session, inbox, fd, request.offset, end)
-        record.bytes = sent
+            await _send_body(session, inbox, fd, request.offset, end, record)
         if inbox.cancelled:
             return
         if not storage.unchanged(fd, st):
@@ -189,7 +188,9 @@ async def _send_small_file(session: V2Session, info: FileInfo, payload: bytes, e
     await session.channel.send_if_open(info, Data(payload=payload, stream_id=info.stream_id), end)
 
 
-async def _send_body(session: V2Session, inbox: StreamInbox, fd: int, start: int, end: int) -> int:
+async def _send_body(
+    session: V2Session, inbox: StreamInbox, fd: int, start: int, end: int, record: TransferRecord
+) -> int:
     channel, stream_id = session.channel, inbox.stream_id
     position = start
     while position < end and not inbox.cancelled:
@@ -201,6 +202,7 @@ async def _send_body(session: V2Session, inbox: StreamInbox, fd: int, start: int
         if not await channel.send_file_data(stream_id, fd, position, count):
             break
         position += count
+        record.bytes = position - start  # as it goes, so a cut transfer logs what it sent
     return position - start
 
 
