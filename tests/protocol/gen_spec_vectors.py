@@ -28,6 +28,8 @@ from trioftp.protocol.connection import Connection, Settings
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.frames import PREFACE, FrameType
 from trioftp.protocol.messages import (
+    Auth,
+    Authorized,
     Cancel,
     Data,
     Delete,
@@ -47,6 +49,8 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 from trioftp.protocol.state import Role
@@ -62,6 +66,21 @@ CLIENT_OPENING = PREFACE + encode_message(CLIENT_HELLO)
 SERVER_OPENING = PREFACE + encode_message(SERVER_HELLO)
 SERVER_HANDSHAKE: list[tuple[str, Any]] = [("recv", CLIENT_OPENING), ("send", SERVER_HELLO)]
 CLIENT_HANDSHAKE: list[tuple[str, Any]] = [("send", CLIENT_HELLO), ("recv", SERVER_OPENING)]
+
+# A client that supports AUTH, and servers with users (section 7.1).
+AUTH_CLIENT_HELLO = Settings(features=("auth",)).hello()
+AUTH_SERVER_HELLO = Settings(features=("auth",)).hello(digests=("blake3",))
+AUTH_ANONYMOUS_SERVER_HELLO = Settings(features=("auth", "anonymous")).hello(digests=("blake3",))
+AUTH_CLIENT_OPENING = PREFACE + encode_message(AUTH_CLIENT_HELLO)
+AUTH_SERVER_HANDSHAKE: list[tuple[str, Any]] = [("recv", AUTH_CLIENT_OPENING), ("send", AUTH_SERVER_HELLO)]
+AUTH_CLIENT_HANDSHAKE: list[tuple[str, Any]] = [
+    ("send", AUTH_CLIENT_HELLO),
+    ("recv", PREFACE + encode_message(AUTH_SERVER_HELLO)),
+]
+ALICE = Auth(user="alice", password="correct horse battery staple")
+ALICE_RIGHTS = ("read", "write", "list", "mkdir")
+ALICE_AUTHORIZED = Authorized(user="alice", rights=ALICE_RIGHTS, admin=False)
+WRONG_PASSWORD = Error(code=ErrorCode.AUTH_FAILED, message="wrong user name or password")
 
 
 def frame(frame_type: int, stream_id: int, payload: bytes, flags: int = 0) -> bytes:
@@ -142,6 +161,27 @@ def messages_group(r: Recorder) -> None:
     r.frame("rename-replace", Rename(old="draft.txt", new="final.txt", replace=True, stream_id=19))
     r.frame("mkdir", Mkdir(name="photos/2024/summer", stream_id=21))
     r.frame("done", Done(stream_id=15))
+    r.frame("auth", ALICE)
+    r.frame("auth-utf8-empty-password", Auth(user="José Müller", password=""))
+    r.frame("authorized", ALICE_AUTHORIZED)
+    r.frame(
+        "authorized-admin",
+        Authorized(user="root", rights=("read", "write", "delete", "list", "rename", "mkdir"), admin=True),
+    )
+    r.frame("authorized-no-rights", Authorized(user="guest", rights=(), admin=False))
+    r.frame("status", Status(stream_id=23))
+    r.frame(
+        "status-info",
+        StatusInfo(
+            agent="trioftp 0.3.0",
+            uptime_ms=86_400_000,
+            connections=3,
+            transfers=1,
+            bytes_received=10 * 2**30,
+            bytes_sent=2**40 + 12,
+            stream_id=23,
+        ),
+    )
 
 
 def malformed_group(r: Recorder) -> None:
@@ -158,7 +198,7 @@ def malformed_group(r: Recorder) -> None:
         limit=1048576,
         note="one byte over the receiver's advertised max_frame_size",
     )
-    r.bad_frame("unknown-type", frame(0x08, 0, b"\x80"))
+    r.bad_frame("unknown-type", frame(0x0A, 0, b"\x80"))
     r.bad_frame("type-zero", frame(0x00, 1, b""))
     r.bad_frame("nonzero-flags", frame(FrameType.DONE, 1, b"\x80", flags=0x01))
     r.bad_frame("reserved-stream-bit", frame(FrameType.DONE, 0x80000001, b"\x80"))
@@ -201,6 +241,32 @@ def malformed_group(r: Recorder) -> None:
     r.bad_frame("hello-on-stream-1", packed(FrameType.HELLO, 1, _hello_fields()))
     r.bad_frame("goodbye-on-stream-1", packed(FrameType.GOODBYE, 1, {"message": ""}))
     r.bad_frame("request-on-stream-0", packed(FrameType.GET, 0, get))
+    auth = {"user": "alice", "password": "secret"}
+    authorized = {"user": "alice", "rights": ["read"], "admin": False}
+    r.bad_frame("auth-on-stream-1", packed(FrameType.AUTH, 1, auth))
+    r.bad_frame("authorized-on-stream-1", packed(FrameType.AUTHORIZED, 1, authorized))
+    r.bad_frame("status-on-stream-0", packed(FrameType.STATUS, 0, {}))
+    r.bad_frame("status-info-on-stream-0", packed(FrameType.STATUS_INFO, 0, _status_info_fields()))
+    r.bad_frame(
+        "auth-user-empty",
+        packed(FrameType.AUTH, 0, {**auth, "user": ""}),
+        note="a bad user name is not a bad path name: connection error",
+    )
+    r.bad_frame("auth-user-newline", packed(FrameType.AUTH, 0, {**auth, "user": "alice\nroot"}))
+    r.bad_frame("auth-user-del", packed(FrameType.AUTH, 0, {**auth, "user": "alice\x7f"}))
+    r.bad_frame("auth-user-256-chars", packed(FrameType.AUTH, 0, {**auth, "user": "u" * 256}))
+    r.bad_frame("auth-password-1025-chars", packed(FrameType.AUTH, 0, {**auth, "password": "p" * 1025}))
+    r.bad_frame("auth-password-bin", packed(FrameType.AUTH, 0, {**auth, "password": b"secret"}))
+    r.bad_frame("authorized-17-rights", packed(FrameType.AUTHORIZED, 0, {**authorized, "rights": ["r"] * 17}))
+    r.bad_frame("authorized-empty-right", packed(FrameType.AUTHORIZED, 0, {**authorized, "rights": [""]}))
+    r.bad_frame(
+        "authorized-right-33-chars", packed(FrameType.AUTHORIZED, 0, {**authorized, "rights": ["r" * 33]})
+    )
+    r.bad_frame("authorized-int-for-bool", packed(FrameType.AUTHORIZED, 0, {**authorized, "admin": 1}))
+    r.bad_frame("status-with-a-field", packed(FrameType.STATUS, 1, {"verbose": True}))
+    r.bad_frame(
+        "status-info-negative-count", packed(FrameType.STATUS_INFO, 1, _status_info_fields(transfers=-1))
+    )
     r.bad_frame("bad-name-dotdot", packed(FrameType.GET, 1, {**get, "name": "../etc/passwd"}))
     r.bad_frame("bad-name-absolute", packed(FrameType.GET, 3, {**get, "name": "/etc/passwd"}))
     r.bad_frame("bad-name-backslash", packed(FrameType.PUT, 5, _put_fields(name="dir\\file.txt")))
@@ -233,6 +299,13 @@ def _hello_fields() -> dict[str, Any]:
 
 def _put_fields(**changes: Any) -> dict[str, Any]:
     return {"name": "a", "size": 1, "digest": None, "resume": False, "mtime_ns": None, **changes}
+
+
+def _status_info_fields(**changes: Any) -> dict[str, Any]:
+    return {
+        "agent": "trioftp", "uptime_ms": 1, "connections": 1, "transfers": 0,
+        "bytes_received": 0, "bytes_sent": 0, **changes,
+    }  # fmt: skip
 
 
 def _info_fields() -> dict[str, Any]:
@@ -310,6 +383,179 @@ def handshake_group(r: Recorder) -> None:
         "second-hello",
         Role.SERVER,
         [*SERVER_HANDSHAKE, ("recv", encode_message(CLIENT_HELLO))],
+    )
+
+
+def auth_group(r: Recorder) -> None:
+    r.transcript(
+        "auth-client-view",
+        Role.CLIENT,
+        [
+            *AUTH_CLIENT_HANDSHAKE,
+            ("send", ALICE),
+            ("send", Stat(name="hello.txt", stream_id=1)),
+            ("recv", enc(ALICE_AUTHORIZED, hello_info(1))),
+        ],
+    )
+    r.transcript(
+        "auth-server-view",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(ALICE, Stat(name="hello.txt", stream_id=1))),
+            ("refuse", hello_info(1)),
+            ("send", ALICE_AUTHORIZED),
+            ("send", hello_info(1)),
+        ],
+    )
+    r.transcript(
+        "auth-then-permission-denied",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(ALICE, Delete(name="hello.txt", stream_id=1), Stat(name="hello.txt", stream_id=2))),
+            ("send", ALICE_AUTHORIZED),
+            ("send", Error(code=ErrorCode.PERMISSION_DENIED, message="no 'delete' right", stream_id=1)),
+            ("send", hello_info(2)),
+        ],
+    )
+    r.transcript(
+        "auth-wrong-password",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(Auth(user="alice", password="guess"), Get(name="hello.txt", stream_id=1))),
+            ("send", WRONG_PASSWORD),
+            ("refuse", Error(code=ErrorCode.NOT_FOUND, stream_id=1)),
+        ],
+    )
+    r.transcript(
+        "auth-failed-client-view",
+        Role.CLIENT,
+        [
+            *AUTH_CLIENT_HANDSHAKE,
+            ("send", Auth(user="mallory", password="guess")),
+            ("send", Get(name="hello.txt", stream_id=1)),
+            ("recv", enc(WRONG_PASSWORD)),
+            ("refuse", Get(name="hello.txt", stream_id=2)),
+        ],
+    )
+    r.transcript(
+        "auth-to-a-server-without-users",
+        Role.SERVER,
+        [
+            *SERVER_HANDSHAKE,
+            ("recv", enc(ALICE)),
+            ("refuse", ALICE_AUTHORIZED),
+            ("send", Error(code=ErrorCode.AUTH_FAILED, message="no users on this server")),
+        ],
+    )
+    r.transcript(
+        "auth-required",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(Get(name="hello.txt", stream_id=1))),
+            ("send", Error(code=ErrorCode.AUTH_FAILED, message="log in first")),
+        ],
+    )
+    r.transcript(
+        "anonymous-client",
+        Role.CLIENT,
+        [
+            ("send", CLIENT_HELLO),
+            ("recv", PREFACE + encode_message(AUTH_ANONYMOUS_SERVER_HELLO)),
+            ("send", Stat(name="hello.txt", stream_id=1)),
+            ("send", Delete(name="hello.txt", stream_id=2)),
+            (
+                "recv",
+                enc(
+                    hello_info(1),
+                    Error(code=ErrorCode.PERMISSION_DENIED, message="no 'delete' right", stream_id=2),
+                ),
+            ),
+            ("refuse", ALICE),
+        ],
+    )
+    r.transcript(
+        "auth-before-the-server-hello",
+        Role.SERVER,
+        [("recv", AUTH_CLIENT_OPENING + enc(ALICE))],
+    )
+    r.transcript(
+        "auth-not-sent-before-the-server-hello",
+        Role.CLIENT,
+        [("send", AUTH_CLIENT_HELLO), ("refuse", ALICE)],
+    )
+    r.transcript(
+        "auth-from-the-server",
+        Role.CLIENT,
+        [*AUTH_CLIENT_HANDSHAKE, ("recv", enc(ALICE))],
+    )
+    r.transcript(
+        "auth-on-stream-1-server-view",
+        Role.SERVER,
+        [*AUTH_SERVER_HANDSHAKE, ("recv", packed(FrameType.AUTH, 1, {"user": "alice", "password": "x"}))],
+    )
+    r.transcript(
+        "second-auth",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(ALICE)),
+            ("send", ALICE_AUTHORIZED),
+            ("recv", enc(Auth(user="root", password="toor"))),
+        ],
+    )
+    r.transcript(
+        "second-auth-client-view",
+        Role.CLIENT,
+        [*AUTH_CLIENT_HANDSHAKE, ("send", ALICE), ("refuse", Auth(user="root", password="toor"))],
+    )
+    r.transcript(
+        "auth-after-a-request",
+        Role.SERVER,
+        [*AUTH_SERVER_HANDSHAKE, ("recv", enc(Stat(name="hello.txt", stream_id=1), ALICE))],
+    )
+    r.transcript(
+        "auth-after-a-request-client-view",
+        Role.CLIENT,
+        [*AUTH_CLIENT_HANDSHAKE, ("send", Stat(name="hello.txt", stream_id=1)), ("refuse", ALICE)],
+    )
+    r.transcript(
+        "authorized-without-auth",
+        Role.CLIENT,
+        [*AUTH_CLIENT_HANDSHAKE, ("recv", enc(ALICE_AUTHORIZED))],
+    )
+    r.transcript(
+        "second-authorized",
+        Role.CLIENT,
+        [*AUTH_CLIENT_HANDSHAKE, ("send", ALICE), ("recv", enc(ALICE_AUTHORIZED, ALICE_AUTHORIZED))],
+    )
+    r.transcript(
+        "authorized-from-a-server-without-auth",
+        Role.CLIENT,
+        [*CLIENT_HANDSHAKE, ("send", ALICE), ("recv", enc(ALICE_AUTHORIZED))],
+    )
+    r.transcript(
+        "authorized-from-the-client",
+        Role.SERVER,
+        [*AUTH_SERVER_HANDSHAKE, ("recv", enc(ALICE_AUTHORIZED))],
+    )
+    r.transcript(
+        "answer-before-authorized",
+        Role.CLIENT,
+        [
+            *AUTH_CLIENT_HANDSHAKE,
+            ("send", ALICE),
+            ("send", Stat(name="hello.txt", stream_id=1)),
+            ("recv", enc(hello_info(1), ALICE_AUTHORIZED)),
+        ],
+    )
+    r.transcript(
+        "auth-bad-user-name",
+        Role.SERVER,
+        [*AUTH_SERVER_HANDSHAKE, ("recv", packed(FrameType.AUTH, 0, {"user": "a\x00b", "password": "x"}))],
     )
 
 
@@ -441,6 +687,39 @@ def operations_group(r: Recorder) -> None:
             ("refuse", Window(increment=6, stream_id=1)),
             ("send", Stat(name="hello.txt", stream_id=2)),
             ("recv", enc(hello_info(2))),
+        ],
+    )
+    r.transcript(
+        "status-client-view",
+        Role.CLIENT,
+        [
+            *CLIENT_HANDSHAKE,
+            ("send", Status(stream_id=1)),
+            (
+                "recv",
+                enc(
+                    StatusInfo(
+                        agent="trioftp 0.3.0",
+                        uptime_ms=3_600_000,
+                        connections=2,
+                        transfers=0,
+                        bytes_received=12,
+                        bytes_sent=1_048_576,
+                        stream_id=1,
+                    )
+                ),
+            ),
+        ],
+    )
+    r.transcript(
+        "status-needs-admin",
+        Role.SERVER,
+        [
+            *AUTH_SERVER_HANDSHAKE,
+            ("recv", enc(ALICE, Status(stream_id=1))),
+            ("send", ALICE_AUTHORIZED),
+            ("refuse", Done(stream_id=1)),
+            ("send", Error(code=ErrorCode.PERMISSION_DENIED, message="STATUS is for admins", stream_id=1)),
         ],
     )
     r.transcript(
@@ -747,6 +1026,7 @@ GROUPS = {
     "messages": messages_group,
     "malformed": malformed_group,
     "handshake": handshake_group,
+    "auth": auth_group,
     "operations": operations_group,
     "connection-errors": connection_errors_group,
     "names": names_group,

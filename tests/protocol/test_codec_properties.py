@@ -26,7 +26,12 @@ from trioftp.protocol.frames import (
     FrameType,
 )
 from trioftp.protocol.messages import (
+    MAX_RIGHT_CHARS,
+    MAX_RIGHTS,
+    MAX_USER_CHARS,
     MESSAGE_TYPES,
+    Auth,
+    Authorized,
     Cancel,
     Data,
     Delete,
@@ -46,6 +51,8 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 from trioftp.protocol.names import MAX_PATH_BYTES, MAX_SEGMENT_BYTES, BadName, check_path, check_segment
@@ -79,6 +86,16 @@ digests = st.binary(min_size=1, max_size=64)
 texts = st.text(max_size=64) | st.text(max_size=1024)
 kinds = st.sampled_from(Kind)
 entries = st.builds(Entry, name=segments, kind=kinds, size=u63, mtime_ns=u63)
+# User names: no C0 control character and no DEL; C1 controls are allowed, as in names.
+_user_char = st.characters(blacklist_categories=("Cs",)).filter(lambda c: c >= " " and c != "\x7f")
+users = st.text(_user_char, min_size=1, max_size=20) | st.text(
+    _user_char, min_size=MAX_USER_CHARS - 5, max_size=MAX_USER_CHARS
+)
+rights = st.lists(
+    st.sampled_from(["read", "write", "delete", "list", "rename", "mkdir"])
+    | st.text(min_size=1, max_size=MAX_RIGHT_CHARS),
+    max_size=MAX_RIGHTS,
+)
 
 MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Hello: st.builds(
@@ -127,6 +144,19 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     Rename: st.builds(Rename, old=paths, new=paths, replace=st.booleans(), stream_id=stream_ids),
     Mkdir: st.builds(Mkdir, name=paths, stream_id=stream_ids),
     Done: st.builds(Done, stream_id=stream_ids),
+    Auth: st.builds(Auth, user=users, password=texts),
+    Authorized: st.builds(Authorized, user=users, rights=rights, admin=st.booleans()),
+    Status: st.builds(Status, stream_id=stream_ids),
+    StatusInfo: st.builds(
+        StatusInfo,
+        agent=texts,
+        uptime_ms=u63,
+        connections=u63,
+        transfers=u63,
+        bytes_received=u63,
+        bytes_sent=u63,
+        stream_id=stream_ids,
+    ),
 }
 messages = st.one_of(*MESSAGE_STRATEGIES.values())
 control_messages = st.one_of(*(s for cls, s in MESSAGE_STRATEGIES.items() if cls is not Data))
@@ -292,7 +322,7 @@ def test_a_missing_or_extra_field_is_refused(message: Any, data: st.DataObject) 
 def test_the_wrong_stream_kind_is_refused(message: Any) -> None:
     """Connection messages only on stream 0, stream messages never on it."""
     payload = encode_message(message)[HEADER_SIZE:]
-    if isinstance(message, Hello | Goodbye):
+    if isinstance(message, Hello | Goodbye | Auth | Authorized):
         wrong = 1
     elif isinstance(message, Error):
         return  # ERROR belongs on both
@@ -569,3 +599,50 @@ def test_check_segment_refuses_a_slash(segment: str) -> None:
         pass
     else:
         raise AssertionError("a '/' inside a segment was accepted")
+
+
+# --------------------------------------------------------------- user names
+
+
+_any_users = st.one_of(
+    st.text(max_size=12),
+    st.lists(
+        st.sampled_from(["a", "é", " ", "\x00", "\x1f", "\x7f", "\x85", "\n", "/", ":"]), max_size=6
+    ).map("".join),
+    st.builds(lambda c, n: c * n, st.sampled_from(["u", "日"]), st.integers(250, 260)),
+)
+
+
+def _user_rules_allow(user: str) -> bool:
+    """Section 5.3's `user` type, written out independently."""
+    return 1 <= len(user) <= 255 and not any(ord(c) < 0x20 or ord(c) == 0x7F for c in user)
+
+
+@given(_any_users)
+@settings(**RELAXED)
+def test_user_names_accepted_exactly_when_the_rules_say(user: str) -> None:
+    try:
+        Auth(user=user, password="")
+    except ValueError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == _user_rules_allow(user)
+    if not accepted:
+        payload = msgpack.packb({"user": user, "password": ""}, use_bin_type=True)
+        try:
+            decode_message(Frame(type=FrameType.AUTH, stream_id=0, payload=payload))
+        except RemoteProtocolError as exc:
+            # A user name is not a path: a bad one is a connection error, never BAD_NAME.
+            assert exc.error_code is ErrorCode.PROTOCOL_ERROR and exc.ends_connection
+        else:
+            raise AssertionError(f"AUTH with user {user!r} decoded")
+
+
+@given(texts)
+@settings(**RELAXED)
+def test_the_password_stays_out_of_repr(password: str) -> None:
+    auth = Auth(user="alice", password=password)
+    assert repr(auth) == "Auth(user='alice', stream_id=0)"
+    assert decode_all(encode_message(auth)) == [auth]  # ... but not out of the wire, nor equality
+    assert auth != Auth(user="alice", password=password + "x")

@@ -19,6 +19,10 @@ from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED, Connection, Conn
 from trioftp.protocol.errors import ErrorCode, FrameTooLarge, LocalProtocolError, RemoteProtocolError
 from trioftp.protocol.frames import HEADER, PREFACE, FrameType, encode_frame
 from trioftp.protocol.messages import (
+    FEATURE_ANONYMOUS,
+    FEATURE_AUTH,
+    Auth,
+    Authorized,
     Cancel,
     Data,
     Delete,
@@ -38,6 +42,8 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 from trioftp.protocol.sniff import Dialect, sniff
@@ -602,7 +608,7 @@ def test_request_on_a_reused_stream_id(pair: ConnectionPair) -> None:
     expect_remote(pair.server, ErrorCode.PROTOCOL_ERROR)
 
 
-@pytest.mark.parametrize("type_byte", [0x00, 0x08, 0x17, 0x24, 0xFF])
+@pytest.mark.parametrize("type_byte", [0x00, 0x0A, 0x0F, 0x18, 0x1F, 0x25, 0x7F, 0xFF])
 def test_unknown_frame_type(pair: ConnectionPair, type_byte: int) -> None:
     pair.server.receive_data(HEADER.pack(1, type_byte, 0, 1) + b"\x80")
     expect_remote(pair.server, ErrorCode.PROTOCOL_ERROR)
@@ -751,6 +757,261 @@ def test_hello_and_goodbye_belong_on_stream_0(pair: ConnectionPair) -> None:
     expect_remote(pair.client, ErrorCode.PROTOCOL_ERROR)
     with pytest.raises(ValueError, match="stream 0"):
         Goodbye(stream_id=1)
+
+
+# --------------------------------------------------------------------- auth
+
+ALICE = Auth(user="alice", password="correct horse battery staple")
+ALICE_OK = Authorized(user="alice", rights=("read", "list", "future-right"), admin=False)
+
+
+@pytest.fixture
+def auth_pair() -> ConnectionPair:
+    """A client that supports AUTH and a server with users (and no anonymous access)."""
+    p = ConnectionPair(Settings(features=(FEATURE_AUTH,)), Settings(features=(FEATURE_AUTH,)))
+    p.handshake()
+    return p
+
+
+def test_auth_exchange(auth_pair: ConnectionPair) -> None:
+    assert auth_pair.client.peer_hello is not None
+    assert FEATURE_AUTH in auth_pair.client.peer_hello.features
+    assert auth_pair.send(CLIENT, ALICE) == [ALICE]
+    assert auth_pair.client.auth_requested and auth_pair.server.auth_requested
+    assert auth_pair.client.auth_pending and auth_pair.server.auth_pending
+    assert auth_pair.send(SERVER, ALICE_OK) == [ALICE_OK]
+    assert auth_pair.client.authorized == auth_pair.server.authorized == ALICE_OK
+    assert not auth_pair.client.auth_pending and not auth_pair.server.auth_pending
+    # Nothing changes in the connection itself.
+    assert auth_pair.client.state is auth_pair.server.state is ConnectionState.OPEN
+    assert auth_pair.send(CLIENT, Stat(name="f.txt", stream_id=1)) == [Stat(name="f.txt", stream_id=1)]
+    assert auth_pair.send(SERVER, info(1)) == [info(1)]
+
+
+def test_password_is_not_in_repr() -> None:
+    assert "staple" not in repr(ALICE) and "password" not in repr(ALICE)
+
+
+def test_request_pipelined_behind_auth(auth_pair: ConnectionPair) -> None:
+    """AUTH and a request in one write; the server answers AUTH first, then the request."""
+    wire = auth_pair.client.send(ALICE) + auth_pair.client.send(Get(name="f.txt", stream_id=1))
+    assert auth_pair.deliver(SERVER, wire) == [ALICE, Get(name="f.txt", stream_id=1)]
+    with pytest.raises(LocalProtocolError, match="before the server answered AUTH"):
+        auth_pair.server.send(info(1))
+    with pytest.raises(LocalProtocolError, match="before the server answered AUTH"):
+        auth_pair.server.send(Error(code=ErrorCode.PERMISSION_DENIED, stream_id=1))
+    assert auth_pair.server.stream_state(1) is StreamState.REQUESTED  # the refusals changed nothing
+    to_client = auth_pair.server.send(ALICE_OK) + auth_pair.server.send(info(1))
+    assert auth_pair.deliver(CLIENT, to_client) == [ALICE_OK, info(1)]
+    assert auth_pair.states(1) == (StreamState.TRANSFERRING, StreamState.TRANSFERRING)
+
+
+def test_the_client_may_cancel_and_the_server_say_goodbye_while_auth_is_pending(
+    auth_pair: ConnectionPair,
+) -> None:
+    auth_pair.send(CLIENT, ALICE, Get(name="f.txt", stream_id=1))
+    assert auth_pair.send(CLIENT, Cancel(stream_id=1)) == [Cancel(stream_id=1)]
+    assert auth_pair.send(SERVER, Goodbye(message="stopping")) == [Goodbye(message="stopping")]
+    assert auth_pair.send(SERVER, ALICE_OK) == [ALICE_OK]
+
+
+def test_an_answer_before_authorized_is_a_connection_error(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, ALICE, Stat(name="f.txt", stream_id=1))
+    auth_pair.client.receive_data(encode_message(info(1)))
+    error = expect_remote(auth_pair.client, ErrorCode.PROTOCOL_ERROR)
+    assert "before the server answered AUTH" in str(error)
+
+
+def test_wrong_credentials_end_the_connection(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, Auth(user="alice", password="guess"), Get(name="f.txt", stream_id=1))
+    failed = Error(code=ErrorCode.AUTH_FAILED, message="wrong user name or password")
+    assert auth_pair.send(SERVER, failed) == [failed]
+    assert auth_pair.client.state is auth_pair.server.state is ConnectionState.CLOSED
+    assert auth_pair.client.authorized is None
+    with pytest.raises(LocalProtocolError):
+        auth_pair.client.send(Get(name="f.txt", stream_id=2))
+    with pytest.raises(LocalProtocolError):
+        auth_pair.server.send(ALICE_OK)
+
+
+def test_auth_to_a_server_without_users_is_refused(pair: ConnectionPair) -> None:
+    """The machine lets AUTH through to a server without "auth"; the server answers AUTH_FAILED."""
+    assert pair.send(CLIENT, ALICE) == [ALICE]
+    with pytest.raises(LocalProtocolError, match="does not list 'auth'"):
+        pair.server.send(ALICE_OK)
+    pair.client.receive_data(encode_message(ALICE_OK))
+    expect_remote(pair.client, ErrorCode.PROTOCOL_ERROR)
+    refused = Error(code=ErrorCode.AUTH_FAILED, message="no users on this server")
+    assert pair.server.send(refused)  # still allowed: a connection error goes out in any state
+
+
+def test_anonymous_server_serves_without_auth() -> None:
+    p = ConnectionPair(server_settings=Settings(features=(FEATURE_AUTH, FEATURE_ANONYMOUS)))
+    p.handshake()
+    assert p.send(CLIENT, Stat(name="f.txt", stream_id=1)) == [Stat(name="f.txt", stream_id=1)]
+    denied = Error(code=ErrorCode.PERMISSION_DENIED, message="no 'list' right", stream_id=1)
+    assert p.send(SERVER, denied) == [denied]
+    assert p.client.state is p.server.state is ConnectionState.OPEN
+    assert p.client.authorized is None and not p.client.auth_pending
+
+
+def _raw(frame_type: FrameType, stream_id: int, fields: dict[str, Any]) -> bytes:
+    return encode_frame(frame_type, stream_id, msgpack.packb(fields))
+
+
+def test_auth_before_the_hello_exchange() -> None:
+    p = ConnectionPair(Settings(features=(FEATURE_AUTH,)), Settings(features=(FEATURE_AUTH,)))
+    with pytest.raises(LocalProtocolError):
+        p.client.send(ALICE)  # not even the preface is out
+    opening = p.client.initiate()
+    with pytest.raises(LocalProtocolError, match="HELLO exchange"):
+        p.client.send(ALICE)  # the server's HELLO has not come yet
+    p.server.receive_data(opening + encode_message(ALICE))
+    assert isinstance(p.server.next_event(), Hello)
+    expect_remote(p.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_auth_on_a_stream(auth_pair: ConnectionPair) -> None:
+    with pytest.raises(ValueError, match="stream 0"):
+        Auth(user="alice", password="x", stream_id=1)
+    auth_pair.server.receive_data(_raw(FrameType.AUTH, 1, {"user": "alice", "password": "x"}))
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_authorized_on_a_stream(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, ALICE)
+    auth_pair.client.receive_data(_raw(FrameType.AUTHORIZED, 1, {"user": "a", "rights": [], "admin": False}))
+    expect_remote(auth_pair.client, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_auth_from_the_server(auth_pair: ConnectionPair) -> None:
+    with pytest.raises(LocalProtocolError, match="only the client sends AUTH"):
+        auth_pair.server.send(ALICE)
+    auth_pair.client.receive_data(encode_message(ALICE))
+    expect_remote(auth_pair.client, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_authorized_from_the_client(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, ALICE)
+    with pytest.raises(LocalProtocolError):
+        auth_pair.client.send(ALICE_OK)
+    auth_pair.server.receive_data(encode_message(ALICE_OK))
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("answered", [False, True])
+def test_a_second_auth(auth_pair: ConnectionPair, answered: bool) -> None:
+    auth_pair.send(CLIENT, ALICE)
+    if answered:
+        auth_pair.send(SERVER, ALICE_OK)
+    second = Auth(user="root", password="toor")
+    with pytest.raises(LocalProtocolError, match="second AUTH"):
+        auth_pair.client.send(second)
+    auth_pair.server.receive_data(encode_message(second))
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_auth_after_a_request(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, Stat(name="f.txt", stream_id=1))
+    auth_pair.send(SERVER, info(1))  # even once that stream is closed again
+    with pytest.raises(LocalProtocolError, match="after the first request"):
+        auth_pair.client.send(ALICE)
+    auth_pair.server.receive_data(encode_message(ALICE))
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_auth_after_a_refused_bad_name_request(auth_pair: ConnectionPair) -> None:
+    """A request refused for its name still counts as the client's first request."""
+    auth_pair.server.receive_data(_bad_name_request(1) + encode_message(ALICE))
+    expect_remote(auth_pair.server, ErrorCode.BAD_NAME, stream_id=1)
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_authorized_without_auth(auth_pair: ConnectionPair) -> None:
+    with pytest.raises(LocalProtocolError, match="without an AUTH"):
+        auth_pair.server.send(ALICE_OK)
+    auth_pair.client.receive_data(encode_message(ALICE_OK))
+    expect_remote(auth_pair.client, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_a_second_authorized(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, ALICE)
+    auth_pair.send(SERVER, ALICE_OK)
+    with pytest.raises(LocalProtocolError, match="without an AUTH"):
+        auth_pair.server.send(ALICE_OK)
+    auth_pair.client.receive_data(encode_message(ALICE_OK))
+    expect_remote(auth_pair.client, ErrorCode.PROTOCOL_ERROR)
+
+
+@pytest.mark.parametrize("user", ["", "u" * 256, "ali\nce", "a\x00b", "tab\there", "del\x7f"])
+def test_bad_user_names(auth_pair: ConnectionPair, user: str) -> None:
+    with pytest.raises(ValueError, match="user"):
+        Auth(user=user, password="x")
+    with pytest.raises(ValueError, match="user"):
+        Authorized(user=user, rights=())
+    auth_pair.server.receive_data(_raw(FrameType.AUTH, 0, {"user": user, "password": "x"}))
+    expect_remote(auth_pair.server, ErrorCode.PROTOCOL_ERROR)  # a connection error, not BAD_NAME
+
+
+def test_user_name_limits() -> None:
+    assert Auth(user="u" * 255, password="p" * 1024).user == "u" * 255
+    assert Auth(user="José Müller / ops", password="").password == ""
+    with pytest.raises(ValueError):
+        Auth(user="alice", password="p" * 1025)
+    assert len(Authorized(user="a", rights=["r" * 32] * 16).rights) == 16
+    for rights in (["r"] * 17, [""], ["r" * 33]):
+        with pytest.raises(ValueError, match="rights"):
+            Authorized(user="a", rights=rights)
+
+
+# ------------------------------------------------------------------- status
+
+
+def test_status_round_trip(pair: ConnectionPair) -> None:
+    assert pair.send(CLIENT, Status(stream_id=1)) == [Status(stream_id=1)]
+    assert pair.states(1) == (StreamState.REQUESTED, StreamState.REQUESTED)
+    with pytest.raises(LocalProtocolError):
+        pair.server.send(Done(stream_id=1))  # the answer to STATUS is STATUS_INFO
+    answer = StatusInfo(
+        agent="trioftp 0.3.0",
+        uptime_ms=12_345,
+        connections=1,
+        transfers=0,
+        bytes_received=2**40,
+        bytes_sent=0,
+        stream_id=1,
+    )
+    assert pair.send(SERVER, answer) == [answer]
+    assert pair.states(1) == (StreamState.CLOSED, StreamState.CLOSED)
+
+
+def test_status_denied_is_a_stream_error(auth_pair: ConnectionPair) -> None:
+    auth_pair.send(CLIENT, ALICE, Status(stream_id=1), Stat(name="f.txt", stream_id=2))
+    auth_pair.send(SERVER, ALICE_OK)
+    denied = Error(code=ErrorCode.PERMISSION_DENIED, message="STATUS is for admins", stream_id=1)
+    assert auth_pair.send(SERVER, denied) == [denied]
+    assert auth_pair.states(1) == (StreamState.CLOSED, StreamState.CLOSED)
+    assert auth_pair.send(SERVER, info(2)) == [info(2)]
+
+
+def test_status_info_only_answers_status(pair: ConnectionPair) -> None:
+    pair.send(CLIENT, Stat(name="f.txt", stream_id=1))
+    answer = StatusInfo(
+        agent="", uptime_ms=0, connections=0, transfers=0, bytes_received=0, bytes_sent=0, stream_id=1
+    )
+    with pytest.raises(LocalProtocolError):
+        pair.server.send(answer)
+    pair.client.receive_data(encode_message(answer))
+    expect_remote(pair.client, ErrorCode.PROTOCOL_ERROR)
+    with pytest.raises(LocalProtocolError):
+        Connection(SERVER).send(Status(stream_id=1))
+
+
+def test_the_server_cannot_send_status(pair: ConnectionPair) -> None:
+    with pytest.raises(LocalProtocolError, match="only the client opens streams"):
+        pair.server.send(Status(stream_id=1))
+    pair.client.receive_data(encode_message(Status(stream_id=1)))
+    expect_remote(pair.client, ErrorCode.PROTOCOL_ERROR)
 
 
 # -------------------------------------------------------------------- sniff

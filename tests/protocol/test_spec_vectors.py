@@ -102,6 +102,11 @@ def _by_name(name: str) -> Vector:
         ("legacy-put", "result", lambda r: r.replace("16)", "15)")),
         ("legacy-put-unsettled", "settled", lambda _s: "true"),
         ("legacy-reply-no", "result", lambda r: r.replace("4)", "3)")),
+        ("auth", "hex", _flip_last_hex_digit),
+        ("auth-user-empty", "error", lambda _e: "BAD_NAME stream 0"),
+        ("second-auth", "error", lambda _e: "AUTH_FAILED connection"),
+        ("auth-server-view", "refuse", lambda _m: "Authorized(user='a', rights=(), admin=False)"),
+        ("status-needs-admin", "refuse", lambda _m: "StatusInfo('', 0, 0, 0, 0, 0, stream_id=1)"),
     ],
 )
 def test_a_tampered_vector_fails(name: str, key: str, change) -> None:  # type: ignore[no-untyped-def]
@@ -198,3 +203,7 @@ def test_constants_stated_in_the_spec() -> None:
     assert settings.digests == ("blake3", "sha256")
     assert "| `max_frame_size` | 1048576 (1 MiB) |" in SPEC_TEXT
     assert "| `initial_window` | 8388608 (8 MiB) |" in SPEC_TEXT
+    assert (messages.MAX_USER_CHARS, messages.MAX_RIGHTS, messages.MAX_RIGHT_CHARS) == (255, 16, 32)
+    assert "user names 1 .. 255 characters; at most 16 rights in AUTHORIZED, each 1 .. 32" in SPEC_TEXT
+    assert (messages.FEATURE_AUTH, messages.FEATURE_ANONYMOUS) == ("auth", "anonymous")
+    assert '* `"auth"`: the server has users and accepts AUTH;' in SPEC_TEXT

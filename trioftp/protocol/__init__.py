@@ -17,6 +17,10 @@ from trioftp.protocol.errors import (
 )
 from trioftp.protocol.frames import PREFACE, FrameType
 from trioftp.protocol.messages import (
+    FEATURE_ANONYMOUS,
+    FEATURE_AUTH,
+    Auth,
+    Authorized,
     Cancel,
     Data,
     Delete,
@@ -37,14 +41,20 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 from trioftp.protocol.state import Operation, Role, StreamState
 
 __all__ = [
+    "FEATURE_ANONYMOUS",
+    "FEATURE_AUTH",
     "NEED_DATA",
     "PEER_CLOSED",
     "PREFACE",
+    "Auth",
+    "Authorized",
     "Cancel",
     "Connection",
     "ConnectionState",
@@ -77,5 +87,7 @@ __all__ = [
     "Role",
     "Settings",
     "Stat",
+    "Status",
+    "StatusInfo",
     "Window",
 ]

@@ -34,8 +34,11 @@ from trioftp.protocol.frames import (
 )
 from trioftp.protocol.messages import (
     BY_FRAME_TYPE,
+    FEATURE_AUTH,
     REQUEST_TYPES,
     U31,
+    Auth,
+    Authorized,
     Data,
     Error,
     Goodbye,
@@ -120,6 +123,8 @@ class Connection:
         self.peer_hello: Hello | None = None
         self.goodbye_sent = False
         self.goodbye_received = False
+        self.auth_requested = False  # the client has sent AUTH
+        self.authorized: Authorized | None = None  # the server's answer to it
         self._decoder = FrameDecoder(HANDSHAKE_MAX_PAYLOAD)
         self._preface_received = False
         self._preface_sent = False
@@ -151,6 +156,11 @@ class Connection:
         if stream is None or self.peer_hello is None:
             return 0
         return min(stream.send_credit, self.peer_hello.max_frame_size)
+
+    @property
+    def auth_pending(self) -> bool:
+        """AUTH is sent and not answered yet: the server may send nothing on a stream."""
+        return self.auth_requested and self.authorized is None
 
     def next_stream_id(self) -> int:
         """The id for the client's next request."""
@@ -332,6 +342,9 @@ class Connection:
         if isinstance(message, Hello):
             self._on_hello(message, sender, sent=sent)
             return
+        if isinstance(message, Auth | Authorized):
+            self._on_auth(message, sender, sent=sent)
+            return
         if isinstance(message, Goodbye):
             if self.state is not ConnectionState.OPEN:
                 raise error(f"GOODBYE from {sender.value} in state {self.state.value}")
@@ -341,6 +354,32 @@ class Connection:
                 self.goodbye_received = True
             return
         raise error(f"{name} is not allowed on stream 0 (sent by {sender.value})")
+
+    def _on_auth(self, message: Auth | Authorized, sender: Role, *, sent: bool) -> None:
+        error = LocalProtocolError if sent else RemoteProtocolError
+        name = type(message).__name__.upper()
+        if self.state is ConnectionState.HANDSHAKE:
+            raise error(f"{name} before the HELLO exchange is complete")
+        if self.state is not ConnectionState.OPEN:
+            raise error(f"{name} on a connection in state {self.state.value}")
+        if isinstance(message, Auth):
+            if sender is not Role.CLIENT:
+                raise error("only the client sends AUTH; the server answers AUTHORIZED")
+            if self.auth_requested:
+                raise error("a second AUTH")
+            if self._highest_stream_id:
+                raise error("AUTH after the first request")
+            self.auth_requested = True
+            return
+        if sender is not Role.SERVER:
+            raise error("only the client sends AUTH; the server answers AUTHORIZED")
+        if not self.auth_requested or self.authorized is not None:
+            raise error("AUTHORIZED without an AUTH to answer")
+        server_hello = self.our_hello if sent else self.peer_hello
+        assert server_hello is not None
+        if FEATURE_AUTH not in server_hello.features:
+            raise error(f"AUTHORIZED from a server whose HELLO does not list {FEATURE_AUTH!r}")
+        self.authorized = message
 
     def _on_hello(self, hello: Hello, sender: Role, *, sent: bool) -> None:
         error = LocalProtocolError if sent else RemoteProtocolError
@@ -376,6 +415,9 @@ class Connection:
             raise error(f"{name} before the HELLO exchange is complete")
         if isinstance(message, Error) and message.code.ends_connection:
             raise error(f"ERROR on stream {stream_id} must carry a stream code, not {message.code.name}")
+        if sender is Role.SERVER and self.auth_pending:
+            # The server handles AUTH before any later frame, so its answer comes first.
+            raise error(f"{name} on stream {stream_id} before the server answered AUTH")
         operation = OPERATION_OF_REQUEST.get(type(message))
         if operation is not None:
             self._open_stream(operation, message, sender, sent=sent)

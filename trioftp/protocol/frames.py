@@ -42,6 +42,8 @@ class FrameType(enum.IntEnum):
     WINDOW = 0x05
     DATA = 0x06
     END = 0x07
+    AUTH = 0x08
+    AUTHORIZED = 0x09
     GET = 0x10
     PUT = 0x11
     LIST = 0x12
@@ -49,10 +51,12 @@ class FrameType(enum.IntEnum):
     DELETE = 0x14
     RENAME = 0x15
     MKDIR = 0x16
+    STATUS = 0x17
     READY = 0x20
     FILE_INFO = 0x21
     LISTING = 0x22
     DONE = 0x23
+    STATUS_INFO = 0x24
 
 
 @attrs.frozen

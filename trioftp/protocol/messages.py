@@ -21,6 +21,13 @@ U63 = 2**63 - 1
 U31 = 2**31 - 1
 MAX_DIGEST_BYTES = 64
 MAX_TEXT_CHARS = 1024
+MAX_USER_CHARS = 255
+MAX_RIGHTS = 16
+MAX_RIGHT_CHARS = 32
+
+# HELLO features a server lists (protocol_spec.md, "Authentication").
+FEATURE_AUTH = "auth"  # the server has users and accepts AUTH
+FEATURE_ANONYMOUS = "anonymous"  # the server also serves clients that send no AUTH
 
 
 def _u63(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
@@ -58,6 +65,13 @@ def _digest(_inst: Any, attribute: attrs.Attribute[Any], value: bytes | None) ->
 def _text(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
     if len(value) > MAX_TEXT_CHARS:
         raise ValueError(f"{attribute.name} is over {MAX_TEXT_CHARS} characters")
+
+
+def _user_name(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not 1 <= len(value) <= MAX_USER_CHARS or any(ch < " " or ch == "\x7f" for ch in value):
+        raise ValueError(
+            f"{attribute.name} must be 1..{MAX_USER_CHARS} characters without control characters"
+        )
 
 
 def _stream_id(_inst: Any, _attribute: attrs.Attribute[Any], value: int) -> None:
@@ -114,6 +128,32 @@ class Goodbye:
     FRAME_TYPE: ClassVar[FrameType] = FrameType.GOODBYE
     message: str = field(default="", validator=_text)
     stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
+
+
+@frozen
+class Auth:
+    """The client's credentials, on stream 0, once, before its first request."""
+
+    FRAME_TYPE: ClassVar[FrameType] = FrameType.AUTH
+    user: str = field(validator=_user_name)
+    password: str = field(validator=_text, repr=False)
+    stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
+
+
+@frozen
+class Authorized:
+    """The server accepts AUTH: who the client is now, and what it may do."""
+
+    FRAME_TYPE: ClassVar[FrameType] = FrameType.AUTHORIZED
+    user: str = field(validator=_user_name)
+    rights: tuple[str, ...] = field(converter=tuple)
+    admin: bool = False
+    stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
+
+    @rights.validator
+    def _check_rights(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if len(value) > MAX_RIGHTS or any(not 1 <= len(right) <= MAX_RIGHT_CHARS for right in value):
+            raise ValueError(f"rights must be at most {MAX_RIGHTS} names of 1..{MAX_RIGHT_CHARS} characters")
 
 
 @frozen
@@ -278,6 +318,28 @@ class Mkdir:
 
 
 @frozen
+class Status:
+    """Ask for the server's version, uptime and load (admins only when the server has users)."""
+
+    FRAME_TYPE: ClassVar[FrameType] = FrameType.STATUS
+    stream_id: int = _stream_field()
+
+
+@frozen
+class StatusInfo:
+    """The answer to STATUS."""
+
+    FRAME_TYPE: ClassVar[FrameType] = FrameType.STATUS_INFO
+    agent: str = field(validator=_text)
+    uptime_ms: int = field(validator=_u63)
+    connections: int = field(validator=_u63)
+    transfers: int = field(validator=_u63)
+    bytes_received: int = field(validator=_u63)
+    bytes_sent: int = field(validator=_u63)
+    stream_id: int = _stream_field()
+
+
+@frozen
 class Done:
     """Success of DELETE, RENAME or MKDIR."""
 
@@ -304,11 +366,16 @@ Message = (
     | Rename
     | Mkdir
     | Done
+    | Auth
+    | Authorized
+    | Status
+    | StatusInfo
 )
 
 MESSAGE_TYPES: tuple[type[Any], ...] = (
     Hello, Goodbye, Error, Cancel, Window, Data, End, Get, Put, Ready,
     List, Listing, Stat, FileInfo, Delete, Rename, Mkdir, Done,
+    Auth, Authorized, Status, StatusInfo,
 )  # fmt: skip
 BY_FRAME_TYPE: dict[FrameType, type[Any]] = {cls.FRAME_TYPE: cls for cls in MESSAGE_TYPES}
-REQUEST_TYPES: tuple[type[Any], ...] = (Get, Put, List, Stat, Delete, Rename, Mkdir)
+REQUEST_TYPES: tuple[type[Any], ...] = (Get, Put, List, Stat, Delete, Rename, Mkdir, Status)

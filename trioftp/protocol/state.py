@@ -28,6 +28,8 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 
@@ -49,6 +51,7 @@ class Operation(enum.Enum):
     DELETE = "delete"
     RENAME = "rename"
     MKDIR = "mkdir"
+    STATUS = "status"
 
 
 class StreamState(enum.Enum):
@@ -66,6 +69,7 @@ OPERATION_OF_REQUEST: dict[type[Any], Operation] = {
     Delete: Operation.DELETE,
     Rename: Operation.RENAME,
     Mkdir: Operation.MKDIR,
+    Status: Operation.STATUS,
 }
 
 _C, _S = Role.CLIENT, Role.SERVER
@@ -93,6 +97,7 @@ STREAM_TRANSITIONS: dict[tuple[Operation, StreamState, Role, type[Any]], StreamS
     (Operation.DELETE, _REQ, _S, Done): _CLOSED,
     (Operation.RENAME, _REQ, _S, Done): _CLOSED,
     (Operation.MKDIR, _REQ, _S, Done): _CLOSED,
+    (Operation.STATUS, _REQ, _S, StatusInfo): _CLOSED,
 }
 
 # In every open state, either side may CANCEL, and the server may answer ERROR.
