@@ -1,0 +1,243 @@
+"""The `trioftp` command against a real server: client verbs in a worker thread, `serve` in a subprocess."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+from tests.conftest import NETWORK_TIMEOUT
+from tests.v2_helpers import MiB, connect, file_digest, names, write_random
+from trioftp import __version__
+from trioftp.cli import main, split_address
+from trioftp.config import DEFAULT_PORT, ServerConfig
+from trioftp.server import Server
+
+MakeServer = Callable[..., Any]
+
+
+async def run_cli(*argv: str) -> int:
+    """`trioftp ARGV...` in a worker thread (it runs its own trio.run)."""
+    return await trio.to_thread.run_sync(main, list(argv))
+
+
+def one_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+async def test_put_get_ls_stat_mv_rm_mkdir(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    address = f"127.0.0.1:{server.port}"
+    source = tmp_path / "report.bin"
+    digest = write_random(source, 3 * MiB)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", address, str(source), "reports/2026.bin") == 0
+        assert file_digest(server_root / "reports" / "2026.bin") == digest
+        assert await run_cli("put", address, str(source)) == 0  # remote name defaults to the file's
+        assert (server_root / "report.bin").exists()
+
+        assert await run_cli("get", address, "reports/2026.bin", "-o", str(tmp_path / "copy.bin")) == 0
+        assert file_digest(tmp_path / "copy.bin") == digest
+
+        assert await run_cli("mkdir", address, "archive/2027") == 0
+        assert (server_root / "archive" / "2027").is_dir()
+        capsys.readouterr()
+        assert await run_cli("ls", "127.0.0.1", "--port", str(server.port)) == 0
+        listing = capsys.readouterr().out.splitlines()
+        assert [line.split()[-1] for line in listing] == ["archive/", "report.bin", "reports/"]
+        assert listing[1].split()[0] == str(3 * MiB)
+        assert await run_cli("ls", address, "reports") == 0
+        assert capsys.readouterr().out.split()[-1] == "2026.bin"
+
+        assert await run_cli("stat", address, "reports/2026.bin") == 0
+        stat = capsys.readouterr().out
+        assert "kind:   file" in stat and f"size:   {3 * MiB}" in stat
+        assert f"blake3: {digest.hex()}" in stat
+        assert await run_cli("stat", address, "archive") == 0
+        assert "kind:   dir" in capsys.readouterr().out
+
+        assert await run_cli("mv", address, "reports/2026.bin", "archive/2026.bin") == 0
+        assert (server_root / "archive" / "2026.bin").exists() and not (
+            server_root / "reports" / "2026.bin"
+        ).exists()
+        assert await run_cli("mv", address, "report.bin", "archive/2026.bin") == 1  # exists, no --replace
+        assert "ALREADY_EXISTS" in one_line(capsys.readouterr().err)
+        assert await run_cli("mv", address, "report.bin", "archive/2026.bin", "--replace") == 0
+        assert await run_cli("rm", address, "archive/2026.bin") == 0
+        assert await run_cli("rm", address, "reports") == 0
+        assert names(server_root) == {".trioftp", "archive"}
+    assert capsys.readouterr().err == ""
+
+
+async def test_get_writes_to_the_names_last_part_by_default(
+    server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (server_root / "deep" / "er").mkdir(parents=True)
+    (server_root / "deep" / "er" / "file.txt").write_bytes(b"content")
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", f"127.0.0.1:{server.port}", "deep/er/file.txt") == 0
+    assert (tmp_path / "file.txt").read_bytes() == b"content"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["get", "{address}", "missing.txt", "-o", "{tmp}/missing.txt"],
+            "trioftp: get: NOT_FOUND: 'missing.txt'",
+        ),
+        (["rm", "{address}", "missing.txt"], "trioftp: rm: NOT_FOUND"),
+        (["ls", "{address}", "missing"], "trioftp: ls: NOT_FOUND"),
+        (["stat", "{address}", ".trioftp"], "trioftp: stat: PERMISSION_DENIED"),
+        (["put", "{address}", "{tmp}/no-such-file"], "trioftp: put: No such file or directory"),
+        (["ls", "127.0.0.1:{closed_port}"], "trioftp: ls: cannot connect to 127.0.0.1:{closed_port}"),
+        (["get", "{address}", "../escape", "-o", "{tmp}/escape"], "trioftp: get: bad name: "),
+    ],
+    ids=[
+        "get-missing",
+        "rm-missing",
+        "ls-missing",
+        "stat-reserved",
+        "put-no-local-file",
+        "no-server",
+        "bad-name",
+    ],
+)
+async def test_errors_exit_1_with_one_line(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    fill = {"address": f"127.0.0.1:{server.port}", "tmp": str(tmp_path), "closed_port": str(closed_port)}
+    before = names(tmp_path)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code = await run_cli(*[arg.format(**fill) for arg in argv])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert one_line(captured.err).startswith(expected.format(**fill))
+    assert captured.out == ""
+    assert names(tmp_path) == before  # no partial download left behind
+
+
+def test_split_address() -> None:
+    assert split_address("example.org", None) == ("example.org", DEFAULT_PORT)
+    assert split_address("example.org:9000", None) == ("example.org", 9000)
+    assert split_address("example.org:9000", 7000) == ("example.org", 7000)
+    assert split_address("[::1]:9000", None) == ("::1", 9000)
+    assert split_address("::1", None) == ("::1", DEFAULT_PORT)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"trioftp {__version__}"
+
+
+def test_serve_help_lists_every_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    text = capsys.readouterr().out
+    for field in attrs.fields(ServerConfig):
+        flag = "--" + field.name.replace("_", "-")
+        assert re.search(rf"{flag}\b", text), f"{flag} missing from serve --help"
+    assert "--config" in text and "--no-legacy" in text
+
+
+def test_bad_serve_settings_exit_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["serve", "--root", str(tmp_path), "--max-streams", "0"]) == 2
+    assert "max_streams" in one_line(capsys.readouterr().err)
+
+
+def test_python_dash_m_trioftp_help() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioftp", "--help"], capture_output=True, text=True, timeout=NETWORK_TIMEOUT
+    )
+    assert result.returncode == 0
+    for command in ("serve", "get", "put", "ls", "stat", "rm", "mv", "mkdir"):
+        assert command in result.stdout
+
+
+# -------------------------------------------------------------- serve process
+
+
+async def start_serve(root: Path, *extra: str) -> tuple[trio.Process, int, list[str]]:
+    """`python -m trioftp serve` on a free port; returns the process, its port and its log so far."""
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "trioftp", "serve", "--root", str(root), "--port", "0", *extra],
+        stderr=subprocess.PIPE,
+    )
+    assert process.stderr is not None
+    log = b""
+    while b"serving" not in log:
+        chunk = await process.stderr.receive_some(4096)
+        assert chunk, f"serve exited early: {log.decode(errors='replace')}"
+        log += chunk
+    port = int(re.search(rb"serving .* on 127\.0\.0\.1:(\d+)", log).group(1))  # type: ignore[union-attr]
+    return process, port, [log.decode()]
+
+
+async def read_rest(process: trio.Process, log: list[str]) -> None:
+    assert process.stderr is not None
+    while chunk := await process.stderr.receive_some(4096):
+        log.append(chunk.decode(errors="replace"))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_serve_drains_and_exits_0_on_signal(tmp_path: Path, signum: signal.Signals) -> None:
+    root = tmp_path / "root"
+    digest = write_random(root / "big.bin", 64 * MiB)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        process, port, log = await start_serve(root, "--drain-timeout", "20")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_rest, process, log)
+                async with connect(port) as conn:
+                    signalled: list[int] = []
+
+                    def signal_midway(done: int, total: int) -> None:
+                        if not signalled:
+                            signalled.append(done)
+                            process.send_signal(signum)
+
+                    await conn.download("big.bin", tmp_path / "big.bin", progress=signal_midway)
+                    assert signalled[0] < 64 * MiB  # the transfer was in flight when the signal came
+                    # Drained: the process ends without waiting for the 20 s drain_timeout.
+                    with trio.fail_after(10):
+                        code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert code == 0, "".join(log)
+    assert file_digest(tmp_path / "big.bin") == digest
+    text = "".join(log)
+    assert f"received {signum.name}: stopping" in text
+    assert "GET 'big.bin' " in text and "server stopped" in text
+
+
+async def test_serve_exits_0_on_sigterm_when_idle(tmp_path: Path) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        process, port, log = await start_serve(tmp_path / "root")
+        async with connect(port) as conn:
+            assert await conn.list() == []
+            process.send_signal(signal.SIGTERM)
+            with trio.fail_after(10):
+                assert await process.wait() == 0
+            await read_rest(process, log)
+    assert "received SIGTERM: stopping" in "".join(log) and "server stopped" in "".join(log)
