@@ -94,6 +94,16 @@ async def test_download_reports_the_digest_it_verified(
     assert info.size == 3 * MiB
 
 
+async def test_upload_of_a_local_folder_is_refused_before_sending(server: Server, tmp_path: Path) -> None:
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(IsADirectoryError):
+                await conn.upload(folder, "x")
+            assert await conn.list() == []  # nothing stored, the connection still works
+
+
 async def test_one_liners(server: Server, server_root: Path) -> None:
     with trio.fail_after(NETWORK_TIMEOUT):
         await trioftp.put("127.0.0.1", "notes/one.txt", b"one liner", port=server.port)

@@ -15,7 +15,9 @@ the server's code), ChecksumMismatch, ProtocolViolation, ConnectionClosed.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat as stat_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -453,6 +455,10 @@ class ClientConnection:
         fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
         try:
             st = os.fstat(fd)
+            if stat_module.S_ISDIR(st.st_mode):  # os.open reads folders too; sendfile cannot
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(local))
+            if not stat_module.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(local))
             size = st.st_size
             make = lambda sid: Put(  # noqa: E731
                 name=remote, size=size, resume=resume, mtime_ns=st.st_mtime_ns, stream_id=sid
