@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -343,6 +344,35 @@ async def test_no_common_digest_is_refused_at_the_handshake(server: Server) -> N
                 pass
         async with connect(server) as conn:
             assert await conn.list() == []
+
+
+async def test_a_server_that_is_not_trioftp_is_a_protocol_violation(nursery: trio.Nursery) -> None:
+    async def http_server(stream: trio.SocketStream) -> None:
+        await stream.send_all(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await stream.aclose()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, http_server, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(ProtocolViolation, match="not a trioftp v2 server"):
+        async with connect(port):
+            pass
+    nursery.cancel_scope.cancel()
+
+
+async def test_a_closed_connection_says_so(server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            pass
+        with pytest.raises(ConnectionClosed):
+            await conn.list()
+
+
+async def test_put_sets_the_mtime(server: Server, server_root: Path) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            info = await conn.put("dated.txt", b"x", mtime_ns=1_500_000_000_000_000_000)
+    assert info.mtime_ns == 1_500_000_000_000_000_000
+    assert (server_root / "dated.txt").stat().st_mtime_ns == 1_500_000_000_000_000_000
 
 
 # --------------------------------------------------------------------- errors
