@@ -178,10 +178,11 @@ def test_python_dash_m_trioftp_help() -> None:
 # -------------------------------------------------------------- serve process
 
 
-async def start_serve(root: Path, *extra: str) -> tuple[trio.Process, int, list[str]]:
+async def start_serve(root: Path | None, *extra: str) -> tuple[trio.Process, int, list[str]]:
     """`python -m trioftp serve` on a free port; returns the process, its port and its log so far."""
+    where = ["--root", str(root)] if root is not None else []
     process = await trio.lowlevel.open_process(
-        [sys.executable, "-m", "trioftp", "serve", "--root", str(root), "--port", "0", *extra],
+        [sys.executable, "-m", "trioftp", "serve", *where, "--port", "0", *extra],
         stderr=subprocess.PIPE,
     )
     assert process.stderr is not None
@@ -233,13 +234,25 @@ async def test_serve_drains_and_exits_0_on_signal(tmp_path: Path, signum: signal
     assert "GET 'big.bin' " in text and "server stopped" in text
 
 
-async def test_serve_exits_0_on_sigterm_when_idle(tmp_path: Path) -> None:
+async def test_serve_takes_a_config_file_and_exits_0_on_sigterm_when_idle(tmp_path: Path) -> None:
+    config = tmp_path / "trioftp.toml"
+    config.write_text(f'[server]\nroot = "{tmp_path / "from-toml"}"\nport = 1\nmax_streams = 3\n')
+    (tmp_path / "from-toml").mkdir()
+    (tmp_path / "from-toml" / "listed.txt").write_bytes(b"x")
     with trio.fail_after(NETWORK_TIMEOUT):
-        process, port, log = await start_serve(tmp_path / "root")
+        process, port, log = await start_serve(None, "--config", str(config))  # --port 0 wins over port = 1
         async with connect(port) as conn:
-            assert await conn.list() == []
+            assert [e.name for e in await conn.list()] == ["listed.txt"]
+            assert conn.server_hello.max_streams == 3
             process.send_signal(signal.SIGTERM)
             with trio.fail_after(10):
                 assert await process.wait() == 0
             await read_rest(process, log)
     assert "received SIGTERM: stopping" in "".join(log) and "server stopped" in "".join(log)
+
+
+def test_unknown_settings_in_a_config_file_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("[server]\nmax_stream = 3\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert "unknown settings max_stream" in one_line(capsys.readouterr().err)
