@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trioftp.auth import ANONYMOUS_FULL, User
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -64,6 +65,9 @@ class V2Session:
         self.server = server
         self.storage = server.storage
         self.peer = peer
+        # Who the client is: everyone is the all-powerful anonymous user until
+        # the server has a users file, and then whoever AUTH proved.
+        self.user: User = ANONYMOUS_FULL
         settings = Settings(
             max_frame_size=config.max_frame_size,
             max_streams=config.max_streams,

@@ -1,0 +1,198 @@
+"""Users, their rights and home folders, and password checks (scrypt, never clear text).
+
+The users file is TOML:
+
+    [anonymous]                 # optional; off by default once a users file is given
+    enabled = false
+    home = "public"
+    rights = ["read", "list"]
+
+    [users.alice]
+    password = "scrypt$16384$8$1$<salt>$<hash>"   # make one with `trioftp passwd`
+    home = "alice"                                # inside the served root; "" is all of it
+    rights = ["read", "write", "delete", "list", "rename", "mkdir"]   # or ["all"]
+    admin = false                                 # may ask for the server's status
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import hashlib
+import hmac
+import secrets
+import time
+import tomllib
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from trioftp.protocol.names import BadName, check_path
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P, SCRYPT_LEN = 2**14, 8, 1, 32
+
+
+class Right(enum.Enum):
+    READ = "read"  # download, and the digest in stat
+    WRITE = "write"  # upload (create or replace)
+    DELETE = "delete"
+    LIST = "list"  # list folders, stat
+    RENAME = "rename"
+    MKDIR = "mkdir"
+
+
+ALL_RIGHTS = frozenset(Right)
+
+
+@attrs.frozen
+class User:
+    name: str
+    home: str = ""
+    rights: frozenset[Right] = ALL_RIGHTS
+    admin: bool = False
+    password_hash: str = attrs.field(default="", repr=False)
+
+    def may(self, right: Right) -> bool:
+        return right in self.rights
+
+
+ANONYMOUS_FULL = User(name="anonymous", admin=True)
+"""Who a client is when no users file is configured: everything, as before auth existed."""
+
+
+def hash_password(password: str, *, salt: bytes | None = None) -> str:
+    """A salted scrypt hash in the users file's format."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    key = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=SCRYPT_LEN)
+    b64 = base64.b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${b64(salt).decode()}${b64(key).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    """Check a password against a stored hash, in constant time. Blocking (~50 ms): use a thread."""
+    try:
+        scheme, n, r, p, salt, key = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        expected = base64.b64decode(key)
+        actual = hashlib.scrypt(
+            password.encode(), salt=base64.b64decode(salt), n=int(n), r=int(r), p=int(p), dklen=len(expected)
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(actual, expected)
+
+
+_DUMMY_HASH = hash_password("not a real password", salt=b"\0" * 16)
+
+
+@attrs.frozen
+class Users:
+    """Who may log in, and what an anonymous client may do (None: nothing)."""
+
+    users: dict[str, User]
+    anonymous: User | None
+
+    def authenticate(self, name: str, password: str) -> User | None:
+        """The user if the password is right, else None. Blocking: run it on a thread.
+
+        An unknown name costs the same scrypt as a known one, so timing does not
+        tell which names exist.
+        """
+        user = self.users.get(name)
+        ok = verify_password(password, user.password_hash if user else _DUMMY_HASH)
+        return user if ok and user is not None else None
+
+
+def _rights(values: Iterable[str], where: str) -> frozenset[Right]:
+    values = list(values)
+    if values == ["all"]:
+        return ALL_RIGHTS
+    try:
+        return frozenset(Right(v) for v in values)
+    except ValueError:
+        known = ", ".join(r.value for r in Right)
+        raise ValueError(f"{where}: rights must be among {known} (or ['all']), got {values}") from None
+
+
+def _home(value: Any, where: str) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{where}: home must be a string")
+    try:
+        return check_path(value.strip("/"), allow_root=True)
+    except BadName as exc:
+        raise ValueError(f"{where}: bad home folder: {exc}") from None
+
+
+def load_users(path: Path) -> Users:
+    """Read a users file (see the module doc). Raises ValueError with the place of any mistake."""
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    unknown = set(data) - {"users", "anonymous"}
+    if unknown:
+        raise ValueError(f"{path}: unknown tables {', '.join(sorted(unknown))}")
+    users: dict[str, User] = {}
+    for name, table in data.get("users", {}).items():
+        where = f"{path}: [users.{name}]"
+        extra = set(table) - {"password", "home", "rights", "admin"}
+        if extra:
+            raise ValueError(f"{where}: unknown keys {', '.join(sorted(extra))}")
+        password = table.get("password", "")
+        if not password.startswith("scrypt$"):
+            raise ValueError(f"{where}: password must be a scrypt hash (make one with `trioftp passwd`)")
+        users[name] = User(
+            name=name,
+            home=_home(table.get("home", ""), where),
+            rights=_rights(table.get("rights", ["all"]), where),
+            admin=bool(table.get("admin", False)),
+            password_hash=password,
+        )
+    anonymous = None
+    table = data.get("anonymous", {})
+    if table.get("enabled", False):
+        where = f"{path}: [anonymous]"
+        anonymous = User(
+            name="anonymous",
+            home=_home(table.get("home", ""), where),
+            rights=_rights(table.get("rights", ["read", "list"]), where),
+        )
+    return Users(users=users, anonymous=anonymous)
+
+
+class FailureTracker:
+    """Failed logins per address: each failure costs a growing delay; too many lock the address out.
+
+    Args:
+        window: seconds a failure is remembered.
+        lockout_after: failures within the window after which every attempt fails at once.
+    """
+
+    def __init__(self, *, window: float = 600.0, lockout_after: int = 10, base_delay: float = 0.5) -> None:
+        self.window = window
+        self.lockout_after = lockout_after
+        self.base_delay = base_delay
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, address: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(address, []) if now - t < self.window]
+        if times:
+            self._failures[address] = times
+        else:
+            self._failures.pop(address, None)
+        return times
+
+    def locked_out(self, address: str, now: float | None = None) -> bool:
+        return len(self._recent(address, time.monotonic() if now is None else now)) >= self.lockout_after
+
+    def record_failure(self, address: str, now: float | None = None) -> float:
+        """Count a failure; return how long to wait before answering it."""
+        now = time.monotonic() if now is None else now
+        times = self._recent(address, now)
+        times.append(now)
+        self._failures[address] = times
+        return min(self.base_delay * 2 ** (len(times) - 1), 10.0)
+
+    def record_success(self, address: str) -> None:
+        self._failures.pop(address, None)
