@@ -14,6 +14,7 @@ from trioftp.client import ClientConnection, Progress, get, open_connection, put
 from trioftp.config import DEFAULT_PORT, ServerConfig
 from trioftp.errors import (
     AlreadyExists,
+    AuthenticationFailed,
     BadName,
     Busy,
     ChecksumMismatch,
@@ -32,6 +33,7 @@ from trioftp.server import Server, serve
 __all__ = [
     "DEFAULT_PORT",
     "AlreadyExists",
+    "AuthenticationFailed",
     "BadName",
     "Busy",
     "ChecksumMismatch",

@@ -60,6 +60,8 @@ class User:
 
 ANONYMOUS_FULL = User(name="anonymous", admin=True)
 """Who a client is when no users file is configured: everything, as before auth existed."""
+NOBODY = User(name="(not logged in)", rights=frozenset())
+"""Who a client is, on a server without anonymous access, until it logs in."""
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -121,9 +123,12 @@ def _home(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{where}: home must be a string")
     try:
-        return check_path(value.strip("/"), allow_root=True)
+        home = check_path(value.strip("/"), allow_root=True)
     except BadName as exc:
         raise ValueError(f"{where}: bad home folder: {exc}") from None
+    if home.split("/", 1)[0] == ".trioftp":
+        raise ValueError(f"{where}: home {home!r} is inside the server's own .trioftp folder")
+    return home
 
 
 def load_users(path: Path) -> Users:

@@ -12,6 +12,10 @@ Receiving: a single reader task calls `receive_events()`. It reads with
 `os.readv` into one buffer shared by every connection of the process: the bytes
 are handed to the machine before the next await, so an idle connection holds no
 receive buffer at all.
+
+Under TLS (any stream that is not a plain SocketStream) neither shortcut is
+possible: file bytes are read into a buffer and encrypted, and receiving uses
+the stream's own receive_some.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ from trioftp.protocol.state import StreamState
 
 RECEIVE_BUFFER_SIZE = 256 * 1024
 SENDFILE_CHUNK = 1024 * 1024  # larger calls stall the loop on a cold page cache
+TLS_FILE_CHUNK = 256 * 1024  # file bytes read per send when they must be encrypted
+TLS_RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call
 _local = threading.local()  # one buffer per thread that runs a Trio loop
 
 
@@ -56,8 +62,37 @@ class FileChanged(Exception):
     """The file ended before the bytes we announced were sent."""
 
 
-async def send_file_range(stream: trio.SocketStream, fd: int, offset: int, count: int) -> None:
-    """Send `count` bytes of `fd` from `offset` to the socket by os.sendfile.
+def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
+    """The TCP socket under a stream (through TLS), or None."""
+    while isinstance(stream, trio.SSLStream):
+        stream = stream.transport_stream
+    return stream.socket if isinstance(stream, trio.SocketStream) else None
+
+
+def peer_of(stream: trio.abc.Stream) -> str:
+    """"host:port" of the peer, for logs."""
+    sock = socket_of(stream)
+    try:
+        host, port, *_ = sock.getpeername() if sock is not None else ("?", 0)
+    except OSError:
+        return "?:0"
+    return f"{host}:{port}"
+
+
+async def close_stream(stream: trio.abc.Stream, grace: float = 1.0) -> None:
+    """Close a stream; a TLS close that the peer stalls is cut after `grace` seconds."""
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(grace):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+            return
+        await trio.aclose_forcefully(stream)
+
+
+async def send_file_range(stream: trio.abc.Stream, fd: int, offset: int, count: int) -> None:
+    """Send `count` bytes of `fd` from `offset` to the stream: by os.sendfile on a plain socket.
 
     Driven the way trio drives its own socket calls: check for cancellation,
     try, wait for writability on EAGAIN, and yield after each success without
@@ -67,6 +102,9 @@ async def send_file_range(stream: trio.SocketStream, fd: int, offset: int, count
         FileChanged: the file ended early.
         ChannelClosed: the connection broke or was closed.
     """
+    if not isinstance(stream, trio.SocketStream):
+        await _send_file_through(stream, fd, offset, count)
+        return
     sock = stream.socket
     out_fd = sock.fileno()
     await trio.lowlevel.checkpoint_if_cancelled()
@@ -88,13 +126,32 @@ async def send_file_range(stream: trio.SocketStream, fd: int, offset: int, count
         await trio.lowlevel.cancel_shielded_checkpoint()
 
 
-class Channel:
-    """A v2 connection: `machine` is the sans-I/O state, `stream` the socket."""
+async def _send_file_through(stream: trio.abc.Stream, fd: int, offset: int, count: int) -> None:
+    # TLS must see the bytes: read them into one buffer, reused for the whole range.
+    buffer = bytearray(min(count, TLS_FILE_CHUNK))
+    view = memoryview(buffer)
+    while count:
+        n = os.preadv(fd, [view[: min(count, len(buffer))]], offset)
+        if n == 0:
+            raise FileChanged("file ended before the announced size")
+        try:
+            await stream.send_all(view[:n])
+        except trio.BrokenResourceError as exc:
+            raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
+        except trio.ClosedResourceError:
+            raise ChannelClosed("connection closed", broken=False) from None
+        offset += n
+        count -= n
 
-    def __init__(self, stream: trio.SocketStream, machine: Connection) -> None:
+
+class Channel:
+    """A v2 connection: `machine` is the sans-I/O state, `stream` the socket (or TLS over it)."""
+
+    def __init__(self, stream: trio.abc.Stream, machine: Connection) -> None:
         self.stream = stream
         self.machine = machine
-        self._fd = stream.socket.fileno()
+        # The fast paths (readv, sendfile) need the bare socket; under TLS there is none.
+        self._plain_socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._send_lock = trio.Lock()
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
@@ -104,11 +161,7 @@ class Channel:
 
     @property
     def peer(self) -> str:
-        try:
-            host, port, *_ = self.stream.socket.getpeername()
-        except OSError:
-            return "?"
-        return f"{host}:{port}"
+        return peer_of(self.stream)
 
     @property
     def broken(self) -> bool:
@@ -242,12 +295,15 @@ class Channel:
                 return events
 
     async def _receive_once(self) -> None:
-        sock = self.stream.socket
+        sock = self._plain_socket
+        if sock is None:
+            await self._receive_through()
+            return
         buffer = _receive_buffer()
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                n = os.readv(self._fd, [buffer])
+                n = os.readv(sock.fileno(), [buffer])
             except BlockingIOError:
                 try:
                     await trio.lowlevel.wait_readable(sock)
@@ -264,7 +320,17 @@ class Channel:
         self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
         await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def _receive_through(self) -> None:
+        try:
+            data = await self.stream.receive_some(TLS_RECEIVE_SIZE)
+        except trio.BrokenResourceError as exc:
+            raise ChannelClosed(f"connection lost while receiving: {exc}", broken=True) from None
+        except trio.ClosedResourceError:
+            raise ChannelClosed("connection closed", broken=False) from None
+        self.bytes_received += len(data)
+        self.eof_received = self.eof_received or not data
+        self.machine.receive_data(data)
+
     async def aclose(self) -> None:
         self._broken = self._broken or "closed"
-        with trio.CancelScope(shield=True):
-            await self.stream.aclose()
+        await close_stream(self.stream)

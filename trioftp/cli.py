@@ -4,28 +4,34 @@
     trioftp get HOST[:PORT] NAME [-o PATH]      trioftp put HOST[:PORT] PATH [NAME]
     trioftp get --legacy HOST NAME [-o PATH]    trioftp put --legacy HOST PATH [NAME]  (old servers)
     trioftp ls HOST [FOLDER]    trioftp stat HOST NAME    trioftp rm HOST NAME
-    trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER
+    trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER     trioftp status HOST
 """
 
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
+import os
+import shutil
 import signal
+import ssl
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import attrs
 import trio
 
 from trioftp._version import __version__
+from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
-from trioftp.client import open_connection
+from trioftp.client import open_connection, tree
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
 from trioftp.errors import TrioftpError
+from trioftp.logs import setup_logging
 from trioftp.protocol.messages import Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
@@ -75,6 +81,37 @@ class ProgressLine:
         self.stream.flush()
 
 
+class TreeProgressLine:
+    """Files and bytes of a whole tree, rate, ETA and the files in flight; terminals only."""
+
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+
+    def __call__(self, state: tree.TreeProgress) -> None:
+        now = time.monotonic()
+        finished = state.files_done >= state.files_total
+        if not self.enabled or (now - self._last_draw < 0.1 and not finished):
+            return
+        self._last_draw = now
+        rate = state.bytes_done / max(now - self.started, 1e-6)
+        fraction = state.bytes_done / state.bytes_total if state.bytes_total else 1.0
+        eta = (state.bytes_total - state.bytes_done) / rate if rate > 0 else 0.0
+        current = ", ".join(sorted(state.current)[:3]) + (" ..." if len(state.current) > 3 else "")
+        width = shutil.get_terminal_size().columns
+        line = (
+            f"[{'#' * int(fraction * 20):<20}] files {state.files_done}/{state.files_total} "
+            f"{_human(state.bytes_done)}/{_human(state.bytes_total)} {_human(rate)}/s "
+            f"ETA {eta:4.0f}s {current}"
+        )
+        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
+        if finished:
+            self.stream.write("\n")
+        self.stream.flush()
+
+
 def _human(n: float) -> str:
     for unit in ("B", "KiB", "MiB", "GiB"):
         if abs(n) < 1024:
@@ -112,7 +149,7 @@ def _serve(args: argparse.Namespace) -> int:
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
     file_settings = load_toml(args.config) if args.config else {}
     config = build_config(file_settings, flags)
-    _setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     trio.run(run_server, config)
     return 0
 
@@ -129,13 +166,6 @@ async def run_server(config: ServerConfig) -> None:
                 break
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-
-
 # ------------------------------------------------------------------ client
 
 
@@ -146,17 +176,23 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("host", metavar="HOST[:PORT]")
         parser.add_argument("--port", type=int, default=None, help=f"server port (default {DEFAULT_PORT})")
+        parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
+        parser.add_argument("--tls", action="store_true", help="connect over TLS")
+        parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
 
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
-    p = command("get", "download a file", _get)
+    p = command("get", "download a file (or a folder with -r)", _get)
     p.add_argument("name")
-    p.add_argument("-o", "--output", type=Path, help="where to write it (default: the name's last part)")
+    p.add_argument("local", nargs="?", type=Path, help="where to write it (default: the name's last part)")
+    p.add_argument("-o", "--output", type=Path, help="same as LOCAL")
+    p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
-    p = command("put", "upload a file", _put)
+    p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path)
     p.add_argument("name", nargs="?", help="remote name (default: the file's name)")
+    p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("ls", "list a remote folder", _ls)
     p.add_argument("folder", nargs="?", default="")
@@ -171,8 +207,33 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p = command("mkdir", "create a remote folder (and its parents)", _mkdir)
     p.add_argument("folder")
 
+    p = sub.add_parser(
+        "sync",
+        help="make a remote folder match a local one, or the other way",
+        description="trioftp sync LOCAL_DIR HOST[:PORT]:REMOTE_DIR  (upload), or "
+        "trioftp sync HOST[:PORT]:REMOTE_DIR LOCAL_DIR  (download). Only files that differ "
+        "(by size, then digest) are sent; a cut run resumes.",
+    )
+    p.add_argument("source")
+    p.add_argument("target")
+    p.add_argument("--delete", action="store_true", help="delete what the source does not have")
+    p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
+    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--user")
+    p.add_argument("--tls", action="store_true")
+    p.add_argument("--ca", type=Path)
+    p.set_defaults(run=lambda args: _run_client(_sync, args))
+
+    p = sub.add_parser("passwd", help="print a password hash for a users file",
+                       description="Reads a password (asked twice on a terminal, else one line of stdin) "
+                       "and prints the scrypt hash to paste into a users file.")  # fmt: skip
+    p.set_defaults(run=_passwd)
+    command("status", "show the server's version, uptime, connections, transfers and bytes moved", _status)
+
 
 def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+    if args.command == "sync":
+        _split_sync(args)
     args.host, args.port = split_address(args.host, args.port)
     try:
         trio.run(run, args)
@@ -191,27 +252,49 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
     return 0
 
 
+def _connect(args: argparse.Namespace) -> Any:
+    """open_connection() with the command's --user, --tls and --ca."""
+    password = None
+    if args.user:
+        password = os.environ.get("TRIOFTP_PASSWORD")
+        if password is None:
+            password = getpass.getpass(f"password for {args.user}@{args.host}: ")
+    tls: bool | ssl.SSLContext = bool(args.tls)
+    if args.ca:
+        tls = ssl.create_default_context(cafile=str(args.ca))
+    return open_connection(args.host, args.port, user=args.user, password=password, tls=tls)
+
+
 async def _get(args: argparse.Namespace) -> None:
-    output = args.output or Path(args.name.rsplit("/", 1)[-1])
+    if args.recursive:
+        local = args.local or args.output or Path(args.name.rstrip("/").rsplit("/", 1)[-1] or ".")
+        async with _connect(args) as conn:
+            await tree.download_tree(conn, args.name, local, progress=TreeProgressLine())
+        return
+    output = args.local or args.output or Path(args.name.rsplit("/", 1)[-1])
     if args.legacy:
         progress = ProgressLine(args.name)
         await legacy_client.download(args.host, args.name, output, port=args.port, progress=progress)
         return
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         await conn.download(args.name, output, progress=ProgressLine(args.name))
 
 
 async def _put(args: argparse.Namespace) -> None:
+    if args.recursive:
+        async with _connect(args) as conn:
+            await tree.upload_tree(conn, args.path, args.name or args.path.name, progress=TreeProgressLine())
+        return
     name = args.name or args.path.name
     if args.legacy:
         await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
         return
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         await conn.upload(args.path, name, progress=ProgressLine(name))
 
 
 async def _ls(args: argparse.Namespace) -> None:
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         for entry in await conn.list(args.folder):
             suffix = "/" if entry.kind is Kind.DIR else ""
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
@@ -219,7 +302,7 @@ async def _ls(args: argparse.Namespace) -> None:
 
 
 async def _stat(args: argparse.Namespace) -> None:
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         info = await conn.stat(args.name)
         print(f"name:   {info.name}")
         print(f"kind:   {info.kind.value}")
@@ -229,19 +312,79 @@ async def _stat(args: argparse.Namespace) -> None:
             print(f"{conn.digest_algorithm}: {info.digest.hex()}")
 
 
+async def _status(args: argparse.Namespace) -> None:
+    async with _connect(args) as conn:
+        info = await conn.status()
+    days, rest = divmod(info.uptime_ms // 1000, 86400)
+    print(f"server:       {info.agent}")
+    print(f"uptime:       {f'{days}d ' if days else ''}{time.strftime('%H:%M:%S', time.gmtime(rest))}")
+    print(f"connections:  {info.connections}")
+    print(f"transfers:    {info.transfers} in flight")
+    print(f"received:     {_human(info.bytes_received)} ({info.bytes_received} bytes)")
+    print(f"sent:         {_human(info.bytes_sent)} ({info.bytes_sent} bytes)")
+
+
 async def _rm(args: argparse.Namespace) -> None:
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         await conn.delete(args.name)
 
 
 async def _mv(args: argparse.Namespace) -> None:
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         await conn.rename(args.old, args.new, replace=args.replace)
 
 
 async def _mkdir(args: argparse.Namespace) -> None:
-    async with open_connection(args.host, args.port) as conn:
+    async with _connect(args) as conn:
         await conn.mkdir(args.folder)
+
+
+def _split_sync(args: argparse.Namespace) -> None:
+    """Which side is remote: the local side is an existing folder (or the target of a download)."""
+    if Path(args.source).is_dir() or ":" not in args.source:
+        args.direction, local, remote = tree.Direction.UP, args.source, args.target
+    else:
+        args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
+    parts = remote.split(":")
+    if len(parts) == 3:
+        args.host, port, args.remote = parts[0], int(parts[1]), parts[2]
+        args.port = args.port if args.port is not None else port
+    elif len(parts) == 2:
+        args.host, args.remote = parts
+    else:
+        raise ValueError(f"the remote side must be HOST[:PORT]:FOLDER, got {remote!r}")
+    args.local = Path(local)
+    args.remote = args.remote.strip("/")
+
+
+async def _sync(args: argparse.Namespace) -> None:
+    async with _connect(args) as conn:
+        plan = await tree.sync(
+            conn, args.local, args.remote, direction=args.direction, delete=args.delete,
+            dry_run=args.dry_run, progress=TreeProgressLine(),
+        )  # fmt: skip
+    verb = "would copy" if args.dry_run else "copied"
+    for path in plan.copy:
+        print(f"{verb}: {path}")
+    for path in plan.delete:
+        print(f"{'would delete' if args.dry_run else 'deleted'}: {path}")
+    print(f"{len(plan.copy)} to copy ({_human(plan.bytes_to_copy)}), {len(plan.delete)} to delete, "
+          f"{plan.unchanged} unchanged")  # fmt: skip
+
+
+def _passwd(args: argparse.Namespace) -> int:
+    if sys.stdin.isatty():
+        password = getpass.getpass("password: ")
+        if getpass.getpass("again: ") != password:
+            print("trioftp: passwd: the passwords differ", file=sys.stderr)
+            return 1
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        print("trioftp: passwd: empty password", file=sys.stderr)
+        return 1
+    print(hash_password(password))
+    return 0
 
 
 # -------------------------------------------------------------------- main

@@ -23,6 +23,23 @@ def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> 
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
 
 
+def parse_address(value: str) -> tuple[str, int]:
+    """`HOST:PORT`, `[IPv6]:PORT`, or `PORT` alone (on 127.0.0.1), as (host, port)."""
+    host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]") or "127.0.0.1"
+    if not port.isdigit() or int(port) > 65535:
+        raise ValueError(f"expected HOST:PORT, got {value!r}")
+    return host, int(port)
+
+
+def _address_or_empty(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value:
+        try:
+            parse_address(value)
+        except ValueError as exc:
+            raise ValueError(f"{attribute.name}: {exc}") from None
+
+
 @attrs.frozen
 class ServerConfig:
     """Everything `trioftp serve` can be told. Each field's default is the one used."""
@@ -48,6 +65,12 @@ class ServerConfig:
     legacy_timeout: float = attrs.field(default=60.0, validator=_positive)
     legacy_layout: bool = False
     log_level: str = "INFO"
+    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
+    metrics: str = attrs.field(default="", validator=_address_or_empty)
+    users_file: str = ""
+    legacy_with_users: bool = False
+    tls_cert: str = ""
+    tls_key: str = ""
 
     def evolve(self, **changes: Any) -> ServerConfig:
         return attrs.evolve(self, **changes)
@@ -75,6 +98,12 @@ FIELD_HELP: dict[str, str] = {
     "legacy_timeout": "seconds a legacy client may stay silent mid-command",
     "legacy_layout": "store legacy puts under upload/ and serve legacy gets from download/",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_format": "text or json (one JSON object per line, event fields at the top level)",
+    "metrics": "HOST:PORT to serve Prometheus metrics on (GET /metrics); empty: off",
+    "users_file": "TOML file of users, homes and rights; empty: no login, everyone may do everything",
+    "legacy_with_users": "accept legacy clients even with a users file (they get the anonymous rights)",
+    "tls_cert": "PEM certificate chain: serve over TLS (with --tls-key)",
+    "tls_key": "PEM private key of --tls-cert",
 }
 
 _converter = cattrs.Converter(forbid_extra_keys=True)

@@ -17,6 +17,10 @@ class ConnectionClosed(TrioftpError):
     """The connection ended (we closed it, or the peer or network broke it)."""
 
 
+class AuthenticationFailed(ConnectionClosed):
+    """The server refused our user and password, or needs some and we gave none."""
+
+
 class ProtocolViolation(TrioftpError):
     """The peer broke the protocol (or is not a trioftp server)."""
 

@@ -10,6 +10,7 @@ layer decides which run on a worker thread.
 from __future__ import annotations
 
 import contextlib
+import copy
 import errno
 import hashlib
 import logging
@@ -127,6 +128,25 @@ class Storage:
         self.digests = DigestCache()
         self._active_partials: set[str] = set()
         self._active_lock = threading.Lock()
+        self.top = self.root  # the served root, also for views scoped to a home folder
+
+    def scoped(self, home: str) -> Storage:
+        """A view of this storage whose root is `home` (a user's home folder).
+
+        The view shares the partial folder, the digest cache and the upload
+        bookkeeping, so two users' uploads still never share a partial file.
+        Every name resolved through it stays inside `home`.
+
+        Raises:
+            StorageError: the home folder leads outside the root or is reserved.
+        """
+        if not home:
+            return self
+        real = Path(os.path.realpath(self.path_of(home)))
+        real.mkdir(parents=True, exist_ok=True)
+        view = copy.copy(self)
+        view.root = real
+        return view
 
     # ------------------------------------------------------------------ names
 
@@ -318,8 +338,9 @@ class Storage:
                 break
             if os.path.lexists(parent):
                 raise _parent_is_a_file(name)
+        where = os.fspath(target.relative_to(self.top))  # not `name`: users' homes differ
         key = hashlib.sha256(
-            f"{name}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
+            f"{where}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
         ).hexdigest()[:40]
         with self._active_lock:
             owns_key = key not in self._active_partials

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import errno
 import os
+import ssl
 import stat as stat_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
@@ -31,6 +32,7 @@ from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
 from trioftp.digests import Hasher, hash_range, new_hasher
 from trioftp.errors import (
+    AuthenticationFailed,
     ChecksumMismatch,
     ConnectionClosed,
     LocalFileChanged,
@@ -53,6 +55,10 @@ from trioftp.protocol import (
     Settings,
 )
 from trioftp.protocol.messages import (
+    FEATURE_ANONYMOUS,
+    FEATURE_AUTH,
+    Auth,
+    Authorized,
     Cancel,
     Data,
     Delete,
@@ -72,9 +78,13 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
     Window,
 )
 from trioftp.protocol.state import StreamState
+
+T = TypeVar("T")
 
 Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
@@ -86,12 +96,13 @@ PARTIAL_SUFFIX = ".trioftp-part"
 class ClientConnection:
     """One v2 connection to a trioftp server. Use `open_connection()` to make one."""
 
-    def __init__(self, stream: trio.SocketStream, settings: Settings | None = None) -> None:
+    def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
         self.channel = Channel(stream, Connection(Role.CLIENT, settings or Settings()))
         self._inboxes: dict[int, StreamInbox] = {}
         self._failure: TrioftpError | None = None
         self._server_goodbye = False
         self._slots = trio.Semaphore(1)
+        self.authorized: Authorized | None = None  # who the server says we are, after a login
 
     @property
     def digest_algorithm(self) -> str:
@@ -115,8 +126,22 @@ class ClientConnection:
                     await self.channel.send(Goodbye(message="client done"))
         await self.channel.aclose()
 
-    async def _handshake(self) -> None:
+    async def _handshake(self, user: str | None = None, password: str | None = None) -> None:
+        """HELLO exchange, then AUTH if we have credentials."""
         await self.channel.send(self.channel.machine.settings.hello())
+        hello = await self._handshake_event(Hello)
+        self._slots = trio.Semaphore(max(1, hello.max_streams))
+        offers_auth = FEATURE_AUTH in hello.features
+        if user is None:
+            if offers_auth and FEATURE_ANONYMOUS not in hello.features:
+                raise AuthenticationFailed("the server needs a user and password")
+            return
+        if not offers_auth:
+            raise AuthenticationFailed("the server has no users: connect without a user and password")
+        await self.channel.send(Auth(user=user, password=password or ""))
+        self.authorized = await self._handshake_event(Authorized)
+
+    async def _handshake_event(self, kind: type[T]) -> T:
         while True:
             try:
                 events = await self.channel.receive_events()
@@ -128,12 +153,12 @@ class ClientConnection:
                 if event is PEER_CLOSED:
                     raise ConnectionClosed("the server closed the connection during the handshake")
                 if isinstance(event, Error):
-                    raise ConnectionClosed(
-                        f"the server refused the connection: {event.code.name}: {event.message}"
-                    )
-                if isinstance(event, Hello):
-                    self._slots = trio.Semaphore(max(1, event.max_streams))
-                    return
+                    reason = f"the server refused the connection: {event.code.name}: {event.message}"
+                    if event.code is ErrorCode.AUTH_FAILED:
+                        raise AuthenticationFailed(reason)
+                    raise ConnectionClosed(reason)
+                if isinstance(event, kind):
+                    return event
 
     async def _reader(self) -> None:
         failure: TrioftpError
@@ -529,6 +554,16 @@ class ClientConnection:
             info: FileInfo = await self._expect(inbox, FileInfo)
             return info
 
+    async def status(self) -> StatusInfo:
+        """The server's version, uptime, connections, transfers in flight and bytes moved.
+
+        Raises:
+            PermissionDenied: the server has users and we are not an administrator.
+        """
+        async with self._stream(lambda sid: Status(stream_id=sid)) as inbox:
+            info: StatusInfo = await self._expect(inbox, StatusInfo)
+            return info
+
     async def delete(self, name: str) -> None:
         """Delete a remote file or empty folder."""
         await self._simple(lambda sid: Delete(name=name, stream_id=sid))
@@ -544,6 +579,23 @@ class ClientConnection:
     async def _simple(self, make: Callable[[int], Message]) -> None:
         async with self._stream(make) as inbox:
             await self._expect(inbox, Done)
+
+
+async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc.Stream:
+    try:
+        tcp = await trio.open_tcp_stream(host, port)
+    except OSError as exc:
+        raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
+    if tls is False:
+        return tcp
+    context = tls if isinstance(tls, ssl.SSLContext) else ssl.create_default_context()
+    stream = trio.SSLStream(tcp, context, server_hostname=host)
+    try:
+        await stream.do_handshake()
+    except trio.BrokenResourceError as exc:
+        await trio.aclose_forcefully(stream)
+        raise ConnectionClosed(f"TLS with {host}:{port} failed: {exc.__cause__ or exc}") from None
+    return stream
 
 
 class _ServerClosed(Exception):
@@ -571,30 +623,43 @@ def _write_and_hash(fd: int, blocks: list[bytes], position: int, hasher: Hasher)
 
 @asynccontextmanager
 async def open_connection(
-    host: str, port: int = DEFAULT_PORT, *, connect_timeout: float = 30.0, settings: Settings | None = None
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    user: str | None = None,
+    password: str | None = None,
+    tls: bool | ssl.SSLContext = False,
+    connect_timeout: float = 30.0,
+    settings: Settings | None = None,
 ) -> AsyncIterator[ClientConnection]:
     """Connect to a trioftp server; use as `async with open_connection(host) as conn:`.
+
+    Example:
+        async with trioftp.open_connection("files.example", user="ann", password=pw, tls=True) as conn:
+            await conn.download("report.pdf", "report.pdf")
 
     Args:
         host: name or address of the server.
         port: its port (8885 by default).
-        connect_timeout: seconds for TCP connect plus the HELLO exchange.
+        user, password: credentials, for a server with users (sent after the
+            HELLO exchange; use TLS so they do not cross the network in clear).
+        tls: True for TLS with the system's trusted certificates, or an
+            ssl.SSLContext (e.g. one that trusts a private CA).
+        connect_timeout: seconds for TCP connect, TLS, HELLO and login.
         settings: the limits this client advertises (window, frame size, digests).
 
     Raises:
         ConnectionClosed: cannot connect, or the server refused us.
-        TransferTimeout: connect or handshake took longer than connect_timeout.
+        AuthenticationFailed: wrong credentials, or the server needs some.
+        TransferTimeout: connecting took longer than connect_timeout.
         ProtocolViolation: the peer is not a trioftp v2 server.
     """
     try:
         with trio.fail_after(connect_timeout):
+            stream = await _connect(host, port, tls)
+            conn = ClientConnection(stream, settings or Settings(features=(FEATURE_AUTH,)))
             try:
-                stream = await trio.open_tcp_stream(host, port)
-            except OSError as exc:
-                raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
-            conn = ClientConnection(stream, settings)
-            try:
-                await conn._handshake()
+                await conn._handshake(user, password)
             except BaseException:
                 await conn.channel.aclose()
                 raise

@@ -21,20 +21,27 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import ssl
+from pathlib import Path
 import resource
+import time
 from collections import Counter
+from collections.abc import Iterator
 
 import trio
 
 from trioftp._version import __version__
-from trioftp.config import ServerConfig
+from trioftp.auth import FailureTracker, Users, load_users
+from trioftp.channel import close_stream, peer_of
+from trioftp.config import ServerConfig, parse_address
+from trioftp.metrics import Metrics, serve_metrics
 from trioftp.protocol import PREFACE, ErrorCode
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.messages import Error
 from trioftp.protocol.sniff import Dialect, sniff
 from trioftp.server.legacy import LegacySession
 from trioftp.server.session import V2Session
-from trioftp.storage import Storage
+from trioftp.storage import Storage, StorageError
 
 log = logging.getLogger("trioftp.server")
 
@@ -72,10 +79,46 @@ class Server:
         self._sessions: set[V2Session | LegacySession] = set()
         self._shutdown = trio.Event()
         self.connections_refused = 0
+        self.metrics = Metrics()
+        self.metrics.connections_open.set_function(lambda: self.connection_count)
+        self.metrics_port = 0  # bound once serving, if config.metrics is set
+        self._started = time.monotonic()
+        self.users: Users | None = load_users(Path(config.users_file)) if config.users_file else None
+        self._make_homes()
+        self.auth_failures = FailureTracker()
+        self.ssl_context = _server_ssl_context(config)
 
     @property
     def connection_count(self) -> int:
         return sum(self._per_ip.values())
+
+    @property
+    def uptime(self) -> float:
+        """Seconds since the server was made."""
+        return time.monotonic() - self._started
+
+    def _make_homes(self) -> None:
+        if self.users is None:
+            return
+        everyone = [*self.users.users.values(), *([self.users.anonymous] if self.users.anonymous else [])]
+        for user in everyone:
+            try:
+                self.storage.scoped(user.home)
+            except StorageError as exc:
+                raise ValueError(f"user {user.name!r}: home {user.home!r}: {exc}") from None
+
+    def _legacy_refusal(self) -> str | None:
+        """Why legacy clients are refused now, or None if they are served."""
+        if not self.config.legacy:
+            return "legacy mode is off"
+        if self.ssl_context is not None:
+            return "legacy clients cannot speak TLS"
+        if self.users is not None:
+            if not self.config.legacy_with_users:
+                return "the server has users and legacy clients cannot log in (see legacy_with_users)"
+            if self.users.anonymous is None:
+                return "legacy clients get the anonymous rights, and anonymous access is off"
+        return None
 
     def shutdown(self) -> None:
         """Stop accepting at once; transfers in flight get `drain_timeout` to finish."""
@@ -90,8 +133,12 @@ class Server:
         self.ports = [listener.socket.getsockname()[1] for listener in listeners]
         self.port = self.ports[0]
         log.info(
-            "serving %s on %s:%d (legacy clients %s; open-file limit %d; %d stale partial uploads removed)",
-            self.storage.root, config.host, self.port, "accepted" if config.legacy else "refused",
+            "serving %s on %s:%d (%s; %s; legacy clients %s; open-file limit %d; %d stale partial uploads removed)",
+            self.storage.root, config.host, self.port,
+            "TLS" if self.ssl_context is not None else "no TLS",
+            "no login" if self.users is None else
+            f"{len(self.users.users)} users, anonymous {'on' if self.users.anonymous else 'off'}",
+            "accepted" if self._legacy_refusal() is None else f"refused: {self._legacy_refusal()}",
             fd_limit, removed,
         )  # fmt: skip
         slots = trio.Semaphore(config.max_connections)
@@ -100,6 +147,9 @@ class Server:
                 for listener in listeners:
                     accepting.start_soon(self._accept_loop, listener, connections, slots)
                 accepting.start_soon(self._clean_partials_periodically)
+                if config.metrics:
+                    host, port = parse_address(config.metrics)
+                    self.metrics_port = await accepting.start(serve_metrics, self.metrics, host, port)
                 task_status.started(self)
                 await self._shutdown.wait()
                 accepting.cancel_scope.cancel()
@@ -116,6 +166,29 @@ class Server:
             # this deadline, a moment later, cuts whatever is left.
             connections.cancel_scope.deadline = trio.current_time() + config.drain_timeout + CLOSE_GRACE
         log.info("server stopped")
+
+    @contextlib.contextmanager
+    def _counted(self, session: V2Session | LegacySession, peer: str) -> Iterator[None]:
+        """Count a connection that got a session, with a log line when it opens and when it closes."""
+        dialect = "v2" if isinstance(session, V2Session) else "legacy"
+        self.metrics.connections_total.labels(dialect).inc()
+        opened = time.monotonic()
+        log.info("%s connection opened (%s)", peer, dialect,
+                 extra={"event": "connection_opened", "peer": peer, "dialect": dialect})  # fmt: skip
+        try:
+            yield
+        finally:
+            moved = session.channel if isinstance(session, V2Session) else session
+            duration = time.monotonic() - opened
+            log.info(
+                "%s connection closed after %.3f s (%d bytes in, %d bytes out)",
+                peer, duration, moved.bytes_received, moved.bytes_sent,
+                extra={
+                    "event": "connection_closed", "peer": peer, "dialect": dialect,
+                    "duration": round(duration, 6), "bytes_received": moved.bytes_received,
+                    "bytes_sent": moved.bytes_sent,
+                },
+            )  # fmt: skip
 
     async def _accept_loop(
         self, listener: trio.SocketListener, connections: trio.Nursery, slots: trio.Semaphore
@@ -141,7 +214,7 @@ class Server:
                 log.info("removed %d expired partial uploads", removed)
 
     async def _handle_connection(self, stream: trio.SocketStream, slots: trio.Semaphore) -> None:
-        peer = _peer_of(stream)
+        peer = peer_of(stream)
         ip = peer.rpartition(":")[0]
         self._per_ip[ip] += 1
         try:
@@ -160,28 +233,47 @@ class Server:
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
-            with trio.CancelScope(shield=True):
-                await stream.aclose()
+            await close_stream(stream)
             slots.release()
 
     async def _serve_connection(self, stream: trio.SocketStream, peer: str, *, over_limit: bool) -> None:
         head = b""
         handshake_deadline = trio.current_time() + self.config.handshake_timeout
+        served: trio.abc.Stream = stream
         with trio.move_on_at(handshake_deadline):
             try:
-                head = await stream.receive_some(64)
-            except trio.BrokenResourceError:
+                if self.ssl_context is not None:
+                    # A peer that stalls its TLS handshake costs no CPU: it waits
+                    # here until the handshake deadline, then is dropped.
+                    served = trio.SSLStream(stream, self.ssl_context, server_side=True)
+                    await served.do_handshake()
+                head = await served.receive_some(64)
+            except trio.BrokenResourceError as exc:
+                if self.ssl_context is not None:
+                    log.info("%s TLS handshake failed: %s", peer, exc.__cause__ or exc)
                 return
+        try:
+            await self._serve_dialect(served, head, peer, over_limit=over_limit, deadline=handshake_deadline)
+        finally:
+            if served is not stream:
+                await close_stream(served)
+
+    async def _serve_dialect(
+        self, stream: trio.abc.Stream, head: bytes, peer: str, *, over_limit: bool, deadline: float
+    ) -> None:
+        handshake_deadline = deadline
         if not head:
             log.info("%s closed or stayed silent before saying anything", peer)
             return
         dialect = sniff(head)
         if over_limit:
             self.connections_refused += 1
+            self.metrics.connections_refused.labels("per_ip_limit").inc()
             log.warning(
                 "%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip
             )
             if dialect is Dialect.V2:
+                self.metrics.error_sent(ErrorCode.CONNECTION_LIMIT)
                 await _send_quietly(stream, PREFACE + encode_message(
                     Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
                 ))  # fmt: skip
@@ -190,32 +282,40 @@ class Server:
             session: V2Session | LegacySession = V2Session(
                 self, stream, head, peer, handshake_deadline=handshake_deadline
             )
-        elif dialect is Dialect.LEGACY and self.config.legacy:
+        elif dialect is Dialect.LEGACY and self._legacy_refusal() is None:
+            assert isinstance(stream, trio.SocketStream)
             session = LegacySession(self, stream, head, peer)
         elif dialect is Dialect.LEGACY:
-            log.warning("%s legacy client refused (legacy mode is off)", peer)
+            self.metrics.connections_refused.labels("legacy_off").inc()
+            log.warning("%s legacy client refused: %s", peer, self._legacy_refusal())
             return
         else:
+            self.metrics.connections_refused.labels("garbage").inc()
             log.warning("%s closed: first bytes %r are neither v2 nor legacy", peer, head[:16])
             return
         if self._shutdown.is_set():
+            self.metrics.connections_refused.labels("shutdown").inc()
             return
         self._sessions.add(session)
         try:
-            await session.run()
+            with self._counted(session, peer):
+                await session.run()
         finally:
             self._sessions.discard(session)
 
 
-def _peer_of(stream: trio.SocketStream) -> str:
-    try:
-        host, port, *_ = stream.socket.getpeername()
-    except OSError:
-        return "?:0"
-    return f"{host}:{port}"
+def _server_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
+    if not config.tls_cert and not config.tls_key:
+        return None
+    if not (config.tls_cert and config.tls_key):
+        raise ValueError("TLS needs both tls_cert and tls_key")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    return context
 
 
-async def _send_quietly(stream: trio.SocketStream, data: bytes) -> None:
+async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
     with trio.move_on_after(1.0):
         with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trioftp.auth import ANONYMOUS_FULL, NOBODY, Right
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.digests import DEFAULT
+from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.legacy import (
     NOT_FOUND_REPLY,
     OK,
@@ -36,7 +38,7 @@ from trioftp.protocol.legacy import (
     found_reply,
     parse_header,
 )
-from trioftp.server.operations import WRITE_BLOCK, TransferRecord
+from trioftp.server.operations import WRITE_BLOCK, TransferRecord, outcome_of
 from trioftp.storage import StorageError, Upload
 
 if TYPE_CHECKING:
@@ -52,13 +54,20 @@ class LegacyClosed(Exception):
     """End the legacy connection; the message is the log line."""
 
 
+def _outcome_of(exc: BaseException) -> str:
+    # LegacyClosed: the client went away or fell silent mid-command; the connection ends either way.
+    return "connection_lost" if isinstance(exc, LegacyClosed) else outcome_of(exc)
+
+
 class LegacySession:
     """One legacy connection: headers, puts and gets one after another until EOF."""
 
     def __init__(self, server: Server, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
         self.server = server
         self.config = server.config
-        self.storage = server.storage
+        # With users, a legacy client is the anonymous user: its home, its rights.
+        self.user = ANONYMOUS_FULL if server.users is None else (server.users.anonymous or NOBODY)
+        self.storage = server.storage.scoped(self.user.home)
         self.stream = stream
         self.peer = peer
         self._buffer = bytearray(initial)
@@ -67,9 +76,12 @@ class LegacySession:
         self._idle_scope: trio.CancelScope | None = None
         # After NO|0 some old clients send `second_active` anyway; it is skipped.
         self._after_not_found = False
+        self.bytes_received = len(initial)  # on the wire, headers included
+        self.bytes_sent = 0
 
     async def run(self) -> None:
         log.info("%s legacy session (no checksum on the wire, no authentication)", self.peer)
+        self.server.metrics.legacy_sessions.inc()
         try:
             while not self._draining:
                 header = await self._next_header()
@@ -100,6 +112,7 @@ class LegacySession:
             raise ChannelClosed(f"connection lost: {exc or type(exc).__name__}", broken=True) from None
         if data:
             self._buffer += data
+            self.bytes_received += len(data)
         else:
             self._eof = True
 
@@ -176,25 +189,30 @@ class LegacySession:
     async def _put(self, header: Header) -> None:
         size = header.size or 0
         name = self._stored_name(header)
-        record = TransferRecord(peer=self.peer, operation="LEGACY-PUT", name=name)
+        record = TransferRecord(
+            peer=self.peer, operation="LEGACY-PUT", name=name, metrics=self.server.metrics
+        )
         try:
+            if not self.user.may(Right.WRITE):
+                raise StorageError(ErrorCode.PERMISSION_DENIED, "legacy clients may not upload here")
             upload: Upload = await trio.to_thread.run_sync(
                 lambda: self.storage.begin_upload(name, size, algorithm=DEFAULT)
             )
         except StorageError as exc:
             # The legacy protocol has no error reply: the old server closed too.
-            record.result = f"refused: {exc.code.name}: {exc}"
+            record.fail(exc.code.name, f"refused: {exc.code.name}: {exc}")
             record.log()
             raise LegacyClosed(f"put {name!r} refused: {exc}") from None
         try:
             await self._send(OK)
             await self._receive_body(upload, size, record)
-            await trio.to_thread.run_sync(upload.commit, size, None)
+            facts = await trio.to_thread.run_sync(upload.commit, size, None)
+            record.digest = facts.digest
         except StorageError as exc:
-            record.result = f"failed: {exc.code.name}: {exc}"
+            record.fail(exc.code.name, f"failed: {exc.code.name}: {exc}")
             raise LegacyClosed(f"put {name!r} failed: {exc}") from None
         except BaseException as exc:
-            record.result = f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
+            record.fail(_outcome_of(exc), f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
             raise
         finally:
             upload.abort(keep=False)  # a no-op once committed
@@ -223,11 +241,15 @@ class LegacySession:
 
     async def _get(self, header: Header) -> None:
         name = self._stored_name(header)
-        record = TransferRecord(peer=self.peer, operation="LEGACY-GET", name=name)
+        record = TransferRecord(
+            peer=self.peer, operation="LEGACY-GET", name=name, metrics=self.server.metrics
+        )
         try:
+            if not self.user.may(Right.READ):
+                raise StorageError(ErrorCode.PERMISSION_DENIED, "legacy clients may not download here")
             fd, st = self.storage.open_read(name)
         except StorageError as exc:
-            record.result = f"{exc.code.name}: answered NO|0"
+            record.fail(exc.code.name, f"{exc.code.name}: answered NO|0")
             record.log()
             await self._send(NOT_FOUND_REPLY)
             self._after_not_found = True
@@ -238,10 +260,10 @@ class LegacySession:
             await self._send_file(fd, st.st_size)
             record.bytes = st.st_size
         except FileChanged:
-            record.result = "failed: the file shrank while it was sent"
+            record.fail("BUSY", "failed: the file shrank while it was sent")
             raise LegacyClosed(f"{name!r} shrank while it was sent; the client got too few bytes") from None
         except BaseException as exc:
-            record.result = f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}"
+            record.fail(_outcome_of(exc), f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
             raise
         finally:
             os.close(fd)
@@ -263,6 +285,7 @@ class LegacySession:
             try:
                 with trio.fail_after(self.config.legacy_timeout):
                     await send_file_range(self.stream, fd, offset, step)
+                    self.bytes_sent += step
             except trio.TooSlowError:
                 raise LegacyClosed(
                     f"client read nothing for {self.config.legacy_timeout:g} s, {offset} of {size} bytes sent"
@@ -273,6 +296,7 @@ class LegacySession:
         try:
             with trio.fail_after(self.config.legacy_timeout):
                 await self.stream.send_all(data)
+            self.bytes_sent += len(data)
         except trio.TooSlowError:
             raise LegacyClosed(f"client read nothing for {self.config.legacy_timeout:g} s") from None
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:

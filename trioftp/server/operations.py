@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
+from trioftp.auth import Right
+from trioftp.channel import ChannelClosed
 from trioftp.concurrency import both
 from trioftp.digests import hash_file
 from trioftp.protocol import ErrorCode
@@ -36,11 +38,14 @@ from trioftp.protocol.messages import (
     Ready,
     Rename,
     Stat,
+    Status,
+    StatusInfo,
 )
 from trioftp.storage import FileFacts, StorageError, Upload
 
 if TYPE_CHECKING:
     from trioftp.inbox import StreamInbox
+    from trioftp.metrics import Metrics
     from trioftp.server.session import V2Session
 
 log = logging.getLogger("trioftp.transfer")
@@ -60,32 +65,86 @@ def _file_info(stream_id: int, facts: FileFacts) -> FileInfo:
     )  # fmt: skip
 
 
+def _count_bytes(record: TransferRecord, _attribute: attrs.Attribute[int], value: int) -> int:
+    """On `record.bytes = n`: add the bytes new since the last time to the server's counters."""
+    if record.metrics is not None:
+        moved = value - record.bytes
+        if record.operation.endswith("PUT"):
+            record.metrics.transfer_moved(received=moved)
+        else:
+            record.metrics.transfer_moved(sent=moved)
+    return value
+
+
 @attrs.define
 class TransferRecord:
-    """What one log line says about a transfer."""
+    """One transfer (GET, PUT, LEGACY-GET, LEGACY-PUT): its log line, and its part of the metrics.
+
+    With `metrics`, the transfer counts as in flight from its creation until
+    `log()`, and its bytes count as they are set. `outcome` is a metrics label
+    (ok, cancelled, connection_lost, interrupted or an error code's name);
+    `result` is the text the log line ends with.
+    """
 
     peer: str
     operation: str
     name: str
+    metrics: Metrics | None = None
+    user: str = "anonymous"
     started: float = attrs.field(factory=time.monotonic)
-    bytes: int = 0
+    bytes: int = attrs.field(default=0, on_setattr=_count_bytes)
     result: str = "ok"
+    outcome: str = "ok"
+    digest: bytes | None = None
+    _logged: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.metrics is not None:
+            self.metrics.transfer_started()
+
+    def fail(self, outcome: str, result: str) -> None:
+        self.outcome, self.result = outcome, result
 
     def log(self) -> None:
+        """Write the transfer's line and count it as finished; only the first call does anything."""
+        if self._logged:
+            return
+        self._logged = True
         elapsed = time.monotonic() - self.started
         rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+        fields = {
+            "event": "transfer", "peer": self.peer, "user": self.user, "operation": self.operation,
+            "file": self.name, "bytes": self.bytes, "duration": round(elapsed, 6),
+            "digest": self.digest.hex() if self.digest is not None else None,
+            "outcome": self.outcome, "reason": None if self.outcome == "ok" else self.result,
+        }  # fmt: skip
         log.info(
             "%s %s %r %d bytes in %.3f s (%.1f MB/s): %s",
-            self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result,
+            self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result, extra=fields,
         )  # fmt: skip
+        if self.metrics is not None:
+            self.metrics.transfer_finished(self.operation, self.outcome, elapsed)
+
+
+def outcome_of(exc: BaseException) -> str:
+    """The metrics outcome of a transfer that ended with `exc`."""
+    if isinstance(exc, StorageError):
+        return exc.code.name
+    if isinstance(exc, ChannelClosed):
+        return "connection_lost"
+    if isinstance(exc, Exception):
+        return ErrorCode.INTERNAL.name
+    return "interrupted"  # cancelled by the server: connection ending, timeout, shutdown
 
 
 async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
     """Answer one request; a StorageError becomes an ERROR frame on its stream."""
     record = TransferRecord(
-        peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request)
-    )
+        peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request),
+        metrics=session.server.metrics if isinstance(request, Get | Put) else None, user=session.user.name,
+    )  # fmt: skip
     try:
+        _check_right(session, request)
         if isinstance(request, Get):
             await _get(session, request, inbox, record)
         elif isinstance(request, Put):
@@ -96,19 +155,22 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             await _stat(session, request)
         elif isinstance(request, Delete | Rename | Mkdir):
             await _change(session, request)
+        elif isinstance(request, Status):
+            await _status(session, request)
         else:  # pragma: no cover - the machine only opens streams for requests
             raise AssertionError(request)
     except StorageError as exc:
-        record.result = f"{exc.code.name}: {exc}"
+        record.fail(exc.code.name, f"{exc.code.name}: {exc}")
+        session.server.metrics.error_sent(exc.code)
         await session.channel.send_if_open(
             Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
         )
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
-        record.result = f"interrupted: {type(exc).__name__}"
+        record.fail(outcome_of(exc), f"interrupted: {type(exc).__name__}")
         raise
     finally:
         if inbox.cancelled and record.result == "ok":
-            record.result = "cancelled by the client"
+            record.fail("cancelled", "cancelled by the client")
         if isinstance(request, Get | Put):
             record.log()
         else:
@@ -122,6 +184,25 @@ async def _server_work(session: V2Session, function: Callable[..., T], *args: An
         return await trio.to_thread.run_sync(function, *args)
     finally:
         session.server_busy -= 1
+
+
+RIGHT_OF_REQUEST: dict[type[Any], Right] = {
+    Get: Right.READ,
+    Put: Right.WRITE,
+    List: Right.LIST,
+    Stat: Right.LIST,
+    Delete: Right.DELETE,
+    Rename: Right.RENAME,
+    Mkdir: Right.MKDIR,
+}
+
+
+def _check_right(session: V2Session, request: Message) -> None:
+    right = RIGHT_OF_REQUEST.get(type(request))
+    if right is not None and not session.user.may(right):
+        raise StorageError(
+            ErrorCode.PERMISSION_DENIED, f"user {session.user.name!r} has no {right.value!r} right"
+        )
 
 
 def _name_of(request: Message) -> str:
@@ -155,6 +236,7 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
                 raise StorageError(ErrorCode.BUSY, "the file changed while being read; try again")
             await _send_small_file(session, info, payload, End(size=size, digest=digest, stream_id=stream_id))
             record.bytes = len(payload)
+            record.digest = digest
             return
         if not await channel.send_if_open(info):
             return
@@ -172,6 +254,7 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         if not storage.unchanged(fd, st):
             raise StorageError(ErrorCode.BUSY, "the file changed while being sent; try again")
         await channel.send_if_open(End(size=size, digest=digest, stream_id=stream_id))
+        record.digest = digest
     finally:
         os.close(fd)
 
@@ -216,6 +299,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
         existing = await _server_work(session, _identical_facts, session, request, algorithm)
         if existing is not None:
             record.result = "identical file already there"
+            record.digest = existing.digest
             await channel.send_if_open(_file_info(stream_id, existing))
             return
     upload: Upload = await _server_work(
@@ -252,6 +336,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
                 facts = await _server_work(
                     session, upload.commit, message.size, message.digest, request.mtime_ns
                 )
+                record.digest = facts.digest
                 await channel.send_if_open(_file_info(stream_id, facts))
                 return
             elif isinstance(message, Cancel):
@@ -329,6 +414,19 @@ def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
         return session.storage.digest_of_open(fd, st, algorithm)
     finally:
         os.close(fd)
+
+
+async def _status(session: V2Session, request: Status) -> None:
+    server = session.server
+    if getattr(server, "users", None) is not None and not session.user.admin:
+        raise StorageError(ErrorCode.PERMISSION_DENIED, "STATUS is for administrators")
+    metrics = server.metrics
+    info = StatusInfo(
+        agent=server.agent, uptime_ms=int(server.uptime * 1000), connections=server.connection_count,
+        transfers=metrics.running, bytes_received=metrics.received, bytes_sent=metrics.sent,
+        stream_id=request.stream_id,
+    )  # fmt: skip
+    await session.channel.send_if_open(info)
 
 
 async def _change(session: V2Session, request: Delete | Rename | Mkdir) -> None:

@@ -19,13 +19,17 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, User
+from trioftp.auth import ANONYMOUS_FULL, NOBODY, User
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
 from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
 from trioftp.protocol.messages import (
+    FEATURE_ANONYMOUS,
+    FEATURE_AUTH,
     REQUEST_TYPES,
+    Auth,
+    Authorized,
     Cancel,
     Data,
     End,
@@ -55,7 +59,7 @@ class V2Session:
     def __init__(
         self,
         server: Server,
-        stream: trio.SocketStream,
+        stream: trio.abc.Stream,
         initial: bytes,
         peer: str,
         *,
@@ -65,14 +69,22 @@ class V2Session:
         self.server = server
         self.storage = server.storage
         self.peer = peer
-        # Who the client is: everyone is the all-powerful anonymous user until
-        # the server has a users file, and then whoever AUTH proved.
-        self.user: User = ANONYMOUS_FULL
+        # Who the client is: with no users file, everyone may do everything;
+        # with one, the anonymous user (if enabled) until AUTH proves otherwise.
+        users = server.users
+        self.user: User = ANONYMOUS_FULL if users is None else (users.anonymous or NOBODY)
+        self._must_log_in = users is not None and users.anonymous is None
+        if self.user.home:
+            self.storage = server.storage.scoped(self.user.home)
+        features: tuple[str, ...] = ()
+        if users is not None:
+            features = (FEATURE_AUTH, FEATURE_ANONYMOUS) if users.anonymous else (FEATURE_AUTH,)
         settings = Settings(
             max_frame_size=config.max_frame_size,
             max_streams=config.max_streams,
             initial_window=config.initial_window,
             digests=SUPPORTED,
+            features=features,
             agent=server.agent,
         )
         self.channel = Channel(stream, Connection(Role.SERVER, settings))
@@ -123,6 +135,7 @@ class V2Session:
 
     async def _close_with(self, code: ErrorCode, message: str) -> None:
         log.warning("%s closing connection: %s: %s", self.peer, code.name, message)
+        self.server.metrics.error_sent(code)
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(Exception):  # the peer may be gone: the close is what matters
@@ -170,11 +183,18 @@ class V2Session:
                 if event is PEER_CLOSED:
                     return
                 assert not isinstance(event, type(PEER_CLOSED))
+                if isinstance(event, Auth):
+                    # Answered before any later frame is looked at: requests
+                    # pipelined behind AUTH run as the user it proves.
+                    await self._authenticate(event)
+                    continue
                 self._dispatch(nursery, event)
 
     def _dispatch(self, nursery: trio.Nursery, message: Message) -> None:
         stream_id = message.stream_id
         if isinstance(message, REQUEST_TYPES):
+            if self._must_log_in:
+                raise CloseConnection(ErrorCode.AUTH_FAILED, "this server needs a user and password (AUTH)")
             if self._draining:
                 nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
                 return
@@ -196,8 +216,33 @@ class V2Session:
         elif isinstance(message, Window):
             inbox.notify()
 
+    async def _authenticate(self, auth: Auth) -> None:
+        """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close."""
+        users = self.server.users
+        if users is None:
+            raise CloseConnection(ErrorCode.AUTH_FAILED, "no users on this server: connect without AUTH")
+        tracker = self.server.auth_failures
+        address = self.peer.rpartition(":")[0]
+        user = None
+        if not tracker.locked_out(address):
+            user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
+        if user is None:
+            delay = tracker.record_failure(address)
+            log.warning("%s login failed for user %r; answering in %.1f s", self.peer, auth.user, delay)
+            await trio.sleep(delay)
+            # The same answer for an unknown user and a wrong password.
+            raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
+        tracker.record_success(address)
+        self.user = user
+        self.storage = self.server.storage.scoped(user.home)
+        self._must_log_in = False
+        log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
+        rights = tuple(sorted(right.value for right in user.rights))
+        await self.channel.send(Authorized(user=user.name, rights=rights, admin=user.admin))
+
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
+        self.server.metrics.error_sent(code)
         with contextlib.suppress(ChannelClosed):
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
 

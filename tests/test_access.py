@@ -1,0 +1,284 @@
+"""Access control: users, passwords, rights and homes; TLS. Real server, real client, loopback."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+import trioftp
+from compat import legacy_client
+from tests.conftest import NETWORK_TIMEOUT
+from tests.v2_helpers import RawPeer, file_digest, write_random
+from trioftp.auth import FailureTracker, hash_password, load_users
+from trioftp.protocol import ErrorCode, Error, Get
+from trioftp.server import Server
+
+HOST = "127.0.0.1"
+ALICE_PW = "correct horse"
+BOB_PW = "battery staple"
+
+
+@pytest.fixture(scope="module")
+def password_hashes() -> dict[str, str]:
+    # scrypt is slow on purpose: hash once per module.
+    return {"alice": hash_password(ALICE_PW), "bob": hash_password(BOB_PW)}
+
+
+def users_file(tmp_path: Path, hashes: dict[str, str], *, anonymous: str = "") -> Path:
+    path = tmp_path / "users.toml"
+    path.write_text(
+        f"""
+[users.alice]
+password = "{hashes["alice"]}"
+home = "alice"
+rights = ["all"]
+admin = true
+
+[users.bob]
+password = "{hashes["bob"]}"
+home = "shared"
+rights = ["read", "list"]
+{anonymous}
+"""
+    )
+    return path
+
+
+@pytest.fixture
+async def users_server(
+    make_server: Callable[..., Any], tmp_path: Path, password_hashes: dict[str, str]
+) -> Server:
+    server: Server = await make_server(users_file=str(users_file(tmp_path, password_hashes)))
+    server.auth_failures = FailureTracker(base_delay=0.01, lockout_after=5)
+    return server
+
+
+def connect(server: Server, **kwargs: Any) -> Any:
+    return trioftp.open_connection(HOST, server.port, **kwargs)
+
+
+async def test_login_puts_files_in_the_users_home(users_server: Server, server_root: Path) -> None:
+    (server_root / "secret.txt").write_text("not for alice")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(users_server, user="alice", password=ALICE_PW) as conn:
+            assert conn.authorized is not None and conn.authorized.user == "alice"
+            await conn.put("notes/a.txt", b"alice's")
+            assert await conn.get("notes/a.txt") == b"alice's"
+            assert [e.name for e in await conn.list("")] == ["notes"]  # secret.txt is not in her home
+            with pytest.raises(trioftp.NotFound):
+                await conn.get("secret.txt")
+    assert (server_root / "alice" / "notes" / "a.txt").read_bytes() == b"alice's"
+
+
+async def test_no_credentials_on_a_server_without_anonymous_access(users_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(trioftp.AuthenticationFailed, match="needs a user"):
+        async with connect(users_server):
+            pass
+
+
+async def test_wrong_password_and_unknown_user_get_the_same_answer(users_server: Server) -> None:
+    answers = []
+    with trio.fail_after(NETWORK_TIMEOUT):
+        for user, password in (("alice", "wrong"), ("mallory", ALICE_PW)):
+            with pytest.raises(trioftp.AuthenticationFailed) as caught:
+                async with connect(users_server, user=user, password=password):
+                    pass
+            answers.append(str(caught.value))
+    assert answers[0] == answers[1]
+    assert "AUTH_FAILED" in answers[0]
+
+
+async def test_failures_cost_a_growing_delay_then_lock_the_address_out(users_server: Server) -> None:
+    users_server.auth_failures = FailureTracker(base_delay=0.05, lockout_after=3)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        times = []
+        for _ in range(3):
+            start = trio.current_time()
+            with pytest.raises(trioftp.AuthenticationFailed):
+                async with connect(users_server, user="alice", password="nope"):
+                    pass
+            times.append(trio.current_time() - start)
+        assert times[0] >= 0.05 and times[2] >= 0.2  # 0.05, 0.1, 0.2: doubling
+        # Locked out: even the right password fails now.
+        with pytest.raises(trioftp.AuthenticationFailed):
+            async with connect(users_server, user="alice", password=ALICE_PW):
+                pass
+
+
+async def test_rights_are_enforced_per_request(users_server: Server, server_root: Path) -> None:
+    (server_root / "shared").mkdir(exist_ok=True)
+    (server_root / "shared" / "doc.txt").write_text("shared doc")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(users_server, user="bob", password=BOB_PW) as conn:
+            assert set(conn.authorized.rights) == {"read", "list"}  # type: ignore[union-attr]
+            assert await conn.get("doc.txt") == b"shared doc"
+            assert [e.name for e in await conn.list()] == ["doc.txt"]
+            for attempt in (
+                conn.put("new.txt", b"x"),
+                conn.delete("doc.txt"),
+                conn.rename("doc.txt", "moved.txt"),
+                conn.mkdir("folder"),
+            ):
+                with pytest.raises(trioftp.PermissionDenied):
+                    await attempt
+            assert await conn.get("doc.txt") == b"shared doc"  # the connection goes on
+    assert sorted(p.name for p in (server_root / "shared").iterdir()) == ["doc.txt"]
+
+
+async def test_a_user_cannot_leave_the_home(users_server: Server, server_root: Path, tmp_path: Path) -> None:
+    (server_root / "outside.txt").write_text("root file")
+    (server_root / "alice").mkdir(exist_ok=True)
+    os.symlink(server_root / "outside.txt", server_root / "alice" / "link.txt")
+    os.symlink(server_root, server_root / "alice" / "up")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(users_server, user="alice", password=ALICE_PW) as conn:
+            for name in ("link.txt", "up/outside.txt"):
+                with pytest.raises(trioftp.PermissionDenied):
+                    await conn.get(name)
+            with pytest.raises(trioftp.PermissionDenied):
+                await conn.put("up/planted.txt", b"x")
+            with pytest.raises(trioftp.PermissionDenied):
+                await conn.rename("up/outside.txt", "mine.txt")
+    assert not (server_root / "planted.txt").exists()
+    assert (server_root / "outside.txt").read_text() == "root file"
+
+
+async def test_a_request_before_auth_ends_the_connection(users_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(users_server) as peer:
+            await peer.send(Get(name="x", stream_id=1))
+            answers = await peer.receive_until_closed()
+    assert answers and isinstance(answers[-1], Error) and answers[-1].code is ErrorCode.AUTH_FAILED
+
+
+async def test_anonymous_access_gets_its_own_home_and_rights(
+    make_server: Callable[..., Any], tmp_path: Path, password_hashes: dict[str, str], server_root: Path
+) -> None:
+    anonymous = '[anonymous]\nenabled = true\nhome = "public"\nrights = ["read", "list"]\n'
+    server = await make_server(users_file=str(users_file(tmp_path, password_hashes, anonymous=anonymous)))
+    (server_root / "public" / "readme.txt").write_text("hello")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            assert await conn.get("readme.txt") == b"hello"
+            with pytest.raises(trioftp.PermissionDenied):
+                await conn.put("upload.txt", b"x")
+        async with connect(server, user="alice", password=ALICE_PW) as conn:  # users still log in
+            await conn.put("mine.txt", b"alice")
+    assert (server_root / "alice" / "mine.txt").exists()
+
+
+async def test_legacy_clients_are_refused_when_there_are_users(users_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        with pytest.raises(legacy_client.Refused):
+            await trio.to_thread.run_sync(legacy_client.get, HOST, users_server.port, "x.txt")
+
+
+async def test_legacy_with_users_gets_only_anonymous_rights(
+    make_server: Callable[..., Any], tmp_path: Path, password_hashes: dict[str, str], server_root: Path
+) -> None:
+    anonymous = '[anonymous]\nenabled = true\nhome = "public"\nrights = ["read"]\n'
+    server = await make_server(
+        users_file=str(users_file(tmp_path, password_hashes, anonymous=anonymous)), legacy_with_users=True
+    )
+    (server_root / "public" / "old.txt").write_bytes(b"legacy readable")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        data = await trio.to_thread.run_sync(legacy_client.get, HOST, server.port, "old.txt")
+        assert data == b"legacy readable"
+        with pytest.raises(legacy_client.Refused):  # the old protocol's only refusal is a close
+            await trio.to_thread.run_sync(legacy_client.put, HOST, server.port, "new.txt", b"x")
+    assert not (server_root / "public" / "new.txt").exists()
+
+
+def test_users_file_mistakes_are_reported(tmp_path: Path) -> None:
+    path = tmp_path / "users.toml"
+    path.write_text('[users.eve]\npassword = "plain text"\n')
+    with pytest.raises(ValueError, match="scrypt"):
+        load_users(path)
+    path.write_text('[users.eve]\npassword = "scrypt$1$1$1$AA==$AA=="\nrights = ["fly"]\n')
+    with pytest.raises(ValueError, match="rights"):
+        load_users(path)
+    path.write_text('[users.eve]\npassword = "scrypt$1$1$1$AA==$AA=="\nhome = "../up"\n')
+    with pytest.raises(ValueError, match="home"):
+        load_users(path)
+
+
+# ------------------------------------------------------------------------ TLS
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_server(make_server: Callable[..., Any], ca: trustme.CA, tmp_path: Path) -> Server:
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert_path, key_path = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.cert_chain_pems[0].write_to_path(str(cert_path))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_path), append=True)
+    cert.private_key_pem.write_to_path(str(key_path))
+    server: Server = await make_server(tls_cert=str(cert_path), tls_key=str(key_path), handshake_timeout=1.0)
+    return server
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    return context
+
+
+async def test_tls_round_trip_large_file(tls_server: Server, ca: trustme.CA, tmp_path: Path) -> None:
+    digest = write_random(tmp_path / "big.bin", 6 * 1024 * 1024 + 17)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(tls_server, tls=client_context(ca)) as conn:
+            await conn.upload(tmp_path / "big.bin", "big.bin")
+            await conn.download("big.bin", tmp_path / "back.bin")
+            assert await conn.get("big.bin") == (tmp_path / "big.bin").read_bytes()
+    assert file_digest(tmp_path / "back.bin") == digest
+
+
+async def test_tls_client_refuses_an_untrusted_certificate(tls_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(trioftp.ConnectionClosed, match="TLS"):
+        async with connect(tls_server, tls=ssl.create_default_context()):
+            pass
+
+
+async def test_plain_client_against_a_tls_server_fails_cleanly(tls_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(trioftp.TrioftpError):
+        async with connect(tls_server, connect_timeout=3):
+            pass
+
+
+async def test_stalled_tls_handshake_is_dropped(tls_server: Server, ca: trustme.CA) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        stream = await trio.open_tcp_stream(HOST, tls_server.port)
+        start = trio.current_time()
+        assert await stream.receive_some(100) == b""  # the server gives up on us
+        assert trio.current_time() - start < 5
+        await stream.aclose()
+        async with connect(tls_server, tls=client_context(ca)) as conn:  # others are fine
+            await conn.put("ok.txt", b"ok")
+
+
+async def test_tls_with_login(
+    make_server: Callable[..., Any], ca: trustme.CA, tmp_path: Path, password_hashes: dict[str, str]
+) -> None:
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "both.pem"))
+    server = await make_server(
+        tls_cert=str(tmp_path / "both.pem"),
+        tls_key=str(tmp_path / "both.pem"),
+        users_file=str(users_file(tmp_path, password_hashes)),
+    )
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server, tls=client_context(ca), user="alice", password=ALICE_PW) as conn:
+            await conn.put("over-tls.txt", b"secret")
+            assert await conn.get("over-tls.txt") == b"secret"
