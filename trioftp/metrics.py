@@ -7,6 +7,7 @@ two servers in one process, as in tests, never mix); `serve_metrics` answers
 
 from __future__ import annotations
 
+import enum
 import logging
 
 import trio
@@ -51,6 +52,33 @@ class Metrics:
             "trioftp_protocol_errors", "Errors sent to peers, by code", ["code"], registry=r
         )
         self.legacy_sessions = Counter("trioftp_legacy_sessions", "Legacy text-protocol sessions", registry=r)
+        # The same numbers as plain ints, for STATUS (prometheus_client keeps its values private).
+        self.running = 0
+        self.received = 0
+        self.sent = 0
+
+    def transfer_started(self) -> None:
+        self.running += 1
+        self.transfers_in_flight.inc()
+
+    def transfer_moved(self, *, received: int = 0, sent: int = 0) -> None:
+        """File bytes, counted as they go so a long transfer shows before it ends."""
+        if received > 0:
+            self.received += received
+            self.bytes_in.inc(received)
+        if sent > 0:
+            self.sent += sent
+            self.bytes_out.inc(sent)
+
+    def transfer_finished(self, operation: str, outcome: str, seconds: float) -> None:
+        self.running -= 1
+        self.transfers_in_flight.dec()
+        self.transfers.labels(operation, outcome).inc()
+        self.duration.labels(operation).observe(seconds)
+
+    def error_sent(self, code: enum.Enum) -> None:
+        """An ERROR frame sent to a peer, on a stream or on the connection."""
+        self.protocol_errors.labels(code.name).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
