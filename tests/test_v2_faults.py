@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
+from functools import partial
 from pathlib import Path
 
 import blake3
@@ -29,11 +30,15 @@ from trioftp.errors import (
     LocalFileChanged,
     NotFound,
     PermissionDenied,
+    ProtocolViolation,
     RemoteChecksumMismatch,
     TrioftpError,
 )
 from trioftp.protocol import (
+    NEED_DATA,
     PREFACE,
+    Cancel,
+    Connection,
     Data,
     Done,
     End,
@@ -41,7 +46,12 @@ from trioftp.protocol import (
     ErrorCode,
     FileInfo,
     FrameType,
+    Hello,
     Listing,
+    Put,
+    Ready,
+    Role,
+    Settings,
     Stat,
     Window,
 )
@@ -423,3 +433,28 @@ async def test_a_ranged_get(server: Server, server_root: Path) -> None:
     assert isinstance(body, Data) and body.payload == data[10:15]
     assert isinstance(end, End) and end.size == len(data) and end.digest == blake3.blake3(data).digest()
     assert isinstance(past_the_end, Error) and past_the_end.code is ErrorCode.BAD_REQUEST
+
+
+async def test_a_server_cancel_during_an_upload_is_a_protocol_violation(nursery: trio.Nursery) -> None:
+    """A peer that answers PUT with READY then CANCEL gets a TrioftpError, not an AttributeError."""
+
+    async def ready_then_cancel(stream: trio.SocketStream) -> None:
+        machine = Connection(Role.SERVER, Settings(initial_window=16))
+        while data := await stream.receive_some(64 * 1024):
+            machine.receive_data(data)
+            while (event := machine.next_event()) is not NEED_DATA:
+                if isinstance(event, Hello):
+                    await stream.send_all(machine.send(machine.settings.hello(digests=("blake3",))))
+                elif isinstance(event, Put):
+                    await stream.send_all(
+                        machine.send(Ready(offset=0, stream_id=event.stream_id))
+                        + machine.send(Cancel(message="no", stream_id=event.stream_id))
+                    )
+
+    listeners = await nursery.start(partial(trio.serve_tcp, ready_then_cancel, 0, host="127.0.0.1"))
+    port = listeners[0].socket.getsockname()[1]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(port) as conn:
+            with pytest.raises(ProtocolViolation, match="unexpected Cancel during an upload"):
+                await conn.put("f.bin", b"x" * 100)
+    nursery.cancel_scope.cancel()

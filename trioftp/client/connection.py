@@ -254,7 +254,9 @@ class ClientConnection:
         while True:
             if inbox.pending:
                 # While we send, the server speaks on this stream only to refuse.
-                unexpected = await self._expect(inbox, ())
+                unexpected = await inbox.get()
+                if isinstance(unexpected, Error):
+                    raise remote_error(unexpected.code, unexpected.message)
                 raise ProtocolViolation(f"unexpected {type(unexpected).__name__} during an upload")
             credit = self.channel.machine.send_credit(inbox.stream_id)
             if credit:
