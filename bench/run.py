@@ -93,6 +93,12 @@ def log(message: str) -> None:
 _children: list[subprocess.Popen[Any]] = []
 
 
+# Children run in the temp dir with PYTHONSAFEPATH: `python -m trioftp` must import the trioftp
+# being measured (--source, else the installed one), never a trioftp/ that happens to sit in the
+# directory the benchmark was started from.
+_child_cwd: str | None = None
+
+
 def _spawn(
     cmd: list[str], *, stdout: Any, stderr: Any, stdin: Any = subprocess.DEVNULL
 ) -> subprocess.Popen[Any]:
@@ -103,6 +109,8 @@ def _spawn(
         stderr=stderr,
         text=True,
         bufsize=1,
+        cwd=_child_cwd,
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
         start_new_session=True,  # Ctrl-C reaches only us; we stop every child ourselves
     )
     _children.append(proc)
@@ -1106,11 +1114,21 @@ def machine_info() -> str:
 
 
 def source_info() -> str:
-    """Which trioftp was measured: its folder, and its git commit and state when it is a checkout."""
-    import trioftp
-
-    folder = os.path.dirname(os.path.dirname(os.path.abspath(trioftp.__file__)))
-    text = f"trioftp {trioftp.__version__} from {folder}"
+    """Which trioftp the servers and clients import: its folder, and its git commit and state."""
+    probe = (
+        "import os, trioftp; print(trioftp.__version__, os.path.dirname(os.path.dirname(trioftp.__file__)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        cwd=_child_cwd or tempfile.gettempdir(),
+        env={**os.environ, "PYTHONSAFEPATH": "1"},
+    )
+    if out.returncode != 0:
+        return f"trioftp cannot be imported: {out.stderr.strip().splitlines()[-1:]}"
+    version, folder = out.stdout.split()[:2]
+    text = f"trioftp {version} from {folder}"
     try:
         commit = subprocess.run(
             ["git", "-C", folder, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
@@ -1191,6 +1209,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH")) if p)
     sizes = QUICK if args.quick else FULL
     workdir = tempfile.mkdtemp(prefix="trioftp-bench-", dir=args.tmpdir)
+    global _child_cwd
+    _child_cwd = workdir
 
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
@@ -1202,6 +1222,10 @@ def main(argv: list[str] | None = None) -> int:
             f"work dir {workdir}; systems {','.join(args.systems)}; workloads {','.join(sorted(args.only))}; "
             f"{args.runs} round(s){' (quick)' if args.quick else ''}"
         )
+        measured = source_info()
+        log(f"measuring {measured}")
+        if measured.startswith("trioftp cannot be imported"):
+            return 2
         bench = Bench(args, sizes, workdir)
         results = bench.run()
     except KeyboardInterrupt:
@@ -1216,7 +1240,7 @@ def main(argv: list[str] | None = None) -> int:
     elapsed = time.monotonic() - started
     print()
     print(f"machine: {machine_info()}")
-    print(f"measured: {source_info()}")
+    print(f"measured: {measured}")
     if args.profile:
         print(
             f"PROFILED RUN (py-spy attached, numbers perturbed): profiles in {os.path.abspath(args.profile)}"
@@ -1231,8 +1255,8 @@ def main(argv: list[str] | None = None) -> int:
     targets = evaluate_targets(results, args.systems)
     if targets:
         print("targets:")
-        for verdict, target, measured in targets:
-            print(f"  {verdict}  {target:<56} {measured}")
+        for verdict, target, what in targets:
+            print(f"  {verdict}  {target:<56} {what}")
     if results.failures:
         print()
         print("failures:")
