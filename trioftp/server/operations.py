@@ -7,6 +7,7 @@ served folder except through `Storage`.
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
 import time
@@ -95,7 +96,7 @@ class TransferRecord:
     bytes: int = attrs.field(default=0, on_setattr=_count_bytes)
     result: str = "ok"
     outcome: str = "ok"
-    digest: bytes | None = None
+    digest: builtins.bytes | None = None  # builtins: the `bytes` field above shadows the type
     _logged: bool = False
 
     def __attrs_post_init__(self) -> None:
@@ -126,15 +127,19 @@ class TransferRecord:
             self.metrics.transfer_finished(self.operation, self.outcome, elapsed)
 
 
-def outcome_of(exc: BaseException) -> str:
-    """The metrics outcome of a transfer that ended with `exc`."""
+def outcome_of(exc: BaseException, *, cancelled_by: str = "interrupted") -> str:
+    """The metrics outcome of a transfer that ended with `exc`.
+
+    `cancelled_by`: the outcome when the transfer's task was cancelled, which
+    is the connection ending under it (the caller knows why).
+    """
     if isinstance(exc, StorageError):
         return exc.code.name
     if isinstance(exc, ChannelClosed):
         return "connection_lost"
     if isinstance(exc, Exception):
         return ErrorCode.INTERNAL.name
-    return "interrupted"  # cancelled by the server: connection ending, timeout, shutdown
+    return cancelled_by
 
 
 async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
@@ -166,7 +171,11 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
         )
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
-        record.fail(outcome_of(exc), f"interrupted: {type(exc).__name__}")
+        # Cancelled: the session ends the connection with the code it recorded
+        # (TIMEOUT, SHUTTING_DOWN, ...), or with none when the peer went away.
+        ending = session._ending
+        outcome = outcome_of(exc, cancelled_by=ending[0].name if ending else "connection_lost")
+        record.fail(outcome, f"interrupted: {type(exc).__name__}")
         raise
     finally:
         if inbox.cancelled and record.result == "ok":
