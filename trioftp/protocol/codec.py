@@ -49,6 +49,10 @@ def _strict_tuple(converter: cattrs.Converter) -> Any:
     return structure
 
 
+def _is_tuple(kind: object) -> bool:
+    return get_origin(kind) is tuple
+
+
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(forbid_extra_keys=True)
     for kind in (int, str, bool, bytes):
@@ -57,7 +61,7 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(ErrorCode, lambda value, _: ErrorCode(_check_int(value)))
     # cattrs builds a tuple from any iterable, so "blake3" would become six digests
     # and a map its keys: a tuple field must come as a MessagePack array.
-    converter.register_structure_hook_func(lambda kind: get_origin(kind) is tuple, _strict_tuple(converter))
+    converter.register_structure_hook_func(_is_tuple, _strict_tuple(converter))
     for cls in MESSAGE_TYPES:
         if cls is Data:
             continue

@@ -10,7 +10,7 @@ to answer with. A connection error is sticky; a stream error ends one stream.
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
@@ -60,9 +60,9 @@ class _Sentinel(enum.Enum):
     PEER_CLOSED = "PEER_CLOSED"
 
 
-NEED_DATA = _Sentinel.NEED_DATA
+NEED_DATA: Final = _Sentinel.NEED_DATA
 """next_event(): no complete frame is buffered; feed more bytes."""
-PEER_CLOSED = _Sentinel.PEER_CLOSED
+PEER_CLOSED: Final = _Sentinel.PEER_CLOSED
 """next_event(): the peer closed its side cleanly, between frames."""
 
 Event = Message | _Sentinel
@@ -255,7 +255,7 @@ class Connection:
 
     # --------------------------------------------------------------- receiving
 
-    def receive_data(self, data: bytes | memoryview) -> None:
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
         """Feed bytes from the peer; b"" means the peer closed its side."""
         if data:
             if self._eof:

@@ -95,7 +95,7 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes | memoryview) -> None:
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
         self._buffer += data
 
     def next_frame(self) -> Frame | None:

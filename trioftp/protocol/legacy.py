@@ -73,14 +73,16 @@ def _parse(buffer: bytes, *, settled: bool) -> tuple[Header, int] | None:
     if first_bar < 0:
         if not any(word.startswith(buffer) for word in (b"put", b"get")):
             raise LegacyError(f"unknown legacy command {_show(buffer)}")
-        return _need_more(settled, "header ends before its first '|'")
+        _need_more(settled, "header ends before its first '|'")
+        return None
     try:
         command = Command(buffer[:first_bar].decode("ascii"))
     except (UnicodeDecodeError, ValueError):
         raise LegacyError(f"unknown legacy command {_show(buffer[:first_bar])}") from None
     second_bar = buffer.find(b"|", first_bar + 1)
     if second_bar < 0:
-        return _need_more(settled, "header ends before its second '|'")
+        _need_more(settled, "header ends before its second '|'")
+        return None
     name = _decode_name(buffer[first_bar + 1 : second_bar])
     rest_start = second_bar + 1
     if command is Command.PUT:

@@ -8,6 +8,7 @@ or an out-of-range number cannot be constructed.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import attrs
@@ -74,6 +75,14 @@ def _user_name(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
         )
 
 
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _entries(value: Iterable[Entry]) -> tuple[Entry, ...]:
+    return tuple(value)
+
+
 def _stream_id(_inst: Any, _attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= MAX_STREAM_ID:
         raise ValueError(f"stream_id must be in 0..2**31-1, got {value}")
@@ -110,8 +119,8 @@ class Hello:
     max_frame_size: int = field(validator=_u63)
     max_streams: int = field(validator=_u63)
     initial_window: int = field(validator=_window_increment)
-    digests: tuple[str, ...] = field(converter=tuple)
-    features: tuple[str, ...] = field(default=(), converter=tuple)
+    digests: tuple[str, ...] = field(converter=_strings)
+    features: tuple[str, ...] = field(default=(), converter=_strings)
     agent: str = field(default="", validator=_text)
     stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
 
@@ -146,7 +155,7 @@ class Authorized:
 
     FRAME_TYPE: ClassVar[FrameType] = FrameType.AUTHORIZED
     user: str = field(validator=_user_name)
-    rights: tuple[str, ...] = field(converter=tuple)
+    rights: tuple[str, ...] = field(converter=_strings)
     admin: bool = False
     stream_id: int = field(default=0, kw_only=True, validator=_connection_stream)
 
@@ -265,7 +274,7 @@ class Listing:
     """Part of a folder listing; `last` marks the final part."""
 
     FRAME_TYPE: ClassVar[FrameType] = FrameType.LISTING
-    entries: tuple[Entry, ...] = field(converter=tuple)
+    entries: tuple[Entry, ...] = field(converter=_entries)
     last: bool = True
     stream_id: int = _stream_field()
 
