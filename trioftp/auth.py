@@ -197,7 +197,7 @@ class FailureTracker:
         times = self._recent(address, now)
         times.append(now)
         self._failures[address] = times
-        return min(self.base_delay * 2 ** (len(times) - 1), 10.0)
+        return min(self.base_delay * 2.0 ** (len(times) - 1), 10.0)
 
     def record_success(self, address: str) -> None:
         self._failures.pop(address, None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import logging
+from functools import partial
 
 import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -92,7 +93,7 @@ async def serve_metrics(
     bound = listeners[0].socket.getsockname()[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
     task_status.started(bound)
-    await trio.serve_listeners(lambda stream: _answer(stream, metrics), listeners)
+    await trio.serve_listeners(partial(_answer, metrics=metrics), listeners)
 
 
 async def _answer(stream: trio.SocketStream, metrics: Metrics) -> None:

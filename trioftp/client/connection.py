@@ -45,6 +45,7 @@ from trioftp.errors import (
 )
 from trioftp.inbox import StreamInbox
 from trioftp.protocol import (
+    NEED_DATA,
     PEER_CLOSED,
     Connection,
     ConnectionState,
@@ -167,7 +168,7 @@ class ClientConnection:
                 for event in await self.channel.receive_events():
                     if event is PEER_CLOSED:
                         raise ChannelClosed("the server closed the connection", broken=True)
-                    assert not isinstance(event, type(PEER_CLOSED))
+                    assert event is not NEED_DATA
                     self._dispatch(event)
         except RemoteProtocolError as exc:
             if self.channel.eof_received:  # cut mid-frame: the transport ended, not the protocol
@@ -384,7 +385,7 @@ class ClientConnection:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         while True:
-            message = await self._expect(inbox, Data, End)
+            message: Data | End = await self._expect(inbox, Data, End)
             if isinstance(message, Data):
                 pending.append(message.payload)
                 pending_bytes += len(message.payload)

@@ -247,7 +247,7 @@ class Server:
                     # here until the handshake deadline, then is dropped.
                     served = trio.SSLStream(stream, self.ssl_context, server_side=True)
                     await served.do_handshake()
-                head = await served.receive_some(64)
+                head = bytes(await served.receive_some(64))
             except trio.BrokenResourceError as exc:
                 if self.ssl_context is not None:
                     log.info("%s TLS handshake failed: %s", peer, exc.__cause__ or exc)

@@ -23,7 +23,15 @@ from trioftp.auth import ANONYMOUS_FULL, NOBODY, User
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
-from trioftp.protocol import PEER_CLOSED, Connection, ErrorCode, RemoteProtocolError, Role, Settings
+from trioftp.protocol import (
+    NEED_DATA,
+    PEER_CLOSED,
+    Connection,
+    ErrorCode,
+    RemoteProtocolError,
+    Role,
+    Settings,
+)
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
     FEATURE_AUTH,
@@ -182,7 +190,7 @@ class V2Session:
             for event in events:
                 if event is PEER_CLOSED:
                     return
-                assert not isinstance(event, type(PEER_CLOSED))
+                assert event is not NEED_DATA
                 if isinstance(event, Auth):
                     # Answered before any later frame is looked at: requests
                     # pipelined behind AUTH run as the user it proves.
@@ -198,8 +206,8 @@ class V2Session:
             if self._draining:
                 nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
                 return
-            inbox = self._inboxes[stream_id] = StreamInbox(stream_id)
-            nursery.start_soon(self._run_stream, message, inbox)
+            new_inbox = self._inboxes[stream_id] = StreamInbox(stream_id)
+            nursery.start_soon(self._run_stream, message, new_inbox)
             return
         if isinstance(message, Error):  # on stream 0: the client gives up on us
             raise ChannelClosed(f"client sent {message.code.name}: {message.message}", broken=True)
