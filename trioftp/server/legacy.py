@@ -257,8 +257,7 @@ class LegacySession:
         try:
             await self._send(found_reply(st.st_size))
             await self._expect_second_active()
-            await self._send_file(fd, st.st_size)
-            record.bytes = st.st_size
+            await self._send_file(fd, st.st_size, record)
         except FileChanged:
             record.fail("BUSY", "failed: the file shrank while it was sent")
             raise LegacyClosed(f"{name!r} shrank while it was sent; the client got too few bytes") from None
@@ -278,7 +277,7 @@ class LegacySession:
             raise LegacyClosed(f"expected second_active, got {bytes(self._buffer[:20])!r}")
         del self._buffer[: len(SECOND_ACTIVE)]
 
-    async def _send_file(self, fd: int, size: int) -> None:
+    async def _send_file(self, fd: int, size: int, record: TransferRecord) -> None:
         offset = 0
         while offset < size:
             step = min(SEND_STEP, size - offset)
@@ -291,6 +290,7 @@ class LegacySession:
                     f"client read nothing for {self.config.legacy_timeout:g} s, {offset} of {size} bytes sent"
                 ) from None
             offset += step
+            record.bytes = offset  # as it goes, so a cut get logs and counts what it sent
 
     async def _send(self, data: bytes) -> None:
         try:
