@@ -101,3 +101,22 @@ async def test_failed_files_are_reported_and_others_still_copied(
     assert set(caught.value.failures) == {"big.bin"}
     assert (server_root / "up" / "small.txt").read_bytes() == b"x" * 10
     assert not (server_root / "up" / "big.bin").exists()
+
+
+async def test_connection_methods_upload_download_and_sync(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "local"
+    files = make_tree(local, count=6)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            sent = await conn.upload_tree(local, "up")
+            received = await conn.download_tree("up", tmp_path / "back")
+            (local / "extra.txt").write_bytes(b"new")
+            dry = await conn.sync(local, "up", dry_run=True)
+            assert not (server.storage.root / "up" / "extra.txt").exists()
+            (tmp_path / "back" / "stray.txt").write_bytes(b"stray")
+            down = await conn.sync(tmp_path / "back", "up", direction=trioftp.Direction.DOWN, delete=True)
+    assert sorted(sent.copy) == sorted(received.copy) == sorted(files)
+    assert read_tree(tmp_path / "back") == files
+    assert dry.copy == ("extra.txt",)
+    assert down.copy == () and down.delete == ("stray.txt",)
+    assert isinstance(down, trioftp.Plan)

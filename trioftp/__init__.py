@@ -10,7 +10,17 @@
 
 from trioftp import legacy
 from trioftp._version import __version__
-from trioftp.client import ClientConnection, Progress, get, open_connection, put
+from trioftp.client import (
+    ClientConnection,
+    Direction,
+    Plan,
+    Progress,
+    TreeProgress,
+    TreeTransferError,
+    get,
+    open_connection,
+    put,
+)
 from trioftp.config import DEFAULT_PORT, ServerConfig
 from trioftp.errors import (
     AlreadyExists,
@@ -39,9 +49,11 @@ __all__ = [
     "ChecksumMismatch",
     "ClientConnection",
     "ConnectionClosed",
+    "Direction",
     "LocalFileChanged",
     "NotFound",
     "PermissionDenied",
+    "Plan",
     "Progress",
     "ProtocolViolation",
     "RemoteChecksumMismatch",
@@ -49,6 +61,8 @@ __all__ = [
     "Server",
     "ServerConfig",
     "TransferTimeout",
+    "TreeProgress",
+    "TreeTransferError",
     "TrioftpError",
     "__version__",
     "get",

@@ -28,6 +28,8 @@ import attrs
 import trio
 
 from trioftp.channel import Channel, ChannelClosed, FileChanged
+from trioftp.client import tree
+from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
 from trioftp.digests import Hasher, hash_range, new_hasher
@@ -578,6 +580,117 @@ class ClientConnection:
     async def mkdir(self, name: str) -> None:
         """Create a remote folder and its missing parents (an existing folder is fine)."""
         await self._simple(lambda sid: Mkdir(name=name, stream_id=sid))
+
+    # --------------------------------------------------------- whole folders
+
+    async def upload_tree(
+        self,
+        local: str | os.PathLike[str],
+        remote: str = "",
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: TreeCallback | None = None,
+    ) -> Plan:
+        """Upload every file under a local folder, skipping files already identical on the server.
+
+        Files go `concurrency` at a time, each on its own stream; an upload cut
+        midway resumes from the server's partial on the next run.
+
+        Args:
+            local: the local folder.
+            remote: the remote folder to fill ("" is the root); created as needed.
+            concurrency: how many files are in flight at once.
+            progress: called with a `TreeProgress` after every change.
+
+        Returns:
+            The plan carried out: `copy` (the files sent), `unchanged`, `bytes_to_copy`.
+
+        Raises:
+            TreeTransferError: some files failed (the others were sent); see `failures`.
+            ConnectionClosed: the connection broke.
+
+        Example:
+            plan = await conn.upload_tree("photos", "backup/photos")
+            print(len(plan.copy), "files sent,", plan.unchanged, "already there")
+        """
+        return await tree.upload_tree(self, local, remote, concurrency=concurrency, progress=progress)
+
+    async def download_tree(
+        self,
+        remote: str,
+        local: str | os.PathLike[str],
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: TreeCallback | None = None,
+    ) -> Plan:
+        """Download every file under a remote folder, skipping files already identical here.
+
+        A download cut midway resumes from its `.trioftp-part` file on the next run.
+
+        Args:
+            remote: the remote folder ("" is the root).
+            local: the local folder to fill; created as needed.
+            concurrency: how many files are in flight at once.
+            progress: called with a `TreeProgress` after every change.
+
+        Returns:
+            The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
+
+        Raises:
+            TreeTransferError: some files failed (the others were received); see `failures`.
+            ConnectionClosed: the connection broke.
+
+        Example:
+            await conn.download_tree("backup/photos", "photos-restored")
+        """
+        return await tree.download_tree(self, remote, local, concurrency=concurrency, progress=progress)
+
+    async def sync(
+        self,
+        local: str | os.PathLike[str],
+        remote: str,
+        *,
+        direction: Direction = Direction.UP,
+        delete: bool = False,
+        dry_run: bool = False,
+        concurrency: int = DEFAULT_CONCURRENCY,
+        progress: TreeCallback | None = None,
+    ) -> Plan:
+        """Make `remote` match `local` (Direction.UP) or `local` match `remote` (Direction.DOWN).
+
+        Files are compared by size, then by digest where the sizes agree; only
+        those that differ are copied.
+
+        Args:
+            local: the local folder.
+            remote: the remote folder ("" is the root).
+            direction: which side is the source.
+            delete: also delete the target's files that the source does not have.
+            dry_run: only compute the plan; change nothing on either side.
+            concurrency: how many files are in flight at once.
+            progress: called with a `TreeProgress` after every change.
+
+        Returns:
+            The plan: `copy` and `delete` (relative paths), `unchanged`, `bytes_to_copy`.
+
+        Raises:
+            TreeTransferError: some files failed (the others were copied, nothing was deleted).
+            ConnectionClosed: the connection broke.
+
+        Example:
+            plan = await conn.sync("site", "www", delete=True, dry_run=True)
+            print("would copy", plan.copy, "and delete", plan.delete)
+        """
+        return await tree.sync(
+            self,
+            local,
+            remote,
+            direction=direction,
+            delete=delete,
+            dry_run=dry_run,
+            concurrency=concurrency,
+            progress=progress,
+        )
 
     async def _simple(self, make: Callable[[int], Message]) -> None:
         async with self._stream(make) as inbox:
