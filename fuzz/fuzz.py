@@ -7,7 +7,7 @@ import atheris
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 with atheris.instrument_imports(include=["trioftp", "targets"]):
-    import targets  # noqa: E402
+    import targets
 
 
 def main() -> None:

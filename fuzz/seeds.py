@@ -9,8 +9,25 @@ from trioftp.protocol.codec import encode_message
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.frames import PREFACE
 from trioftp.protocol.messages import (
-    Cancel, Data, Delete, Done, End, Entry, Error, FileInfo, Get, Goodbye, Kind, List, Listing,
-    Mkdir, Put, Ready, Rename, Stat, Window,
+    Cancel,
+    Data,
+    Delete,
+    Done,
+    End,
+    Entry,
+    Error,
+    FileInfo,
+    Get,
+    Goodbye,
+    Kind,
+    List,
+    Listing,
+    Mkdir,
+    Put,
+    Ready,
+    Rename,
+    Stat,
+    Window,
 )  # fmt: skip
 
 
@@ -43,7 +60,9 @@ def write(root: Path) -> None:
     corpus = {
         "server_machine": [b"\x00" + f for f in encoded] + [b"\x05" + b"".join(encoded)],
         "raw_machine": [PREFACE + f for f in encoded],
-        "legacy_parser": [b"put|a.txt|12", b"get|a/b.txt|0second_active", b"YES|123", b"NO|0", b"put|x|5hello"],
+        "legacy_parser": [
+            b"put|a.txt|12", b"get|a/b.txt|0second_active", b"YES|123", b"NO|0", b"put|x|5hello",
+        ],
     }
     for target, inputs in corpus.items():
         folder = root / target

@@ -7,6 +7,8 @@ Run them with `fuzz/run.sh` (atheris, coverage-guided, time-bounded).
 
 from __future__ import annotations
 
+import contextlib
+
 from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection, ProtocolError, Role, Settings
 from trioftp.protocol.frames import HEADER_SIZE
 from trioftp.protocol.legacy import LegacyError, complete_if_settled, parse_get_reply, parse_header
@@ -61,10 +63,8 @@ def legacy_parser(data: bytes) -> None:
             assert header.name
         complete_if_settled(data)
     for settled in (False, True):
-        try:
+        with contextlib.suppress(LegacyError):
             parse_get_reply(data, settled=settled)
-        except LegacyError:
-            pass
 
 
 TARGETS = {"server_machine": server_machine, "raw_machine": raw_machine, "legacy_parser": legacy_parser}

@@ -17,7 +17,7 @@ from compat import legacy_client
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import RawPeer, file_digest, write_random
 from trioftp.auth import FailureTracker, hash_password, load_users
-from trioftp.protocol import ErrorCode, Error, Get
+from trioftp.protocol import Error, ErrorCode, Get
 from trioftp.server import Server
 
 HOST = "127.0.0.1"

@@ -82,7 +82,9 @@ async def test_sync_sends_only_changed_files_and_deletes_with_flag(server: Serve
 async def test_sync_down_into_missing_folder_and_missing_remote(server: Server, tmp_path: Path) -> None:
     with trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
-            plan = await tree.sync(conn, tmp_path / "nowhere", "no/such/folder", direction=tree.Direction.DOWN)
+            plan = await tree.sync(
+                conn, tmp_path / "nowhere", "no/such/folder", direction=tree.Direction.DOWN
+            )
     assert plan.copy == () and plan.delete == ()
 
 

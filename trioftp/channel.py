@@ -20,6 +20,7 @@ the stream's own receive_some.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import threading
@@ -83,10 +84,8 @@ async def close_stream(stream: trio.abc.Stream, grace: float = 1.0) -> None:
     """Close a stream; a TLS close that the peer stalls is cut after `grace` seconds."""
     with trio.CancelScope(shield=True):
         with trio.move_on_after(grace):
-            try:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 await stream.aclose()
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                pass
             return
         await trio.aclose_forcefully(stream)
 

@@ -84,7 +84,7 @@ def _join(top: str, relative: str) -> str:
 
 
 def walk_local(top: Path) -> dict[str, FileState]:
-    """Every regular file under `top`, by '/'-joined relative path (partials left out)."""
+    """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`)."""
     files: dict[str, FileState] = {}
     for folder, _dirs, names in os.walk(top):
         for name in names:
@@ -107,7 +107,7 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
     while level:
         next_level: list[str] = []
 
-        def lister(relative: str) -> Callable[[], Awaitable[None]]:
+        def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
                 try:
                     entries = await conn.list(_join(top, relative))
@@ -122,7 +122,7 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
 
             return run
 
-        await run_all([lister(relative) for relative in level], limit=DEFAULT_CONCURRENCY)
+        await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
         level = next_level
     return files
 
@@ -142,7 +142,7 @@ async def plan_sync(
     conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
 ) -> Plan:
     """Compare both sides: by size first, and by digest where the sizes agree."""
-    local_files = await trio.to_thread.run_sync(walk_local, local) if local.exists() else {}
+    local_files = await trio.to_thread.run_sync(walk_local, local)
     remote_files = await walk_remote(conn, remote)
     source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
     copy: list[str] = []
@@ -279,4 +279,6 @@ async def download_tree(
     progress: TreeCallback | None = None,
 ) -> Plan:
     """Download every file under `remote` into `local`, skipping files already identical here."""
-    return await sync(conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress)
+    return await sync(
+        conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
+    )

@@ -21,12 +21,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
-import ssl
-from pathlib import Path
 import resource
+import ssl
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 
 import trio
 
@@ -133,7 +133,8 @@ class Server:
         self.ports = [listener.socket.getsockname()[1] for listener in listeners]
         self.port = self.ports[0]
         log.info(
-            "serving %s on %s:%d (%s; %s; legacy clients %s; open-file limit %d; %d stale partial uploads removed)",
+            "serving %s on %s:%d (%s; %s; legacy clients %s; open-file limit %d; "
+            "%d stale partial uploads removed)",
             self.storage.root, config.host, self.port,
             "TLS" if self.ssl_context is not None else "no TLS",
             "no login" if self.users is None else
