@@ -97,7 +97,22 @@ PARTIAL_SUFFIX = ".trioftp-part"
 
 
 class ClientConnection:
-    """One v2 connection to a trioftp server. Use `open_connection()` to make one."""
+    """One v2 connection to a trioftp server. Use `open_connection()` to make one.
+
+    Several tasks may use it at once: each operation runs on its own stream,
+    with its own flow control, so a small `get` is not stuck behind a large
+    download.
+
+    Attributes:
+        authorized: the server's answer to our login (user, rights), or None
+            when we did not log in.
+
+    Example:
+        async with trioftp.open_connection("127.0.0.1") as conn:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(conn.upload, "a.iso", "isos/a.iso")
+                nursery.start_soon(conn.upload, "b.iso", "isos/b.iso")
+    """
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
         self.channel = Channel(stream, Connection(Role.CLIENT, settings or Settings()))
@@ -109,11 +124,20 @@ class ClientConnection:
 
     @property
     def digest_algorithm(self) -> str:
-        """The digest algorithm agreed with the server (e.g. "blake3")."""
+        """The digest algorithm agreed with the server (e.g. "blake3").
+
+        Example:
+            print(conn.digest_algorithm)  # "blake3", or "sha256" if only that is common
+        """
         return self.channel.machine.digest
 
     @property
     def server_hello(self) -> Hello:
+        """The server's HELLO: its limits, digests, features and agent string.
+
+        Example:
+            print(conn.server_hello.agent, conn.server_hello.max_streams)
+        """
         hello = self.channel.machine.peer_hello
         assert hello is not None
         return hello
@@ -271,11 +295,20 @@ class ClientConnection:
     async def get(self, name: str, *, progress: Progress | None = None) -> bytes:
         """Download a file into memory; its digest is checked before it is returned.
 
-        Example:
-            data = await conn.get("reports/2026.csv")
+        Args:
+            name: the remote file, a '/'-separated path under the server's root.
+            progress: called as progress(bytes_received, size).
+
+        Returns:
+            The file's bytes.
 
         Raises:
-            NotFound, ChecksumMismatch, ConnectionClosed, ...: see trioftp.errors.
+            NotFound: no such file.
+            ChecksumMismatch: the bytes do not match the server's digest.
+            ConnectionClosed, PermissionDenied, ...: see trioftp.errors.
+
+        Example:
+            data = await conn.get("reports/2026.csv")
         """
         chunks: list[bytes] = []
 
@@ -303,6 +336,21 @@ class ClientConnection:
         Bytes go to `path + ".trioftp-part"` and are renamed to `path` only once
         size and digest match. If the resumed prefix turns out not to match (the
         remote file changed), the download starts over once from the beginning.
+
+        Args:
+            name: the remote file.
+            path: the local file to write (its folder must exist).
+            resume: continue from a `.trioftp-part` file left by an earlier try.
+            progress: called as progress(bytes_received, size).
+
+        Returns:
+            The remote file's facts (size, mtime, digest).
+
+        Raises:
+            NotFound: no such remote file.
+            ChecksumMismatch: the bytes do not match the server's digest; `path` is untouched.
+            OSError: the local file cannot be written.
+            ConnectionClosed, ...: see trioftp.errors.
 
         Example:
             await conn.download("big.iso", "/tmp/big.iso", progress=print)
@@ -422,6 +470,21 @@ class ClientConnection:
     ) -> FileInfo:
         """Upload bytes as a file; the server stores it only if size and digest check out.
 
+        The file replaces any file of that name atomically; missing folders are created.
+
+        Args:
+            name: the remote file.
+            data: its bytes.
+            mtime_ns: the modification time to give it (ns since the epoch); None: now.
+            progress: called as progress(bytes_sent, size).
+
+        Returns:
+            The stored file's facts (size, mtime, digest).
+
+        Raises:
+            RemoteChecksumMismatch: the server received other bytes; it kept nothing.
+            PermissionDenied, BadName, ConnectionClosed, ...: see trioftp.errors.
+
         Example:
             await conn.put("notes/today.txt", b"hello")
         """
@@ -468,6 +531,20 @@ class ClientConnection:
         If the server resumed from a partial that turns out not to be a prefix
         of this file (another file of the same name and size was cut), the
         upload starts over once from the beginning.
+
+        Args:
+            path: the local file.
+            name: the remote name; None: the local file's own name, at the root.
+            resume: let the server continue a partial upload it kept.
+            progress: called as progress(bytes_sent, size).
+
+        Returns:
+            The stored file's facts (size, mtime, digest).
+
+        Raises:
+            IsADirectoryError, OSError: `path` is a folder or cannot be read.
+            LocalFileChanged: the local file changed while it was sent; nothing was stored.
+            RemoteChecksumMismatch, PermissionDenied, ConnectionClosed, ...: see trioftp.errors.
 
         Example:
             await conn.upload("/tmp/big.iso", "isos/big.iso", progress=print)
@@ -544,7 +621,15 @@ class ClientConnection:
     # ------------------------------------------------------ the other verbs
 
     async def list(self, folder: str = "") -> list[Entry]:
-        """The entries of a remote folder ("" is the root), sorted by name."""
+        """The entries of a remote folder ("" is the root), sorted by name.
+
+        Raises:
+            NotFound: no such folder.
+
+        Example:
+            for entry in await conn.list("isos"):
+                print(entry.name, entry.kind.value, entry.size, entry.mtime_ns)
+        """
         entries: list[Entry] = []
         async with self._stream(lambda sid: List(folder=folder, stream_id=sid)) as inbox:
             while True:
@@ -554,7 +639,15 @@ class ClientConnection:
                     return entries
 
     async def stat(self, name: str) -> FileInfo:
-        """Size, mtime, kind and (for files) digest of a remote file or folder."""
+        """Size, mtime, kind and (for files) digest of a remote file or folder.
+
+        Raises:
+            NotFound: no such file or folder.
+
+        Example:
+            info = await conn.stat("isos/big.iso")
+            print(info.size, info.digest.hex() if info.digest else "(a folder)")
+        """
         async with self._stream(lambda sid: Stat(name=name, stream_id=sid)) as inbox:
             info: FileInfo = await self._expect(inbox, FileInfo)
             return info
@@ -564,21 +657,51 @@ class ClientConnection:
 
         Raises:
             PermissionDenied: the server has users and we are not an administrator.
+
+        Example:
+            info = await conn.status()
+            print(info.agent, info.uptime_ms / 1000, "s up,", info.transfers, "transfers in flight")
         """
         async with self._stream(lambda sid: Status(stream_id=sid)) as inbox:
             info: StatusInfo = await self._expect(inbox, StatusInfo)
             return info
 
     async def delete(self, name: str) -> None:
-        """Delete a remote file or empty folder."""
+        """Delete a remote file or empty folder.
+
+        Raises:
+            NotFound: no such file or folder.
+            RemoteError: the folder is not empty (code BAD_REQUEST).
+
+        Example:
+            await conn.delete("old/big.iso")
+        """
         await self._simple(lambda sid: Delete(name=name, stream_id=sid))
 
     async def rename(self, old: str, new: str, *, replace: bool = False) -> None:
-        """Rename a remote file or folder; an existing `new` is replaced only with replace=True."""
+        """Rename a remote file or folder; an existing `new` is replaced only with replace=True.
+
+        Missing folders of `new` are created; the move is atomic.
+
+        Raises:
+            NotFound: `old` does not exist.
+            AlreadyExists: `new` exists and replace is False.
+
+        Example:
+            await conn.rename("isos/big.iso", "old/big.iso", replace=True)
+        """
         await self._simple(lambda sid: Rename(old=old, new=new, replace=replace, stream_id=sid))
 
     async def mkdir(self, name: str) -> None:
-        """Create a remote folder and its missing parents (an existing folder is fine)."""
+        """Create a remote folder and its missing parents (an existing folder is fine).
+
+        Raises:
+            AlreadyExists: a file of that name is in the way.
+            RemoteError: a parent is a file (code WRONG_KIND).
+
+        Example:
+            await conn.mkdir("new/folder")
+        """
         await self._simple(lambda sid: Mkdir(name=name, stream_id=sid))
 
     # --------------------------------------------------------- whole folders
@@ -763,6 +886,9 @@ async def open_connection(
             ssl.SSLContext (e.g. one that trusts a private CA).
         connect_timeout: seconds for TCP connect, TLS, HELLO and login.
         settings: the limits this client advertises (window, frame size, digests).
+
+    Yields:
+        The ClientConnection; it says GOODBYE and closes when the block ends.
 
     Raises:
         ConnectionClosed: cannot connect, or the server refused us.
