@@ -7,7 +7,19 @@ from trioftp.config import DEFAULT_PORT
 
 
 async def get(host: str, name: str, *, port: int = DEFAULT_PORT) -> bytes:
-    """Download one file into memory, verified.
+    """Download one file into memory, verified, over a connection of its own.
+
+    Args:
+        host: the server's name or address.
+        name: the remote file, a '/'-separated path under the server's root.
+        port: the server's port.
+
+    Returns:
+        The file's bytes, checked against the server's digest.
+
+    Raises:
+        NotFound: no such file.
+        ChecksumMismatch, ConnectionClosed, ...: see trioftp.errors.
 
     Example:
         data = await trioftp.get("127.0.0.1", "reports/2026.csv")
@@ -17,7 +29,17 @@ async def get(host: str, name: str, *, port: int = DEFAULT_PORT) -> bytes:
 
 
 async def put(host: str, name: str, data: bytes, *, port: int = DEFAULT_PORT) -> None:
-    """Upload bytes as one file, verified and stored atomically.
+    """Upload bytes as one file, verified and stored atomically, over a connection of its own.
+
+    Args:
+        host: the server's name or address.
+        name: the remote file; missing folders are created.
+        data: its bytes.
+        port: the server's port.
+
+    Raises:
+        RemoteChecksumMismatch: the server received other bytes; it kept nothing.
+        PermissionDenied, ConnectionClosed, ...: see trioftp.errors.
 
     Example:
         await trioftp.put("127.0.0.1", "notes.txt", b"hello")

@@ -30,6 +30,12 @@ PARTIAL_SUFFIX = ".trioftp-part"
 
 
 class Direction(enum.Enum):
+    """Which way a sync copies.
+
+    Example:
+        await conn.sync("photos", "backup/photos", direction=trioftp.Direction.DOWN)
+    """
+
     UP = "up"  # local -> server
     DOWN = "down"  # server -> local
 
@@ -45,7 +51,12 @@ class FileState:
 
 @attrs.frozen
 class Plan:
-    """What a sync will do: relative paths to copy and to delete, and how many are already equal."""
+    """What a sync will do: relative paths to copy and to delete, and how many are already equal.
+
+    Example:
+        plan = await conn.sync("site", "www", dry_run=True)
+        print(f"{len(plan.copy)} files ({plan.bytes_to_copy} bytes) to copy, {plan.unchanged} equal")
+    """
 
     copy: tuple[str, ...]
     delete: tuple[str, ...]
@@ -55,7 +66,14 @@ class Plan:
 
 @attrs.define
 class TreeProgress:
-    """Passed to a tree progress callback after every change."""
+    """Passed to a tree progress callback after every change.
+
+    Example:
+        def show(p: trioftp.TreeProgress) -> None:
+            print(f"{p.files_done}/{p.files_total} files, {p.bytes_done}/{p.bytes_total} bytes")
+
+        await conn.upload_tree("photos", "backup/photos", progress=show)
+    """
 
     files_total: int
     bytes_total: int
@@ -68,7 +86,17 @@ TreeCallback = Callable[[TreeProgress], None]
 
 
 class TreeTransferError(TrioftpError):
-    """Some files of a tree could not be copied; `failures` maps each path to its error."""
+    """Some files of a tree could not be copied; `failures` maps each path to its error.
+
+    The other files were copied; a second run retries only the failed ones.
+
+    Example:
+        try:
+            await conn.upload_tree("photos", "backup/photos")
+        except trioftp.TreeTransferError as exc:
+            for path, error in exc.failures.items():
+                print(path, error)
+    """
 
     def __init__(self, failures: dict[str, TrioftpError]) -> None:
         shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
@@ -84,7 +112,11 @@ def _join(top: str, relative: str) -> str:
 
 
 def walk_local(top: Path) -> dict[str, FileState]:
-    """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`)."""
+    """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`).
+
+    Example:
+        sizes = {path: state.size for path, state in walk_local(Path("photos")).items()}
+    """
     files: dict[str, FileState] = {}
     for folder, _dirs, names in os.walk(top):
         for name in names:
@@ -101,6 +133,10 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
     """Every file under a remote folder, listing each level's folders concurrently.
 
     A missing top folder is an empty tree.
+
+    Example:
+        files = await walk_remote(conn, "backup/photos")
+        print(sum(state.size for state in files.values()), "bytes")
     """
     files: dict[str, FileState] = {}
     level = [""]
@@ -141,7 +177,11 @@ async def _local_digest(path: Path, algorithm: str) -> bytes:
 async def plan_sync(
     conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
 ) -> Plan:
-    """Compare both sides: by size first, and by digest where the sizes agree."""
+    """Compare both sides: by size first, and by digest where the sizes agree.
+
+    Example:
+        plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
+    """
     local_files = await trio.to_thread.run_sync(walk_local, local)
     remote_files = await walk_remote(conn, remote)
     source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
@@ -182,7 +222,16 @@ async def carry_out(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
 ) -> None:
-    """Copy and delete what the plan says, `concurrency` files at a time on one connection."""
+    """Copy and delete what the plan says, `concurrency` files at a time on one connection.
+
+    Raises:
+        TreeTransferError: some files failed; nothing was deleted.
+        ConnectionClosed: the connection broke.
+
+    Example:
+        plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP)
+        await carry_out(conn, plan, Path("site"), "www", direction=Direction.UP)
+    """
     sizes = {path: 0 for path in plan.copy}
     state = TreeProgress(files_total=len(plan.copy), bytes_total=plan.bytes_to_copy)
     failures: dict[str, TrioftpError] = {}
@@ -245,6 +294,8 @@ async def sync(
 ) -> Plan:
     """Make `remote` match `local` (UP) or `local` match `remote` (DOWN); return the plan.
 
+    `ClientConnection.sync` is the same as a method; its docstring has the details.
+
     Example:
         plan = await sync(conn, "photos", "backup/photos", delete=True)
         print(len(plan.copy), "files sent,", plan.unchanged, "already there")
@@ -266,7 +317,13 @@ async def upload_tree(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
 ) -> Plan:
-    """Upload every file under `local` into `remote`, skipping files already identical there."""
+    """Upload every file under `local` into `remote`, skipping files already identical there.
+
+    `ClientConnection.upload_tree` is the same as a method; its docstring has the details.
+
+    Example:
+        plan = await upload_tree(conn, "photos", "backup/photos")
+    """
     return await sync(conn, local, remote, direction=Direction.UP, concurrency=concurrency, progress=progress)
 
 
@@ -278,7 +335,13 @@ async def download_tree(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
 ) -> Plan:
-    """Download every file under `remote` into `local`, skipping files already identical here."""
+    """Download every file under `remote` into `local`, skipping files already identical here.
+
+    `ClientConnection.download_tree` is the same as a method; its docstring has the details.
+
+    Example:
+        plan = await download_tree(conn, "backup/photos", "photos-restored")
+    """
     return await sync(
         conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
     )
