@@ -89,6 +89,9 @@ async def get(
     Raises:
         NotFound: the server answered `NO|0`.
         ConnectionClosed, ProtocolViolation, TransferTimeout, BadName: see the module.
+
+    Example:
+        data = await trioftp.legacy.get("old-host", "report.csv", port=8885)
     """
     chunks: list[bytes] = []
 
@@ -116,7 +119,13 @@ async def download(
 
     The bytes go to `path + ".trioftp-part"`, renamed to `path` once all have
     arrived; on failure the partial file is removed and `path` is untouched.
-    Arguments and errors as for `get`.
+    Arguments and errors as for `get`, plus `path`, the local file to write.
+
+    Returns:
+        The file's size in bytes.
+
+    Example:
+        size = await trioftp.legacy.download("old-host", "big.iso", "/tmp/big.iso")
     """
     target = Path(path)
     partial = target.with_name(target.name + PARTIAL_SUFFIX)
@@ -173,6 +182,9 @@ async def put(
         ConnectionClosed: the server closed instead of answering `OK` (a refusal),
             or broke the connection while the bytes were sent.
         ProtocolViolation, TransferTimeout, BadName: see the module.
+
+    Example:
+        await trioftp.legacy.put("old-host", "notes.txt", b"hello")
     """
     view = memoryview(data)
     size = len(view)
@@ -202,10 +214,17 @@ async def upload(
     """Upload a local file to a legacy server (by os.sendfile); returns its size.
 
     `name` defaults to the file's own name. No confirmation, as for `put`.
+    The other arguments are those of `put`.
+
+    Returns:
+        The file's size in bytes.
 
     Raises:
         OSError: the local file cannot be read.
         TrioftpError: the local file shrank while it was sent; the others as for `put`.
+
+    Example:
+        await trioftp.legacy.upload("old-host", "/tmp/notes.txt", "notes.txt")
     """
     local = Path(path)
     remote = name if name is not None else local.name
