@@ -42,7 +42,17 @@ def _address_or_empty(_inst: Any, attribute: attrs.Attribute[Any], value: str) -
 
 @attrs.frozen
 class ServerConfig:
-    """Everything `trioftp serve` can be told. Each field's default is the one used."""
+    """Everything `trioftp serve` can be told. Each field's default is the one used.
+
+    Frozen: make a changed copy with `evolve`. `trioftp serve --help` lists every
+    field with its meaning (FIELD_HELP); a TOML `[server]` table uses the same names.
+
+    Raises:
+        ValueError: a limit or timeout out of range (at construction).
+
+    Example:
+        config = ServerConfig(root=Path("/srv/files"), host="0.0.0.0", max_connections=2000)
+    """
 
     root: Path = attrs.field(default=DEFAULT_ROOT, converter=Path)
     host: str = "127.0.0.1"
@@ -73,6 +83,11 @@ class ServerConfig:
     tls_key: str = ""
 
     def evolve(self, **changes: Any) -> ServerConfig:
+        """A copy with some fields changed (validated like a new one).
+
+        Example:
+            test_config = config.evolve(port=0, idle_timeout=5.0)
+        """
         return attrs.evolve(self, **changes)
 
 

@@ -51,7 +51,14 @@ CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last 
 
 
 def raise_open_file_limit() -> int:
-    """Raise the soft open-file limit to the hard one: each transfer holds two fds."""
+    """Raise the soft open-file limit to the hard one: each transfer holds two fds.
+
+    Returns:
+        The soft limit now in force. `Server.serve` calls this itself.
+
+    Example:
+        print("open-file limit:", raise_open_file_limit())
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY:
         hard = max(soft, 1 << 20)
@@ -65,7 +72,29 @@ def raise_open_file_limit() -> int:
 
 
 class Server:
-    """A trioftp server for one root folder. Run `serve()` in a nursery."""
+    """A trioftp server for one root folder. Run `serve()` in a nursery.
+
+    Args:
+        config: every setting; `ServerConfig()` serves ./trioftp-files on 127.0.0.1:8885.
+
+    Raises:
+        ValueError, OSError: the users file or the TLS files are unusable (raised here, before
+            listening).
+
+    Attributes:
+        port: the first bound port, once `serve()` has started (useful with port=0).
+        ports: every bound port (one per address family).
+        storage: the served folder.
+        metrics: the Prometheus counters, also served at `config.metrics` if set.
+
+    Example:
+        server = Server(ServerConfig(root=Path("files"), port=0))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(server.serve)
+            print("listening on", server.port)
+            ...
+            server.shutdown()  # stop accepting, let transfers finish, return
+    """
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
@@ -90,11 +119,20 @@ class Server:
 
     @property
     def connection_count(self) -> int:
+        """Connections being served now (v2 and legacy).
+
+        Example:
+            print(server.connection_count, "clients connected")
+        """
         return sum(self._per_ip.values())
 
     @property
     def uptime(self) -> float:
-        """Seconds since the server was made."""
+        """Seconds since the server was made.
+
+        Example:
+            print(f"up for {server.uptime:.0f} s")
+        """
         return time.monotonic() - self._started
 
     def _make_homes(self) -> None:
@@ -121,11 +159,31 @@ class Server:
         return None
 
     def shutdown(self) -> None:
-        """Stop accepting at once; transfers in flight get `drain_timeout` to finish."""
+        """Stop accepting at once; transfers in flight get `drain_timeout` to finish.
+
+        `serve()` returns once they have finished or been cancelled. Safe to call
+        more than once, and from a signal handler's task.
+
+        Example:
+            with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                async for _ in signals:
+                    server.shutdown()
+        """
         self._shutdown.set()
 
     async def serve(self, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED) -> None:
-        """Listen and serve until `shutdown()`; `task_status.started(self)` once listening."""
+        """Listen and serve until `shutdown()`; `task_status.started(self)` once listening.
+
+        Args:
+            task_status: for `nursery.start`, which then returns this server, bound.
+
+        Raises:
+            OSError: the address cannot be bound.
+
+        Example:
+            server = await nursery.start(Server(ServerConfig(port=0)).serve)
+            print(server.port)
+        """
         config = self.config
         fd_limit = raise_open_file_limit()
         removed = await trio.to_thread.run_sync(lambda: self.storage.clean_partials(at_start=True))
@@ -325,5 +383,17 @@ async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
 async def serve(
     config: ServerConfig, *, task_status: trio.TaskStatus[Server] = trio.TASK_STATUS_IGNORED
 ) -> None:
-    """Serve `config.root` until cancelled. `task_status.started(server)` once listening."""
+    """Serve `config.root` until cancelled. `task_status.started(server)` once listening.
+
+    Args:
+        config: every setting (root, address, limits, timeouts, users, TLS).
+        task_status: for `nursery.start`, which then returns the bound `Server`.
+
+    Raises:
+        OSError: the address cannot be bound, or a users or TLS file cannot be read.
+        ValueError: the users file or the TLS settings are unusable.
+
+    Example:
+        trio.run(trioftp.serve, trioftp.ServerConfig(root=Path("/srv/files"), host="0.0.0.0"))
+    """
     await Server(config).serve(task_status=task_status)
