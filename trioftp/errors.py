@@ -10,7 +10,16 @@ from trioftp.protocol.errors import ErrorCode
 
 
 class TrioftpError(Exception):
-    """Base class of every error the trioftp client raises."""
+    """Base class of every error the trioftp client raises.
+
+    Example:
+        try:
+            data = await trioftp.get("127.0.0.1", "notes.txt")
+        except trioftp.NotFound:
+            data = b""
+        except trioftp.TrioftpError as exc:
+            sys.exit(f"transfer failed: {exc}")
+    """
 
 
 class ConnectionClosed(TrioftpError):
@@ -38,7 +47,12 @@ class LocalFileChanged(TrioftpError):
 
 
 class RemoteError(TrioftpError):
-    """The server refused or failed an operation; `code` says why."""
+    """The server refused or failed an operation; `code` says why.
+
+    Example:
+        except trioftp.RemoteError as exc:
+            print(exc.code.name)  # e.g. "TOO_LARGE", "NO_SPACE"
+    """
 
     code: ErrorCode = ErrorCode.INTERNAL
 
@@ -49,18 +63,26 @@ class RemoteError(TrioftpError):
 
 
 class NotFound(RemoteError):
+    """No such remote file or folder."""
+
     code = ErrorCode.NOT_FOUND
 
 
 class AlreadyExists(RemoteError):
+    """The target name is taken (rename without replace, mkdir over a file)."""
+
     code = ErrorCode.ALREADY_EXISTS
 
 
 class PermissionDenied(RemoteError):
+    """The user lacks the right for this operation, or the server's file system refused it."""
+
     code = ErrorCode.PERMISSION_DENIED
 
 
 class BadName(RemoteError):
+    """The name is not allowed: `..`, absolute, control characters, the reserved `.trioftp`, ..."""
+
     code = ErrorCode.BAD_NAME
 
 
@@ -71,6 +93,8 @@ class RemoteChecksumMismatch(RemoteError, ChecksumMismatch):
 
 
 class Busy(RemoteError):
+    """The remote file changed while the server read it; try again."""
+
     code = ErrorCode.BUSY
 
 
