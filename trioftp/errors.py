@@ -50,6 +50,8 @@ class RemoteError(TrioftpError):
     """The server refused or failed an operation; `code` says why.
 
     Example:
+        try:
+            await conn.upload("big.iso", "isos/big.iso")
         except trioftp.RemoteError as exc:
             print(exc.code.name)  # e.g. "TOO_LARGE", "NO_SPACE"
     """
