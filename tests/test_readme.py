@@ -1,0 +1,117 @@
+"""README.md stays true: its Python runs against a real server, its commands parse, its TOML loads.
+
+The Python blocks run as written, in a temporary working folder, in a worker
+thread (they call `trio.run` themselves) while the test's server runs here. The
+only change: the server's port replaces 8885, the default port, both in the
+text and in the defaults of `trioftp.get`, `trioftp.put` and `open_connection`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+import trioftp
+from tests.conftest import NETWORK_TIMEOUT
+from trioftp.cli import build_parser, main
+from trioftp.config import DEFAULT_PORT, ServerConfig, build_config, load_toml
+from trioftp.server import Server
+
+README = Path(__file__).resolve().parent.parent / "README.md"
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def blocks(language: str) -> list[str]:
+    found = [body for lang, body in FENCE.findall(README.read_text()) if lang == language]
+    assert found, f"README.md has no ```{language} block"
+    return found
+
+
+def trioftp_commands() -> Iterator[list[str]]:
+    """Every `trioftp ...` (or `python -m trioftp ...`) command line of the ```sh blocks, as argv."""
+    for block in blocks("sh"):
+        for line in block.splitlines():
+            for command in line.split("&&"):
+                words = shlex.split(command, comments=True)
+                if words[:3] == ["python", "-m", "trioftp"]:
+                    words = ["trioftp", *words[3:]]
+                if words[:1] == ["trioftp"]:
+                    # `[--replace]` marks an optional flag: check the flag.
+                    yield [word[1:-1] if re.fullmatch(r"\[-.*\]", word) else word for word in words[1:]]
+
+
+def subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("trioftp has no subcommands")
+
+
+# ------------------------------------------------------------------ python
+
+
+def stored_files(root: Path) -> list[Path]:
+    return [path for path in root.rglob("*") if path.is_file() and ".trioftp" not in path.parts]
+
+
+async def test_python_examples_run_against_a_real_server(
+    server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = server.port
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(trioftp.get.__kwdefaults__, "port", port)
+    monkeypatch.setitem(trioftp.put.__kwdefaults__, "port", port)
+    monkeypatch.setattr(trioftp.open_connection.__wrapped__, "__defaults__", (port,))
+    for number, block in enumerate(blocks("python"), 1):
+        code = compile(
+            re.sub(rf"\b{DEFAULT_PORT}\b", str(port), block), f"README.md python #{number}", "exec"
+        )
+        with trio.fail_after(NETWORK_TIMEOUT):
+            await trio.to_thread.run_sync(exec, code, {"__name__": "__readme__"})
+    assert stored_files(server_root), "the examples stored nothing"
+
+
+# ---------------------------------------------------------------- commands
+
+
+def test_command_lines_name_real_subcommands_and_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = list(trioftp_commands())
+    assert commands, "README.md shows no trioftp command"
+    for argv in commands:
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            pytest.fail(f"README.md: `trioftp {shlex.join(argv)}` does not parse: {capsys.readouterr().err}")
+
+
+def test_inline_flags_exist() -> None:
+    """`--flag` in the README's prose names an option of some subcommand."""
+    options = {
+        option for parser in subparsers(build_parser()).values() for option in parser._option_string_actions
+    }
+    mentioned = set(re.findall(r"`(--[a-z][a-z-]*)", README.read_text()))
+    assert mentioned, "README.md mentions no --flag"
+    assert mentioned <= options, f"README.md mentions unknown flags: {sorted(mentioned - options)}"
+
+
+def test_serve_help_named_in_the_readme_works(capsys: pytest.CaptureFixture[str]) -> None:
+    assert "trioftp serve --help" in README.read_text()
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "--help"])
+    assert exited.value.code == 0
+    assert "--root" in capsys.readouterr().out
+
+
+def test_toml_examples_are_valid_settings(tmp_path: Path) -> None:
+    for number, block in enumerate(blocks("toml"), 1):
+        path = tmp_path / f"example{number}.toml"
+        path.write_text(block)
+        config: Any = build_config(load_toml(path), {})
+        assert isinstance(config, ServerConfig)
