@@ -1,0 +1,291 @@
+"""`trioftp` put -r, get -r, sync, passwd, --user and --tls/--ca, against real servers."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+import trustme
+
+from tests.conftest import NETWORK_TIMEOUT
+from tests.test_cli import run_cli
+from tests.test_tree import make_tree, read_tree
+from trioftp import __version__
+from trioftp.auth import hash_password, verify_password
+from trioftp.cli import main
+from trioftp.server import Server
+
+MakeServer = Callable[..., Any]
+PASSWORD = "correct horse"
+
+
+def address(server: Server) -> str:
+    return f"127.0.0.1:{server.port}"
+
+
+def output_lines(capsys: pytest.CaptureFixture[str]) -> list[str]:
+    return capsys.readouterr().out.splitlines()
+
+
+# ---------------------------------------------------------- put -r, get -r
+
+
+async def test_put_r_uploads_a_folder_then_only_what_changed(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    local = tmp_path / "photos"
+    files = make_tree(local)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), str(local), "backup/photos") == 0
+        assert read_tree(server_root / "backup" / "photos") == files
+        (local / "top0.txt").write_bytes(b"changed")
+        (server_root / "backup" / "photos" / "d1").rename(server_root / "elsewhere")  # a gap to fill
+        assert await run_cli("put", "-r", address(server), str(local), "backup/photos") == 0
+    assert read_tree(server_root / "backup" / "photos") == read_tree(local)
+
+
+async def test_put_r_without_a_remote_name_uses_the_folders_name(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "photos", count=4)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), str(tmp_path / "photos")) == 0
+    assert read_tree(server_root / "photos") == files
+
+
+async def test_get_r_downloads_a_folder(server: Server, server_root: Path, tmp_path: Path) -> None:
+    files = make_tree(server_root / "remote" / "photos")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", "-r", address(server), "remote/photos", str(tmp_path / "copy")) == 0
+    assert read_tree(tmp_path / "copy") == files
+
+
+async def test_get_r_without_a_local_name_uses_the_folders_last_part(
+    server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = make_tree(server_root / "remote" / "photos", count=4)
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", "-r", "127.0.0.1", "--port", str(server.port), "remote/photos") == 0
+    assert read_tree(tmp_path / "photos") == files
+
+
+async def test_get_r_of_a_file_exits_1_with_one_line(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "plain.txt").write_bytes(b"x")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", "-r", address(server), "plain.txt", str(tmp_path / "out")) == 1
+    assert capsys.readouterr().err == "trioftp: get: WRONG_KIND: 'plain.txt' is not a folder\n"
+
+
+# -------------------------------------------------------------------- sync
+
+
+async def test_sync_up_dry_run_then_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "site"
+    files = make_tree(local, count=6)
+    target = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(local), target) == 0
+        assert read_tree(server_root / "www") == files
+        assert output_lines(capsys)[-1] == f"{len(files)} to copy ({_size(files)}), 0 to delete, 0 unchanged"
+
+        (local / "new.txt").write_bytes(b"new")
+        gone = next(name for name in sorted(files) if "/" in name)
+        (local / gone).unlink()
+        before = read_tree(server_root / "www")
+        assert await run_cli("sync", "--dry-run", "--delete", str(local), target) == 0
+        lines = output_lines(capsys)
+        assert "would copy: new.txt" in lines and f"would delete: {gone}" in lines
+        assert lines[-1].startswith("1 to copy") and f"1 to delete, {len(files) - 1} unchanged" in lines[-1]
+        assert read_tree(server_root / "www") == before  # the dry run changed nothing
+
+        assert await run_cli("sync", str(local), target) == 0  # without --delete nothing goes away
+        assert (server_root / "www" / gone).exists()
+        capsys.readouterr()
+        assert await run_cli("sync", "--delete", str(local), target) == 0
+        assert f"deleted: {gone}" in output_lines(capsys)
+    assert read_tree(server_root / "www") == read_tree(local)
+
+
+async def test_sync_down_into_a_new_folder_and_with_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_tree(server_root / "www", count=6)
+    local = tmp_path / "mirror"  # does not exist yet
+    source = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", source, str(local)) == 0
+        assert read_tree(local) == files
+        (local / "stray.txt").write_bytes(b"stray")
+        capsys.readouterr()
+        assert await run_cli("sync", "-n", "--delete", source, str(local)) == 0
+        assert "would delete: stray.txt" in output_lines(capsys)
+        assert (local / "stray.txt").exists()
+        assert await run_cli("sync", "--delete", source, str(local)) == 0
+    assert read_tree(local) == files
+
+
+async def test_sync_with_host_and_folder_only_takes_port_from_the_flag(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    files = make_tree(tmp_path / "site", count=3)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(tmp_path / "site"), "127.0.0.1:www", "--port", str(server.port)) == 0
+    assert read_tree(server_root / "www") == files
+
+
+def test_sync_without_a_remote_side_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["sync", str(tmp_path), "no-host-here"]) == 2
+    assert "HOST[:PORT]:FOLDER" in capsys.readouterr().err
+
+
+def _size(files: dict[str, bytes]) -> str:
+    from trioftp.cli import _human
+
+    return _human(sum(len(data) for data in files.values()))
+
+
+# ------------------------------------------------------------------ passwd
+
+
+def test_passwd_prints_a_hash_that_verifies(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(f"{PASSWORD}\n"))
+    assert main(["passwd"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("scrypt$")
+    assert verify_password(PASSWORD, line)
+    assert not verify_password(PASSWORD + "!", line)
+
+
+def test_passwd_refuses_an_empty_password(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n"))
+    assert main(["passwd"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "empty password" in captured.err
+
+
+# -------------------------------------------------------------- --user
+
+
+@pytest.fixture(scope="module")
+def alice_hash() -> str:
+    return hash_password(PASSWORD)
+
+
+@pytest.fixture
+async def users_server(make_server: MakeServer, tmp_path: Path, alice_hash: str) -> Server:
+    users = tmp_path / "users.toml"
+    users.write_text(f'[users.alice]\npassword = "{alice_hash}"\nhome = "alice"\nrights = ["all"]\n')
+    server: Server = await make_server(users_file=str(users))
+    server.auth_failures.base_delay = 0.01
+    return server
+
+
+async def test_user_with_password_from_the_environment(
+    users_server: Server,
+    server_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    files = make_tree(tmp_path / "docs", count=3)
+    (tmp_path / "one.txt").write_bytes(b"one")
+    monkeypatch.setenv("TRIOFTP_PASSWORD", PASSWORD)
+    where = address(users_server)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", where, "--user", "alice", str(tmp_path / "one.txt")) == 0
+        assert await run_cli("put", "-r", where, "--user", "alice", str(tmp_path / "docs")) == 0
+        assert await run_cli("sync", "--user", "alice", str(tmp_path / "docs"), f"{where}:mirror") == 0
+        assert (
+            await run_cli("get", where, "--user", "alice", "one.txt", "-o", str(tmp_path / "back.txt")) == 0
+        )
+        capsys.readouterr()
+        assert await run_cli("ls", where, "--user", "alice") == 0
+        listed = {line.split()[-1] for line in output_lines(capsys)}
+    assert (server_root / "alice" / "one.txt").read_bytes() == b"one"  # in alice's home
+    assert read_tree(server_root / "alice" / "docs") == files
+    assert read_tree(server_root / "alice" / "mirror") == files
+    assert (tmp_path / "back.txt").read_bytes() == b"one"
+    assert listed == {"docs/", "mirror/", "one.txt"}
+
+
+async def test_wrong_or_missing_credentials_exit_1(
+    users_server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    where = address(users_server)
+    monkeypatch.setenv("TRIOFTP_PASSWORD", "wrong")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", where, "--user", "alice") == 1
+        assert capsys.readouterr().err.startswith("trioftp: ls: ")
+        assert await run_cli("ls", where) == 1  # no anonymous access on this server
+        assert capsys.readouterr().err.startswith("trioftp: ls: ")
+
+
+# ------------------------------------------------------------ --tls --ca
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture
+async def tls_server(make_server: MakeServer, ca: trustme.CA, tmp_path: Path) -> Server:
+    cert = ca.issue_cert("127.0.0.1")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    server: Server = await make_server(
+        tls_cert=str(tmp_path / "server.pem"), tls_key=str(tmp_path / "server.pem"), handshake_timeout=2.0
+    )
+    return server
+
+
+async def test_tls_with_a_private_ca(
+    tls_server: Server,
+    server_root: Path,
+    ca: trustme.CA,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    files = make_tree(tmp_path / "docs", count=3)
+    (tmp_path / "one.txt").write_bytes(b"over tls")
+    where, trust = address(tls_server), str(tmp_path / "ca.pem")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "--tls", "--ca", trust, where, str(tmp_path / "one.txt")) == 0
+        assert await run_cli("get", "--ca", trust, where, "one.txt", "-o", str(tmp_path / "back.txt")) == 0
+        assert await run_cli("sync", "--ca", trust, str(tmp_path / "docs"), f"{where}:docs") == 0
+        assert await run_cli("get", "-r", "--ca", trust, where, "docs", str(tmp_path / "docs-back")) == 0
+        capsys.readouterr()
+        assert await run_cli("ls", "--tls", where) == 1  # the system does not trust our test CA
+        assert capsys.readouterr().err.startswith("trioftp: ls: ")
+    assert (server_root / "one.txt").read_bytes() == b"over tls"
+    assert (tmp_path / "back.txt").read_bytes() == b"over tls"
+    assert read_tree(tmp_path / "docs-back") == files
+
+
+# ----------------------------------------------------------- python -m
+
+
+def test_python_dash_m_trioftp_version() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioftp", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=NETWORK_TIMEOUT,
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"trioftp {__version__}"
