@@ -289,3 +289,18 @@ def test_python_dash_m_trioftp_version() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"trioftp {__version__}"
+
+
+async def test_sync_delete_from_a_missing_folder_deletes_nothing(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = make_tree(server_root / "www", count=4)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_bytes(b"keep me")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "--delete", str(tmp_path / "typo"), f"{address(server)}:www") == 1
+        assert capsys.readouterr().err.startswith("trioftp: sync: ")
+        assert await run_cli("sync", "--delete", f"{address(server)}:wwww", str(tmp_path / "mine")) == 1
+        assert capsys.readouterr().err.startswith("trioftp: sync: NOT_FOUND")
+    assert read_tree(server_root / "www") == files
+    assert read_tree(tmp_path / "mine") == {"precious.txt": b"keep me"}

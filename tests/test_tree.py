@@ -122,3 +122,21 @@ async def test_connection_methods_upload_download_and_sync(server: Server, tmp_p
     assert dry.copy == ("extra.txt",)
     assert down.copy == () and down.delete == ("stray.txt",)
     assert isinstance(down, trioftp.Plan)
+
+
+async def test_delete_refuses_a_missing_source_instead_of_emptying_the_target(
+    server: Server, tmp_path: Path
+) -> None:
+    remote_files = make_tree(server.storage.root / "www", count=4)
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "precious.txt").write_bytes(b"keep me")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(FileNotFoundError):
+                await conn.sync(tmp_path / "typo", "www", delete=True)
+            with pytest.raises(trioftp.NotFound):
+                await conn.sync(tmp_path / "mine", "wwww", direction=trioftp.Direction.DOWN, delete=True)
+            with pytest.raises(FileNotFoundError):
+                await conn.sync(tmp_path / "typo", "www", delete=True, dry_run=True)
+    assert read_tree(server.storage.root / "www") == remote_files
+    assert read_tree(tmp_path / "mine") == {"precious.txt": b"keep me"}

@@ -798,6 +798,8 @@ class ClientConnection:
 
         Raises:
             TreeTransferError: some files failed (the others were copied, nothing was deleted).
+            FileNotFoundError, NotFound: with `delete`, the source folder does not exist
+                (read as empty, it would empty the target).
             ConnectionClosed: the connection broke.
 
         Example:

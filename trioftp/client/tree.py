@@ -9,6 +9,7 @@ resumes where it stopped: finished files are skipped, and partial ones resume
 from __future__ import annotations
 
 import enum
+import errno
 import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -174,6 +175,15 @@ async def _local_digest(path: Path, algorithm: str) -> bytes:
     return await trio.to_thread.run_sync(run)
 
 
+async def _check_source(conn: ClientConnection, local: Path, remote: str, direction: Direction) -> None:
+    """A missing source reads as an empty tree: with delete, it would empty the target."""
+    if direction is Direction.UP:
+        if not await trio.to_thread.run_sync(local.is_dir):
+            raise FileNotFoundError(errno.ENOENT, "no such folder to sync from, nothing deleted", str(local))
+    elif remote:
+        await conn.stat(remote)  # NotFound
+
+
 async def plan_sync(
     conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
 ) -> Plan:
@@ -182,6 +192,8 @@ async def plan_sync(
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
+    if delete:
+        await _check_source(conn, local, remote, direction)
     local_files = await trio.to_thread.run_sync(walk_local, local)
     remote_files = await walk_remote(conn, remote)
     source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
