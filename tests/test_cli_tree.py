@@ -304,3 +304,17 @@ async def test_sync_delete_from_a_missing_folder_deletes_nothing(
         assert capsys.readouterr().err.startswith("trioftp: sync: NOT_FOUND")
     assert read_tree(server_root / "www") == files
     assert read_tree(tmp_path / "mine") == {"precious.txt": b"keep me"}
+
+
+async def test_folder_names_may_end_with_a_slash(
+    server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    files = make_tree(tmp_path / "photos", count=4)
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), "photos/", "backup/photos/") == 0
+        assert read_tree(server_root / "backup" / "photos") == files
+        assert await run_cli("get", "-r", address(server), "backup/photos/", "back/") == 0
+        assert await run_cli("get", "-r", address(server), "/backup/") == 0  # into ./backup
+    assert read_tree(tmp_path / "back") == files
+    assert read_tree(tmp_path / "backup" / "photos") == files

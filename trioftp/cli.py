@@ -269,7 +269,7 @@ async def _get(args: argparse.Namespace) -> None:
     if args.recursive:
         local = args.local or args.output or Path(args.name.rstrip("/").rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, args.name, local, progress=TreeProgressLine())
+            await tree.download_tree(conn, args.name.strip("/"), local, progress=TreeProgressLine())
         return
     output = args.local or args.output or Path(args.name.rsplit("/", 1)[-1])
     if args.legacy:
@@ -283,7 +283,8 @@ async def _get(args: argparse.Namespace) -> None:
 async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
-            await tree.upload_tree(conn, args.path, args.name or args.path.name, progress=TreeProgressLine())
+            remote = (args.name or args.path.name).strip("/")
+            await tree.upload_tree(conn, args.path, remote, progress=TreeProgressLine())
         return
     name = args.name or args.path.name
     if args.legacy:
