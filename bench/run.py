@@ -1267,7 +1267,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dump(
                 {
                     "machine": machine_info(),
-                    "source": source_info(),
+                    "source": measured,
                     "sizes": sizes,
                     "runs": args.runs,
                     **results.to_json(),
