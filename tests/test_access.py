@@ -282,3 +282,12 @@ async def test_tls_with_login(
         async with connect(server, tls=client_context(ca), user="alice", password=ALICE_PW) as conn:
             await conn.put("over-tls.txt", b"secret")
             assert await conn.get("over-tls.txt") == b"secret"
+
+
+async def test_one_liners_take_credentials(users_server: Server) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        login = {"port": users_server.port, "user": "alice", "password": ALICE_PW}
+        await trioftp.put(HOST, "one.txt", b"1", **login)  # type: ignore[arg-type]
+        assert await trioftp.get(HOST, "one.txt", **login) == b"1"  # type: ignore[arg-type]
+        with pytest.raises(trioftp.AuthenticationFailed):
+            await trioftp.get(HOST, "one.txt", port=users_server.port)
