@@ -20,6 +20,7 @@ import trio
 
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT
+from trioftp.auth import hash_password, load_users
 from trioftp.cli import build_parser, main
 from trioftp.config import DEFAULT_PORT, ServerConfig, build_config, load_toml
 from trioftp.server import Server
@@ -110,8 +111,18 @@ def test_serve_help_named_in_the_readme_works(capsys: pytest.CaptureFixture[str]
 
 
 def test_toml_examples_are_valid_settings(tmp_path: Path) -> None:
+    kinds = []
     for number, block in enumerate(blocks("toml"), 1):
         path = tmp_path / f"example{number}.toml"
-        path.write_text(block)
-        config: Any = build_config(load_toml(path), {})
-        assert isinstance(config, ServerConfig)
+        if "[users." in block:
+            # A users file: the README elides the hash, so put a real one in its place.
+            path.write_text(re.sub(r'"scrypt\$[^"]*"', f'"{hash_password("x")}"', block))
+            users = load_users(path)
+            assert users.users and users.anonymous is not None
+            kinds.append("users")
+        else:
+            path.write_text(block)
+            config: Any = build_config(load_toml(path), {})
+            assert isinstance(config, ServerConfig)
+            kinds.append("server")
+    assert sorted(set(kinds)) == ["server", "users"]
