@@ -24,11 +24,18 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import trio
 
-from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection, RemoteProtocolError
+from trioftp.protocol import (
+    NEED_DATA,
+    PEER_CLOSED,
+    Connection,
+    ConnectionState,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from trioftp.protocol.connection import Event
 from trioftp.protocol.messages import Message
 from trioftp.protocol.state import StreamState
@@ -171,15 +178,13 @@ class Channel:
 
     async def send(self, *messages: Message) -> None:
         """Send messages as one write (so a header and a small body share a segment)."""
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             data = b"".join([self.machine.send(m) for m in messages])
             await self._send_all(data)
 
     async def send_if_open(self, *messages: Message) -> bool:
         """Send a stream's messages unless the stream has closed (the peer cancelled it)."""
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             if self.machine.stream_state(messages[0].stream_id) is StreamState.CLOSED:
                 return False
             await self._send_all(b"".join([self.machine.send(m) for m in messages]))
@@ -187,8 +192,7 @@ class Channel:
 
     async def acknowledge(self, stream_id: int, consumed: int) -> None:
         """Tell the machine DATA was consumed; send the WINDOW it asks for, if any."""
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             data = self.machine.acknowledge(stream_id, consumed)
             if data:
                 await self._send_all(data)
@@ -199,8 +203,7 @@ class Channel:
         `register(stream_id)` runs before the bytes leave, so the reader can
         route the answer however fast it comes.
         """
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             message = make(self.machine.next_stream_id())
             data = self.machine.send(message)
             register(message.stream_id)
@@ -209,8 +212,7 @@ class Channel:
 
     async def send_data(self, stream_id: int, payload: bytes | memoryview) -> bool:
         """Send one DATA frame; False if the stream closed meanwhile (the peer cancelled or failed it)."""
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             if self.machine.stream_state(stream_id) is StreamState.CLOSED:
                 return False
             header = self.machine.send_data_header(stream_id, len(payload))
@@ -225,8 +227,7 @@ class Channel:
         Raises:
             FileChanged: the file is shorter than offset + count.
         """
-        async with self._send_lock:
-            self._check_usable()
+        async with self._sending():
             if self.machine.stream_state(stream_id) is StreamState.CLOSED:
                 return False
             header = self.machine.send_data_header(stream_id, count)
@@ -253,6 +254,23 @@ class Channel:
             self._broken = f"sendfile interrupted: {type(exc).__name__}"
             raise
         self.bytes_sent += count
+
+    @contextlib.asynccontextmanager
+    async def _sending(self) -> AsyncIterator[None]:
+        """Hold the send lock on a usable channel.
+
+        The peer may close (EOF, or its ERROR) while a stream task is busy with
+        disk work; the machine then refuses to send, and that is a closed
+        connection for the task, not a bug of ours.
+        """
+        async with self._send_lock:
+            self._check_usable()
+            try:
+                yield
+            except LocalProtocolError:
+                if self.machine.state is not ConnectionState.CLOSED:
+                    raise
+                raise ChannelClosed("the peer closed the connection", broken=True) from None
 
     def _check_usable(self) -> None:
         if self._broken is not None:
