@@ -30,7 +30,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 def _short(frame: tracemalloc.Frame) -> str:
     name = frame.filename
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    if "/trioftp/" in name:
+        name = "trioftp/" + name.rsplit("/trioftp/", 1)[1]
+    for marker in ("site-packages/", "lib/python3.11/"):
         if marker in name:
             name = name.split(marker, 1)[1]
     return f"{name}:{frame.lineno}"
