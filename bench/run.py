@@ -1215,7 +1215,10 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
+    # SIGINT too: a shell that starts us in the background leaves SIGINT ignored, and then
+    # Python installs no KeyboardInterrupt handler; both signals must stop every child.
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     started = time.monotonic()
     try:
         log(
