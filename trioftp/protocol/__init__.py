@@ -7,7 +7,14 @@ it is tested with bytes alone. `protocol_spec.md` at the repository root is the
 normative description of what it implements.
 """
 
-from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED, Connection, ConnectionState, Settings
+from trioftp.protocol.connection import (
+    NEED_DATA,
+    PEER_CLOSED,
+    Connection,
+    ConnectionState,
+    DataHeader,
+    Settings,
+)
 from trioftp.protocol.errors import (
     ErrorCode,
     FrameTooLarge,
@@ -61,6 +68,7 @@ __all__ = [
     "Operation",
     "StreamState",
     "Data",
+    "DataHeader",
     "Delete",
     "Done",
     "End",

@@ -10,6 +10,7 @@ to answer with. A connection error is sticky; a stream error ends one stream.
 from __future__ import annotations
 
 import enum
+from collections.abc import Container
 from typing import Any, Final
 
 import attrs
@@ -66,6 +67,21 @@ PEER_CLOSED: Final = _Sentinel.PEER_CLOSED
 """next_event(): the peer closed its side cleanly, between frames."""
 
 Event = Message | _Sentinel
+
+
+@attrs.frozen
+class DataHeader:
+    """next_event_or_data(): a DATA frame passed every check; its payload is the caller's to take.
+
+    `length` payload bytes follow: take them with `read_body()` (bytes already
+    buffered, always first) and `data_received()` (bytes read from the socket
+    directly) before asking for the next event.
+    """
+
+    stream_id: int
+    length: int
+
+
 REQUEST_FRAME_TYPES = frozenset(cls.FRAME_TYPE for cls in REQUEST_TYPES)
 
 
@@ -264,6 +280,26 @@ class Connection:
         else:
             self._eof = True
 
+    @property
+    def body_remaining(self) -> int:
+        """Payload bytes of the DATA frame last reported as DataHeader that are still to be taken."""
+        return self._decoder.body_remaining
+
+    def read_body(self, into: memoryview) -> int:
+        """Move DATA payload bytes already buffered here into `into`; return how many."""
+        return self._decoder.read_body(into)
+
+    def data_received(self, n: int) -> None:
+        """The caller read `n` DATA payload bytes from the transport itself (after `read_body()`).
+
+        Raises:
+            LocalProtocolError: more than the frame holds, or buffered bytes were skipped.
+        """
+        try:
+            self._decoder.body_received(n)
+        except ValueError as exc:
+            raise LocalProtocolError(str(exc)) from None
+
     def next_event(self) -> Event:
         """Return the next message, NEED_DATA or PEER_CLOSED.
 
@@ -272,10 +308,36 @@ class Connection:
                 `exc.ends_connection`, answer Error(exc.error_code) on stream 0
                 and close; otherwise answer Error on exc.stream_id and go on.
         """
+        event = self._checked_next_event(())
+        assert not isinstance(event, DataHeader)
+        return event
+
+    def next_event_or_data(self, split_streams: Container[int]) -> Event | DataHeader:
+        """Like next_event(), but a DATA frame on a stream in `split_streams` comes as a DataHeader.
+
+        The frame is checked exactly as next_event() would (state, stream,
+        flow-control window) as soon as its header is here; the caller then
+        takes the payload bytes itself. A DATA frame that fails a check, or is
+        for a closed stream, or is empty, goes the usual way (an error once it
+        is whole, a skip, or a Data message).
+
+        Raises:
+            LocalProtocolError: the payload of the last DataHeader is not all taken yet.
+            RemoteProtocolError: as next_event().
+        """
+        return self._checked_next_event(split_streams)
+
+    def _checked_next_event(self, split_streams: Container[int]) -> Event | DataHeader:
         if self.state is ConnectionState.ERROR:
             raise RemoteProtocolError("the connection already failed")
+        if self._decoder.body_remaining and not (self._eof and not self._decoder.buffered):
+            raise LocalProtocolError(
+                f"{self._decoder.body_remaining} payload bytes of a DATA frame are still to be taken"
+            )
         try:
-            return self._next_event()
+            if self._decoder.body_remaining:  # the peer closed in the middle of the payload
+                raise RemoteProtocolError("connection closed in the middle of a frame")
+            return self._next_event(split_streams)
         except ProtocolError as exc:
             remote = exc if isinstance(exc, RemoteProtocolError) else RemoteProtocolError(
                 str(exc), error_code=exc.error_code, stream_id=exc.stream_id
@@ -284,9 +346,18 @@ class Connection:
                 self.state = ConnectionState.ERROR
             raise remote from None
 
-    def _next_event(self) -> Event:
+    def _next_event(self, split_streams: Container[int]) -> Event | DataHeader:
         if not self._preface_received and not self._take_preface():
             return self._need_data()
+        if split_streams:
+            header = self._decoder.next_header()
+            if header is None:
+                return self._need_data()
+            length, frame_type, _flags, stream_id = header
+            if frame_type is FrameType.DATA and length and stream_id in split_streams:
+                data_header = self._take_data_header(stream_id, length)
+                if data_header is not None:
+                    return data_header
         frame = self._decoder.next_frame()
         if frame is None:
             return self._need_data()
@@ -299,6 +370,22 @@ class Connection:
         else:
             self._on_stream_message(message, self.role.peer, sent=False)
         return message
+
+    def _take_data_header(self, stream_id: int, length: int) -> DataHeader | None:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            return None  # closed (skipped) or never opened (an error): the usual way
+        window = stream.receive_window
+        try:
+            self._on_stream_message(
+                Data(payload=b"", stream_id=stream_id), self.role.peer, sent=False, data_length=length
+            )
+        except ProtocolError:
+            # The whole frame goes the usual way, which raises the same error once it is here.
+            stream.receive_window = window
+            return None
+        self._decoder.start_body()
+        return DataHeader(stream_id=stream_id, length=length)
 
     def _need_data(self) -> Event:
         if not self._eof:
@@ -407,7 +494,9 @@ class Connection:
         if self.our_hello is not None and self.peer_hello is not None:
             self.state = ConnectionState.OPEN
 
-    def _on_stream_message(self, message: Message, sender: Role, *, sent: bool) -> None:
+    def _on_stream_message(
+        self, message: Message, sender: Role, *, sent: bool, data_length: int | None = None
+    ) -> None:
         error = LocalProtocolError if sent else RemoteProtocolError
         stream_id = message.stream_id
         name = type(message).__name__
@@ -432,13 +521,14 @@ class Connection:
                 return
             raise error(f"{name} on stream {stream_id}, which was never opened", stream_id=0)
         if isinstance(message, Data) and not sent:
-            if len(message.payload) > stream.receive_window:
+            length = len(message.payload) if data_length is None else data_length
+            if length > stream.receive_window:
                 raise RemoteProtocolError(
-                    f"DATA of {len(message.payload)} bytes on stream {stream_id} exceeds the window "
+                    f"DATA of {length} bytes on stream {stream_id} exceeds the window "
                     f"of {stream.receive_window}",
                     error_code=ErrorCode.FLOW_CONTROL_ERROR,
                 )
-            stream.receive_window -= len(message.payload)
+            stream.receive_window -= length
         if isinstance(message, Window):
             if sent:
                 stream.receive_window += message.increment

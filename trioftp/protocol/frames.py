@@ -90,21 +90,64 @@ class FrameDecoder:
         self.max_payload = max_payload
         self._buffer = bytearray()
         self._header: tuple[int, FrameType, int, int] | None = None
+        self.body_remaining = 0  # payload bytes of a frame the caller takes itself (`start_body`)
 
     @property
     def buffered(self) -> int:
         return len(self._buffer)
 
-    def feed(self, data: bytes | bytearray | memoryview) -> None:
-        self._buffer += data
+    def next_header(self) -> tuple[int, FrameType, int, int] | None:
+        """Parse the next frame's header if it is buffered; return (length, type, flags, stream id).
 
-    def next_frame(self) -> Frame | None:
+        The payload stays where it is: follow with `next_frame()` (the whole
+        frame) or `start_body()` (the caller takes the payload itself).
+        """
         if self._header is None:
             if len(self._buffer) < HEADER_SIZE:
                 return None
             self._header = self._parse_header()
             del self._buffer[:HEADER_SIZE]
-        length, frame_type, flags, stream_id = self._header
+        return self._header
+
+    def start_body(self) -> int:
+        """Hand the payload of the header `next_header()` returned to the caller; return its length.
+
+        Until `body_remaining` is 0 the caller moves the bytes: `read_body()`
+        for bytes already buffered here (always first), `body_received()` for
+        bytes it read from the transport itself.
+        """
+        assert self._header is not None and not self.body_remaining
+        self.body_remaining = self._header[0]
+        self._header = None
+        return self.body_remaining
+
+    def read_body(self, into: memoryview) -> int:
+        """Move buffered payload bytes into `into`; return how many (0 when none is buffered)."""
+        n = min(len(into), self.body_remaining, len(self._buffer))
+        if n:
+            with memoryview(self._buffer) as view:
+                into[:n] = view[:n]
+            del self._buffer[:n]
+            self.body_remaining -= n
+        return n
+
+    def body_received(self, n: int) -> None:
+        """The caller read `n` payload bytes from the transport, past everything buffered here."""
+        if self._buffer and n:
+            raise ValueError("buffered payload bytes must be taken (read_body) before the transport's")
+        if not 0 <= n <= self.body_remaining:
+            raise ValueError(f"{n} payload bytes taken, {self.body_remaining} remain in the frame")
+        self.body_remaining -= n
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        assert not self.body_remaining, "the caller is still taking a payload"
+        header = self.next_header()
+        if header is None:
+            return None
+        length, frame_type, flags, stream_id = header
         if len(self._buffer) < length:
             return None
         payload = bytes(self._buffer[:length])
