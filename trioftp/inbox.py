@@ -27,6 +27,10 @@ class StreamInbox:
     def pending(self) -> bool:
         return bool(self._messages)
 
+    def peek(self) -> Message | None:
+        """The next message, left in place; None if there is none."""
+        return self._messages[0] if self._messages else None
+
     def deliver(self, message: Message) -> None:
         self._messages.append(message)
         self._changed.set()

@@ -20,6 +20,7 @@ import stat as stat_module
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -428,8 +429,8 @@ class Upload:
         elif held:
             os.ftruncate(self._fd, 0)
 
-    def write(self, blocks: list[bytes]) -> None:
-        """Append blocks to the partial file and hash them."""
+    def write(self, blocks: Sequence[bytes | memoryview]) -> None:
+        """Append blocks (bytes, or views of reused block buffers) to the partial file and hash them."""
         assert self._fd is not None
         total = sum(len(b) for b in blocks)
         if self.written + total > self.size:
@@ -496,7 +497,7 @@ class Upload:
         self.storage._release(self._key)
 
 
-def _write_all(fd: int, blocks: list[bytes], offset: int) -> None:
+def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> None:
     views = [memoryview(b) for b in blocks if b]
     while views:
         n = os.pwritev(fd, views, offset)

@@ -86,6 +86,7 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.protocol.state import StreamState
+from trioftp.sink import BlockSink, next_piece
 
 T = TypeVar("T")
 
@@ -312,10 +313,9 @@ class ClientConnection:
         """
         chunks: list[bytes] = []
 
-        async def keep(blocks: list[bytes], hasher: Hasher) -> None:
-            for block in blocks:
-                hasher.update(block)
-            chunks.extend(blocks)
+        async def keep(block: bytes | memoryview, hasher: Hasher) -> None:
+            hasher.update(block)
+            chunks.append(bytes(block))  # the block buffer is reused
 
         async with self._stream(lambda sid: Get(name=name, stream_id=sid)) as inbox:
             info: FileInfo = await self._expect(inbox, FileInfo)
@@ -388,9 +388,9 @@ class ClientConnection:
                     raise
                 position = held
 
-                async def write(blocks: list[bytes], hasher: Hasher) -> None:
+                async def write(block: bytes | memoryview, hasher: Hasher) -> None:
                     nonlocal position
-                    position = await trio.to_thread.run_sync(_write_and_hash, fd, blocks, position, hasher)
+                    position = await trio.to_thread.run_sync(_write_and_hash, fd, block, position, hasher)
 
                 try:
                     digest = await self._receive_body(
@@ -418,50 +418,63 @@ class ClientConnection:
         info: FileInfo,
         offset: int,
         hasher: Hasher,
-        sink: Callable[[list[bytes], Hasher], Awaitable[None]],
+        write: Callable[[bytes | memoryview, Hasher], Awaitable[None]],
         progress: Progress | None,
         *,
         block: int,
     ) -> bytes:
-        """Receive DATA up to END and check it; return the verified digest."""
+        """Receive DATA up to END and check it; return the verified digest.
+
+        The payload is read from the socket straight into blocks of a sink
+        (trioftp.sink): `write` gets each block (a view of a reused buffer).
+        """
         if offset > info.size:
             raise ChecksumMismatch(
                 f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})"
             )
         received = offset
-        pending: list[bytes] = []
-        pending_bytes = 0
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
-        while True:
-            message: Data | End = await self._expect(inbox, Data, End)
-            if isinstance(message, Data):
-                pending.append(message.payload)
-                pending_bytes += len(message.payload)
-                received += len(message.payload)
-                if received > info.size:
-                    raise ProtocolViolation(f"the server sent more than the {info.size} bytes it announced")
-                if pending_bytes >= block:
-                    await sink(pending, hasher)
-                    await self._send(self.channel.acknowledge(inbox.stream_id, pending_bytes))
-                    pending, pending_bytes = [], 0
-                    if progress is not None:
+        sink = BlockSink(block, inbox.notify)
+        self.channel.add_sink(inbox.stream_id, sink)
+        try:
+            while True:
+                piece = await next_piece(inbox, sink)
+                if isinstance(piece, memoryview | Data):
+                    payload = piece if isinstance(piece, memoryview) else piece.payload
+                    received += len(payload)
+                    if received > info.size:
+                        raise ProtocolViolation(
+                            f"the server sent more than the {info.size} bytes it announced"
+                        )
+                    try:
+                        await write(payload, hasher)
+                    finally:
+                        if isinstance(piece, memoryview):
+                            sink.release(piece)
+                    await self._send(self.channel.acknowledge(inbox.stream_id, len(payload)))
+                    if progress is not None and payload:
                         progress(received, info.size)
-                continue
-            await sink(pending, hasher)
-            if progress is not None:
-                progress(received, info.size)
-            if message.size != info.size or received != info.size:
-                raise ChecksumMismatch(
-                    f"{info.name!r}: got {received} bytes, the server announced {info.size}"
-                    f" and ended at {message.size}"
-                )
-            if hasher.digest() != message.digest or (
-                info.digest is not None and info.digest != message.digest
-            ):
-                raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
-            return message.digest
+                    continue
+                if isinstance(piece, Error):
+                    raise remote_error(piece.code, piece.message)
+                if not isinstance(piece, End):
+                    raise ProtocolViolation(f"expected Data or End, got {type(piece).__name__}")
+                message = piece
+                break
+        finally:
+            self.channel.remove_sink(inbox.stream_id)
+        if progress is not None:
+            progress(received, info.size)
+        if message.size != info.size or received != info.size:
+            raise ChecksumMismatch(
+                f"{info.name!r}: got {received} bytes, the server announced {info.size}"
+                f" and ended at {message.size}"
+            )
+        if hasher.digest() != message.digest or (info.digest is not None and info.digest != message.digest):
+            raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
+        return message.digest
 
     # --------------------------------------------------------------- uploads
 
@@ -851,14 +864,13 @@ def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
     inboxes[stream_id] = StreamInbox(stream_id)
 
 
-def _write_and_hash(fd: int, blocks: list[bytes], position: int, hasher: Hasher) -> int:
-    for block in blocks:
-        view = memoryview(block)
-        while view:
-            n = os.pwrite(fd, view, position)
-            position += n
-            view = view[n:]
-        hasher.update(block)
+def _write_and_hash(fd: int, block: bytes | memoryview, position: int, hasher: Hasher) -> int:
+    view = memoryview(block)
+    while view:
+        n = os.pwrite(fd, view, position)
+        position += n
+        view = view[n:]
+    hasher.update(block)
     return position
 
 

@@ -42,6 +42,7 @@ from trioftp.protocol.messages import (
     Status,
     StatusInfo,
 )
+from trioftp.sink import BlockSink, next_piece
 from trioftp.storage import FileFacts, StorageError, Upload
 
 if TYPE_CHECKING:
@@ -318,37 +319,35 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
         ),
     )
     keep = True
+    # The client gets more credit only once half our window is written: with
+    # a window under two blocks, waiting for a whole block would stall both.
+    block = min(WRITE_BLOCK, max(1, channel.machine.settings.initial_window // 2))
+    # The payload is read from the socket straight into the sink's blocks.
+    sink = BlockSink(block, inbox.notify)
+    channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
             return
-        pending: list[bytes] = []
-        pending_bytes = 0
-        # The client gets more credit only once half our window is written: with
-        # a window under two blocks, waiting for a whole block would stall both.
-        block = min(WRITE_BLOCK, max(1, channel.machine.settings.initial_window // 2))
         while True:
-            message = await inbox.get()
-            if isinstance(message, Data):
-                pending.append(message.payload)
-                pending_bytes += len(message.payload)
-                if upload.written + pending_bytes > upload.size:
+            piece = await next_piece(inbox, sink)
+            if isinstance(piece, memoryview | Data):
+                payload = piece if isinstance(piece, memoryview) else piece.payload
+                if upload.written + len(payload) > upload.size:
                     keep = False
                     raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
-                if pending_bytes >= block:
-                    await _flush(session, stream_id, upload, pending, pending_bytes)
-                    record.bytes += pending_bytes
-                    pending, pending_bytes = [], 0
-            elif isinstance(message, End):
-                await _flush(session, stream_id, upload, pending, pending_bytes)
-                record.bytes += pending_bytes
+                try:
+                    await _flush(session, stream_id, upload, payload)
+                finally:
+                    if isinstance(piece, memoryview):
+                        sink.release(piece)
+                record.bytes += len(payload)
+            elif isinstance(piece, End):
                 keep = False
-                facts = await _server_work(
-                    session, upload.commit, message.size, message.digest, request.mtime_ns
-                )
+                facts = await _server_work(session, upload.commit, piece.size, piece.digest, request.mtime_ns)
                 record.digest = facts.digest
                 await channel.send_if_open(_file_info(stream_id, facts))
                 return
-            elif isinstance(message, Cancel):
+            elif isinstance(piece, Cancel):
                 return
     except StorageError as exc:
         keep = keep and exc.code not in (
@@ -358,14 +357,15 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
         )
         raise
     finally:
+        channel.remove_sink(stream_id)
         upload.abort(keep=keep)
 
 
-async def _flush(session: V2Session, stream_id: int, upload: Upload, pending: list[bytes], size: int) -> None:
-    if not pending:
+async def _flush(session: V2Session, stream_id: int, upload: Upload, payload: bytes | memoryview) -> None:
+    if not payload:
         return
-    await _server_work(session, upload.write, pending)
-    await session.channel.acknowledge(stream_id, size)
+    await _server_work(session, upload.write, [payload])
+    await session.channel.acknowledge(stream_id, len(payload))
 
 
 def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFacts | None:

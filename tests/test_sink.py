@@ -1,0 +1,144 @@
+"""The DATA receive fast path in the channel: payload read from the socket straight into a BlockSink."""
+
+from __future__ import annotations
+
+import gc
+
+import trio
+import trio.testing
+
+from trioftp.channel import Channel
+from trioftp.inbox import StreamInbox
+from trioftp.protocol import Connection, Role, Settings
+from trioftp.protocol.messages import Cancel, Data, End, Put, Ready
+from trioftp.sink import BlockSink, next_piece
+
+
+def test_two_blocks_alternate() -> None:
+    woken: list[int] = []
+    sink = BlockSink(8, lambda: woken.append(1))
+    space = sink.space()
+    space[:5] = b"abcde"
+    sink.filled(5)
+    assert sink.take() is None and not woken
+    space = sink.space()
+    assert len(space) == 3
+    space[:3] = b"fgh"
+    sink.filled(3)
+    assert woken == [1]
+    first = sink.take()
+    assert first is not None and bytes(first) == b"abcdefgh"
+    sink.space()[:2] = b"ij"
+    sink.filled(2)
+    sink.release(first)
+    rest = sink.take_rest()
+    assert rest is not None and bytes(rest) == b"ij"
+    assert rest.obj is not first.obj  # the second block
+    sink.release(rest)
+    assert sink.space().obj in (first.obj, rest.obj)  # reused, not a third
+    assert sink.received == 10
+
+
+def test_a_closed_sink_takes_nothing() -> None:
+    sink = BlockSink(4, lambda: None)
+    sink.space()[:4] = b"abcd"
+    sink.close()
+    sink.filled(4)
+    assert sink.take_rest() is None and sink.received == 0
+
+
+async def test_next_piece_keeps_wire_order() -> None:
+    inbox = StreamInbox(1)
+    sink = BlockSink(4, inbox.notify)
+    inbox.deliver(Data(payload=b"early", stream_id=1))  # came before the sink was added
+    sink.space()[:4] = b"abcd"
+    sink.filled(4)
+    sink.space()[:2] = b"ef"
+    sink.filled(2)
+    end = End(size=11, digest=b"\0" * 32, stream_id=1)
+    inbox.deliver(end)
+    pieces = [await next_piece(inbox, sink) for _ in range(4)]
+    assert pieces[0] == Data(payload=b"early", stream_id=1)
+    assert [bytes(p) for p in pieces[1:3]] == [b"abcd", b"ef"]  # type: ignore[arg-type]
+    assert pieces[3] == end
+
+
+async def _pair(window: int = 1 << 20) -> tuple[Channel, Connection, trio.SocketStream]:
+    """A server Channel on a real socket, the client's machine, and the client's stream."""
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    client_stream = await trio.testing.open_stream_to_socket_listener(listeners[0])
+    server_stream = await listeners[0].accept()
+    await listeners[0].aclose()
+    server = Channel(server_stream, Connection(Role.SERVER, Settings(initial_window=window)))
+    client = Connection(Role.CLIENT)
+    await client_stream.send_all(client.initiate())
+    await server.receive_events()
+    await server.send(server.machine.settings.hello(digests=("blake3",)))
+    client.receive_data(await client_stream.receive_some())
+    client.next_event()
+    await client_stream.send_all(client.send(Put(name="f", size=10**6, stream_id=1)))
+    await server.receive_events()
+    client.receive_data(server.machine.send(Ready(offset=0, stream_id=1)))
+    client.next_event()
+    return server, client, client_stream
+
+
+async def test_payload_lands_in_the_sink_across_frames_and_reads() -> None:
+    server, client, peer = await _pair()
+    inbox = StreamInbox(1)
+    sink = BlockSink(1000, inbox.notify)
+    server.add_sink(1, sink)
+    sizes = [1, 999, 1500, 7, 4000, 13]
+    payload = bytes(i % 251 for i in range(sum(sizes)))
+    wire = bytearray()
+    at = 0
+    for size in sizes:
+        wire += client.send_data(1, payload[at : at + size])
+        at += size
+    wire += client.send(End(size=len(payload), digest=b"\0" * 32, stream_id=1))
+    got = bytearray()
+    async with trio.open_nursery() as nursery:
+
+        async def send_slowly() -> None:
+            for i in range(0, len(wire), 777):  # cuts headers and payloads anywhere
+                await peer.send_all(wire[i : i + 777])
+                await trio.sleep(0.001)
+
+        nursery.start_soon(send_slowly)
+        events = []
+        while not events:
+            events = await server.receive_events()
+    assert events == [End(size=len(payload), digest=b"\0" * 32, stream_id=1)]
+    inbox.deliver(events[0])
+    while True:
+        piece = await next_piece(inbox, sink)
+        if isinstance(piece, memoryview):
+            got += piece
+            sink.release(piece)
+        else:
+            break
+    assert bytes(got) == payload
+    assert server.bytes_received > len(payload)
+
+
+async def test_a_sink_removed_mid_payload_drops_the_rest() -> None:
+    server, client, peer = await _pair()
+    sink = BlockSink(64, lambda: None)
+    server.add_sink(1, sink)
+    frame = client.send_data(1, b"x" * 5000)
+    await peer.send_all(frame[:100])
+    with trio.move_on_after(0.05):
+        await server.receive_events()
+    server.remove_sink(1)
+    await peer.send_all(frame[100:] + client.send(Cancel(stream_id=1)))
+    assert await server.receive_events() == [Cancel(stream_id=1)]
+
+
+async def test_an_idle_reader_keeps_no_exception_alive() -> None:
+    server, _client, _peer = await _pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.receive_events)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        assert not [o for o in gc.get_objects() if isinstance(o, BlockingIOError)]
+        nursery.cancel_scope.cancel()

@@ -1,0 +1,106 @@
+"""One transfer's DATA payload, received straight into reusable block buffers.
+
+The connection's reader (`Channel`) reads a DATA frame's payload from the socket
+into the sink's current block (`space()`, then `filled()`): one copy, kernel to
+block. The transfer's task takes each full block (`next_piece()`), writes and
+hashes it on a worker thread, then gives it back (`release()`), so two blocks
+alternate: one is filled while the other is written. A slow disk makes the sink
+allocate more, up to the flow-control window the task grants, which bounds
+them (as it bounded the queued Data messages before). The blocks belong to the
+transfer: an idle connection holds none.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from trioftp.inbox import StreamInbox
+from trioftp.protocol.messages import Data, End, Message
+
+
+class BlockSink:
+    """Blocks of one stream's DATA payload, filled by the reader, taken by the stream's task.
+
+    Args:
+        block_size: bytes per block.
+        wake: called when a block is full (the stream task's inbox.notify).
+    """
+
+    def __init__(self, block_size: int, wake: Callable[[], None]) -> None:
+        self.block_size = block_size
+        self.received = 0  # payload bytes filled in so far
+        self.closed = False
+        self._wake = wake
+        self._block: bytearray | None = None  # being filled
+        self._fill = 0
+        self._full: deque[memoryview] = deque()
+        self._spare: bytearray | None = None  # a written block, to fill again
+
+    def space(self) -> memoryview:
+        """Where the next payload bytes go (never empty). Only for an open sink."""
+        block = self._block
+        if block is None:
+            block, self._spare = self._spare or bytearray(self.block_size), None
+            self._block, self._fill = block, 0
+        return memoryview(block)[self._fill :]
+
+    def filled(self, n: int) -> None:
+        """`n` bytes were written at the start of the last `space()`."""
+        if self.closed or not n:
+            return
+        assert self._block is not None and self._fill + n <= len(self._block)
+        self._fill += n
+        self.received += n
+        if self._fill == len(self._block):
+            self._complete()
+            self._wake()
+
+    def take(self) -> memoryview | None:
+        """The oldest full block, or None."""
+        return self._full.popleft() if self._full else None
+
+    def take_rest(self) -> memoryview | None:
+        """The oldest full block, else the one being filled (the payload has ended), or None."""
+        if not self._full and self._fill:
+            self._complete()
+        return self.take()
+
+    def release(self, block: memoryview) -> None:
+        """The task is done with a block from `take()`: it may be filled again."""
+        if not self.closed and self._spare is None and isinstance(block.obj, bytearray):
+            self._spare = block.obj
+
+    def close(self) -> None:
+        """Drop the blocks; the reader fills nothing more."""
+        self.closed = True
+        self._block = self._spare = None
+        self._full.clear()
+
+    def _complete(self) -> None:
+        assert self._block is not None
+        self._full.append(memoryview(self._block)[: self._fill])
+        self._block, self._fill = None, 0
+
+
+async def next_piece(inbox: StreamInbox, sink: BlockSink) -> memoryview | Message:
+    """The stream's next piece in wire order: a block of payload from the sink, or a message.
+
+    Data messages still in the inbox (they arrived before the sink was added, or
+    were empty) precede every byte in the sink; every other message follows
+    them. An END first takes the block being filled. Release a block with
+    `sink.release()` once it is written.
+
+    Raises:
+        whatever the inbox was failed with (the connection is gone).
+    """
+    while True:
+        head = inbox.peek()
+        if isinstance(head, Data):
+            return await inbox.get()
+        block = sink.take() if not isinstance(head, End) else sink.take_rest()
+        if block is not None:
+            return block
+        if head is not None:
+            return await inbox.get()
+        await inbox.wait_change()
