@@ -3,18 +3,24 @@
 Both the server and the client use this; it is where transport errors are mapped
 (once) and where file bytes go from disk to socket by os.sendfile.
 
-Sending: every frame goes out under one lock, and the machine is told about a
-message under the same lock, so the order the machine sees is the order on the
-wire. A send interrupted midway (cancelled, or the peer vanished) leaves a frame
-half-written, so the channel is then marked broken and nothing more is sent.
+Sending: the machine is told about a message and its bytes are appended to one
+output buffer with no await in between, so the order the machine sees is the
+order on the wire. The first sender to find the wire free becomes the writer:
+it yields one scheduler pass (so the other streams' frames of that pass join
+the buffer), then writes the buffer with as few send() calls as it takes, and
+keeps writing until the buffer is empty before it lets go of the wire. Every
+sender returns once its own bytes are written (errors reach it), and waits
+before appending while the buffer holds OUTPUT_BUFFER_LIMIT bytes, so a slow
+peer still blocks senders. A sendfile DATA body takes the wire for itself: the
+buffer (ending with the body's header) is flushed first, then the body goes
+zero-copy. A write interrupted midway (cancelled, or the peer vanished) leaves
+a frame half-written, so the channel is then marked broken and nothing more is
+sent.
 
 Receiving: a single reader task calls `receive_events()`. It reads with
 `os.readv` into one buffer shared by every connection of the process: the bytes
 are handed to the machine before the next await, so an idle connection holds no
-receive buffer at all. A transfer that adds a sink (`add_sink`, trioftp.sink)
-gets its DATA payload another way: the machine checks each DATA header as usual
-and hands the payload over, and the reader reads it from the socket straight
-into the sink's block (one copy, no Data message).
+receive buffer at all.
 
 Under TLS (any stream that is not a plain SocketStream) neither shortcut is
 possible: file bytes are read into a buffer and encrypted, and receiving uses
@@ -27,7 +33,7 @@ import contextlib
 import errno
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import trio
 
@@ -39,16 +45,16 @@ from trioftp.protocol import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from trioftp.protocol.connection import DataHeader, Event
+from trioftp.protocol.connection import Event
 from trioftp.protocol.messages import Message
 from trioftp.protocol.state import StreamState
-from trioftp.sink import BlockSink
 
 RECEIVE_BUFFER_SIZE = 256 * 1024
-BODY_READ_AHEAD = 16 * 1024  # read past a sink's payload (the next header, a small frame) in the same call
 SENDFILE_CHUNK = 1024 * 1024  # larger calls stall the loop on a cold page cache
 TLS_FILE_CHUNK = 256 * 1024  # file bytes read per send when they must be encrypted
 TLS_RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call
+OUTPUT_BUFFER_LIMIT = 256 * 1024  # senders wait before appending to a fuller buffer
+DIRECT_SEND_SIZE = 64 * 1024  # payloads this large skip the buffer (no copy into it)
 _local = threading.local()  # one buffer per thread that runs a Trio loop
 
 
@@ -163,11 +169,13 @@ class Channel:
         self.machine = machine
         # The fast paths (readv, sendfile) need the bare socket; under TLS there is none.
         self._plain_socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._send_lock = trio.Lock()
+        self._wire = trio.Lock()  # held by whoever writes to the socket; it empties _out before letting go
+        self._out = bytearray()  # frames told to the machine, not yet written
+        self._queued = 0  # bytes ever appended to _out
+        self._written = 0  # bytes of those written to the socket
+        self._flushed: trio.Event | None = None  # set (and dropped) after each write, for waiters
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
-        self._sinks: dict[int, BlockSink] = {}
-        self._body_sink: BlockSink | None = None  # where the payload of the current DATA frame goes
         self.bytes_received = 0
         self.eof_received = False  # the peer closed (or the network cut) its side
         self.bytes_sent = 0
@@ -185,24 +193,28 @@ class Channel:
 
     async def send(self, *messages: Message) -> None:
         """Send messages as one write (so a header and a small body share a segment)."""
-        async with self._sending():
+        await self._before_append()
+        with self._telling():
             data = b"".join([self.machine.send(m) for m in messages])
-            await self._send_all(data)
+        await self._emit(data)
 
     async def send_if_open(self, *messages: Message) -> bool:
         """Send a stream's messages unless the stream has closed (the peer cancelled it)."""
-        async with self._sending():
+        await self._before_append()
+        with self._telling():
             if self.machine.stream_state(messages[0].stream_id) is StreamState.CLOSED:
                 return False
-            await self._send_all(b"".join([self.machine.send(m) for m in messages]))
-            return True
+            data = b"".join([self.machine.send(m) for m in messages])
+        await self._emit(data)
+        return True
 
     async def acknowledge(self, stream_id: int, consumed: int) -> None:
         """Tell the machine DATA was consumed; send the WINDOW it asks for, if any."""
-        async with self._sending():
+        await self._before_append()
+        with self._telling():
             data = self.machine.acknowledge(stream_id, consumed)
-            if data:
-                await self._send_all(data)
+        if data:
+            await self._emit(data)
 
     async def send_request(self, make: Callable[[int], Message], register: Callable[[int], None]) -> Message:
         """Open a stream: build the request with the next stream id and send it.
@@ -210,20 +222,31 @@ class Channel:
         `register(stream_id)` runs before the bytes leave, so the reader can
         route the answer however fast it comes.
         """
-        async with self._sending():
+        await self._before_append()
+        with self._telling():
             message = make(self.machine.next_stream_id())
             data = self.machine.send(message)
-            register(message.stream_id)
-            await self._send_all(data)
-            return message
+        register(message.stream_id)
+        await self._emit(data)
+        return message
 
     async def send_data(self, stream_id: int, payload: bytes | memoryview) -> bool:
         """Send one DATA frame; False if the stream closed meanwhile (the peer cancelled or failed it)."""
-        async with self._sending():
-            if self.machine.stream_state(stream_id) is StreamState.CLOSED:
-                return False
-            header = self.machine.send_data_header(stream_id, len(payload))
-            await self._send_all(header + payload)
+        if len(payload) < DIRECT_SEND_SIZE:
+            await self._before_append()
+            with self._telling():
+                if self.machine.stream_state(stream_id) is StreamState.CLOSED:
+                    return False
+                header = self.machine.send_data_header(stream_id, len(payload))
+            await self._emit(header + payload)
+            return True
+        async with self._holding_wire():
+            with self._telling():
+                if self.machine.stream_state(stream_id) is StreamState.CLOSED:
+                    return False
+                self._append(self.machine.send_data_header(stream_id, len(payload)))
+            await self._write_buffered()
+            await self._write(payload)
             return True
 
     async def send_file_data(self, stream_id: int, fd: int, offset: int, count: int) -> bool:
@@ -234,19 +257,115 @@ class Channel:
         Raises:
             FileChanged: the file is shorter than offset + count.
         """
-        async with self._sending():
-            if self.machine.stream_state(stream_id) is StreamState.CLOSED:
-                return False
-            header = self.machine.send_data_header(stream_id, count)
-            await self._send_all(header)
+        async with self._holding_wire():
+            with self._telling():
+                if self.machine.stream_state(stream_id) is StreamState.CLOSED:
+                    return False
+                self._append(self.machine.send_data_header(stream_id, count))
+            await self._write_buffered()  # the buffer ends with this body's header
             await self._sendfile(fd, offset, count)
             return True
 
-    async def _send_all(self, data: bytes) -> None:
+    # The output buffer. Invariant: whoever holds _wire writes _out until it is
+    # empty before releasing it, so bytes appended while the wire is held need
+    # nobody else to write them.
+
+    async def _before_append(self) -> None:
+        """Like taking a lock: a checkpoint (cancellation comes before the machine is told), then room."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        self._check_usable()
+        while len(self._out) >= OUTPUT_BUFFER_LIMIT:
+            await self._wait_written(self._queued)
+
+    @contextlib.contextmanager
+    def _telling(self) -> Iterator[None]:
+        """Map the machine refusing a send after the peer closed to ChannelClosed.
+
+        The peer may close (EOF, or its ERROR) while a stream task is busy with
+        disk work; the machine then refuses to send, and that is a closed
+        connection for the task, not a bug of ours.
+        """
+        self._check_usable()
         try:
-            await self.stream.send_all(data)
+            yield
+        except LocalProtocolError:
+            if self.machine.state is not ConnectionState.CLOSED:
+                raise
+            raise ChannelClosed("the peer closed the connection", broken=True) from None
+
+    def _append(self, data: bytes | bytearray) -> None:
+        self._out += data
+        self._queued += len(data)
+
+    async def _emit(self, data: bytes | bytearray) -> None:
+        """Append bytes the machine was just told about (no await since); return once written."""
+        self._append(data)
+        target = self._queued
+        if self._wire.locked():
+            await self._wait_written(target)  # the holder writes them before letting go
+            return
+        self._wire.acquire_nowait()
+        try:
+            # One scheduler pass: the frames other streams send in this pass join the buffer.
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            await self._write_out()
+        finally:
+            self._wire.release()
+
+    async def _wait_written(self, target: int) -> None:
+        while self._written < target:
+            self._check_usable()
+            if not self._wire.locked():  # cannot happen while the invariant holds
+                raise ChannelClosed("connection unusable: output left unwritten", broken=True)
+            if self._flushed is None:
+                self._flushed = trio.Event()
+            await self._flushed.wait()
+
+    def _wake_writers(self) -> None:
+        if self._flushed is not None:
+            self._flushed.set()
+            self._flushed = None
+
+    @contextlib.asynccontextmanager
+    async def _holding_wire(self) -> AsyncIterator[None]:
+        """Take the wire for an exclusive write; write out what others appended meanwhile."""
+        self._check_usable()
+        await self._wire.acquire()
+        try:
+            self._check_usable()
+            yield
+        finally:
+            try:
+                if self._broken is None:
+                    await self._write_out()
+            finally:
+                self._wire.release()
+
+    async def _write_out(self) -> None:
+        """Write the whole buffer (with _wire held), including what is appended while writing."""
+        while self._out:
+            await self._write_buffered()
+
+    async def _write_buffered(self) -> None:
+        """Write what the buffer holds now (with _wire held); what others append meanwhile waits.
+
+        Before a DATA body this writes up to the body's header and no further.
+        """
+        data, self._out = self._out, bytearray()
+        await self._write(data)
+        self._written += len(data)
+        self._wake_writers()
+
+    async def _write(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            sock = self._plain_socket
+            if sock is None:
+                await self.stream.send_all(data)
+            else:
+                await self._write_socket(sock, data)
         except BaseException as exc:
             self._broken = f"send interrupted: {type(exc).__name__}"
+            self._wake_writers()
             if isinstance(exc, trio.BrokenResourceError | OSError):
                 raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
             if isinstance(exc, trio.ClosedResourceError):
@@ -254,46 +373,31 @@ class Channel:
             raise
         self.bytes_sent += len(data)
 
+    async def _write_socket(self, sock: trio.socket.SocketType, data: bytes | bytearray | memoryview) -> None:
+        # Try first, wait only when the socket is full: a writer cancelled meanwhile
+        # still writes what the kernel takes at once.
+        with memoryview(data) as view:
+            total = 0
+            while total < len(view):
+                try:
+                    total += os.write(sock.fileno(), view[total:])
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(sock)
+
     async def _sendfile(self, fd: int, offset: int, count: int) -> None:
         try:
             await send_file_range(self.stream, fd, offset, count)
         except BaseException as exc:
             self._broken = f"sendfile interrupted: {type(exc).__name__}"
+            self._wake_writers()
             raise
         self.bytes_sent += count
-
-    @contextlib.asynccontextmanager
-    async def _sending(self) -> AsyncIterator[None]:
-        """Hold the send lock on a usable channel.
-
-        The peer may close (EOF, or its ERROR) while a stream task is busy with
-        disk work; the machine then refuses to send, and that is a closed
-        connection for the task, not a bug of ours.
-        """
-        async with self._send_lock:
-            self._check_usable()
-            try:
-                yield
-            except LocalProtocolError:
-                if self.machine.state is not ConnectionState.CLOSED:
-                    raise
-                raise ChannelClosed("the peer closed the connection", broken=True) from None
 
     def _check_usable(self) -> None:
         if self._broken is not None:
             raise ChannelClosed(f"connection unusable: {self._broken}", broken=True)
 
     # --------------------------------------------------------------- receiving
-
-    def add_sink(self, stream_id: int, sink: BlockSink) -> None:
-        """From now on, the stream's DATA payload goes into `sink` instead of Data messages."""
-        self._sinks[stream_id] = sink
-
-    def remove_sink(self, stream_id: int) -> None:
-        """Stop filling the stream's sink, and close it."""
-        sink = self._sinks.pop(stream_id, None)
-        if sink is not None:
-            sink.close()
 
     async def receive_events(self) -> list[Event]:
         """Wait for the peer and return the events it sent (ending with PEER_CLOSED at EOF).
@@ -313,44 +417,20 @@ class Channel:
             error, self._deferred_error = self._deferred_error, None
             raise error
         events: list[Event] = []
-        machine = self.machine
         while True:
-            if machine.body_remaining:
-                self._take_buffered_body()
-                if machine.body_remaining and not self.eof_received:
-                    return events  # the rest of the payload is still in the socket
             try:
-                event = machine.next_event_or_data(self._sinks) if self._sinks else machine.next_event()
+                event = self.machine.next_event()
             except RemoteProtocolError as exc:
                 if not events:
                     raise
                 # The frames before the bad one are valid: hand them over first.
                 self._deferred_error = exc
                 return events
-            if isinstance(event, DataHeader):
-                self._body_sink = self._sinks[event.stream_id]
-                continue
             if event is NEED_DATA:
                 return events
             events.append(event)
             if event is PEER_CLOSED:
                 return events
-
-    def _body_space(self) -> memoryview:
-        sink = self._body_sink
-        assert sink is not None
-        # A sink closed meanwhile (its transfer ended): the payload is read and dropped.
-        return _receive_buffer() if sink.closed else sink.space()
-
-    def _take_buffered_body(self) -> None:
-        """Move payload bytes the machine already holds into the sink."""
-        sink = self._body_sink
-        assert sink is not None
-        while self.machine.body_remaining:
-            n = self.machine.read_body(self._body_space())
-            if not n:
-                return
-            sink.filled(n)
 
     async def _receive_once(self) -> None:
         sock = self._plain_socket
@@ -358,37 +438,24 @@ class Channel:
             await self._receive_through()
             return
         buffer = _receive_buffer()
-        remaining = self.machine.body_remaining
-        # Inside a sink's payload: read it straight into the sink's block, and a
-        # little past it (the next frame's header) into the shared buffer.
-        buffers = [self._body_space()[:remaining], buffer[:BODY_READ_AHEAD]] if remaining else [buffer]
         await trio.lowlevel.checkpoint_if_cancelled()
-        fd = sock.fileno()
         while True:
             try:
-                n = os.readv(fd, buffers)
-                break
+                n = os.readv(sock.fileno(), [buffer])
             except BlockingIOError:
-                pass  # wait outside the except block: it would keep the exception alive while idle
+                try:
+                    await trio.lowlevel.wait_readable(sock)
+                except trio.ClosedResourceError:
+                    raise ChannelClosed("connection closed", broken=False) from None
+                continue
             except OSError as exc:
                 if exc.errno == errno.EBADF:
                     raise ChannelClosed("connection closed", broken=False) from None
                 raise ChannelClosed(f"connection lost while receiving: {exc}", broken=True) from None
-            try:
-                await trio.lowlevel.wait_readable(sock)
-            except trio.ClosedResourceError:
-                raise ChannelClosed("connection closed", broken=False) from None
+            break
         self.bytes_received += n
         self.eof_received = self.eof_received or n == 0
-        if remaining and n:
-            taken = min(n, len(buffers[0]))
-            self.machine.data_received(taken)
-            assert self._body_sink is not None
-            self._body_sink.filled(taken)
-            if n > taken:
-                self.machine.receive_data(buffers[1][: n - taken])
-        else:
-            self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
+        self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _receive_through(self) -> None:
