@@ -20,7 +20,10 @@ sent.
 Receiving: a single reader task calls `receive_events()`. It reads with
 `os.readv` into one buffer shared by every connection of the process: the bytes
 are handed to the machine before the next await, so an idle connection holds no
-receive buffer at all.
+receive buffer at all. A transfer that adds a sink (`add_sink`, trioftp.sink)
+gets its DATA payload another way: the machine checks each DATA header as usual
+and hands the payload over, and the reader reads it from the socket straight
+into the sink's block (one copy, no Data message).
 
 Under TLS (any stream that is not a plain SocketStream) neither shortcut is
 possible: file bytes are read into a buffer and encrypted, and receiving uses
@@ -45,11 +48,13 @@ from trioftp.protocol import (
     LocalProtocolError,
     RemoteProtocolError,
 )
-from trioftp.protocol.connection import Event
+from trioftp.protocol.connection import DataHeader, Event
 from trioftp.protocol.messages import Message
 from trioftp.protocol.state import StreamState
+from trioftp.sink import BlockSink
 
 RECEIVE_BUFFER_SIZE = 256 * 1024
+BODY_READ_AHEAD = 16 * 1024  # read past a sink's payload (the next header, a small frame) in the same call
 SENDFILE_CHUNK = 1024 * 1024  # larger calls stall the loop on a cold page cache
 TLS_FILE_CHUNK = 256 * 1024  # file bytes read per send when they must be encrypted
 TLS_RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call
@@ -176,6 +181,8 @@ class Channel:
         self._flushed: trio.Event | None = None  # set (and dropped) after each write, for waiters
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
+        self._sinks: dict[int, BlockSink] = {}
+        self._body_sink: BlockSink | None = None  # where the payload of the current DATA frame goes
         self.bytes_received = 0
         self.eof_received = False  # the peer closed (or the network cut) its side
         self.bytes_sent = 0
@@ -399,6 +406,16 @@ class Channel:
 
     # --------------------------------------------------------------- receiving
 
+    def add_sink(self, stream_id: int, sink: BlockSink) -> None:
+        """From now on, the stream's DATA payload goes into `sink` instead of Data messages."""
+        self._sinks[stream_id] = sink
+
+    def remove_sink(self, stream_id: int) -> None:
+        """Stop filling the stream's sink, and close it."""
+        sink = self._sinks.pop(stream_id, None)
+        if sink is not None:
+            sink.close()
+
     async def receive_events(self) -> list[Event]:
         """Wait for the peer and return the events it sent (ending with PEER_CLOSED at EOF).
 
@@ -417,20 +434,44 @@ class Channel:
             error, self._deferred_error = self._deferred_error, None
             raise error
         events: list[Event] = []
+        machine = self.machine
         while True:
+            if machine.body_remaining:
+                self._take_buffered_body()
+                if machine.body_remaining and not self.eof_received:
+                    return events  # the rest of the payload is still in the socket
             try:
-                event = self.machine.next_event()
+                event = machine.next_event_or_data(self._sinks) if self._sinks else machine.next_event()
             except RemoteProtocolError as exc:
                 if not events:
                     raise
                 # The frames before the bad one are valid: hand them over first.
                 self._deferred_error = exc
                 return events
+            if isinstance(event, DataHeader):
+                self._body_sink = self._sinks[event.stream_id]
+                continue
             if event is NEED_DATA:
                 return events
             events.append(event)
             if event is PEER_CLOSED:
                 return events
+
+    def _body_space(self) -> memoryview:
+        sink = self._body_sink
+        assert sink is not None
+        # A sink closed meanwhile (its transfer ended): the payload is read and dropped.
+        return _receive_buffer() if sink.closed else sink.space()
+
+    def _take_buffered_body(self) -> None:
+        """Move payload bytes the machine already holds into the sink."""
+        sink = self._body_sink
+        assert sink is not None
+        while self.machine.body_remaining:
+            n = self.machine.read_body(self._body_space())
+            if not n:
+                return
+            sink.filled(n)
 
     async def _receive_once(self) -> None:
         sock = self._plain_socket
@@ -438,24 +479,37 @@ class Channel:
             await self._receive_through()
             return
         buffer = _receive_buffer()
+        remaining = self.machine.body_remaining
+        # Inside a sink's payload: read it straight into the sink's block, and a
+        # little past it (the next frame's header) into the shared buffer.
+        buffers = [self._body_space()[:remaining], buffer[:BODY_READ_AHEAD]] if remaining else [buffer]
         await trio.lowlevel.checkpoint_if_cancelled()
+        fd = sock.fileno()
         while True:
             try:
-                n = os.readv(sock.fileno(), [buffer])
+                n = os.readv(fd, buffers)
+                break
             except BlockingIOError:
-                try:
-                    await trio.lowlevel.wait_readable(sock)
-                except trio.ClosedResourceError:
-                    raise ChannelClosed("connection closed", broken=False) from None
-                continue
+                pass  # wait outside the except block: it would keep the exception alive while idle
             except OSError as exc:
                 if exc.errno == errno.EBADF:
                     raise ChannelClosed("connection closed", broken=False) from None
                 raise ChannelClosed(f"connection lost while receiving: {exc}", broken=True) from None
-            break
+            try:
+                await trio.lowlevel.wait_readable(sock)
+            except trio.ClosedResourceError:
+                raise ChannelClosed("connection closed", broken=False) from None
         self.bytes_received += n
         self.eof_received = self.eof_received or n == 0
-        self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
+        if remaining and n:
+            taken = min(n, len(buffers[0]))
+            self.machine.data_received(taken)
+            assert self._body_sink is not None
+            self._body_sink.filled(taken)
+            if n > taken:
+                self.machine.receive_data(buffers[1][: n - taken])
+        else:
+            self.machine.receive_data(buffer[:n])  # copied by the machine; empty means EOF
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def _receive_through(self) -> None:
