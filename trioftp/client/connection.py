@@ -448,13 +448,15 @@ class ClientConnection:
                         raise ProtocolViolation(
                             f"the server sent more than the {info.size} bytes it announced"
                         )
+                    if not payload:
+                        continue
                     try:
                         await write(payload, hasher)
                     finally:
                         if isinstance(piece, memoryview):
                             sink.release(piece)
                     await self._send(self.channel.acknowledge(inbox.stream_id, len(payload)))
-                    if progress is not None and payload:
+                    if progress is not None:
                         progress(received, info.size)
                     continue
                 if isinstance(piece, Error):
