@@ -142,3 +142,18 @@ async def test_an_idle_reader_keeps_no_exception_alive() -> None:
         gc.collect()
         assert not [o for o in gc.get_objects() if isinstance(o, BlockingIOError)]
         nursery.cancel_scope.cancel()
+
+
+async def test_more_than_the_limit_wakes_the_task_at_once() -> None:
+    inbox = StreamInbox(1)
+    sink = BlockSink(1024, inbox.notify, limit=3)
+    sink.space()[:3] = b"abc"
+    sink.filled(3)
+    with trio.testing.assert_no_checkpoints():
+        assert sink.take() is None and not sink.over_limit
+    sink.space()[:1] = b"d"
+    sink.filled(1)
+    assert sink.over_limit
+    with trio.fail_after(1):
+        piece = await next_piece(inbox, sink)  # the partial block, not a wait for a full one
+    assert isinstance(piece, memoryview) and bytes(piece) == b"abcd"

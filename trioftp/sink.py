@@ -25,10 +25,14 @@ class BlockSink:
     Args:
         block_size: bytes per block.
         wake: called when a block is full (the stream task's inbox.notify).
+        limit: the payload bytes the transfer expects; once more arrive, the
+            task is woken at once (its next piece holds the excess), so it
+            refuses the transfer without waiting for a full block or END.
     """
 
-    def __init__(self, block_size: int, wake: Callable[[], None]) -> None:
+    def __init__(self, block_size: int, wake: Callable[[], None], *, limit: int | None = None) -> None:
         self.block_size = block_size
+        self.limit = limit
         self.received = 0  # payload bytes filled in so far
         self.closed = False
         self._wake = wake
@@ -55,6 +59,13 @@ class BlockSink:
         if self._fill == len(self._block):
             self._complete()
             self._wake()
+        elif self.over_limit:
+            self._wake()
+
+    @property
+    def over_limit(self) -> bool:
+        """More payload arrived than the transfer expects."""
+        return self.limit is not None and self.received > self.limit
 
     def take(self) -> memoryview | None:
         """The oldest full block, or None."""
@@ -88,8 +99,8 @@ async def next_piece(inbox: StreamInbox, sink: BlockSink) -> memoryview | Messag
 
     Data messages still in the inbox (they arrived before the sink was added, or
     were empty) precede every byte in the sink; every other message follows
-    them. An END first takes the block being filled. Release a block with
-    `sink.release()` once it is written.
+    them. An END, or more payload than the sink's limit, first takes the block
+    being filled. Release a block with `sink.release()` once it is written.
 
     Raises:
         whatever the inbox was failed with (the connection is gone).
@@ -98,7 +109,7 @@ async def next_piece(inbox: StreamInbox, sink: BlockSink) -> memoryview | Messag
         head = inbox.peek()
         if isinstance(head, Data):
             return await inbox.get()
-        block = sink.take() if not isinstance(head, End) else sink.take_rest()
+        block = sink.take_rest() if isinstance(head, End) or sink.over_limit else sink.take()
         if block is not None:
             return block
         if head is not None:

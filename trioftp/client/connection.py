@@ -436,7 +436,7 @@ class ClientConnection:
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
-        sink = BlockSink(block, inbox.notify)
+        sink = BlockSink(block, inbox.notify, limit=info.size - offset)
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:

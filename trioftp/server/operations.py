@@ -323,7 +323,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
     # a window under two blocks, waiting for a whole block would stall both.
     block = min(WRITE_BLOCK, max(1, channel.machine.settings.initial_window // 2))
     # The payload is read from the socket straight into the sink's blocks.
-    sink = BlockSink(block, inbox.notify)
+    sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)
     channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
