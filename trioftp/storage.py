@@ -74,6 +74,25 @@ def _parent_is_a_file(name: str) -> StorageError:
     return StorageError(ErrorCode.WRONG_KIND, f"a parent of {name!r} is a file, not a folder")
 
 
+def _no_symlink_below(base: str, relative: str) -> bool:
+    """True if no segment of `relative` under the real folder `base` is a symlink.
+
+    Like os.path.realpath (not strict), a segment that cannot be looked at
+    (missing, under a file, no permission) counts as no link; nothing below it
+    can be looked at either.
+    """
+    current = base
+    for segment in relative.split("/"):
+        current = f"{current}/{segment}"
+        try:
+            st = os.lstat(current)
+        except OSError:
+            return True
+        if stat_module.S_ISLNK(st.st_mode):
+            return False
+    return True
+
+
 def _make_parents(path: Path, name: str) -> None:
     """Create the missing folders above `path` (blocking)."""
     try:
@@ -130,6 +149,7 @@ class Storage:
         self._active_partials: set[str] = set()
         self._active_lock = threading.Lock()
         self.top = self.root  # the served root, also for views scoped to a home folder
+        self._root_identity: tuple[str, int, int] | None = None  # (root, st_dev, st_ino), see path_of
 
     def scoped(self, home: str) -> Storage:
         """A view of this storage whose root is `home` (a user's home folder).
@@ -147,6 +167,7 @@ class Storage:
         real.mkdir(parents=True, exist_ok=True)
         view = copy.copy(self)
         view.root = real
+        view._root_identity = None
         return view
 
     # ------------------------------------------------------------------ names
@@ -172,15 +193,43 @@ class Storage:
         if name.split("/", 1)[0] == STATE_DIR:
             raise StorageError(ErrorCode.PERMISSION_DENIED, f"{STATE_DIR!r} is reserved for the server")
         parent, _, last = name.rpartition("/")
-        real_parent = Path(os.path.realpath(self.root / parent))
-        self._check_inside(real_parent, name)
+        # What os.path.realpath would give, by one lstat per segment below the
+        # root instead of one per segment of the whole path, twice: when no
+        # segment is a symlink (and the root is still the folder it was) the
+        # real path is the name itself under the root. A symlink anywhere
+        # takes the full realpath and check.
+        root = str(self.root)
+        plain = self._root_unchanged(root)
+        if plain and (not parent or _no_symlink_below(root, parent)):
+            real_parent = Path(f"{root.rstrip('/')}/{parent}") if parent else self.root
+        else:
+            real_parent = Path(os.path.realpath(self.root / parent))
+            self._check_inside(real_parent, name)
+            plain = False
         path = real_parent / last
-        if follow:
+        if follow and not (plain and _no_symlink_below(str(real_parent).rstrip("/"), last)):
             self._check_inside(Path(os.path.realpath(path)), name)
         return path
 
+    def _root_unchanged(self, root: str) -> bool:
+        """True if `root` is still the folder (device and inode) first seen there: one lstat."""
+        try:
+            st = os.lstat(root)
+        except OSError:
+            return False
+        if not stat_module.S_ISDIR(st.st_mode):
+            return False
+        identity = (root, st.st_dev, st.st_ino)
+        known = self._root_identity
+        if known is None or known[0] != root:
+            # First look at this root (it was just resolved: the constructor, scoped()).
+            self._root_identity = identity if os.path.realpath(root) == root else None
+            return self._root_identity is not None
+        return known == identity
+
     def _check_inside(self, real: Path, name: str) -> None:
-        if real != self.root and self.root not in real.parents:
+        real_s, root = str(real), str(self.root)
+        if real_s != root and not real_s.startswith(root.rstrip("/") + "/"):
             raise StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r} leads outside the served folder")
 
     # ------------------------------------------------------------------ reads
