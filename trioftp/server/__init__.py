@@ -40,7 +40,7 @@ from trioftp.protocol.codec import encode_message
 from trioftp.protocol.messages import Error
 from trioftp.protocol.sniff import Dialect, sniff
 from trioftp.server.legacy import LegacySession
-from trioftp.server.session import V2Session
+from trioftp.server.session import V2Session, watch_interval
 from trioftp.storage import Storage, StorageError
 
 log = logging.getLogger("trioftp.server")
@@ -201,6 +201,19 @@ class Server:
             fd_limit, removed,
         )  # fmt: skip
         slots = trio.Semaphore(config.max_connections)
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._watch_sessions)
+            await self._serve_until_shutdown(listeners, slots, task_status)
+            watching.cancel_scope.cancel()
+        log.info("server stopped")
+
+    async def _serve_until_shutdown(
+        self,
+        listeners: list[trio.SocketListener],
+        slots: trio.Semaphore,
+        task_status: trio.TaskStatus[Server],
+    ) -> None:
+        config = self.config
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
@@ -224,7 +237,16 @@ class Server:
             # Each v2 session ends its streams at drain_timeout with ERROR SHUTTING_DOWN;
             # this deadline, a moment later, cuts whatever is left.
             connections.cancel_scope.deadline = trio.current_time() + config.drain_timeout + CLOSE_GRACE
-        log.info("server stopped")
+
+    async def _watch_sessions(self) -> None:
+        """The one watchdog of every v2 connection: idle timeout and minimum transfer rate."""
+        interval = watch_interval(self.config)
+        while True:
+            await trio.sleep(interval)
+            now = trio.current_time()
+            for session in list(self._sessions):
+                if isinstance(session, V2Session):
+                    session.check_timers(now)
 
     @contextlib.contextmanager
     def _counted(self, session: V2Session | LegacySession, peer: str) -> Iterator[None]:

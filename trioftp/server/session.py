@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections import deque
 from typing import TYPE_CHECKING
 
 import trio
@@ -50,6 +49,7 @@ from trioftp.protocol.messages import (
 from trioftp.server.operations import run_request
 
 if TYPE_CHECKING:
+    from trioftp.config import ServerConfig
     from trioftp.server import Server
 
 log = logging.getLogger("trioftp.server")
@@ -103,7 +103,10 @@ class V2Session:
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
         self.server_busy = 0  # streams waiting on our own disk work, not on the peer
-        self._nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None  # set while the reader runs (the watchdog looks then)
+        # The min-rate reference: bytes moved when it was taken, and when (None: not measuring).
+        self._rate_since: float | None = None
+        self._rate_base = 0
         # Counted from the connect, not from the first byte the sniffer saw.
         if handshake_deadline is None:
             handshake_deadline = trio.current_time() + config.handshake_timeout
@@ -120,12 +123,12 @@ class V2Session:
         else:
             async with trio.open_nursery() as nursery:
                 self._nursery = nursery
-                nursery.start_soon(self._watchdog)
                 try:
                     await self._read_loop(nursery)
                 except Exception as exc:
                     self._note_ending(exc)
                 nursery.cancel_scope.cancel()
+            self._nursery = None
         if self._ending is not None:
             await self._close_with(*self._ending)
 
@@ -297,41 +300,47 @@ class V2Session:
         await trio.sleep_until(deadline)
         self._end(ErrorCode.SHUTTING_DOWN, "the server is stopping and will not wait for streams in flight")
 
-    async def _watchdog(self) -> None:
-        """Drop the connection when it idles too long or a transfer trickles."""
+    def check_timers(self, now: float) -> None:
+        """Drop the connection when it idles too long or a transfer trickles.
+
+        Called by the server's one watchdog task for every session, every
+        `watch_interval(config)` seconds. The rate is measured over windows of
+        at least `min_rate_window` seconds, each starting where the last ended
+        (or where streams were last busy with our own work or absent).
+        """
+        if self._nursery is None:
+            return  # handshaking (its own deadline) or ending
         config = self.server.config
-        window = config.min_rate_window
-        interval = min(1.0, config.idle_timeout / 4, window / 4)
-        samples: deque[tuple[float, int]] = deque()
-        while True:
-            await trio.sleep(interval)
-            now = trio.current_time()
-            moved = self.channel.bytes_received + self.channel.bytes_sent
-            if self._inboxes and self.server_busy:
-                # Hashing, writing, fsync: our slowness, not the peer's. Measure afresh after.
-                samples.clear()
-                self._last_activity = now
-                continue
-            if not self._inboxes:
-                samples.clear()
-                if now - self._last_activity > config.idle_timeout:
-                    self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")
-                    return
-                continue
+        if self._inboxes and self.server_busy:
+            # Hashing, writing, fsync: our slowness, not the peer's. Measure afresh after.
+            self._rate_since = None
             self._last_activity = now
-            samples.append((now, moved))
-            # Keep one sample at least a window old, to measure over a whole window.
-            while len(samples) > 1 and now - samples[1][0] >= window:
-                samples.popleft()
-            first_time, first_moved = samples[0]
-            span = now - first_time
-            if span >= window and moved - first_moved < config.min_rate * span:
-                self._end(
-                    ErrorCode.TIMEOUT, f"transfer slower than {config.min_rate:g} B/s over {span:.0f} s"
-                )
+            return
+        if not self._inboxes:
+            self._rate_since = None
+            if now - self._last_activity > config.idle_timeout:
+                self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")
+            return
+        self._last_activity = now
+        moved = self.channel.bytes_received + self.channel.bytes_sent
+        since = self._rate_since
+        if since is None:
+            self._rate_since, self._rate_base = now, moved
+            return
+        span = now - since
+        if span >= config.min_rate_window:
+            if moved - self._rate_base < config.min_rate * span:
+                rate = f"{config.min_rate:g} B/s over {span:.0f} s"
+                self._end(ErrorCode.TIMEOUT, f"transfer slower than {rate}")
                 return
+            self._rate_since, self._rate_base = now, moved
 
     def _end(self, code: ErrorCode, message: str) -> None:
         self._ending = (code, message)
         assert self._nursery is not None
         self._nursery.cancel_scope.cancel()
+
+
+def watch_interval(config: ServerConfig) -> float:
+    """How often the server's watchdog checks every session's idle and min-rate timers."""
+    return min(1.0, config.idle_timeout / 4, config.min_rate_window / 4)
