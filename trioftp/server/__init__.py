@@ -48,6 +48,7 @@ log = logging.getLogger("trioftp.server")
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CLEANUP_INTERVAL = 3600.0
 CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last ERROR
+HASH_THREADS = 2  # whole-file hashing threads at once (GET of an uncached file, STAT, identical PUT)
 
 
 def raise_open_file_limit() -> int:
@@ -115,6 +116,7 @@ class Server:
         self.users: Users | None = load_users(Path(config.users_file)) if config.users_file else None
         self._make_homes()
         self.auth_failures = FailureTracker()
+        self.hash_limiter = trio.CapacityLimiter(HASH_THREADS)  # threads hashing whole files at once
         self.ssl_context = _server_ssl_context(config)
 
     @property
