@@ -320,7 +320,7 @@ class ClientConnection:
         async with self._stream(lambda sid: Get(name=name, stream_id=sid)) as inbox:
             info: FileInfo = await self._expect(inbox, FileInfo)
             hasher = new_hasher(self.digest_algorithm)
-            await self._receive_body(inbox, info, 0, hasher, keep, progress, block=64 * 1024)
+            await self._receive_body(inbox, info, 0, hasher, keep, progress, block=WRITE_BLOCK)
         return b"".join(chunks)
 
     async def download(
@@ -436,6 +436,7 @@ class ClientConnection:
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
+        block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset)
         self.channel.add_sink(inbox.stream_id, sink)
         try:
