@@ -13,6 +13,7 @@ import trio
 import trustme
 
 import trioftp
+import trioftp.auth as auth_module
 from compat import legacy_client
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import RawPeer, file_digest, write_random
@@ -194,6 +195,21 @@ async def test_legacy_with_users_gets_only_anonymous_rights(
         with pytest.raises(legacy_client.Refused):  # the old protocol's only refusal is a close
             await trio.to_thread.run_sync(legacy_client.put, HOST, server.port, "new.txt", b"x")
     assert not (server_root / "public" / "new.txt").exists()
+
+
+def test_an_unknown_user_costs_the_same_scrypt_as_a_wrong_password(
+    tmp_path: Path, password_hashes: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users = load_users(users_file(tmp_path, password_hashes))
+    checked: list[str] = []
+    verify = auth_module.verify_password
+    monkeypatch.setattr(
+        auth_module, "verify_password", lambda pw, stored: checked.append(stored) or verify(pw, stored)
+    )
+    assert users.authenticate("mallory", ALICE_PW) is None
+    assert users.authenticate("alice", "wrong") is None
+    unknown, wrong = (stored.split("$")[:4] for stored in checked)
+    assert unknown == wrong == password_hashes["alice"].split("$")[:4]  # scrypt, same N, r, p
 
 
 def test_users_file_mistakes_are_reported(tmp_path: Path) -> None:
