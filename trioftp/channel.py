@@ -174,7 +174,10 @@ class Channel:
         self.machine = machine
         # The fast paths (readv, sendfile) need the bare socket; under TLS there is none.
         self._plain_socket = stream.socket if isinstance(stream, trio.SocketStream) else None
-        self._wire = trio.Lock()  # held by whoever writes to the socket; it empties _out before letting go
+        # The wire: held by whoever writes to the socket; it empties _out before letting go.
+        # A flag, and a parking lot made on first contention (a trio.Lock per idle connection is ~330 B).
+        self._wire_held = False
+        self._wire_waiters: trio.lowlevel.ParkingLot | None = None
         self._out = bytearray()  # frames told to the machine, not yet written
         self._queued = 0  # bytes ever appended to _out
         self._written = 0  # bytes of those written to the socket
@@ -308,21 +311,21 @@ class Channel:
         """Append bytes the machine was just told about (no await since); return once written."""
         self._append(data)
         target = self._queued
-        if self._wire.locked():
+        if self._wire_held:
             await self._wait_written(target)  # the holder writes them before letting go
             return
-        self._wire.acquire_nowait()
+        self._wire_held = True
         try:
             # One scheduler pass: the frames other streams send in this pass join the buffer.
             await trio.lowlevel.cancel_shielded_checkpoint()
             await self._write_out()
         finally:
-            self._wire.release()
+            self._release_wire()
 
     async def _wait_written(self, target: int) -> None:
         while self._written < target:
             self._check_usable()
-            if not self._wire.locked():  # cannot happen while the invariant holds
+            if not self._wire_held:  # cannot happen while the invariant holds
                 raise ChannelClosed("connection unusable: output left unwritten", broken=True)
             if self._flushed is None:
                 self._flushed = trio.Event()
@@ -333,11 +336,28 @@ class Channel:
             self._flushed.set()
             self._flushed = None
 
+    async def _acquire_wire(self) -> None:
+        """Like trio.Lock.acquire: a checkpoint, then the wire, handed over in arrival order."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._wire_held:
+            self._wire_held = True
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return
+        if self._wire_waiters is None:
+            self._wire_waiters = trio.lowlevel.ParkingLot()
+        await self._wire_waiters.park()  # unparked by _release_wire, which keeps the wire held for us
+
+    def _release_wire(self) -> None:
+        if self._wire_waiters:
+            self._wire_waiters.unpark(count=1)  # the wire passes straight to the next waiter
+        else:
+            self._wire_held = False
+
     @contextlib.asynccontextmanager
     async def _holding_wire(self) -> AsyncIterator[None]:
         """Take the wire for an exclusive write; write out what others appended meanwhile."""
         self._check_usable()
-        await self._wire.acquire()
+        await self._acquire_wire()
         try:
             self._check_usable()
             yield
@@ -346,7 +366,7 @@ class Channel:
                 if self._broken is None:
                     await self._write_out()
             finally:
-                self._wire.release()
+                self._release_wire()
 
     async def _write_out(self) -> None:
         """Write the whole buffer (with _wire held), including what is appended while writing."""

@@ -98,7 +98,6 @@ class V2Session:
         self.channel = Channel(stream, Connection(Role.SERVER, settings))
         self.channel.machine.receive_data(initial)
         self._inboxes: dict[int, StreamInbox] = {}
-        self._streams_done = trio.Event()
         self._draining = False
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
@@ -271,14 +270,11 @@ class V2Session:
                 # A frame was cut short (the file shrank under sendfile, say): the
                 # peer would wait forever for its end, so the connection is over.
                 self._nursery.cancel_scope.cancel()
-            if not self._inboxes:
-                self._streams_done.set()
-                self._streams_done = trio.Event()
-                if self._draining or self.channel.machine.goodbye_received:
-                    # After a GOODBYE no stream can start: the last one done ends the
-                    # connection, instead of leaving it open until the drain deadline.
-                    assert self._nursery is not None
-                    self._nursery.cancel_scope.cancel()
+            if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
+                # After a GOODBYE no stream can start: the last one done ends the
+                # connection, instead of leaving it open until the drain deadline.
+                assert self._nursery is not None
+                self._nursery.cancel_scope.cancel()
 
     # ------------------------------------------------------- drain and timers
 
