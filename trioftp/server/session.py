@@ -1,8 +1,10 @@
 """One v2 connection on the server: handshake, the reader, one task per stream, timeouts.
 
-Resource handling: the session owns a nursery; the reader runs in the session's
-own task and starts one task per request in that nursery, so when the
-connection ends every stream task ends with it.
+Resource handling: the reader runs in the session's own task, under a cancel
+scope (the watchdog's and shutdown's handle). At the first request it opens the
+session's nursery and starts one task per request in it, so when the connection
+ends every stream task ends with it; an idle connection that never asked for
+anything holds no nursery.
 
 Error handling: a stream error (bad name, not found, ...) is answered on its
 stream and the connection goes on; a connection error is answered with ERROR on
@@ -31,6 +33,7 @@ from trioftp.protocol import (
     Role,
     Settings,
 )
+from trioftp.protocol.connection import Event
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
     FEATURE_AUTH,
@@ -102,7 +105,8 @@ class V2Session:
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
         self.server_busy = 0  # streams waiting on our own disk work, not on the peer
-        self._nursery: trio.Nursery | None = None  # set while the reader runs (the watchdog looks then)
+        self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
+        self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
         # The min-rate reference: bytes moved when it was taken, and when (None: not measuring).
         self._rate_since: float | None = None
         self._rate_base = 0
@@ -120,14 +124,22 @@ class V2Session:
         except Exception as exc:
             self._note_ending(exc)
         else:
-            async with trio.open_nursery() as nursery:
-                self._nursery = nursery
+            with trio.CancelScope() as scope:
+                self._scope = scope
                 try:
-                    await self._read_loop(nursery)
+                    pending = await self._read_loop([])
                 except Exception as exc:
                     self._note_ending(exc)
-                nursery.cancel_scope.cancel()
-            self._nursery = None
+                    pending = None
+                if pending is not None:  # a request: from now on, with stream tasks
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        try:
+                            await self._read_loop(pending)
+                        except Exception as exc:
+                            self._note_ending(exc)
+                        nursery.cancel_scope.cancel()
+            self._scope = self._nursery = None
         if self._ending is not None:
             await self._close_with(*self._ending)
 
@@ -176,35 +188,46 @@ class V2Session:
 
     # ----------------------------------------------------------------- reader
 
-    async def _read_loop(self, nursery: trio.Nursery) -> None:
+    async def _read_loop(self, pending: list[Event]) -> list[Event] | None:
+        """Handle `pending`, then read and handle events until the connection ends (None).
+
+        With no nursery open yet, it returns instead at the first request that
+        needs a task: that event and those after it, for the caller to open the
+        nursery and call again.
+        """
         machine = self.channel.machine
         while True:
-            if (machine.goodbye_received or self._draining) and not self._inboxes:
-                return
-            try:
-                events = await self.channel.receive_events()
-            except RemoteProtocolError as exc:
-                if exc.ends_connection:
-                    raise
-                await self._refuse(exc.stream_id, exc.error_code, str(exc))
-                continue
-            self._last_activity = trio.current_time()
-            for event in events:
+            for index, event in enumerate(pending):
                 if event is PEER_CLOSED:
-                    return
+                    return None
                 assert event is not NEED_DATA
                 if isinstance(event, Auth):
                     # Answered before any later frame is looked at: requests
                     # pipelined behind AUTH run as the user it proves.
                     await self._authenticate(event)
                     continue
-                self._dispatch(nursery, event)
+                if self._nursery is None and isinstance(event, REQUEST_TYPES) and not self._must_log_in:
+                    return pending[index:]
+                self._dispatch(event)
+            if (machine.goodbye_received or self._draining) and not self._inboxes:
+                return None
+            try:
+                pending = await self.channel.receive_events()
+            except RemoteProtocolError as exc:
+                if exc.ends_connection:
+                    raise
+                pending = []
+                await self._refuse(exc.stream_id, exc.error_code, str(exc))
+                continue
+            self._last_activity = trio.current_time()
 
-    def _dispatch(self, nursery: trio.Nursery, message: Message) -> None:
+    def _dispatch(self, message: Message) -> None:
         stream_id = message.stream_id
         if isinstance(message, REQUEST_TYPES):
             if self._must_log_in:
                 raise CloseConnection(ErrorCode.AUTH_FAILED, "this server needs a user and password (AUTH)")
+            nursery = self._nursery
+            assert nursery is not None
             if self._draining:
                 nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
                 return
@@ -304,7 +327,7 @@ class V2Session:
         at least `min_rate_window` seconds, each starting where the last ended
         (or where streams were last busy with our own work or absent).
         """
-        if self._nursery is None:
+        if self._scope is None:
             return  # handshaking (its own deadline) or ending
         config = self.server.config
         if self._inboxes and self.server_busy:
@@ -333,8 +356,11 @@ class V2Session:
 
     def _end(self, code: ErrorCode, message: str) -> None:
         self._ending = (code, message)
-        assert self._nursery is not None
-        self._nursery.cancel_scope.cancel()
+        if self._nursery is not None:
+            self._nursery.cancel_scope.cancel()
+        else:
+            assert self._scope is not None
+            self._scope.cancel()
 
 
 def watch_interval(config: ServerConfig) -> float:
