@@ -302,10 +302,20 @@ class Server:
         peer = peer_of(stream)
         ip = peer.rpartition(":")[0]
         self._per_ip[ip] += 1
+        served: trio.abc.Stream = stream
         try:
-            await self._serve_connection(
+            # Sessions run here, not in a helper: a coroutine frame per connection is ~300 B.
+            served, session = await self._open_session(
                 stream, peer, over_limit=self._per_ip[ip] > self.config.max_connections_per_ip
             )
+            if session is not None:
+                self._sessions.add(session)
+                opened = self._count_opened(session, peer)
+                try:
+                    await session.run()
+                finally:
+                    self._sessions.discard(session)
+                    self._count_closed(session, peer, opened)
         except Exception as exc:
             log.error(
                 "%s connection failed: %s: %s",
@@ -318,10 +328,15 @@ class Server:
             self._per_ip[ip] -= 1
             if not self._per_ip[ip]:
                 del self._per_ip[ip]
+            if served is not stream:
+                await close_stream(served)
             await close_stream(stream)
             slots.release()
 
-    async def _serve_connection(self, stream: trio.SocketStream, peer: str, *, over_limit: bool) -> None:
+    async def _open_session(
+        self, stream: trio.SocketStream, peer: str, *, over_limit: bool
+    ) -> tuple[trio.abc.Stream, V2Session | LegacySession | None]:
+        """TLS (if on), sniff the dialect: the stream to serve, and its session (None: refused or gone)."""
         head = b""
         handshake_deadline = trio.current_time() + self.config.handshake_timeout
         served: trio.abc.Stream = stream
@@ -336,22 +351,16 @@ class Server:
             except trio.BrokenResourceError as exc:
                 if self.ssl_context is not None:
                     log.info("%s TLS handshake failed: %s", peer, exc.__cause__ or exc)
-                return
+                return stream, None  # as before: only the socket is closed
         try:
             session = await self._session_for(
                 served, head, peer, over_limit=over_limit, deadline=handshake_deadline
             )
-            if session is not None:
-                self._sessions.add(session)
-                opened = self._count_opened(session, peer)
-                try:
-                    await session.run()
-                finally:
-                    self._sessions.discard(session)
-                    self._count_closed(session, peer, opened)
-        finally:
+        except BaseException:
             if served is not stream:
                 await close_stream(served)
+            raise
+        return served, session
 
     async def _session_for(
         self, stream: trio.abc.Stream, head: bytes, peer: str, *, over_limit: bool, deadline: float
