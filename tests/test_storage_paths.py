@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -79,3 +80,33 @@ def test_a_scoped_view_checks_its_own_root(tree: Storage) -> None:
     with pytest.raises(StorageError):
         view.path_of("out-dir/secret")
     assert tree.path_of("a/b/f.txt") == tree.root / "a" / "b" / "f.txt"
+
+
+def test_concurrent_uploads_into_a_new_folder_all_start(tmp_path: Path) -> None:
+    """Uploads racing to create the same folder must not take it for a file (seen in CI)."""
+    storage = Storage(tmp_path / "root")
+    threads, rounds = 8, 60
+    barrier = threading.Barrier(threads)
+    failures: list[BaseException] = []
+
+    def upload(worker: int) -> None:
+        for round_ in range(rounds):
+            barrier.wait()
+            try:
+                upload = storage.begin_upload(f"r{round_}/deep/{worker}.txt", 1, algorithm="blake3")
+                upload.write([b"x"])
+                upload.commit(1, None)
+            except BaseException as exc:  # collected, asserted below
+                failures.append(exc)
+
+    workers = [threading.Thread(target=upload, args=(i,)) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join()
+    assert failures == []
+    assert all(
+        (tmp_path / "root" / f"r{r}" / "deep" / f"{w}.txt").read_bytes() == b"x"
+        for r in range(rounds)
+        for w in range(threads)
+    )

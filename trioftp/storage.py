@@ -384,10 +384,17 @@ class Storage:
         if target.is_dir():
             raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
         for parent in target.parents:  # refuse now, not after the whole file came
-            if parent.is_dir():
+            # One stat per parent: is_dir() then lexists() would race with a
+            # concurrent upload creating that very folder in between.
+            try:
+                is_folder = stat_module.S_ISDIR(os.stat(parent).st_mode)
+            except FileNotFoundError:
+                continue
+            except NotADirectoryError:
+                raise _parent_is_a_file(name) from None
+            if is_folder:
                 break
-            if os.path.lexists(parent):
-                raise _parent_is_a_file(name)
+            raise _parent_is_a_file(name)
         where = os.fspath(target.relative_to(self.top))  # not `name`: users' homes differ
         key = hashlib.sha256(
             f"{where}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
