@@ -61,7 +61,11 @@ def write(root: Path) -> None:
         "server_machine": [b"\x00" + f for f in encoded] + [b"\x05" + b"".join(encoded)],
         "raw_machine": [PREFACE + f for f in encoded],
         "legacy_parser": [
-            b"put|a.txt|12", b"get|a/b.txt|0second_active", b"YES|123", b"NO|0", b"put|x|5hello",
+            b"put|a.txt|12",
+            b"get|a/b.txt|0second_active",
+            b"YES|123",
+            b"NO|0",
+            b"put|x|5hello",
         ],
     }
     for target, inputs in corpus.items():

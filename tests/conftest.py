@@ -25,9 +25,7 @@ def server_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_server(
-    nursery: trio.Nursery, server_root: Path
-) -> Callable[..., Any]:
+def make_server(nursery: trio.Nursery, server_root: Path) -> Callable[..., Any]:
     """Start a server with settings overridden: `server = await make_server(idle_timeout=1)`."""
 
     async def start(**overrides: Any) -> Server:

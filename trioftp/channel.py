@@ -94,7 +94,7 @@ def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
 
 
 def peer_of(stream: trio.abc.Stream) -> str:
-    """"host:port" of the peer, for logs."""
+    """ "host:port" of the peer, for logs."""
     sock = socket_of(stream)
     try:
         host, port, *_ = sock.getpeername() if sock is not None else ("?", 0)

@@ -109,9 +109,7 @@ def decode_message(frame: Frame) -> Message:
             f"{frame.type.name} payload is not valid MessagePack: {exc}", stream_id=frame.stream_id
         ) from None
     if not isinstance(fields, dict):
-        raise RemoteProtocolError(
-            f"{frame.type.name} payload must be a map", stream_id=frame.stream_id
-        )
+        raise RemoteProtocolError(f"{frame.type.name} payload must be a map", stream_id=frame.stream_id)
     missing = _WIRE_FIELDS[cls] - fields.keys()
     if missing:
         # Defaults are for building messages in code; on the wire every field is

@@ -339,8 +339,10 @@ class Connection:
                 raise RemoteProtocolError("connection closed in the middle of a frame")
             return self._next_event(split_streams)
         except ProtocolError as exc:
-            remote = exc if isinstance(exc, RemoteProtocolError) else RemoteProtocolError(
-                str(exc), error_code=exc.error_code, stream_id=exc.stream_id
+            remote = (
+                exc
+                if isinstance(exc, RemoteProtocolError)
+                else RemoteProtocolError(str(exc), error_code=exc.error_code, stream_id=exc.stream_id)
             )
             if remote.ends_connection:
                 self.state = ConnectionState.ERROR

@@ -52,9 +52,7 @@ class ProtocolError(Exception):
 
     error_code: ErrorCode = ErrorCode.PROTOCOL_ERROR
 
-    def __init__(
-        self, message: str, *, error_code: ErrorCode | None = None, stream_id: int = 0
-    ) -> None:
+    def __init__(self, message: str, *, error_code: ErrorCode | None = None, stream_id: int = 0) -> None:
         super().__init__(message)
         if error_code is not None:
             self.error_code = error_code

@@ -91,7 +91,7 @@ def _parse(buffer: bytes, *, settled: bool) -> tuple[Header, int] | None:
         if end == len(buffer) and not settled:
             return None  # the size may still be growing
         if not digits:
-            raise LegacyError(f"put size is not a number: {_show(buffer[rest_start:rest_start + 20])}")
+            raise LegacyError(f"put size is not a number: {_show(buffer[rest_start : rest_start + 20])}")
         if len(digits) > MAX_SIZE_DIGITS:
             raise LegacyError("put size has too many digits")
         return Header(command, name, int(digits)), end
