@@ -546,6 +546,9 @@ class ServerMachine(RuleBasedStateMachine):
             assert isinstance(last, Error) and last.code is ErrorCode.BAD_REQUEST, last
         elif not good_digest:
             assert isinstance(last, Error) and last.code is ErrorCode.CHECKSUM_MISMATCH, last
+        elif isinstance(last, Error) and last.code is ErrorCode.WRONG_KIND:
+            # A MKDIR (or a rename) made the name a folder while the bytes were on their way.
+            assert (self.root / upload.name).is_dir(), last
         elif isinstance(last, Error):
             # Resumed onto another version's partial of the same name and size: a mismatch, nothing stored.
             assert last.code is ErrorCode.CHECKSUM_MISMATCH and upload.resume, last
