@@ -318,3 +318,24 @@ async def test_folder_names_may_end_with_a_slash(
         assert await run_cli("get", "-r", address(server), "/backup/") == 0  # into ./backup
     assert read_tree(tmp_path / "back") == files
     assert read_tree(tmp_path / "backup" / "photos") == files
+
+
+async def test_put_r_and_get_r_of_a_missing_folder_exit_1(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a-file").write_bytes(b"x")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), str(tmp_path / "typo"), "backup") == 1
+        assert (
+            capsys.readouterr().err == f"trioftp: put: no such folder, nothing copied: {tmp_path / 'typo'}\n"
+        )
+        assert await run_cli("put", "-r", address(server), str(tmp_path / "a-file"), "backup") == 1
+        assert (
+            capsys.readouterr().err == f"trioftp: put: not a folder, nothing copied: {tmp_path / 'a-file'}\n"
+        )
+        assert await run_cli("get", "-r", address(server), "typo", str(tmp_path / "out")) == 1
+        assert capsys.readouterr().err.startswith("trioftp: get: NOT_FOUND")
+        assert await run_cli("sync", str(tmp_path / "typo"), f"{address(server)}:www") == 1
+        assert capsys.readouterr().err.startswith("trioftp: sync: no such folder")
+    assert not (tmp_path / "out").exists()
+    assert list(server.storage.root.iterdir()) in ([], [server.storage.root / ".trioftp"])

@@ -79,13 +79,18 @@ async def test_sync_sends_only_changed_files_and_deletes_with_flag(server: Serve
     assert read_tree(server.storage.root / "mirror") == read_tree(local)
 
 
-async def test_sync_down_into_missing_folder_and_missing_remote(server: Server, tmp_path: Path) -> None:
+async def test_a_missing_source_is_an_error_not_an_empty_tree(server: Server, tmp_path: Path) -> None:
     with trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
-            plan = await tree.sync(
-                conn, tmp_path / "nowhere", "no/such/folder", direction=tree.Direction.DOWN
-            )
+            with pytest.raises(trioftp.NotFound):
+                await tree.sync(conn, tmp_path / "nowhere", "no/such/folder", direction=tree.Direction.DOWN)
+            with pytest.raises(FileNotFoundError):
+                await conn.upload_tree(tmp_path / "nowhere", "up")
+            with pytest.raises(trioftp.NotFound):
+                await conn.download_tree("no/such/folder", tmp_path / "nowhere")
+            plan = await conn.download_tree("", tmp_path / "nowhere")  # the root always exists
     assert plan.copy == () and plan.delete == ()
+    assert not (server.storage.root / "up").exists()
 
 
 async def test_failed_files_are_reported_and_others_still_copied(

@@ -746,6 +746,7 @@ class ClientConnection:
 
         Raises:
             TreeTransferError: some files failed (the others were sent); see `failures`.
+            FileNotFoundError, NotADirectoryError: `local` is missing or not a folder.
             ConnectionClosed: the connection broke.
 
         Example:
@@ -777,6 +778,7 @@ class ClientConnection:
 
         Raises:
             TreeTransferError: some files failed (the others were received); see `failures`.
+            NotFound: `remote` does not exist; RemoteError (WRONG_KIND): it is a file.
             ConnectionClosed: the connection broke.
 
         Example:
@@ -814,8 +816,9 @@ class ClientConnection:
 
         Raises:
             TreeTransferError: some files failed (the others were copied, nothing was deleted).
-            FileNotFoundError, NotFound: with `delete`, the source folder does not exist
-                (read as empty, it would empty the target).
+            FileNotFoundError, NotADirectoryError, NotFound, RemoteError (WRONG_KIND): the
+                source folder is missing or a file (read as empty, a run would copy nothing and
+                report success, and with `delete` it would empty the target).
             ConnectionClosed: the connection broke.
 
         Example:

@@ -176,12 +176,18 @@ async def _local_digest(path: Path, algorithm: str) -> bytes:
 
 
 async def _check_source(conn: ClientConnection, local: Path, remote: str, direction: Direction) -> None:
-    """A missing source reads as an empty tree: with delete, it would empty the target."""
+    """Refuse a source folder that is missing or a file.
+
+    Walked as is, a missing source reads as an empty tree: the run would copy
+    nothing and report success, and with delete it would empty the target.
+    """
     if direction is Direction.UP:
         if not await trio.to_thread.run_sync(local.is_dir):
-            raise FileNotFoundError(errno.ENOENT, "no such folder to sync from, nothing deleted", str(local))
+            if await trio.to_thread.run_sync(local.exists):
+                raise NotADirectoryError(errno.ENOTDIR, "not a folder, nothing copied", str(local))
+            raise FileNotFoundError(errno.ENOENT, "no such folder, nothing copied", str(local))
     elif remote:
-        await conn.stat(remote)  # NotFound
+        await conn.stat(remote)  # NotFound; a file is refused by its LIST (WRONG_KIND)
 
 
 async def plan_sync(
@@ -192,8 +198,7 @@ async def plan_sync(
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
-    if delete:
-        await _check_source(conn, local, remote, direction)
+    await _check_source(conn, local, remote, direction)
     local_files = await trio.to_thread.run_sync(walk_local, local)
     remote_files = await walk_remote(conn, remote)
     source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
