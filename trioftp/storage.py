@@ -29,6 +29,7 @@ from trioftp.digests import hash_file, hash_range, new_hasher
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName, check_path, check_segment
+from trioftp.writeback import EarlyWriteback
 
 log = logging.getLogger("trioftp.storage")
 
@@ -475,6 +476,7 @@ class Upload:
         self._fd: int | None = fd
         self._key = key
         self._hasher = new_hasher(algorithm)
+        self._writeback = EarlyWriteback(fd)
 
     def start(self, *, resume: bool) -> None:
         assert self._fd is not None
@@ -482,6 +484,7 @@ class Upload:
         if resume and 0 < held <= self.size:
             hash_range(self._fd, 0, held, self._hasher)
             self.offset = self.written = held
+            self._writeback.start = held
         elif held:
             os.ftruncate(self._fd, 0)
 
@@ -498,6 +501,7 @@ class Upload:
         for block in blocks:
             self._hasher.update(block)
         self.written += total
+        self._writeback.wrote_up_to(self.written)
 
     def commit(self, size: int, digest: bytes | None, mtime_ns: int | None = None) -> FileFacts:
         """Check size and digest, then make the file visible atomically.

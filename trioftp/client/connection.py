@@ -87,6 +87,7 @@ from trioftp.protocol.messages import (
 )
 from trioftp.protocol.state import StreamState
 from trioftp.sink import BlockSink, next_piece
+from trioftp.writeback import EarlyWriteback
 
 T = TypeVar("T")
 
@@ -387,10 +388,13 @@ class ClientConnection:
                         ) from None
                     raise
                 position = held
+                writeback = EarlyWriteback(fd, held)
 
                 async def write(block: bytes | memoryview, hasher: Hasher) -> None:
                     nonlocal position
-                    position = await trio.to_thread.run_sync(_write_and_hash, fd, block, position, hasher)
+                    position = await trio.to_thread.run_sync(
+                        _write_and_hash, fd, block, position, hasher, writeback
+                    )
 
                 try:
                     digest = await self._receive_body(
@@ -870,13 +874,16 @@ def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
     inboxes[stream_id] = StreamInbox(stream_id)
 
 
-def _write_and_hash(fd: int, block: bytes | memoryview, position: int, hasher: Hasher) -> int:
+def _write_and_hash(
+    fd: int, block: bytes | memoryview, position: int, hasher: Hasher, writeback: EarlyWriteback
+) -> int:
     view = memoryview(block)
     while view:
         n = os.pwrite(fd, view, position)
         position += n
         view = view[n:]
     hasher.update(block)
+    writeback.wrote_up_to(position)
     return position
 
 

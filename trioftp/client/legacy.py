@@ -49,6 +49,7 @@ from trioftp.protocol.legacy import (
 )
 from trioftp.protocol.names import BadName as InvalidName
 from trioftp.protocol.names import check_path
+from trioftp.writeback import EarlyWriteback
 
 DEFAULT_SETTLE = 0.05  # quiet time that ends a `YES|size` answer (it has no terminator)
 DEFAULT_TIMEOUT = 30.0  # seconds the server may make no progress
@@ -134,10 +135,11 @@ async def download(
         size = await link.request_file(name, header, settle)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         done = False
+        writeback = EarlyWriteback(fd)
         try:
 
             async def write(blocks: list[bytes]) -> None:
-                await trio.to_thread.run_sync(_write_blocks, fd, blocks)
+                await trio.to_thread.run_sync(_write_blocks, fd, blocks, writeback)
 
             await link.receive_body(size, write, progress, block=WRITE_BLOCK)
             await trio.to_thread.run_sync(os.fsync, fd)
@@ -425,8 +427,9 @@ def _header(command: Command, name: str, size: int) -> bytes:
     return header
 
 
-def _write_blocks(fd: int, blocks: list[bytes]) -> None:
+def _write_blocks(fd: int, blocks: list[bytes], writeback: EarlyWriteback) -> None:
     for block in blocks:
         view = memoryview(block)
         while view:
             view = view[os.write(fd, view) :]
+    writeback.wrote_up_to(os.lseek(fd, 0, os.SEEK_CUR))

@@ -1,0 +1,51 @@
+"""EarlyWriteback: asks the kernel to start writing every `every` bytes, from where it left off."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from trioftp import writeback
+from trioftp.writeback import EarlyWriteback
+
+
+def test_writeback_is_requested_per_gathered_range(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, int, int, int]] = []
+
+    def record(fd: int, offset: int, length: int, flags: int) -> int:
+        calls.append((fd, offset, length, flags))
+        return 0
+
+    monkeypatch.setattr(writeback, "_sync_file_range", record)
+    tracker = EarlyWriteback(7, start=100, every=1000)
+    for end in (600, 1099, 1100, 1500, 2200, 3500):
+        tracker.wrote_up_to(end)
+    assert calls == [(7, 100, 1000, 2), (7, 1100, 1100, 2), (7, 2200, 1300, 2)]
+    assert tracker.start == 3500
+
+
+def test_without_sync_file_range_it_only_keeps_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(writeback, "_sync_file_range", None)
+    tracker = EarlyWriteback(-1, every=10)
+    tracker.wrote_up_to(25)  # a bad fd is never used
+    assert tracker.start == 25
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux only")
+def test_the_real_call_works_on_a_file(tmp_path: Path) -> None:
+    assert writeback.available()
+    data = os.urandom(3 << 20)
+    fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        tracker = EarlyWriteback(fd, every=1 << 20)
+        for offset in range(0, len(data), 1 << 19):
+            os.pwrite(fd, data[offset : offset + (1 << 19)], offset)
+            tracker.wrote_up_to(offset + (1 << 19))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert tracker.start == len(data)
+    assert (tmp_path / "f").read_bytes() == data
