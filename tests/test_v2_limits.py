@@ -18,6 +18,7 @@ import trioftp.server.operations as operations_module
 import trioftp.storage as storage_module
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import (
+    HOST,
     MiB,
     RawPeer,
     connect,
@@ -39,11 +40,14 @@ from trioftp.protocol import (
     FileInfo,
     FrameType,
     Goodbye,
+    Hello,
     Ready,
     Stat,
     Window,
 )
-from trioftp.server import Server
+from trioftp.protocol.codec import encode_message
+from trioftp.protocol.frames import PREFACE
+from trioftp.server import OVER_LIMIT_GRACE, Server
 
 MakeServer = Callable[..., Any]
 
@@ -166,6 +170,31 @@ async def test_max_connections_per_ip(make_server: MakeServer) -> None:
             assert await first.list() == []
         async with connect(server) as again:  # slots free once connections close
             assert await again.list() == []
+    server.shutdown()
+
+
+async def test_silent_connections_over_the_per_ip_limit_are_dropped_soon(make_server: MakeServer) -> None:
+    """They would otherwise hold server-wide slots for the whole handshake timeout."""
+    server = await make_server(max_connections_per_ip=2, handshake_timeout=60)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with (
+            await trio.open_tcp_stream(HOST, server.port),
+            await trio.open_tcp_stream(HOST, server.port),
+        ):
+            await wait_until(lambda: server.connection_count == 2)
+            started = trio.current_time()
+            async with await trio.open_tcp_stream(HOST, server.port) as silent:
+                assert await silent.receive_some(100) == b""  # closed by the server
+            waited = trio.current_time() - started
+            assert OVER_LIMIT_GRACE * 0.9 <= waited < OVER_LIMIT_GRACE + 2
+            assert server.connections_refused == 1
+            async with await trio.open_tcp_stream(HOST, server.port, local_address="127.0.0.2") as other:
+                await trio.sleep(OVER_LIMIT_GRACE + 0.2)  # another address keeps its full handshake time
+                other_peer = RawPeer(other)
+                await other_peer.send_raw(PREFACE + encode_message(
+                    Hello(max_frame_size=MiB, max_streams=8, initial_window=MiB, digests=("blake3",))
+                ))  # fmt: skip
+                assert isinstance(await other_peer.receive(), Hello)
     server.shutdown()
 
 

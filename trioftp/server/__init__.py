@@ -47,6 +47,11 @@ log = logging.getLogger("trioftp.server")
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CLEANUP_INTERVAL = 3600.0
 CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last ERROR
+# An address over its connection limit gets this long (not the whole handshake
+# timeout) to show its dialect, so it can be refused in words it understands; a
+# flood of silent connections from one address then holds server-wide slots for
+# at most this long each.
+OVER_LIMIT_GRACE = 1.0
 HASH_THREADS = 2  # whole-file hashing threads at once (GET of an uncached file, STAT, identical PUT)
 
 
@@ -339,8 +344,13 @@ class Server:
         """TLS (if on), sniff the dialect: the stream to serve, and its session (None: refused or gone)."""
         head = b""
         handshake_deadline = trio.current_time() + self.config.handshake_timeout
+        first_bytes_deadline = (
+            min(handshake_deadline, trio.current_time() + OVER_LIMIT_GRACE)
+            if over_limit
+            else handshake_deadline
+        )
         served: trio.abc.Stream = stream
-        with trio.move_on_at(handshake_deadline):
+        with trio.move_on_at(first_bytes_deadline):
             try:
                 if self.ssl_context is not None:
                     # A peer that stalls its TLS handshake costs no CPU: it waits
@@ -370,22 +380,22 @@ class Server:
         It returns rather than runs the session: one coroutine frame less per idle connection.
         """
         handshake_deadline = deadline
-        if not head:
-            log.info("%s closed or stayed silent before saying anything", peer)
-            return None
-        dialect = sniff(head)
         if over_limit:
             self.connections_refused += 1
             self.metrics.connections_refused.labels("per_ip_limit").inc()
             log.warning(
                 "%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip
             )
-            if dialect is Dialect.V2:
+            if head and sniff(head) is Dialect.V2:
                 self.metrics.error_sent(ErrorCode.CONNECTION_LIMIT)
                 await _send_quietly(stream, PREFACE + encode_message(
                     Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
                 ))  # fmt: skip
             return None
+        if not head:
+            log.info("%s closed or stayed silent before saying anything", peer)
+            return None
+        dialect = sniff(head)
         if dialect is Dialect.V2:
             session: V2Session | LegacySession = V2Session(
                 self, stream, head, peer, handshake_deadline=handshake_deadline
