@@ -59,6 +59,7 @@ SENDFILE_CHUNK = 1024 * 1024  # larger calls stall the loop on a cold page cache
 TLS_FILE_CHUNK = 256 * 1024  # file bytes read per send when they must be encrypted
 TLS_RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call
 OUTPUT_BUFFER_LIMIT = 256 * 1024  # senders wait before appending to a fuller buffer
+LINGER_READ_SIZE = 64 * 1024  # bytes dropped per read while lingering before a close
 DIRECT_SEND_SIZE = 64 * 1024  # payloads this large skip the buffer (no copy into it)
 _local = threading.local()  # one buffer per thread that runs a Trio loop
 
@@ -542,6 +543,24 @@ class Channel:
         self.bytes_received += len(data)
         self.eof_received = self.eof_received or not data
         self.machine.receive_data(data)
+
+    async def linger(self, seconds: float) -> None:
+        """After our last frame: stop sending, then read and drop what the peer still sends.
+
+        Closing a socket with unread bytes in it sends a reset, and a peer that
+        gets a reset may lose our last frames unread (the ERROR that says why).
+        So, like an HTTP server's lingering close, half-close first and let the
+        peer see our end; then read until it closes too, for at most `seconds`.
+        TLS has no half-close: there the close happens at once.
+        """
+        stream = self.stream
+        if not isinstance(stream, trio.SocketStream) or self._broken:
+            return
+        with trio.move_on_after(seconds):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await stream.send_eof()
+                while await stream.receive_some(LINGER_READ_SIZE):
+                    pass
 
     async def aclose(self) -> None:
         self._broken = self._broken or "closed"

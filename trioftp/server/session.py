@@ -55,6 +55,10 @@ if TYPE_CHECKING:
     from trioftp.config import ServerConfig
     from trioftp.server import Server
 
+# Seconds a connection closed with an ERROR keeps reading (and dropping) what the
+# peer still sends, so the peer reads the ERROR instead of a reset.
+CLOSE_LINGER = 1.0
+
 log = logging.getLogger("trioftp.server")
 
 
@@ -162,6 +166,8 @@ class V2Session:
             scope.shield = True
             with contextlib.suppress(Exception):  # the peer may be gone: the close is what matters
                 await self.channel.send(Error(code=code, message=message[:1000]))
+        # Not shielded: a shutdown's deadline may cut it.
+        await self.channel.linger(CLOSE_LINGER)
 
     # -------------------------------------------------------------- handshake
 
