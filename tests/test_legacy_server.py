@@ -378,6 +378,28 @@ async def test_silence_mid_upload_times_out(
     assert any("silent for 0.2 s mid-upload after 5 of 10 bytes" in m for m in warnings_from_legacy(caplog))
 
 
+async def test_trickling_upload_is_dropped_by_min_rate(
+    make_server: MakeServer, server_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Never silent for legacy_timeout, yet far below min_rate: dropped, nothing stored."""
+    (server_root / "slow.txt").write_bytes(b"old")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        server = await make_server(min_rate=1000, min_rate_window=0.5, legacy_timeout=5)
+        async with raw(server) as stream:
+            await stream.send_all(b"put|slow.txt|100000")
+            assert await receive_exactly(stream, 2) == b"OK"
+            started = trio.current_time()
+            with contextlib.suppress(trio.BrokenResourceError):
+                while trio.current_time() - started < 5:
+                    await stream.send_all(b"x" * 10)
+                    await trio.sleep(0.05)
+            assert trio.current_time() - started < 3
+        await wait_until_idle(server)
+    assert visible(server_root) == {"slow.txt": b"old"}
+    assert partials(server_root) == []
+    assert any(re.search(r"upload slower than 1000 B/s over \d+ s", m) for m in warnings_from_legacy(caplog))
+
+
 async def test_client_that_stops_reading_a_get_is_dropped(
     make_server: MakeServer, server_root: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

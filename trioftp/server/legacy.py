@@ -54,8 +54,42 @@ class LegacyClosed(Exception):
     """End the legacy connection; the message is the log line."""
 
 
+class LegacyTooSlow(LegacyClosed):
+    """The transfer fell below `min_rate`."""
+
+
+class RateFloor:
+    """`min_rate` over back-to-back windows of `min_rate_window` seconds, as v2's watchdog measures.
+
+    Checked as bytes arrive: a peer that sends nothing at all is caught by
+    `legacy_timeout` instead. Time the server spends writing is not the peer's
+    and is taken out with `pause()`. A rate of 0 turns it off.
+    """
+
+    def __init__(self, rate: float, window: float, now: float) -> None:
+        self.rate = rate
+        self.window = window
+        self.since = now
+        self.base = 0
+
+    def pause(self, seconds: float) -> None:
+        self.since += seconds
+
+    def too_slow(self, now: float, moved: int) -> str | None:
+        """Why the transfer is too slow, or None."""
+        span = now - self.since
+        if not self.rate or span < self.window:
+            return None
+        if moved - self.base < self.rate * span:
+            return f"slower than {self.rate:g} B/s over {span:.0f} s"
+        self.since, self.base = now, moved
+        return None
+
+
 def _outcome_of(exc: BaseException) -> str:
     # LegacyClosed: the client went away or fell silent mid-command; the connection ends either way.
+    if isinstance(exc, LegacyTooSlow):
+        return ErrorCode.TIMEOUT.name  # as v2's min-rate drop is counted
     return "connection_lost" if isinstance(exc, LegacyClosed) else outcome_of(exc)
 
 
@@ -222,11 +256,15 @@ class LegacySession:
         received = 0
         pending: list[bytes] = []
         pending_bytes = 0
+        floor = RateFloor(self.config.min_rate, self.config.min_rate_window, trio.current_time())
         while received < size:
             if not self._buffer:
                 await self._receive_within(f"mid-upload after {received} of {size} bytes")
                 if self._eof:
                     raise LegacyClosed(f"client disconnected mid-upload after {received} of {size} bytes")
+                slow = floor.too_slow(trio.current_time(), received + len(self._buffer))
+                if slow is not None:
+                    raise LegacyTooSlow(f"upload {slow}, after {received} of {size} bytes")
             take = min(len(self._buffer), size - received)
             pending.append(bytes(self._buffer[:take]))
             del self._buffer[:take]
@@ -234,7 +272,9 @@ class LegacySession:
             record.bytes = received
             pending_bytes += take
             if pending_bytes >= WRITE_BLOCK or received == size:
+                started = trio.current_time()
                 await trio.to_thread.run_sync(upload.write, pending)
+                floor.pause(trio.current_time() - started)
                 pending, pending_bytes = [], 0
 
     # ------------------------------------------------------------------- get
