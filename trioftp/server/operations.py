@@ -174,7 +174,7 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
         # Cancelled: the session ends the connection with the code it recorded
         # (TIMEOUT, SHUTTING_DOWN, ...), or with none when the peer went away.
-        ending = session._ending
+        ending = session.ending
         outcome = outcome_of(exc, cancelled_by=ending[0].name if ending else "connection_lost")
         record.fail(outcome, f"interrupted: {type(exc).__name__}")
         raise

@@ -147,6 +147,11 @@ class V2Session:
         if self._ending is not None:
             await self._close_with(*self._ending)
 
+    @property
+    def ending(self) -> tuple[ErrorCode, str] | None:
+        """Why the connection is ending (code and message), once that is decided."""
+        return self._ending
+
     def _note_ending(self, exc: Exception) -> None:
         """Record why the connection ends; anything unexpected propagates to be logged."""
         if isinstance(exc, CloseConnection):
