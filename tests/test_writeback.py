@@ -1,4 +1,4 @@
-"""EarlyWriteback: asks the kernel to start writing every `every` bytes, from where it left off."""
+"""EarlyWriteback (every `every` bytes, from where it left off) and the syscalls it stands on."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trioftp import writeback
+from trioftp import syscalls, writeback
 from trioftp.writeback import EarlyWriteback
 
 
@@ -19,7 +19,7 @@ def test_writeback_is_requested_per_gathered_range(monkeypatch: pytest.MonkeyPat
         calls.append((fd, offset, length, flags))
         return 0
 
-    monkeypatch.setattr(writeback, "_sync_file_range", record)
+    monkeypatch.setattr(syscalls, "_sync_file_range", record)
     tracker = EarlyWriteback(7, start=100, every=1000)
     for end in (600, 1099, 1100, 1500, 2200, 3500):
         tracker.wrote_up_to(end)
@@ -28,7 +28,7 @@ def test_writeback_is_requested_per_gathered_range(monkeypatch: pytest.MonkeyPat
 
 
 def test_without_sync_file_range_it_only_keeps_count(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(writeback, "_sync_file_range", None)
+    monkeypatch.setattr(syscalls, "_sync_file_range", None)
     tracker = EarlyWriteback(-1, every=10)
     tracker.wrote_up_to(25)  # a bad fd is never used
     assert tracker.start == 25
@@ -49,3 +49,22 @@ def test_the_real_call_works_on_a_file(tmp_path: Path) -> None:
         os.close(fd)
     assert tracker.start == len(data)
     assert (tmp_path / "f").read_bytes() == data
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux only")
+def test_rename_no_replace_never_replaces(tmp_path: Path) -> None:
+    (tmp_path / "a").write_bytes(b"a")
+    (tmp_path / "b").write_bytes(b"b")
+    with pytest.raises(FileExistsError):
+        syscalls.rename_no_replace(tmp_path / "a", tmp_path / "b")
+    assert (tmp_path / "b").read_bytes() == b"b"
+    syscalls.rename_no_replace(tmp_path / "a", tmp_path / "c")
+    assert (tmp_path / "c").read_bytes() == b"a" and not (tmp_path / "a").exists()
+    with pytest.raises(FileNotFoundError):
+        syscalls.rename_no_replace(tmp_path / "a", tmp_path / "d")
+
+
+def test_rename_no_replace_says_when_it_cannot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(syscalls, "_renameat2", None)
+    with pytest.raises(NotImplementedError):
+        syscalls.rename_no_replace(tmp_path / "a", tmp_path / "b")

@@ -29,6 +29,7 @@ from trioftp.digests import hash_file, hash_range, new_hasher
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName, check_path, check_segment
+from trioftp.syscalls import rename_no_replace
 from trioftp.writeback import EarlyWriteback
 
 log = logging.getLogger("trioftp.storage")
@@ -92,6 +93,16 @@ def _no_symlink_below(base: str, relative: str) -> bool:
         if stat_module.S_ISLNK(st.st_mode):
             return False
     return True
+
+
+def _rename_no_replace(old: Path, new: Path) -> None:
+    """Rename, failing with FileExistsError if `new` exists, atomically where the OS can."""
+    try:
+        rename_no_replace(old, new)
+    except NotImplementedError:
+        if os.path.lexists(new):  # the check-then-rename race stays where renameat2 is missing
+            raise FileExistsError(errno.EEXIST, "exists", os.fspath(new)) from None
+        os.rename(old, new)
 
 
 def _make_parents(path: Path, name: str) -> None:
@@ -351,7 +362,12 @@ class Storage:
             raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
         try:
             _make_parents(new_path, new)
-            os.replace(old_path, new_path)
+            if replace:
+                os.replace(old_path, new_path)
+            else:
+                _rename_no_replace(old_path, new_path)
+        except FileExistsError:  # appeared since the check above
+            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists") from None
         except OSError as exc:
             if exc.errno == errno.EINVAL:
                 raise StorageError(ErrorCode.BAD_REQUEST, f"cannot move {old!r} into itself") from None

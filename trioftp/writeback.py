@@ -9,33 +9,15 @@ the writes and does not wait for them) overlaps the disk with the network, and
 the final fsync finds almost nothing left (measured: 0.38 s -> 0.26 s for
 write + fsync of 512 MiB).
 
-Python has no binding for sync_file_range, hence ctypes. It is a hint: where
+Python has no binding for sync_file_range (see `trioftp.syscalls`). It is a hint: where
 it is missing (not Linux) or fails, nothing changes but the fsync's length.
 """
 
 from __future__ import annotations
 
-import ctypes
-import sys
-from collections.abc import Callable
+from trioftp.syscalls import can_start_writeback, start_writeback
 
-_SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
 DEFAULT_EVERY = 8 << 20  # bytes between requests: one syscall per 8 MiB costs nothing measurable
-
-
-def _load_sync_file_range() -> Callable[[int, int, int, int], int] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        function = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    function.restype = ctypes.c_int
-    return function
-
-
-_sync_file_range = _load_sync_file_range()
 
 
 class EarlyWriteback:
@@ -62,11 +44,10 @@ class EarlyWriteback:
         """Bytes up to `end` are written; start their writeback once `every` bytes have gathered."""
         if end - self.start < self.every:
             return
-        if _sync_file_range is not None:
-            _sync_file_range(self.fd, self.start, end - self.start, _SYNC_FILE_RANGE_WRITE)
+        start_writeback(self.fd, self.start, end - self.start)
         self.start = end
 
 
 def available() -> bool:
     """Whether this platform gives early writeback (else it is a no-op)."""
-    return _sync_file_range is not None
+    return can_start_writeback()
