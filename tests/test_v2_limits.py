@@ -542,3 +542,32 @@ async def test_shutdown_with_a_real_client_mid_upload(server_root: Path, tmp_pat
             await stopped.wait()
     assert (server_root / "target.bin").read_bytes() == b"old content"
     assert names(server_root) == {".trioftp", "target.bin"}
+
+
+async def test_upload_memory_is_bounded_server_wide(make_server: MakeServer, server_root: Path) -> None:
+    """With room for one upload's buffers, concurrent uploads take turns; every file arrives whole."""
+    window = 256 * 1024
+    server = await make_server(initial_window=window, upload_memory=window + window // 2)
+    files = {f"u{i}.bin": os.urandom(1 * MiB + i) for i in range(4)}
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as first, connect(server) as second:
+            most_waiting = 0
+
+            async def watch() -> None:
+                nonlocal most_waiting
+                while True:
+                    most_waiting = max(most_waiting, server.upload_budget.waiting)
+                    await trio.sleep(0.001)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(watch)
+                async with trio.open_nursery() as uploads:
+                    for i, (name, data) in enumerate(files.items()):
+                        uploads.start_soon((first if i % 2 else second).put, name, data)
+                nursery.cancel_scope.cancel()
+            assert most_waiting >= 1  # they did take turns
+            assert server.upload_budget.peak <= window + window // 2
+            assert server.upload_budget.available == server.upload_budget.total
+    for name, data in files.items():
+        assert (server_root / name).read_bytes() == data
+    server.shutdown()

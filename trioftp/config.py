@@ -64,6 +64,7 @@ class ServerConfig:
     max_file_size: int = attrs.field(default=2**40, validator=_non_negative)
     max_frame_size: int = attrs.field(default=1024 * 1024, validator=_positive)
     initial_window: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    upload_memory: int = attrs.field(default=256 * 1024 * 1024, validator=_positive)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     idle_timeout: float = attrs.field(default=300.0, validator=_positive)
     min_rate: float = attrs.field(default=1024.0, validator=_non_negative)
@@ -102,6 +103,7 @@ FIELD_HELP: dict[str, str] = {
     "max_file_size": "largest file accepted by put, in bytes",
     "max_frame_size": "largest frame payload accepted, in bytes",
     "initial_window": "bytes a client may send on one upload before the server grants more",
+    "upload_memory": "bytes of upload buffers held at once, server-wide; more uploads wait for READY",
     "handshake_timeout": "seconds a new connection has to finish its hello",
     "idle_timeout": "seconds a connection may sit with nothing in flight",
     "min_rate": "bytes/s a transfer must keep up (averaged over min_rate_window), else it is dropped",

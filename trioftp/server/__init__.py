@@ -31,6 +31,7 @@ import trio
 
 from trioftp._version import __version__
 from trioftp.auth import FailureTracker, Users, load_users
+from trioftp.budget import ByteBudget
 from trioftp.channel import close_stream, peer_of
 from trioftp.config import ServerConfig, parse_address
 from trioftp.metrics import Metrics, serve_metrics
@@ -121,6 +122,7 @@ class Server:
         self._make_homes()
         self.auth_failures = FailureTracker()
         self.hash_limiter = trio.CapacityLimiter(HASH_THREADS)  # threads hashing whole files at once
+        self.upload_budget = ByteBudget(config.upload_memory)  # upload buffers, server-wide
         self.ssl_context = _server_ssl_context(config)
 
     @property

@@ -11,7 +11,8 @@ import builtins
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -316,7 +317,7 @@ async def _send_body(
 
 
 async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord) -> None:
-    storage, channel, stream_id = session.storage, session.channel, request.stream_id
+    channel, stream_id = session.channel, request.stream_id
     algorithm = channel.machine.digest
     if request.digest is not None:
         existing = await _hashing_work(session, _identical_facts, session, request, algorithm)
@@ -325,16 +326,42 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
             record.digest = existing.digest
             await channel.send_if_open(_file_info(stream_id, existing))
             return
+    window = channel.machine.settings.initial_window
+    # The client gets more credit only once half our window is written: with
+    # a window under two blocks, waiting for a whole block would stall both.
+    block = min(WRITE_BLOCK, max(1, window // 2))
+    # The sink holds at most the window (flow control) plus the block being filled.
+    async with _upload_memory(session, min(window + block, request.size)):
+        await _receive_upload(session, request, inbox, record, block)
+
+
+@asynccontextmanager
+async def _upload_memory(session: V2Session, amount: int) -> AsyncIterator[None]:
+    """Reserve an upload's buffer memory from the server-wide budget, waiting for it in turn."""
+    budget = session.server.upload_budget
+    session.server_busy += 1  # waiting for our memory, not for the peer
+    try:
+        amount = await budget.acquire(amount)
+    finally:
+        session.server_busy -= 1
+    try:
+        yield
+    finally:
+        budget.release(amount)
+
+
+async def _receive_upload(
+    session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord, block: int
+) -> None:
+    storage, channel, stream_id = session.storage, session.channel, request.stream_id
     upload: Upload = await _server_work(
         session,
         lambda: storage.begin_upload(
-            request.name, request.size, algorithm=algorithm, digest=request.digest, resume=request.resume
+            request.name, request.size, algorithm=channel.machine.digest, digest=request.digest,
+            resume=request.resume,
         ),
-    )
+    )  # fmt: skip
     keep = True
-    # The client gets more credit only once half our window is written: with
-    # a window under two blocks, waiting for a whole block would stall both.
-    block = min(WRITE_BLOCK, max(1, channel.machine.settings.initial_window // 2))
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
     sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)

@@ -1,0 +1,74 @@
+"""ByteBudget: first come, first served; cancellation reserves nothing; oversize requests run alone."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from trioftp.budget import ByteBudget
+
+
+async def test_requests_that_fit_are_granted_at_once() -> None:
+    budget = ByteBudget(100)
+    assert await budget.acquire(60) == 60
+    assert await budget.acquire(40) == 40
+    assert budget.available == 0 and budget.peak == 100
+    budget.release(60)
+    budget.release(40)
+    assert budget.available == 100
+
+
+async def test_waiters_are_served_in_order() -> None:
+    budget = ByteBudget(100)
+    await budget.acquire(90)
+    granted: list[int] = []
+    with trio.fail_after(5):
+        await _both_in_turn(budget, granted)
+    assert sorted(granted) == [5, 50]
+    assert budget.available == 0 and budget.peak == 100
+
+
+async def _both_in_turn(budget: ByteBudget, granted: list[int]) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_acquire_into, budget, 50, granted)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.start_soon(_acquire_into, budget, 5, granted)  # fits now, but must not overtake 50
+        await trio.testing.wait_all_tasks_blocked()
+        assert granted == [] and budget.waiting == 2 and budget.available == 10
+        budget.release(45)  # 55 free: 50, then 5, in turn
+
+
+async def test_a_cancelled_waiter_reserves_nothing_and_lets_others_through() -> None:
+    budget = ByteBudget(100)
+    await budget.acquire(80)
+    granted: list[int] = []
+    blocked = trio.CancelScope()
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_acquire_into, budget, 50, granted, blocked)
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(_acquire_into, budget, 10, granted)
+            await trio.testing.wait_all_tasks_blocked()
+            assert granted == [] and budget.waiting == 2  # 10 would fit, but waits behind 50
+            blocked.cancel()
+    assert granted == [10] and budget.waiting == 0 and budget.available == 10
+
+
+async def _acquire_into(
+    budget: ByteBudget, amount: int, granted: list[int], scope: trio.CancelScope | None = None
+) -> None:
+    with scope or trio.CancelScope():
+        granted.append(await budget.acquire(amount))
+
+
+async def test_a_request_over_the_whole_budget_gets_all_of_it() -> None:
+    budget = ByteBudget(100)
+    assert await budget.acquire(1000) == 100
+    budget.release(100)
+    assert budget.available == 100
+
+
+def test_an_empty_budget_is_refused() -> None:
+    with pytest.raises(ValueError):
+        ByteBudget(0)
