@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from trioftp import syscalls, writeback
+from trioftp import syscalls
 from trioftp.writeback import EarlyWriteback
 
 
@@ -36,7 +36,7 @@ def test_without_sync_file_range_it_only_keeps_count(monkeypatch: pytest.MonkeyP
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="sync_file_range is Linux only")
 def test_the_real_call_works_on_a_file(tmp_path: Path) -> None:
-    assert writeback.available()
+    assert syscalls.can_start_writeback()
     data = os.urandom(3 << 20)
     fd = os.open(tmp_path / "f", os.O_RDWR | os.O_CREAT, 0o644)
     try:

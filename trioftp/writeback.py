@@ -15,7 +15,7 @@ it is missing (not Linux) or fails, nothing changes but the fsync's length.
 
 from __future__ import annotations
 
-from trioftp.syscalls import can_start_writeback, start_writeback
+from trioftp.syscalls import start_writeback
 
 DEFAULT_EVERY = 8 << 20  # bytes between requests: one syscall per 8 MiB costs nothing measurable
 
@@ -46,8 +46,3 @@ class EarlyWriteback:
             return
         start_writeback(self.fd, self.start, end - self.start)
         self.start = end
-
-
-def available() -> bool:
-    """Whether this platform gives early writeback (else it is a no-op)."""
-    return can_start_writeback()

@@ -39,6 +39,7 @@ from trioftp.protocol.legacy import (
     parse_header,
 )
 from trioftp.server.operations import WRITE_BLOCK, TransferRecord, outcome_of
+from trioftp.server.rate import RateFloor
 from trioftp.storage import StorageError, Upload
 
 if TYPE_CHECKING:
@@ -56,34 +57,6 @@ class LegacyClosed(Exception):
 
 class LegacyTooSlow(LegacyClosed):
     """The transfer fell below `min_rate`."""
-
-
-class RateFloor:
-    """`min_rate` over back-to-back windows of `min_rate_window` seconds, as v2's watchdog measures.
-
-    Checked as bytes arrive: a peer that sends nothing at all is caught by
-    `legacy_timeout` instead. Time the server spends writing is not the peer's
-    and is taken out with `pause()`. A rate of 0 turns it off.
-    """
-
-    def __init__(self, rate: float, window: float, now: float) -> None:
-        self.rate = rate
-        self.window = window
-        self.since = now
-        self.base = 0
-
-    def pause(self, seconds: float) -> None:
-        self.since += seconds
-
-    def too_slow(self, now: float, moved: int) -> str | None:
-        """Why the transfer is too slow, or None."""
-        span = now - self.since
-        if not self.rate or span < self.window:
-            return None
-        if moved - self.base < self.rate * span:
-            return f"slower than {self.rate:g} B/s over {span:.0f} s"
-        self.since, self.base = now, moved
-        return None
 
 
 def _outcome_of(exc: BaseException) -> str:

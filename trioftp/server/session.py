@@ -50,6 +50,7 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.server.operations import run_request
+from trioftp.server.rate import RateFloor
 
 if TYPE_CHECKING:
     from trioftp.config import ServerConfig
@@ -111,9 +112,8 @@ class V2Session:
         self.server_busy = 0  # streams waiting on our own disk work, not on the peer
         self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
         self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
-        # The min-rate reference: bytes moved when it was taken, and when (None: not measuring).
-        self._rate_since: float | None = None
-        self._rate_base = 0
+        # The min-rate window being measured (None: not measuring: no streams, or our own work).
+        self._rate: RateFloor | None = None
         # Counted from the connect, not from the first byte the sniffer saw.
         if handshake_deadline is None:
             handshake_deadline = trio.current_time() + config.handshake_timeout
@@ -343,27 +343,22 @@ class V2Session:
         config = self.server.config
         if self._inboxes and self.server_busy:
             # Hashing, writing, fsync: our slowness, not the peer's. Measure afresh after.
-            self._rate_since = None
+            self._rate = None
             self._last_activity = now
             return
         if not self._inboxes:
-            self._rate_since = None
+            self._rate = None
             if now - self._last_activity > config.idle_timeout:
                 self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")
             return
         self._last_activity = now
         moved = self.channel.bytes_received + self.channel.bytes_sent
-        since = self._rate_since
-        if since is None:
-            self._rate_since, self._rate_base = now, moved
+        if self._rate is None:
+            self._rate = RateFloor(config.min_rate, config.min_rate_window, now, moved)
             return
-        span = now - since
-        if span >= config.min_rate_window:
-            if moved - self._rate_base < config.min_rate * span:
-                rate = f"{config.min_rate:g} B/s over {span:.0f} s"
-                self._end(ErrorCode.TIMEOUT, f"transfer slower than {rate}")
-                return
-            self._rate_since, self._rate_base = now, moved
+        slow = self._rate.too_slow(now, moved)
+        if slow is not None:
+            self._end(ErrorCode.TIMEOUT, f"transfer {slow}")
 
     def _end(self, code: ErrorCode, message: str) -> None:
         self._ending = (code, message)
