@@ -306,3 +306,22 @@ async def test_status_command(server: Server, capsys: pytest.CaptureFixture[str]
     assert fields["received"] == "2.0KiB (2048 bytes)"
     assert fields["sent"] == "0B (0 bytes)"
     assert fields["uptime"].count(":") == 2
+
+
+def test_duration_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
+    from trioftp.metrics import Metrics
+
+    metrics = Metrics()
+    for seconds in (0.001, 0.002, 0.5, 4000.0):
+        metrics.transfer_started()
+        metrics.transfer_finished("GET", "ok", seconds)
+    m = Scrape(metrics.render().decode())
+    assert m("trioftp_transfer_duration_seconds_bucket", operation="GET", le="0.001") == 1
+    assert m("trioftp_transfer_duration_seconds_bucket", operation="GET", le="0.005") == 2
+    assert m("trioftp_transfer_duration_seconds_bucket", operation="GET", le="0.5") == 3
+    assert m("trioftp_transfer_duration_seconds_bucket", operation="GET", le="3600.0") == 3
+    assert m("trioftp_transfer_duration_seconds_bucket", operation="GET", le="+Inf") == 4
+    assert m("trioftp_transfer_duration_seconds_count", operation="GET") == 4
+    assert m("trioftp_transfer_duration_seconds_sum", operation="GET") == pytest.approx(4000.503)
+    assert m("trioftp_transfers_total", operation="GET", outcome="ok") == 4
+    assert m("trioftp_transfers_in_flight") == 0

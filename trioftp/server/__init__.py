@@ -115,7 +115,7 @@ class Server:
         self._shutdown = trio.Event()
         self.connections_refused = 0
         self.metrics = Metrics()
-        self.metrics.connections_open.set_function(lambda: self.connection_count)
+        self.metrics.open_connections = lambda: self.connection_count
         self.metrics_port = 0  # bound once serving, if config.metrics is set
         self._started = time.monotonic()
         self.users: Users | None = load_users(Path(config.users_file)) if config.users_file else None
@@ -262,7 +262,7 @@ class Server:
         Not a context manager: a suspended generator per idle connection costs ~500 B.
         """
         dialect = "v2" if isinstance(session, V2Session) else "legacy"
-        self.metrics.connections_total.labels(dialect).inc()
+        self.metrics.connection_accepted(dialect)
         log.info("%s connection opened (%s)", peer, dialect,
                  extra={"event": "connection_opened", "peer": peer, "dialect": dialect})  # fmt: skip
         return time.monotonic()
@@ -384,7 +384,7 @@ class Server:
         handshake_deadline = deadline
         if over_limit:
             self.connections_refused += 1
-            self.metrics.connections_refused.labels("per_ip_limit").inc()
+            self.metrics.connection_refused("per_ip_limit")
             log.warning(
                 "%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip
             )
@@ -406,15 +406,15 @@ class Server:
             assert isinstance(stream, trio.SocketStream)
             session = LegacySession(self, stream, head, peer)
         elif dialect is Dialect.LEGACY:
-            self.metrics.connections_refused.labels("legacy_off").inc()
+            self.metrics.connection_refused("legacy_off")
             log.warning("%s legacy client refused: %s", peer, self._legacy_refusal())
             return None
         else:
-            self.metrics.connections_refused.labels("garbage").inc()
+            self.metrics.connection_refused("garbage")
             log.warning("%s closed: first bytes %r are neither v2 nor legacy", peer, head[:16])
             return None
         if self._shutdown.is_set():
-            self.metrics.connections_refused.labels("shutdown").inc()
+            self.metrics.connection_refused("shutdown")
             return None
         return session
 

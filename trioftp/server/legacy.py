@@ -88,7 +88,7 @@ class LegacySession:
 
     async def run(self) -> None:
         log.info("%s legacy session (no checksum on the wire, no authentication)", self.peer)
-        self.server.metrics.legacy_sessions.inc()
+        self.server.metrics.legacy_session()
         try:
             while not self._draining:
                 header = await self._next_header()
