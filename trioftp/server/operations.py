@@ -114,17 +114,18 @@ class TransferRecord:
             return
         self._logged = True
         elapsed = time.monotonic() - self.started
-        rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
-        fields = {
-            "event": "transfer", "peer": self.peer, "user": self.user, "operation": self.operation,
-            "file": self.name, "bytes": self.bytes, "duration": round(elapsed, 6),
-            "digest": self.digest.hex() if self.digest is not None else None,
-            "outcome": self.outcome, "reason": None if self.outcome == "ok" else self.result,
-        }  # fmt: skip
-        log.info(
-            "%s %s %r %d bytes in %.3f s (%.1f MB/s): %s",
-            self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result, extra=fields,
-        )  # fmt: skip
+        if log.isEnabledFor(logging.INFO):  # a busy server logging at WARNING builds no line per file
+            rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
+            fields = {
+                "event": "transfer", "peer": self.peer, "user": self.user, "operation": self.operation,
+                "file": self.name, "bytes": self.bytes, "duration": round(elapsed, 6),
+                "digest": self.digest.hex() if self.digest is not None else None,
+                "outcome": self.outcome, "reason": None if self.outcome == "ok" else self.result,
+            }  # fmt: skip
+            log.info(
+                "%s %s %r %d bytes in %.3f s (%.1f MB/s): %s",
+                self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result, extra=fields,
+            )  # fmt: skip
         if self.metrics is not None:
             self.metrics.transfer_finished(self.operation, self.outcome, elapsed)
 
