@@ -71,6 +71,41 @@ async def test_100_operations_at_once_on_one_connection(server: Server, server_r
         assert (server_root / name).read_bytes() == data
 
 
+async def test_many_small_gets_answered_in_one_pass_are_written_early(
+    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 64 answers built in one scheduler pass go out every few frames, not in one
+    # write at the end of the pass; every sender must still learn its bytes left.
+    from trioftp.channel import EAGER_WRITE_FRAMES, Channel
+
+    originals = {f"s{i:03d}": os.urandom(4096 + i) for i in range(200)}
+    for name, data in originals.items():
+        (server_root / name).write_bytes(data)
+    early: list[int] = []
+    write_eagerly = Channel._write_eagerly
+
+    def counting(channel: Channel) -> None:
+        early.append(len(channel._out))
+        write_eagerly(channel)
+
+    monkeypatch.setattr(Channel, "_write_eagerly", counting)
+    got: dict[str, bytes] = {}
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            await conn.get("s000")  # the digests are cached from here on: answers come inline
+            names = iter(originals)
+
+            async def getter() -> None:
+                for name in names:
+                    got[name] = await conn.get(name)
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(64):
+                    nursery.start_soon(getter)
+    assert got == originals
+    assert early and min(early) >= EAGER_WRITE_FRAMES  # frames, each at least one header
+
+
 async def test_small_get_is_not_stuck_behind_a_large_download(
     server: Server, server_root: Path, tmp_path: Path
 ) -> None:

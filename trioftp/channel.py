@@ -8,7 +8,9 @@ output buffer with no await in between, so the order the machine sees is the
 order on the wire. The first sender to find the wire free becomes the writer:
 it yields one scheduler pass (so the other streams' frames of that pass join
 the buffer), then writes the buffer with as few send() calls as it takes, and
-keeps writing until the buffer is empty before it lets go of the wire. Every
+keeps writing until the buffer is empty before it lets go of the wire. When
+many frames join in one pass, every EAGER_WRITE_FRAMES of them are written at
+once, so the peer works on the first while the rest are built. Every
 sender returns once its own bytes are written (errors reach it), and waits
 before appending while the buffer holds OUTPUT_BUFFER_LIMIT bytes, so a slow
 peer still blocks senders. A sendfile DATA body takes the wire for itself: the
@@ -61,6 +63,7 @@ TLS_RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call
 OUTPUT_BUFFER_LIMIT = 256 * 1024  # senders wait before appending to a fuller buffer
 LINGER_READ_SIZE = 64 * 1024  # bytes dropped per read while lingering before a close
 DIRECT_SEND_SIZE = 64 * 1024  # payloads this large skip the buffer (no copy into it)
+EAGER_WRITE_FRAMES = 8  # frames gathered in one scheduler pass before they are written early
 _local = threading.local()  # one buffer per thread that runs a Trio loop
 
 
@@ -181,6 +184,7 @@ class Channel:
         self._wire_waiters: trio.lowlevel.ParkingLot | None = None
         self._out = bytearray()  # frames told to the machine, not yet written
         self._queued = 0  # bytes ever appended to _out
+        self._gathering = 0  # frames appended while the wire's holder waits out its scheduler pass
         self._written = 0  # bytes of those written to the socket
         self._flushed: trio.Event | None = None  # set (and dropped) after each write, for waiters
         self._broken: str | None = None
@@ -313,15 +317,43 @@ class Channel:
         self._append(data)
         target = self._queued
         if self._wire_held:
+            if self._gathering:
+                self._gathering += 1
+                if self._gathering > EAGER_WRITE_FRAMES:
+                    self._write_eagerly()
             await self._wait_written(target)  # the holder writes them before letting go
             return
         self._wire_held = True
         try:
             # One scheduler pass: the frames other streams send in this pass join the buffer.
-            await trio.lowlevel.cancel_shielded_checkpoint()
+            self._gathering = 1
+            try:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+            finally:
+                self._gathering = 0
             await self._write_out()
         finally:
             self._release_wire()
+
+    def _write_eagerly(self) -> None:
+        """Write the gathered frames now, without waiting for the scheduler pass to end.
+
+        With many streams answering in one pass, writing every few frames lets
+        the peer start on the first answers while the rest are built, instead
+        of the two sides taking turns with whole batches.
+        """
+        sock = self._plain_socket
+        if sock is None:
+            return
+        try:
+            n = os.write(sock.fileno(), self._out)
+        except OSError:  # full (the holder waits for room) or broken (the holder's write says so)
+            return
+        del self._out[:n]
+        self._written += n
+        self.bytes_sent += n
+        self._gathering = 1
+        self._wake_writers()
 
     async def _wait_written(self, target: int) -> None:
         while self._written < target:
