@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import random
@@ -22,7 +23,7 @@ from tests.v2_helpers import (
     wait_until,
     write_random,
 )
-from trioftp.errors import ConnectionClosed, NotFound, PermissionDenied
+from trioftp.errors import ConnectionClosed, NotFound, PermissionDenied, RemoteError
 from trioftp.protocol import Settings
 from trioftp.server import Server
 
@@ -501,3 +502,58 @@ async def test_one_log_line_per_transfer(
         r for r in transfer_log.records if r.name == "trioftp.transfer" and r.levelno >= logging.INFO
     ]
     assert len(transfer_records) == 3  # list and stat are not transfers
+
+
+# ------------------------------------------------- a folder on another mount
+
+
+def _rename_fails_across_mounts(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
+    """Make the server's rename out of its partial folder fail as it does into another mount."""
+    real_replace = os.replace
+    partial_folder = str(root / ".trioftp" / "partial")
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if os.fspath(src).startswith(partial_folder):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+
+
+async def test_upload_into_another_mount_is_copied_into_place(
+    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rename_fails_across_mounts(monkeypatch, server_root)
+    (server_root / "mnt").mkdir()
+    (server_root / "mnt" / "f.bin").write_bytes(b"old")
+    data = os.urandom(3 * MiB + 5)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            info = await conn.put("mnt/f.bin", data)
+            await conn.put("mnt/new/g.bin", b"small")
+            again = await conn.get("mnt/f.bin")
+    assert info.size == len(data)
+    assert (server_root / "mnt" / "f.bin").read_bytes() == data == again
+    assert (server_root / "mnt" / "new" / "g.bin").read_bytes() == b"small"
+    assert sorted(p.name for p in (server_root / "mnt").iterdir()) == ["f.bin", "new"]  # no copy left over
+    assert partials(server_root) == []
+
+
+async def test_failed_copy_into_another_mount_keeps_the_old_file(
+    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rename_fails_across_mounts(monkeypatch, server_root)
+    (server_root / "mnt").mkdir()
+    (server_root / "mnt" / "f.bin").write_bytes(b"old")
+
+    def full_disk(*_args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "sendfile", full_disk)  # the server's copy; put() of bytes does not use it
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(RemoteError) as caught:
+                await conn.put("mnt/f.bin", os.urandom(100_000))
+            assert await conn.get("mnt/f.bin") == b"old"
+    assert caught.value.code.name == "NO_SPACE"
+    assert sorted(p.name for p in (server_root / "mnt").iterdir()) == ["f.bin"]

@@ -547,13 +547,21 @@ class Upload:
             _make_parents(self.target, self.name)
             if self.target.is_dir():
                 raise StorageError(ErrorCode.WRONG_KIND, f"{self.name!r} is a folder")
-            os.replace(self.partial, self.target)
+            copied = False
+            try:
+                os.replace(self.partial, self.target)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                st = _copy_into_place(self._fd, self.size, self.target)
+                copied = True
+            else:
+                st = os.fstat(self._fd)
             _fsync_dir(self.target.parent)
-            st = os.fstat(self._fd)
         except OSError as exc:
             raise _os_error(exc, self.name) from None
         self.storage.digests.put(st, self.algorithm, actual)
-        self._close(unlink=False)
+        self._close(unlink=copied)
         return self.storage._facts(self.name, st, actual)
 
     def abort(self, *, keep: bool) -> None:
@@ -583,6 +591,38 @@ def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> No
             views.pop(0)
         if views and n:
             views[0] = views[0][n:]
+
+
+def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
+    """Put a copy of the file `fd` at `target` atomically; return the copy's stat.
+
+    For a target on another file system than the partial (a folder of the root
+    that is a mount point), where rename fails with EXDEV: the bytes go to a
+    hidden file beside the target, are synced, and that file is renamed over
+    the target, so readers still see the old file or the whole new one.
+    """
+    source = os.fstat(fd)
+    temp = target.parent / f".trioftp-{secrets.token_hex(8)}.part"
+    out = os.open(
+        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, stat_module.S_IMODE(source.st_mode)
+    )
+    try:
+        offset = 0
+        while offset < size:
+            sent = os.sendfile(out, fd, offset, min(size - offset, 1 << 30))
+            if sent == 0:
+                raise OSError(errno.EIO, "the partial file shrank while it was being copied")
+            offset += sent
+        os.utime(out, ns=(source.st_atime_ns, source.st_mtime_ns))
+        os.fsync(out)
+        os.replace(temp, target)
+        return os.fstat(out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        raise
+    finally:
+        os.close(out)
 
 
 def _fsync_dir(path: Path) -> None:
