@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import ssl
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -210,6 +212,19 @@ def test_an_unknown_user_costs_the_same_scrypt_as_a_wrong_password(
     assert users.authenticate("alice", "wrong") is None
     unknown, wrong = (stored.split("$")[:4] for stored in checked)
     assert unknown == wrong == password_hashes["alice"].split("$")[:4]  # scrypt, same N, r, p
+
+
+def test_importing_trioftp_runs_no_scrypt() -> None:
+    # scrypt takes 16 MiB and ~50 ms: every server's peak memory and every CLI
+    # command's start paid for it when the unknown-user hash was computed at import.
+    code = (
+        "import hashlib\n"
+        "def refuse(*args, **kwargs):\n"
+        "    raise AssertionError('scrypt at import')\n"
+        "hashlib.scrypt = refuse\n"
+        "import trioftp, trioftp.cli, trioftp.auth\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 
 
 def test_users_file_mistakes_are_reported(tmp_path: Path) -> None:
