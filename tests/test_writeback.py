@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -68,3 +69,37 @@ def test_rename_no_replace_says_when_it_cannot(monkeypatch: pytest.MonkeyPatch, 
     monkeypatch.setattr(syscalls, "_renameat2", None)
     with pytest.raises(NotImplementedError):
         syscalls.rename_no_replace(tmp_path / "a", tmp_path / "b")
+
+
+def test_freed_transfer_buffers_go_back_to_the_os() -> None:
+    # In fresh processes (the setting is process-wide): after a larger buffer
+    # was freed, glibc by default puts 1 MiB blocks in its heap, where small
+    # live objects between them keep their memory after they are freed.
+    code = """
+import sys
+from trioftp.syscalls import return_freed_buffers
+if sys.argv[1] == "fixed":
+    assert return_freed_buffers()
+def rss():
+    return int(open("/proc/self/status").read().split("VmRSS:")[1].split()[0])
+big = bytearray(4 << 20)
+del big
+before = rss()
+keep, blocks = [], []
+for _ in range(64):
+    block = bytearray(1 << 20)
+    block[::4096] = b"x" * 256  # touched, as received bytes touch it
+    blocks.append(block)
+    keep.append(bytearray(4096))
+del blocks
+print(rss() - before)
+"""
+    if not sys.platform.startswith("linux") or not syscalls._mallopt:
+        pytest.skip("glibc only")
+    kept = {
+        mode: int(subprocess.run([sys.executable, "-c", code, mode], check=True, capture_output=True,
+                                 text=True, cwd=Path(__file__).parent.parent).stdout)
+        for mode in ("fixed", "default")
+    }  # fmt: skip
+    assert kept["fixed"] < 8 * 1024, kept  # KiB: the 64 MiB went back
+    assert kept["default"] > 32 * 1024, kept  # what the server kept before

@@ -35,6 +35,7 @@ from trioftp.logs import setup_logging
 from trioftp.protocol.messages import Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
+from trioftp.syscalls import return_freed_buffers
 
 log = logging.getLogger("trioftp")
 
@@ -150,6 +151,8 @@ def _serve(args: argparse.Namespace) -> int:
     file_settings = load_toml(args.config) if args.config else {}
     config = build_config(file_settings, flags)
     setup_logging(config.log_level, config.log_format)
+    # The process is the server's own, so it may tune the allocator for itself.
+    return_freed_buffers()
     trio.run(run_server, config)
     return 0
 

@@ -1,8 +1,9 @@
 """Linux system calls that Python's os module lacks, each with a portable fallback.
 
-Reached through ctypes. Where a call is missing (another OS, an old libc),
-`sync_file_range` does nothing (it is only a hint) and `rename_no_replace`
-says so with NotImplementedError, so the caller can fall back to a check.
+Reached through ctypes. Where a call is missing (another OS, an old libc, not
+glibc), `sync_file_range` and `mallopt` do nothing (they are only hints) and
+`rename_no_replace` says so with NotImplementedError, so the caller can fall
+back to a check.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do not wait
 _RENAME_NOREPLACE = 1  # <linux/fs.h>
 _AT_FDCWD = -100
+_M_MMAP_THRESHOLD = -3  # <malloc.h>
+LARGE_ALLOCATION = 256 * 1024  # this size and up: own mappings, returned to the OS when freed
 
 
 def _libc_function(name: str, argtypes: list[Any]) -> Any | None:
@@ -36,6 +39,19 @@ _sync_file_range = _libc_function(
 _renameat2 = _libc_function(
     "renameat2", [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
 )
+_mallopt = _libc_function("mallopt", [ctypes.c_int, ctypes.c_int])
+
+
+def return_freed_buffers() -> bool:
+    """Make glibc give transfer buffers back to the OS when they are freed (best effort).
+
+    glibc raises its mmap threshold each time a mapped block is freed, so after
+    the first upload the 1 MiB blocks come from the heap, and a heap fragmented
+    by many transfers keeps its peak size: a server that once took a big upload
+    held ~9 MiB more for good. A fixed threshold keeps blocks this large in
+    their own mappings. Returns whether the setting took.
+    """
+    return _mallopt is not None and _mallopt(_M_MMAP_THRESHOLD, LARGE_ALLOCATION) == 1
 
 
 def start_writeback(fd: int, offset: int, length: int) -> None:
