@@ -263,12 +263,15 @@ class Server:
         """
         dialect = "v2" if isinstance(session, V2Session) else "legacy"
         self.metrics.connection_accepted(dialect)
-        log.info("%s connection opened (%s)", peer, dialect,
-                 extra={"event": "connection_opened", "peer": peer, "dialect": dialect})  # fmt: skip
+        if log.isEnabledFor(logging.INFO):  # no dict per connection for a line nobody keeps
+            log.info("%s connection opened (%s)", peer, dialect,
+                     extra={"event": "connection_opened", "peer": peer, "dialect": dialect})  # fmt: skip
         return time.monotonic()
 
     def _count_closed(self, session: V2Session | LegacySession, peer: str, opened: float) -> None:
         """The log line of a connection's end (see _count_opened)."""
+        if not log.isEnabledFor(logging.INFO):
+            return
         dialect = "v2" if isinstance(session, V2Session) else "legacy"
         moved = session.channel if isinstance(session, V2Session) else session
         duration = time.monotonic() - opened
