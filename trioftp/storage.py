@@ -35,6 +35,7 @@ from trioftp.writeback import EarlyWriteback
 log = logging.getLogger("trioftp.storage")
 
 STATE_DIR = ".trioftp"
+COPY_PREFIX, COPY_SUFFIX = ".trioftp-", ".part"  # an upload being copied onto another mount
 
 
 class StorageError(Exception):
@@ -69,6 +70,10 @@ def _os_error(exc: OSError, name: str) -> StorageError:
         return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
     if exc.errno == errno.ENAMETOOLONG:
         return StorageError(ErrorCode.BAD_NAME, f"{name!r} is too long for the server's file system")
+    if exc.errno == errno.EXDEV:
+        return StorageError(
+            ErrorCode.BAD_REQUEST, f"{name!r}: cannot move between file systems of the server"
+        )
     return StorageError(ErrorCode.INTERNAL, f"{name!r}: {exc.strerror or exc}")
 
 
@@ -325,6 +330,8 @@ class Storage:
     def _entry(self, folder_path: Path, item: os.DirEntry[str]) -> Entry | None:
         if folder_path == self.root and item.name == STATE_DIR:
             return None
+        if item.name.startswith(COPY_PREFIX) and item.name.endswith(COPY_SUFFIX):
+            return None  # an upload being copied into place (see _copy_into_place)
         try:
             check_segment(item.name)
             item.name.encode("utf-8")
@@ -598,23 +605,22 @@ def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
 
     For a target on another file system than the partial (a folder of the root
     that is a mount point), where rename fails with EXDEV: the bytes go to a
-    hidden file beside the target, are synced, and that file is renamed over
-    the target, so readers still see the old file or the whole new one.
+    new file beside the target, are synced, and that file is renamed over the
+    target, so readers still see the old file or the whole new one. Where the
+    file system can, the copy has no name until it is whole (O_TMPFILE), so a
+    crash mid-copy leaves nothing behind; elsewhere it is a hidden
+    `.trioftp-*.part`, which listings leave out.
     """
     source = os.fstat(fd)
-    temp = target.parent / f".trioftp-{secrets.token_hex(8)}.part"
-    out = os.open(
-        temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, stat_module.S_IMODE(source.st_mode)
-    )
+    mode = stat_module.S_IMODE(source.st_mode)
+    temp = target.parent / f"{COPY_PREFIX}{secrets.token_hex(8)}{COPY_SUFFIX}"
+    out, unnamed = _open_copy(target.parent, temp, mode)
     try:
-        offset = 0
-        while offset < size:
-            sent = os.sendfile(out, fd, offset, min(size - offset, 1 << 30))
-            if sent == 0:
-                raise OSError(errno.EIO, "the partial file shrank while it was being copied")
-            offset += sent
+        _copy_bytes(fd, out, size)
         os.utime(out, ns=(source.st_atime_ns, source.st_mtime_ns))
         os.fsync(out)
+        if unnamed:
+            _name_unnamed(out, temp)
         os.replace(temp, target)
         return os.fstat(out)
     except BaseException:
@@ -623,6 +629,51 @@ def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
         raise
     finally:
         os.close(out)
+
+
+def _open_copy(folder: Path, temp: Path, mode: int) -> tuple[int, bool]:
+    """An fd to copy into: unnamed in `folder` if the OS and file system allow, else `temp`."""
+    tmpfile = getattr(os, "O_TMPFILE", 0)
+    if tmpfile and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(folder, tmpfile | os.O_WRONLY | os.O_CLOEXEC, mode), True
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise
+    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), False
+
+
+def _name_unnamed(fd: int, path: Path) -> None:
+    """Give an O_TMPFILE file a name: linkat(/proc/self/fd/N, AT_SYMLINK_FOLLOW)."""
+    # With a dir_fd, os.link calls linkat with the flag; without one it calls
+    # link(), which would try to link the /proc symlink itself (EXDEV).
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
+    finally:
+        os.close(folder)
+
+
+def _copy_bytes(source: int, out: int, size: int) -> None:
+    """Copy `size` bytes of `source` from its start to `out` (sendfile, else reads and writes)."""
+    offset = 0
+    try:
+        while offset < size:
+            sent = os.sendfile(out, source, offset, min(size - offset, 1 << 30))
+            if sent == 0:
+                raise OSError(errno.EIO, "the partial file shrank while it was being copied")
+            offset += sent
+        return
+    except OSError as exc:
+        # No file-to-file sendfile here (not Linux; a file system without splice).
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.ENOTSOCK, errno.EOPNOTSUPP) or offset:
+            raise
+    while offset < size:
+        chunk = os.pread(source, min(size - offset, 1 << 20), offset)
+        if not chunk:
+            raise OSError(errno.EIO, "the partial file shrank while it was being copied")
+        _write_all(out, [chunk], offset)
+        offset += len(chunk)
 
 
 def _fsync_dir(path: Path) -> None:
