@@ -1,4 +1,4 @@
-"""The channel's send path: frames from many streams in one scheduler pass, written early."""
+"""The channel's send path: frames from many streams in one scheduler pass, written early and in order."""
 
 from __future__ import annotations
 
@@ -38,19 +38,32 @@ async def test_every_sender_returns_when_an_early_write_took_the_whole_pass() ->
     assert sorted(increments) == [i + 1 for i in range(senders)]
 
 
-async def test_many_senders_in_one_pass_all_arrive_in_order() -> None:
+async def test_many_senders_in_one_pass_arrive_in_the_order_told() -> None:
     server, client, peer = await _pair()
+    told: list[bytes] = []  # what the machine produced, in the order it was appended
+    append = server._append
+
+    def recording(data: bytes | bytearray) -> None:
+        told.append(bytes(data))
+        append(data)
+
+    server._append = recording  # type: ignore[method-assign]
     senders = 5 * EAGER_WRITE_FRAMES + 3
     with trio.fail_after(NETWORK_TIMEOUT):
         async with trio.open_nursery() as nursery:
             for i in range(senders):
                 nursery.start_soon(server.send, Window(increment=i + 1, stream_id=1))
-        increments = []
-        while len(increments) < senders:
-            client.receive_data(await peer.receive_some())
-            while (event := client.next_event()) is not NEED_DATA:
-                assert isinstance(event, Window)
-                increments.append(event.increment)
+        expected = b"".join(told)
+        wire = b""
+        while len(wire) < len(expected):
+            wire += await peer.receive_some()
         await server.aclose()
         await peer.aclose()
-    assert sorted(increments) == [i + 1 for i in range(senders)]  # each frame whole, none lost
+    assert len(told) == senders
+    assert wire == expected  # byte for byte: early writes kept the order
+    client.receive_data(wire)
+    increments = []
+    while (event := client.next_event()) is not NEED_DATA:
+        assert isinstance(event, Window)
+        increments.append(event.increment)
+    assert sorted(increments) == [i + 1 for i in range(senders)]

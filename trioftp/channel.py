@@ -348,6 +348,7 @@ class Channel:
         try:
             n = os.write(sock.fileno(), self._out)
         except OSError:  # full (the holder waits for room) or broken (the holder's write says so)
+            self._gathering = 1  # not again for the next few frames
             return
         del self._out[:n]
         self._written += n

@@ -163,6 +163,8 @@ async def serve_metrics(
     metrics: Metrics, host: str, port: int, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Serve `GET /metrics` on host:port until cancelled; `task_status.started(port)`."""
+    import prometheus_client  # noqa: F401 - now, not on the loop at the first scrape (~50 ms)
+
     listeners = await trio.open_tcp_listeners(port, host=host)
     bound = listeners[0].socket.getsockname()[1]
     log.info("metrics on http://%s:%d/metrics", host, bound)
