@@ -18,7 +18,7 @@ _SYNC_FILE_RANGE_WRITE = 2  # <linux/fs.h>: start writeback of dirty pages, do n
 _RENAME_NOREPLACE = 1  # <linux/fs.h>
 _AT_FDCWD = -100
 _M_MMAP_THRESHOLD = -3  # <malloc.h>
-LARGE_ALLOCATION = 256 * 1024  # this size and up: own mappings, returned to the OS when freed
+LARGE_ALLOCATION = 512 * 1024  # this size and up: own mappings (1 MiB blocks), returned to the OS when freed
 
 
 def _libc_function(name: str, argtypes: list[Any]) -> Any | None:
