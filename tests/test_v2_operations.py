@@ -403,3 +403,42 @@ def test_every_client_error_is_a_trioftp_error() -> None:
     assert issubclass(RemoteChecksumMismatch, ChecksumMismatch)
     unknown = trioftp.errors.remote_error(ErrorCode.TOO_LARGE, "")
     assert type(unknown) is RemoteError and unknown.code is ErrorCode.TOO_LARGE
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "localhost"])
+async def test_connect_by_address_or_by_name(server: Server, server_root: Path, host: str) -> None:
+    (server_root / "a.txt").write_bytes(b"hello")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection(host, server.port) as conn:
+            assert await conn.get("a.txt") == b"hello"
+
+
+async def test_an_ipv6_address_is_dialled_directly() -> None:
+    from trioftp.client.connection import _open_tcp
+
+    try:
+        listeners = await trio.open_tcp_listeners(0, host="::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    port = listeners[0].socket.getsockname()[1]
+
+    async def accept_and_close() -> None:
+        accepted = await listeners[0].accept()
+        await accepted.aclose()
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(accept_and_close)
+            stream = await _open_tcp("::1", port)
+            assert stream.socket.family == trio.socket.AF_INET6
+            await stream.aclose()
+    await listeners[0].aclose()
+
+
+async def test_a_refused_address_is_a_clear_error() -> None:
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    await listeners[0].aclose()  # nobody listens there now
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(ConnectionClosed, match="cannot connect"):
+        async with trioftp.open_connection("127.0.0.1", port):
+            pass

@@ -16,7 +16,9 @@ the server's code), ChecksumMismatch, ProtocolViolation, ConnectionClosed.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
+import socket
 import ssl
 import stat as stat_module
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -847,7 +849,7 @@ class ClientConnection:
 
 async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc.Stream:
     try:
-        tcp = await trio.open_tcp_stream(host, port)
+        tcp = await _open_tcp(host, port)
     except OSError as exc:
         raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
     if tls is False:
@@ -860,6 +862,21 @@ async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc
         await trio.aclose_forcefully(stream)
         raise ConnectionClosed(f"TLS with {host}:{port} failed: {exc.__cause__ or exc}") from None
     return stream
+
+
+async def _open_tcp(host: str, port: int) -> trio.SocketStream:
+    """A TCP connection; an IP address is dialled directly, a name through trio's happy eyeballs."""
+    try:
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return await trio.open_tcp_stream(host, port)
+    sock = trio.socket.socket(family, socket.SOCK_STREAM)
+    try:
+        await sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
 
 
 class _ServerClosed(Exception):
