@@ -11,7 +11,7 @@ from trioftp.channel import Channel
 from trioftp.inbox import StreamInbox
 from trioftp.protocol import Connection, Role, Settings
 from trioftp.protocol.messages import Cancel, Data, End, Put, Ready
-from trioftp.sink import BlockSink, next_piece
+from trioftp.sink import BlockPool, BlockSink, next_piece
 
 
 def test_two_blocks_alternate() -> None:
@@ -45,6 +45,66 @@ def test_a_closed_sink_takes_nothing() -> None:
     sink.close()
     sink.filled(4)
     assert sink.take_rest() is None and sink.received == 0
+
+
+def _one_transfer(sink: BlockSink, payload: bytes) -> bytes:
+    """Fill, take, release each block as reader and task would; return what the task saw."""
+    seen = b""
+    for i in range(0, len(payload), sink.block_size):
+        chunk = payload[i : i + sink.block_size]
+        sink.space()[: len(chunk)] = chunk
+        sink.filled(len(chunk))
+        block = sink.take_rest()
+        assert block is not None
+        seen += bytes(block)
+        sink.release(block)
+    sink.close()
+    return seen
+
+
+def test_a_pool_hands_written_blocks_to_the_next_transfer() -> None:
+    pool = BlockPool(max_bytes=64)
+    first = BlockSink(8, lambda: None, pool=pool)
+    assert _one_transfer(first, b"abcdefghij") == b"abcdefghij"
+    assert pool.held == 8  # the spare, written and released
+    reused = pool._blocks[8][0]
+    second = BlockSink(8, lambda: None, pool=pool)
+    assert second.space().obj is reused and pool.held == 0
+    assert _one_transfer(second, b"klmnopqrstu") == b"klmnopqrstu"  # old bytes never show through
+
+
+def test_close_keeps_the_block_being_filled_out_of_the_pool() -> None:
+    # The reader may hold a view of it across its wait for the socket: reusing
+    # it could let a late read land in another transfer's block.
+    pool = BlockPool(max_bytes=64)
+    sink = BlockSink(8, lambda: None, pool=pool)
+    sink.space()[:3] = b"abc"
+    sink.filled(3)
+    sink.close()
+    assert pool.held == 0
+
+
+def test_a_block_released_after_close_goes_to_the_pool_and_the_pool_is_bounded() -> None:
+    pool = BlockPool(max_bytes=16)
+    sinks = [BlockSink(8, lambda: None, pool=pool) for _ in range(3)]
+    taken = []
+    for sink in sinks:
+        sink.space()[:8] = b"x" * 8
+        sink.filled(8)
+        block = sink.take()
+        assert block is not None
+        taken.append(block)
+        sink.close()  # the task still has the block
+    assert pool.held == 0
+    for sink, block in zip(sinks, taken, strict=True):
+        sink.release(block)
+    assert pool.held == 16  # two of the three: the bound
+
+
+def test_without_a_pool_blocks_are_dropped() -> None:
+    sink = BlockSink(8, lambda: None)
+    assert _one_transfer(sink, b"abcdefghij") == b"abcdefghij"
+    assert sink._spare is None and sink._block is None
 
 
 async def test_next_piece_keeps_wire_order() -> None:

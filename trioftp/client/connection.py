@@ -88,7 +88,7 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.protocol.state import StreamState
-from trioftp.sink import BlockSink, next_piece
+from trioftp.sink import BlockPool, BlockSink, next_piece
 from trioftp.writeback import EarlyWriteback
 
 T = TypeVar("T")
@@ -97,6 +97,9 @@ Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
 WRITE_BLOCK = 1024 * 1024
+# Blocks kept between downloads of this process (a server drops its blocks instead:
+# its memory should go back once a burst of uploads is over).
+_RECEIVE_BLOCKS = BlockPool(max_bytes=8 * WRITE_BLOCK)
 PARTIAL_SUFFIX = ".trioftp-part"
 
 
@@ -443,7 +446,7 @@ class ClientConnection:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
-        sink = BlockSink(block, inbox.notify, limit=info.size - offset)
+        sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:
