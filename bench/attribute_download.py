@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,7 +28,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import MiB
+from common import MiB, free_port, wait_listening
 
 MODES = ("full", "no-fsync", "no-hash", "receive-only")
 
@@ -42,17 +41,21 @@ def patch(mode: str) -> None:
         cc._original_fsync = cc.os.fsync  # type: ignore[attr-defined]
     original = cc._original_write_and_hash  # type: ignore[attr-defined]
 
-    def write_only(fd: int, blocks: list[bytes], position: int, _hasher: object) -> int:
-        for block in blocks:
-            view = memoryview(block)
-            while view:
-                n = os.pwrite(fd, view, position)
-                position += n
-                view = view[n:]
+    # Same signature as trioftp.client.connection._write_and_hash.
+    def write_only(
+        fd: int, block: bytes | memoryview, position: int, _hasher: object, _writeback: object
+    ) -> int:
+        view = memoryview(block)
+        while view:
+            n = os.pwrite(fd, view, position)
+            position += n
+            view = view[n:]
         return position
 
-    def nothing(_fd: int, blocks: list[bytes], position: int, _hasher: object) -> int:
-        return position + sum(len(b) for b in blocks)
+    def nothing(
+        _fd: int, block: bytes | memoryview, position: int, _hasher: object, _writeback: object
+    ) -> int:
+        return position + len(block)
 
     cc._write_and_hash = {
         "full": original,
@@ -95,9 +98,7 @@ def main() -> None:
     with open(os.path.join(root, "big.bin"), "wb") as f:
         for _ in range(args.size_mib):
             f.write(os.urandom(MiB))
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     server = subprocess.Popen(  # in the temp dir: `-m trioftp` must not pick up a ./trioftp
         [
             sys.executable,
@@ -113,15 +114,7 @@ def main() -> None:
         ]
     )
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_listening(port)
         dest = os.path.join(work, "out.bin")
         patch("full")
         trio.run(download_once, port, dest)  # warm-up: the server caches the file's digest

@@ -35,7 +35,7 @@ from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from common import COPY_BUFFER, KiB, MiB, write_all  # noqa: E402
+from common import COPY_BUFFER, KiB, MiB, free_port, wait_listening, write_all  # noqa: E402
 
 SMALL_FILES = 2000
 BIG_FILES = 50
@@ -52,25 +52,6 @@ def _cpu_of(pid: int) -> float:
 def _own_cpu() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
 
 
 class Measure:
@@ -230,7 +211,7 @@ def main() -> None:
         env = dict(os.environ)
         if args.source:
             env["PYTHONPATH"] = os.path.abspath(args.source)
-        ports = {"trioftp": _free_port(), "raw": _free_port()}
+        ports = {"trioftp": free_port(), "raw": free_port()}
         commands = {
             "trioftp": [sys.executable, "-m", "trioftp", "serve", "--root", root, "--host", "127.0.0.1",
                         "--port", str(ports["trioftp"]), "--log-level", "WARNING", "--no-legacy"],
@@ -241,7 +222,7 @@ def main() -> None:
         for system, cases_of in (("trioftp", _trioftp_cases), ("raw", _raw_cases)):
             server = subprocess.Popen(commands[system], env=env)
             servers.append(server)
-            _wait_listening(ports[system])
+            wait_listening(ports[system])
             for case, run in cases_of(ports[system], small, big, dest).items():
                 ops = {"small-get": SMALL_FILES, "conn-get": 400, "conn-1mib": BIG_FILES}[case]
                 measure = Measure(server.pid, ops)
