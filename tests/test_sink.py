@@ -63,20 +63,31 @@ def _one_transfer(sink: BlockSink, payload: bytes) -> bytes:
 
 
 def test_a_pool_hands_written_blocks_to_the_next_transfer() -> None:
-    pool = BlockPool(max_bytes=64)
+    pool = BlockPool(8, max_blocks=8)
     first = BlockSink(8, lambda: None, pool=pool)
     assert _one_transfer(first, b"abcdefghij") == b"abcdefghij"
     assert pool.held == 8  # the spare, written and released
-    reused = pool._blocks[8][0]
+    reused = pool._blocks[0]
     second = BlockSink(8, lambda: None, pool=pool)
     assert second.space().obj is reused and pool.held == 0
     assert _one_transfer(second, b"klmnopqrstu") == b"klmnopqrstu"  # old bytes never show through
 
 
+def test_a_pool_keeps_and_serves_only_its_block_size() -> None:
+    # A small file's block is cut to the file's size: kept, it would fill the
+    # pool and never serve a full-size transfer.
+    pool = BlockPool(8, max_blocks=8)
+    small = BlockSink(5, lambda: None, pool=pool)
+    assert _one_transfer(small, b"abcde") == b"abcde"
+    assert pool.held == 0
+    pool.give(bytearray(8))
+    assert pool.take(5) is None and pool.take(8) is not None
+
+
 def test_close_keeps_the_block_being_filled_out_of_the_pool() -> None:
     # The reader may hold a view of it across its wait for the socket: reusing
     # it could let a late read land in another transfer's block.
-    pool = BlockPool(max_bytes=64)
+    pool = BlockPool(8, max_blocks=8)
     sink = BlockSink(8, lambda: None, pool=pool)
     sink.space()[:3] = b"abc"
     sink.filled(3)
@@ -84,8 +95,25 @@ def test_close_keeps_the_block_being_filled_out_of_the_pool() -> None:
     assert pool.held == 0
 
 
+def test_a_block_cut_short_by_too_much_payload_is_never_filled_again() -> None:
+    # Over the limit, the task takes the block being filled while the reader
+    # may still hold a view of its rest: it must not come back, even if released.
+    pool = BlockPool(8, max_blocks=8)
+    sink = BlockSink(8, lambda: None, limit=2, pool=pool)
+    sink.space()[:3] = b"abc"
+    sink.filled(3)
+    assert sink.over_limit
+    cut = sink.take_rest()
+    assert cut is not None and bytes(cut) == b"abc"
+    sink.release(cut)
+    assert sink._spare is None
+    sink.close()
+    sink.release(cut)
+    assert pool.held == 0
+
+
 def test_a_block_released_after_close_goes_to_the_pool_and_the_pool_is_bounded() -> None:
-    pool = BlockPool(max_bytes=16)
+    pool = BlockPool(8, max_blocks=2)
     sinks = [BlockSink(8, lambda: None, pool=pool) for _ in range(3)]
     taken = []
     for sink in sinks:

@@ -413,7 +413,7 @@ async def test_connect_by_address_or_by_name(server: Server, server_root: Path, 
             assert await conn.get("a.txt") == b"hello"
 
 
-async def test_an_ipv6_address_is_dialled_directly() -> None:
+async def test_an_ipv6_address_is_dialled_directly(monkeypatch: pytest.MonkeyPatch) -> None:
     from trioftp.client.connection import _open_tcp
 
     try:
@@ -426,13 +426,19 @@ async def test_an_ipv6_address_is_dialled_directly() -> None:
         accepted = await listeners[0].accept()
         await accepted.aclose()
 
-    with trio.fail_after(NETWORK_TIMEOUT):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(accept_and_close)
-            stream = await _open_tcp("::1", port)
-            assert stream.socket.family == trio.socket.AF_INET6
-            await stream.aclose()
-    await listeners[0].aclose()
+    async def no_lookup(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("an address needs no happy eyeballs")
+
+    monkeypatch.setattr(trio, "open_tcp_stream", no_lookup)
+    try:
+        with trio.fail_after(NETWORK_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(accept_and_close)
+                stream = await _open_tcp("::1", port)
+                assert stream.socket.family == trio.socket.AF_INET6
+                await stream.aclose()
+    finally:
+        await listeners[0].aclose()
 
 
 async def test_a_refused_address_is_a_clear_error() -> None:
@@ -441,4 +447,10 @@ async def test_a_refused_address_is_a_clear_error() -> None:
     await listeners[0].aclose()  # nobody listens there now
     with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(ConnectionClosed, match="cannot connect"):
         async with trioftp.open_connection("127.0.0.1", port):
+            pass
+
+
+async def test_a_port_out_of_range_is_a_clear_error() -> None:
+    with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(ConnectionClosed, match="cannot connect"):
+        async with trioftp.open_connection("127.0.0.1", 70000):
             pass

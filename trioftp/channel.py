@@ -110,7 +110,8 @@ def peer_of(stream: trio.abc.Stream) -> str:
 async def close_stream(stream: trio.abc.Stream, grace: float = 1.0) -> None:
     """Close a stream; a TLS close that the peer stalls is cut after `grace` seconds."""
     if isinstance(stream, trio.SocketStream):
-        stream.socket.close()  # never blocks, and a cancelled caller cannot interrupt it
+        with contextlib.suppress(OSError):
+            stream.socket.close()  # never blocks, and a cancelled caller cannot interrupt it
         return
     with trio.CancelScope(shield=True):
         with trio.move_on_after(grace):

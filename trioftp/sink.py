@@ -21,33 +21,38 @@ from trioftp.protocol.messages import Data, End, Message
 
 
 class BlockPool:
-    """Written blocks kept for the process's next transfers, up to `max_bytes` in all.
+    """Written blocks of one size kept for the process's next transfers, up to `max_blocks`.
 
     A new 1 MiB block is paged in again by the first bytes read into it; a
     client that downloads many files spends a tenth of its CPU on that. Only
-    blocks that nothing else can still touch come here (see BlockSink.close).
+    blocks that nothing else can still touch come here (see BlockSink.close),
+    and only of `block_size`: blocks cut to a small file's size would fill the
+    pool and never serve a full-size transfer.
     """
 
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self.held = 0
-        self._blocks: dict[int, list[bytearray]] = {}
+    def __init__(self, block_size: int, max_blocks: int) -> None:
+        self.block_size = block_size
+        self.max_blocks = max_blocks
+        self._blocks: list[bytearray] = []
         self._lock = threading.Lock()  # Trio loops in several threads may share one pool
 
+    @property
+    def held(self) -> int:
+        """Bytes kept now."""
+        return len(self._blocks) * self.block_size
+
     def take(self, size: int) -> bytearray | None:
+        if size != self.block_size:
+            return None
         with self._lock:
-            blocks = self._blocks.get(size)
-            if not blocks:
-                return None
-            self.held -= size
-            return blocks.pop()
+            return self._blocks.pop() if self._blocks else None
 
     def give(self, block: bytearray) -> None:
-        size = len(block)
+        if len(block) != self.block_size:
+            return
         with self._lock:
-            if self.held + size <= self.max_bytes:
-                self._blocks.setdefault(size, []).append(block)
-                self.held += size
+            if len(self._blocks) < self.max_blocks:
+                self._blocks.append(block)
 
 
 class BlockSink:
@@ -81,6 +86,10 @@ class BlockSink:
         self._fill = 0
         self._full: deque[memoryview] = deque()
         self._spare: bytearray | None = None  # a written block, to fill again
+        # A block cut short while more payload than expected was arriving: the
+        # reader may still hold a view of it (its read waits for the socket), so
+        # it is never filled again, here or through the pool.
+        self._cut: bytearray | None = None
 
     def space(self) -> memoryview:
         """Where the next payload bytes go (never empty). Only for an open sink."""
@@ -123,7 +132,7 @@ class BlockSink:
 
     def release(self, block: memoryview) -> None:
         """The task is done with a block from `take()`: it may be filled again."""
-        if not isinstance(block.obj, bytearray):
+        if not isinstance(block.obj, bytearray) or block.obj is self._cut:
             return
         if self.closed:
             if self.pool is not None:
@@ -134,9 +143,10 @@ class BlockSink:
     def close(self) -> None:
         """Drop the blocks; the reader fills nothing more.
 
-        Only the spare goes back to the pool: the reader may still hold a view
-        of the block being filled (across its wait for the socket), and a full
-        block may be in the task's hands; those are left to the collector.
+        Only the spare goes back to the pool now: the reader may still hold a
+        view of the block being filled (across its wait for the socket), so it
+        is dropped; a full block in the task's hands goes back when the task
+        releases it.
         """
         self.closed = True
         if self.pool is not None and self._spare is not None:
@@ -146,6 +156,8 @@ class BlockSink:
 
     def _complete(self) -> None:
         assert self._block is not None
+        if self.over_limit and self._fill < len(self._block):
+            self._cut = self._block
         self._full.append(memoryview(self._block)[: self._fill])
         self._block, self._fill = None, 0
 

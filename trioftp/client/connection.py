@@ -99,7 +99,7 @@ Progress = Callable[[int, int], None]
 WRITE_BLOCK = 1024 * 1024
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
-_RECEIVE_BLOCKS = BlockPool(max_bytes=8 * WRITE_BLOCK)
+_RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
 PARTIAL_SUFFIX = ".trioftp-part"
 
 
@@ -853,7 +853,7 @@ class ClientConnection:
 async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc.Stream:
     try:
         tcp = await _open_tcp(host, port)
-    except OSError as exc:
+    except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
         raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
     if tls is False:
         return tcp
