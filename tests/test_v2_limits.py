@@ -491,7 +491,7 @@ async def test_after_the_clients_goodbye_streams_finish_then_the_server_closes(
                 End(size=len(data), digest=blake3.blake3(data).digest(), stream_id=1),
             )
             assert isinstance(await peer.receive(), FileInfo)
-            with trio.fail_after(2):
+            with trio.fail_after(10):
                 assert await peer.receive_until_closed() == []
     assert (server_root / "g.txt").read_bytes() == data
 
@@ -518,9 +518,9 @@ async def test_a_too_short_drain_cancels_the_transfer_cleanly(server_root: Path)
                 server.shutdown()
                 up = await uploader.receive_until_closed()
                 down = await downloader.receive_until_closed()
-                with trio.fail_after(2):
+                with trio.fail_after(10):  # without the 0.3 s drain timeout: never
                     await stopped.wait()
-                assert trio.current_time() - start < 2
+                assert trio.current_time() - start < 10
     assert (type(up[0]), type(up[-1])) == (Goodbye, Error) and up[-1].code is ErrorCode.SHUTTING_DOWN  # type: ignore[union-attr]
     assert isinstance(down[-1], Error) and down[-1].code is ErrorCode.SHUTTING_DOWN
     assert (server_root / "target.bin").read_bytes() == b"old content"
