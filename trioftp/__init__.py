@@ -1,11 +1,15 @@
 """trioftp: fast, verified file transfer for Python, on Trio.
 
-data = await trioftp.get("127.0.0.1", "reports/2026.csv")
+One file, one call::
 
-async with trioftp.open_connection("127.0.0.1") as conn:
-    await conn.upload("big.iso", "isos/big.iso")
-    for entry in await conn.list("isos"):
-        print(entry.name, entry.size)
+    data = await trioftp.get("127.0.0.1", "reports/2026.csv")
+
+Many transfers over one connection::
+
+    async with trioftp.open_connection("127.0.0.1") as conn:
+        await conn.upload("big.iso", "isos/big.iso")
+        for entry in await conn.list("isos"):
+            print(entry.name, entry.size)
 """
 
 from trioftp import legacy

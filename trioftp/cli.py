@@ -1,10 +1,12 @@
 """The `trioftp` command: argv -> settings -> one library call.
 
-trioftp serve [--root DIR] [--host HOST] [--port PORT] [--config FILE] ...
-trioftp get HOST[:PORT] NAME [-o PATH]      trioftp put HOST[:PORT] PATH [NAME]
-trioftp get --legacy HOST NAME [-o PATH]    trioftp put --legacy HOST PATH [NAME]  (old servers)
-trioftp ls HOST [FOLDER]    trioftp stat HOST NAME    trioftp rm HOST NAME
-trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER     trioftp status HOST
+Usage::
+
+    trioftp serve [--root DIR] [--host HOST] [--port PORT] [--config FILE] ...
+    trioftp get HOST[:PORT] NAME [-o PATH]      trioftp put HOST[:PORT] PATH [NAME]
+    trioftp get --legacy HOST NAME [-o PATH]    trioftp put --legacy HOST PATH [NAME]  (old servers)
+    trioftp ls HOST [FOLDER]    trioftp stat HOST NAME    trioftp rm HOST NAME
+    trioftp mv HOST OLD NEW     trioftp mkdir HOST FOLDER     trioftp status HOST
 """
 
 from __future__ import annotations
