@@ -15,6 +15,7 @@ from trioftp.config import ServerConfig
 from trioftp.server import Server
 
 NETWORK_TIMEOUT = 30.0  # every network test body runs under trio.fail_after(NETWORK_TIMEOUT)
+MakeServer = Callable[..., Any]  # the make_server fixture's type
 
 
 @pytest.fixture
@@ -25,7 +26,7 @@ def server_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_server(nursery: trio.Nursery, server_root: Path) -> Callable[..., Any]:
+def make_server(nursery: trio.Nursery, server_root: Path) -> MakeServer:
     """Start a server with settings overridden: `server = await make_server(idle_timeout=1)`."""
 
     async def start(**overrides: Any) -> Server:
@@ -37,7 +38,7 @@ def make_server(nursery: trio.Nursery, server_root: Path) -> Callable[..., Any]:
 
 
 @pytest.fixture
-async def server(make_server: Callable[..., Any]) -> AsyncIterator[Server]:
+async def server(make_server: MakeServer) -> AsyncIterator[Server]:
     """A server with default settings serving `server_root`."""
     server = await make_server()
     yield server

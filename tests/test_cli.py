@@ -7,9 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import attrs
 import pytest
@@ -21,8 +19,6 @@ from trioftp import __version__
 from trioftp.cli import main, split_address
 from trioftp.config import DEFAULT_PORT, ServerConfig
 from trioftp.server import Server
-
-MakeServer = Callable[..., Any]
 
 
 async def run_cli(*argv: str) -> int:

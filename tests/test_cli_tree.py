@@ -5,15 +5,13 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
 import trustme
 
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import run_cli
 from tests.test_tree import make_tree, read_tree
 from trioftp import __version__
@@ -21,7 +19,6 @@ from trioftp.auth import hash_password, verify_password
 from trioftp.cli import main
 from trioftp.server import Server
 
-MakeServer = Callable[..., Any]
 PASSWORD = "correct horse"
 
 

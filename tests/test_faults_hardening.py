@@ -12,7 +12,7 @@ import errno
 import os
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,7 @@ import trio
 import trio.testing
 
 import trioftp.storage as storage_module
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, start_serve
 from tests.v2_helpers import (
     HOST,
@@ -54,8 +54,6 @@ from trioftp.protocol import (
 )
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED
-
-MakeServer = Callable[..., Any]
 
 
 def put_request(stream_id: int, name: str, size: int, *, resume: bool = False) -> bytes:

@@ -23,11 +23,10 @@ import trio
 
 import trioftp
 from compat import legacy_client
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from trioftp.server import Server
 
 TRANSCRIPTS = sorted((Path(__file__).parent.parent / "compat" / "transcripts").glob("*.txt"))
-MakeServer = Callable[..., Any]
 
 
 async def in_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:

@@ -6,7 +6,7 @@ import json
 import logging
 import os
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import trioftp
 from compat import legacy_client
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, run_cli, start_serve
 from tests.test_legacy_server import in_thread, receive_until_closed, wait_until_idle
 from tests.v2_helpers import HOST, RawPeer, connect
@@ -28,7 +28,6 @@ from trioftp.protocol import PREFACE, Error, ErrorCode, Put, Ready
 from trioftp.protocol.frames import HEADER
 from trioftp.server import Server
 
-MakeServer = Callable[..., Any]
 GARBAGE_FRAME = HEADER.pack(0, 0x7E, 0, 0)  # an unknown frame type: PROTOCOL_ERROR, connection closed
 
 

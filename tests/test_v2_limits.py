@@ -16,7 +16,7 @@ import trio.testing
 
 import trioftp.server.operations as operations_module
 import trioftp.storage as storage_module
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     HOST,
     MiB,
@@ -48,8 +48,6 @@ from trioftp.protocol import (
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.frames import PREFACE
 from trioftp.server import OVER_LIMIT_GRACE, Server
-
-MakeServer = Callable[..., Any]
 
 
 @pytest.fixture

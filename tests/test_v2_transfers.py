@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     MiB,
     connect,
@@ -27,6 +27,7 @@ from tests.v2_helpers import (
 from trioftp.errors import ConnectionClosed, NotFound, PermissionDenied, RemoteError
 from trioftp.protocol import Settings
 from trioftp.server import Server
+from trioftp.storage import Storage
 
 
 @pytest.fixture
@@ -581,10 +582,64 @@ async def test_a_copy_in_progress_is_not_listed(server: Server, server_root: Pat
     (server_root / "mnt").mkdir()
     (server_root / "mnt" / ".trioftp-0123456789abcdef.part").write_bytes(b"half")
     (server_root / "mnt" / ".trioftp-notes.txt").write_bytes(b"a user's own file")
+    (server_root / "mnt" / ".trioftp-mine.part").write_bytes(b"another of theirs")
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             names = [entry.name for entry in await conn.list("mnt")]
-    assert names == [".trioftp-notes.txt"]
+    assert names == [".trioftp-mine.part", ".trioftp-notes.txt"]
+
+
+async def test_a_copy_a_crash_left_is_removed_at_the_next_start(
+    make_server: MakeServer, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _rename_fails_across_mounts(monkeypatch, server_root)
+    monkeypatch.delattr(os, "O_TMPFILE", raising=False)  # a named copy
+    (server_root / "mnt").mkdir()
+    (server_root / "mnt" / "f.bin").write_bytes(b"old")
+    (server_root / "mnt" / ".trioftp-mine.part").write_bytes(b"a user's own file")
+    real_unlink = os.unlink
+
+    def crash_mid_copy(source: int, out: int, size: int) -> None:
+        os.write(out, b"half a copy")
+        # The process dies here: nothing it would have cleaned up goes.
+        monkeypatch.setattr(os, "unlink", lambda *_args, **_kwargs: None)
+        raise OSError(errno.EIO, "the machine went down")
+
+    monkeypatch.setattr("trioftp.storage._copy_bytes", crash_mid_copy)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        first = await make_server()
+        async with connect(first) as conn:
+            with pytest.raises(RemoteError):
+                await conn.put("mnt/f.bin", b"new content")
+        first.shutdown()
+        left = sorted(p.name for p in (server_root / "mnt").iterdir())
+        assert len(left) == 3 and re.fullmatch(r"\.trioftp-[0-9a-f]{16}\.part", left[0]), left
+        assert ".copy" in [p.suffix for p in partials(server_root)]  # the note naming it
+
+        monkeypatch.setattr(os, "unlink", real_unlink)
+        await make_server()  # the restart
+    assert sorted(p.name for p in (server_root / "mnt").iterdir()) == [".trioftp-mine.part", "f.bin"]
+    assert (server_root / "mnt" / "f.bin").read_bytes() == b"old"
+    assert [p.suffix for p in partials(server_root)] == [".part"]  # the upload's own, kept to resume
+
+
+@pytest.mark.parametrize(
+    "named",
+    ["../outside/.trioftp-0123456789abcdef.part", "mnt/precious.txt", "/etc/passwd", "\udcff"],
+)
+def test_the_sweep_removes_only_copies_inside_the_root(tmp_path: Path, named: str) -> None:
+    root = tmp_path / "root"
+    (root / "mnt").mkdir(parents=True)
+    (root / "mnt" / "precious.txt").write_bytes(b"keep")
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / ".trioftp-0123456789abcdef.part").write_bytes(b"keep")
+    storage = Storage(root)
+    note = storage.partial_dir / "0123456789abcdef.copy"
+    note.write_text(str(root / named), encoding="utf-8", errors="surrogateescape")
+    assert storage.clean_partials(at_start=True) == 0
+    assert (root / "mnt" / "precious.txt").read_bytes() == b"keep"
+    assert (tmp_path / "outside" / ".trioftp-0123456789abcdef.part").read_bytes() == b"keep"
+    assert not note.exists()
 
 
 async def test_rename_across_mounts_is_a_clear_bad_request(

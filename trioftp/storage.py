@@ -15,6 +15,7 @@ import errno
 import hashlib
 import logging
 import os
+import re
 import secrets
 import stat as stat_module
 import threading
@@ -36,6 +37,8 @@ log = logging.getLogger("trioftp.storage")
 
 STATE_DIR = ".trioftp"
 COPY_PREFIX, COPY_SUFFIX = ".trioftp-", ".part"  # an upload being copied onto another mount
+COPY_NAME = re.compile(rf"{re.escape(COPY_PREFIX)}[0-9a-f]{{16}}{re.escape(COPY_SUFFIX)}")
+COPY_NOTE_SUFFIX = ".copy"  # in the partial folder: names a named copy, for the sweep after a crash
 
 
 class StorageError(Exception):
@@ -330,7 +333,7 @@ class Storage:
     def _entry(self, folder_path: Path, item: os.DirEntry[str]) -> Entry | None:
         if folder_path == self.root and item.name == STATE_DIR:
             return None
-        if item.name.startswith(COPY_PREFIX) and item.name.endswith(COPY_SUFFIX):
+        if COPY_NAME.fullmatch(item.name):
             return None  # an upload being copied into place (see _copy_into_place)
         try:
             check_segment(item.name)
@@ -450,10 +453,15 @@ class Storage:
                 self._active_partials.discard(key)
 
     def clean_partials(self, *, at_start: bool = False) -> int:
-        """Remove expired partial uploads (and, at start, every private temp file)."""
+        """Remove expired partial uploads (and, at start, every private temp file and
+        every named copy a crash left behind)."""
         removed = 0
         now = time.time()
         for item in os.scandir(self.partial_dir):
+            if item.name.endswith(COPY_NOTE_SUFFIX):
+                if at_start:
+                    removed += self._sweep_copy(Path(item.path))
+                continue
             stale = item.name.endswith(".tmp") and at_start
             try:
                 expired = now - item.stat().st_mtime > self.partial_ttl
@@ -468,6 +476,31 @@ class Storage:
                     removed += 1
                 except FileNotFoundError:
                     pass
+        return removed
+
+    def _sweep_copy(self, note: Path) -> int:
+        """Remove the copy a note names (if a crash left it) and the note; 1 if a copy went."""
+        removed = 0
+        try:
+            copy = Path(note.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            copy = None
+        # The note is ours, but check anyway: only a copy's name, only inside the root.
+        if (
+            copy is not None
+            and COPY_NAME.fullmatch(copy.name)
+            and Path(os.path.realpath(copy.parent)).is_relative_to(self.top)
+        ):
+            try:
+                copy.unlink()
+                removed = 1
+                log.info("removed %s, a copy left by an interrupted upload", copy)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                log.warning("could not remove %s, a copy left by an interrupted upload: %s", copy, exc)
+                return 0  # keep the note: the next start tries again
+        note.unlink(missing_ok=True)
         return removed
 
 
@@ -560,7 +593,7 @@ class Upload:
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                st = _copy_into_place(self._fd, self.size, self.target)
+                st = _copy_into_place(self._fd, self.size, self.target, self.storage.partial_dir)
                 copied = True
             else:
                 st = os.fstat(self._fd)
@@ -600,7 +633,7 @@ def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> No
             views[0] = views[0][n:]
 
 
-def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
+def _copy_into_place(fd: int, size: int, target: Path, notes: Path) -> os.stat_result:
     """Put a copy of the file `fd` at `target` atomically; return the copy's stat.
 
     For a target on another file system than the partial (a folder of the root
@@ -609,12 +642,16 @@ def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
     target, so readers still see the old file or the whole new one. Where the
     file system can, the copy has no name until it is whole (O_TMPFILE), so a
     crash mid-copy leaves nothing behind; elsewhere it is a hidden
-    `.trioftp-*.part`, which listings leave out.
+    `.trioftp-*.part`, which listings leave out, and a note in `notes` (the
+    partial folder) names it until it is renamed or removed, so that the next
+    start removes what a crash left.
     """
     source = os.fstat(fd)
     mode = stat_module.S_IMODE(source.st_mode)
-    temp = target.parent / f"{COPY_PREFIX}{secrets.token_hex(8)}{COPY_SUFFIX}"
-    out, unnamed = _open_copy(target.parent, temp, mode)
+    token = secrets.token_hex(8)
+    temp = target.parent / f"{COPY_PREFIX}{token}{COPY_SUFFIX}"
+    note = notes / f"{token}{COPY_NOTE_SUFFIX}"
+    out, unnamed = _open_copy(target.parent, temp, mode, note)
     try:
         _copy_bytes(fd, out, size)
         os.utime(out, ns=(source.st_atime_ns, source.st_mtime_ns))
@@ -629,10 +666,13 @@ def _copy_into_place(fd: int, size: int, target: Path) -> os.stat_result:
         raise
     finally:
         os.close(out)
+        with contextlib.suppress(OSError):
+            note.unlink(missing_ok=True)
 
 
-def _open_copy(folder: Path, temp: Path, mode: int) -> tuple[int, bool]:
-    """An fd to copy into: unnamed in `folder` if the OS and file system allow, else `temp`."""
+def _open_copy(folder: Path, temp: Path, mode: int, note: Path) -> tuple[int, bool]:
+    """An fd to copy into: unnamed in `folder` if the OS and file system allow, else `temp`,
+    which `note` names first (a crash may come between the two)."""
     tmpfile = getattr(os, "O_TMPFILE", 0)
     if tmpfile and os.path.isdir("/proc/self/fd"):
         try:
@@ -640,7 +680,12 @@ def _open_copy(folder: Path, temp: Path, mode: int) -> tuple[int, bool]:
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
-    return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), False
+    note.write_text(str(temp), encoding="utf-8")
+    try:
+        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), False
+    except BaseException:
+        note.unlink(missing_ok=True)
+        raise
 
 
 def _name_unnamed(fd: int, path: Path) -> None:
