@@ -11,6 +11,7 @@ import blake3
 import pytest
 import trio
 
+import trioftp
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import (
     DataFlipper,
@@ -56,7 +57,6 @@ from trioftp.protocol import (
     Window,
 )
 from trioftp.protocol.frames import encode_header
-from trioftp.protocol.names import BadName as BadNameValue
 from trioftp.server import Server
 
 # ------------------------------------------------------------------ checksum
@@ -138,9 +138,9 @@ BAD_NAMES = ["../x", "/abs", "a/../../x", "a\x00b", "a\\b", "", "a//b", "a/", ".
 async def test_the_client_refuses_bad_names_before_sending(server: Server, name: str) -> None:
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
-            with pytest.raises(BadNameValue):
+            with pytest.raises(trioftp.BadName):  # a TrioftpError, as the README says
                 await conn.get(name)
-            with pytest.raises(BadNameValue):
+            with pytest.raises(trioftp.BadName):
                 await conn.put(name, b"x")
             assert await conn.list() == []
 

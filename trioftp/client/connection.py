@@ -30,13 +30,14 @@ import attrs
 import trio
 
 from trioftp.channel import Channel, ChannelClosed, FileChanged
-from trioftp.client import tree
+from trioftp.client import targets, tree
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
 from trioftp.digests import Hasher, hash_range, new_hasher
 from trioftp.errors import (
     AuthenticationFailed,
+    BadName,
     ChecksumMismatch,
     ConnectionClosed,
     LocalFileChanged,
@@ -58,6 +59,7 @@ from trioftp.protocol import (
     RemoteProtocolError,
     Role,
     Settings,
+    names,
 )
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
@@ -180,7 +182,9 @@ class ClientConnection:
             try:
                 events = await self.channel.receive_events()
             except RemoteProtocolError as exc:
-                raise ProtocolViolation(f"not a trioftp v2 server, or a broken one: {exc}") from None
+                plain = not isinstance(self.channel.stream, trio.SSLStream)
+                hint = " (if the server uses TLS, connect with TLS)" if plain else ""
+                raise ProtocolViolation(f"not a trioftp v2 server, or a broken one: {exc}{hint}") from None
             except ChannelClosed as exc:
                 raise ConnectionClosed(f"connection failed during the handshake: {exc}") from None
             for event in events:
@@ -247,7 +251,9 @@ class ClientConnection:
             raise ConnectionClosed("the server is shutting down and accepts no new operations")
         async with self._slots:
             inboxes = self._inboxes
-            request = await self._send(self.channel.send_request(make, lambda sid: _register(inboxes, sid)))
+            request = await self._send(
+                self.channel.send_request(_checking_names(make), lambda sid: _register(inboxes, sid))
+            )
             inbox = self._inboxes[request.stream_id]
             try:
                 yield inbox
@@ -342,6 +348,10 @@ class ClientConnection:
         Bytes go to `path + ".trioftp-part"` and are renamed to `path` only once
         size and digest match. If the resumed prefix turns out not to match (the
         remote file changed), the download starts over once from the beginning.
+        A symlink is followed: the file it leads to is replaced. A pipe, terminal
+        or device (a FIFO, /dev/stdout, /dev/null) is written in place as the
+        bytes arrive, with no resume; the digest is still checked at the end,
+        but what was written by then has reached the reader.
 
         Args:
             name: the remote file.
@@ -362,7 +372,10 @@ class ClientConnection:
             await conn.download("big.iso", "/tmp/big.iso", progress=print)
         """
         target = Path(path)
-        partial = target.with_name(target.name + PARTIAL_SUFFIX)
+        if targets.writes_in_place(target):
+            return await self._download_in_place(name, target, progress=progress)
+        target = targets.replaced_file(target)
+        partial = targets.partial_of(target, PARTIAL_SUFFIX)
         try:
             return await self._download_once(name, target, partial, resume=resume, progress=progress)
         except ChecksumMismatch:
@@ -373,7 +386,7 @@ class ClientConnection:
     async def _download_once(
         self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None
     ) -> FileInfo:
-        fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        fd = targets.open_partial(partial, target)
         keep_partial = True
         try:
             held = os.fstat(fd).st_size if resume else 0
@@ -420,6 +433,22 @@ class ClientConnection:
             if not keep_partial or held_nothing:  # an empty partial is nothing to resume
                 with suppress(FileNotFoundError):
                     os.unlink(partial)
+
+    async def _download_in_place(self, name: str, target: Path, *, progress: Progress | None) -> FileInfo:
+        writer = await targets.InPlaceWriter.open(target)
+        try:
+            async with self._stream(lambda sid: Get(name=name, stream_id=sid)) as inbox:
+                info: FileInfo = await self._expect(inbox, FileInfo)
+
+                async def write(block: bytes | memoryview, hasher: Hasher) -> None:
+                    hasher.update(block)
+                    await writer.write(block)
+
+                hasher = new_hasher(self.digest_algorithm)
+                digest = await self._receive_body(inbox, info, 0, hasher, write, progress, block=WRITE_BLOCK)
+        finally:
+            await writer.aclose()
+        return attrs.evolve(info, digest=digest)
 
     async def _receive_body(
         self,
@@ -584,7 +613,9 @@ class ClientConnection:
     async def _upload_once(
         self, local: Path, remote: str, *, resume: bool, progress: Progress | None
     ) -> FileInfo:
-        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO would otherwise wait, on the event loop,
+        # for a writer; it is refused as not a regular file right after.
+        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
             if stat_module.S_ISDIR(st.st_mode):  # os.open reads folders too; sendfile cannot
@@ -629,6 +660,8 @@ class ClientConnection:
                 _, whole = await both(send_body, lambda: trio.to_thread.run_sync(hash_all))
                 if not whole:
                     raise shrank
+                if _changed(os.fstat(fd), st):  # written to while we read it: what we sent may be torn
+                    raise LocalFileChanged(f"{str(local)!r} changed while being uploaded; nothing was stored")
                 digest = hasher.digest()
                 await self._send(
                     self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
@@ -882,12 +915,32 @@ async def _open_tcp(host: str, port: int) -> trio.SocketStream:
     return trio.SocketStream(sock)
 
 
+def _changed(now: os.stat_result, before: os.stat_result) -> bool:
+    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+    )
+
+
 class _ServerClosed(Exception):
     pass
 
 
 class _StalePartial(Exception):
     """A resumed upload failed its digest check: the server's partial was another file's."""
+
+
+def _checking_names(make: Callable[[int], Message]) -> Callable[[int], Message]:
+    """`make`, raising trioftp.BadName (not the codec's ValueError) for a name the protocol refuses."""
+
+    def checked(stream_id: int) -> Message:
+        try:
+            return make(stream_id)
+        except names.BadName as exc:
+            raise BadName(f"bad name: {exc}") from None
+
+    return checked
 
 
 def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:

@@ -1,0 +1,120 @@
+"""Where a download's bytes go on this machine: a file replaced atomically, or a stream written in place.
+
+A download normally goes to `PATH.trioftp-part` and is renamed over `PATH`
+once verified. That is right for a file, and wrong for everything else a user
+may name: renaming over `/dev/stdout`, a FIFO or `/dev/null` would replace
+the device or pipe with a plain file (and, as root, break the machine). So
+those are written in place, in order, as the bytes arrive; and a symlink is
+followed, so the file it points to is the one replaced, not the link.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import trio
+
+# Paths under these are devices, pipes and descriptors (/dev/stdout, /dev/fd/1,
+# /proc/self/fd/1): written in place even when they lead to a regular file,
+# since the shell may have opened that file for appending.
+_SPECIAL_TREES = ("/dev/", "/proc/")
+
+
+def writes_in_place(target: Path) -> bool:
+    """True if `target` is not a file to replace: a pipe, a terminal, a device, /dev/stdout."""
+    if os.path.abspath(target).startswith(_SPECIAL_TREES):
+        return True
+    try:
+        mode = os.stat(target).st_mode
+    except OSError:  # missing (a new file), or unreachable: the partial's open says why
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def replaced_file(target: Path) -> Path:
+    """The file a download to `target` replaces: the end of its symlinks, if it is one."""
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
+def partial_of(target: Path, suffix: str) -> Path:
+    return target.with_name(target.name + suffix)
+
+
+def open_partial(partial: Path, target: Path) -> int:
+    """Open (or create) the partial file; errors name `target`, the path the user gave."""
+    try:
+        return os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+
+
+class InPlaceWriter:
+    """Writes a download's bytes, in order, to a pipe, terminal or device.
+
+    Pipes and sockets are written through Trio (non-blocking, so a reader that
+    stops reading does not pin a thread, and cancellation works); devices
+    such as /dev/null or a terminal cannot be polled and take plain writes on
+    a worker thread.
+    """
+
+    def __init__(self, fd: int, target: Path) -> None:
+        self.target = target
+        mode = os.fstat(fd).st_mode
+        self._stream: trio.lowlevel.FdStream | None = None
+        self._fd = fd
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            self._stream = trio.lowlevel.FdStream(fd)
+
+    @classmethod
+    async def open(cls, target: Path) -> InPlaceWriter:
+        """Open `target` for writing; a FIFO is waited on until something reads it."""
+        flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK
+        while True:
+            try:
+                # O_APPEND: a file reached through /dev/stdout may have been
+                # opened by the shell with `>>`; writing from 0 would overwrite it.
+                fd = os.open(target, flags | (os.O_APPEND if _is_regular(target) else 0))
+                break
+            except OSError as exc:
+                if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads yet
+                    raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+                await trio.sleep(0.05)
+        writer = cls(fd, target)
+        if writer._stream is None:
+            os.set_blocking(fd, True)
+        return writer
+
+    async def write(self, block: bytes | memoryview) -> None:
+        try:
+            if self._stream is not None:
+                await self._stream.send_all(block)
+            else:
+                await trio.to_thread.run_sync(_write_all, self._fd, block)
+        except trio.BrokenResourceError as exc:  # the reader went away
+            cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else None
+            code = cause.errno if cause is not None and cause.errno else errno.EPIPE
+            raise OSError(code, os.strerror(code), str(self.target)) from None
+        except OSError as exc:
+            raise type(exc)(exc.errno, exc.strerror, str(self.target)) from None
+
+    async def aclose(self) -> None:
+        if self._stream is not None:
+            await self._stream.aclose()
+        else:
+            os.close(self._fd)
+
+
+def _is_regular(target: Path) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(target).st_mode)
+    except OSError:
+        return False
+
+
+def _write_all(fd: int, block: bytes | memoryview) -> None:
+    view = memoryview(block)
+    while view:
+        view = view[os.write(fd, view) :]
