@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import os
 import stat
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,32 @@ from trioftp.client import targets
 from trioftp.server import Server
 
 BODY = os.urandom(3 * 1024 * 1024 + 11)
+
+
+async def read_fifo(path: Path, received: bytearray) -> None:
+    """Read the FIFO to its end on a thread (abandoned on cancel: a replaced pipe never ends)."""
+
+    def read_all() -> None:
+        with open(path, "rb") as reader:
+            while chunk := reader.read(65536):
+                received.extend(chunk)
+
+    await trio.to_thread.run_sync(read_all, abandon_on_cancel=True)
+
+
+@contextlib.contextmanager
+def writer_after(path: Path, seconds: float) -> Iterator[None]:
+    """Open the FIFO for writing after `seconds`, unless the block ended by then.
+
+    An open() that waits for a FIFO's writer on the event loop blocks where no
+    deadline can fire: this ends such a wait, so a regression fails, late.
+    """
+    rescue = threading.Timer(seconds, lambda: os.close(os.open(path, os.O_WRONLY)))
+    rescue.start()
+    try:
+        yield
+    finally:
+        rescue.cancel()
 
 
 async def test_a_download_to_a_symlink_replaces_the_file_it_leads_to(
@@ -44,15 +71,9 @@ async def test_a_download_to_a_fifo_is_written_into_it(
     os.mkfifo(fifo)
     received = bytearray()
 
-    def read_all() -> None:
-        with open(fifo, "rb") as reader:
-            while chunk := reader.read(65536):
-                received.extend(chunk)
-
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn, trio.open_nursery() as nursery:
-            # Abandoned on cancel: if the pipe were replaced, the reader would wait forever.
-            nursery.start_soon(functools.partial(trio.to_thread.run_sync, read_all, abandon_on_cancel=True))
+            nursery.start_soon(read_fifo, fifo, received)
             info = await conn.download("f.bin", fifo)
     assert bytes(received) == BODY and info.size == len(BODY)
     assert stat.S_ISFIFO(os.lstat(fifo).st_mode)  # still the pipe, not a file in its place
@@ -100,17 +121,10 @@ async def test_uploading_a_fifo_is_refused_without_waiting_for_a_writer(
     server: Server, tmp_path: Path
 ) -> None:
     os.mkfifo(tmp_path / "pipe")
-    # The open used to block the event loop until a writer came, where no
-    # deadline can fire: a writer comes after 5 s, so a regression fails, late.
-    rescue = threading.Timer(5.0, lambda: os.close(os.open(tmp_path / "pipe", os.O_WRONLY)))
-    rescue.start()
-    try:
-        with trio.fail_after(5):
-            async with connect(server) as conn:
-                with pytest.raises(OSError, match="not a regular file"):
-                    await conn.upload(tmp_path / "pipe", "pipe")
-    finally:
-        rescue.cancel()
+    with writer_after(tmp_path / "pipe", 5.0), trio.fail_after(5):
+        async with connect(server) as conn:
+            with pytest.raises(OSError, match="not a regular file"):
+                await conn.upload(tmp_path / "pipe", "pipe")
 
 
 async def test_a_file_written_to_during_its_upload_is_not_stored(
@@ -153,3 +167,31 @@ async def test_a_plain_client_at_a_tls_server_is_told_about_tls(
         with pytest.raises(trioftp.TrioftpError, match="TLS"):
             async with connect(server, connect_timeout=5):
                 pass
+
+
+async def test_a_legacy_download_follows_a_symlink_and_writes_a_fifo_in_place(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "f.bin").write_bytes(BODY)
+    (tmp_path / "real.bin").write_bytes(b"old")
+    (tmp_path / "link.bin").symlink_to("real.bin")
+    os.mkfifo(tmp_path / "pipe")
+    received = bytearray()
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await trioftp.legacy.download("127.0.0.1", "f.bin", tmp_path / "link.bin", port=server.port)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(read_fifo, tmp_path / "pipe", received)
+            await trioftp.legacy.download("127.0.0.1", "f.bin", tmp_path / "pipe", port=server.port)
+    assert (tmp_path / "link.bin").is_symlink() and (tmp_path / "real.bin").read_bytes() == BODY
+    assert bytes(received) == BODY and stat.S_ISFIFO(os.lstat(tmp_path / "pipe").st_mode)
+
+
+async def test_a_legacy_upload_of_a_fifo_is_refused(server: Server, tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "pipe")
+    with (
+        writer_after(tmp_path / "pipe", 5.0),
+        trio.fail_after(5),
+        pytest.raises(OSError, match="not a regular file"),
+    ):
+        await trioftp.legacy.upload("127.0.0.1", tmp_path / "pipe", port=server.port)

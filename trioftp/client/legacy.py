@@ -21,7 +21,9 @@ BadName for a name that cannot be sent.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -29,6 +31,7 @@ from pathlib import Path
 import trio
 
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
+from trioftp.client import targets
 from trioftp.config import DEFAULT_PORT
 from trioftp.errors import (
     BadName,
@@ -120,6 +123,8 @@ async def download(
 
     The bytes go to `path + ".trioftp-part"`, renamed to `path` once all have
     arrived; on failure the partial file is removed and `path` is untouched.
+    A symlink is followed; a pipe, terminal or device is written in place (as
+    ClientConnection.download does).
     Arguments and errors as for `get`, plus `path`, the local file to write.
 
     Returns:
@@ -129,11 +134,27 @@ async def download(
         size = await trioftp.legacy.download("old-host", "big.iso", "/tmp/big.iso")
     """
     target = Path(path)
-    partial = target.with_name(target.name + PARTIAL_SUFFIX)
     header = _header(Command.GET, name, 0)
+    if targets.writes_in_place(target):
+        writer = await targets.InPlaceWriter.open(target)
+        try:
+            async with _connect(host, port, timeout) as link:
+                size = await link.request_file(name, header, settle)
+
+                async def write_in_place(blocks: list[bytes]) -> None:
+                    for block in blocks:
+                        await writer.write(block)
+
+                await link.receive_body(size, write_in_place, progress, block=WRITE_BLOCK)
+        finally:
+            await writer.aclose()
+        return size
+    target = targets.replaced_file(target)
+    partial = targets.partial_of(target, PARTIAL_SUFFIX)
     async with _connect(host, port, timeout) as link:
         size = await link.request_file(name, header, settle)
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        fd = targets.open_partial(partial, target)
+        os.ftruncate(fd, 0)  # a legacy get cannot resume
         done = False
         writeback = EarlyWriteback(fd)
         try:
@@ -230,9 +251,12 @@ async def upload(
     """
     local = Path(path)
     remote = name if name is not None else local.name
-    fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)  # a FIFO must not block the loop
     try:
-        size = os.fstat(fd).st_size
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(local))
+        size = st.st_size
         header = _header(Command.PUT, remote, size)
         async with _connect(host, port, timeout) as link:
             await link.offer_file(remote, header)
