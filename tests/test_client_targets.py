@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import stat
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +12,7 @@ import trustme
 
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
-from tests.v2_helpers import connect
+from tests.v2_helpers import connect, writer_after
 from trioftp.client import connection as client_connection
 from trioftp.client import targets
 from trioftp.server import Server
@@ -32,21 +29,6 @@ async def read_fifo(path: Path, received: bytearray) -> None:
                 received.extend(chunk)
 
     await trio.to_thread.run_sync(read_all, abandon_on_cancel=True)
-
-
-@contextlib.contextmanager
-def writer_after(path: Path, seconds: float) -> Iterator[None]:
-    """Open the FIFO for writing after `seconds`, unless the block ended by then.
-
-    An open() that waits for a FIFO's writer on the event loop blocks where no
-    deadline can fire: this ends such a wait, so a regression fails, late.
-    """
-    rescue = threading.Timer(seconds, lambda: os.close(os.open(path, os.O_WRONLY)))
-    rescue.start()
-    try:
-        yield
-    finally:
-        rescue.cancel()
 
 
 async def test_a_download_to_a_symlink_replaces_the_file_it_leads_to(

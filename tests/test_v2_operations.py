@@ -12,7 +12,7 @@ import trio
 
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT
-from tests.v2_helpers import MiB, blake3_hex, connect, file_digest, write_random
+from tests.v2_helpers import MiB, blake3_hex, connect, file_digest, write_random, writer_after
 from trioftp.errors import (
     AlreadyExists,
     BadName,
@@ -454,3 +454,17 @@ async def test_a_port_out_of_range_is_a_clear_error() -> None:
     with trio.fail_after(NETWORK_TIMEOUT), pytest.raises(ConnectionClosed, match="cannot connect"):
         async with trioftp.open_connection("127.0.0.1", 70000):
             pass
+
+
+async def test_a_fifo_in_the_root_is_refused_at_once(server: Server, server_root: Path) -> None:
+    os.mkfifo(server_root / "pipe")
+    (server_root / "ok.txt").write_bytes(b"ok")
+    # The open used to wait, on a worker thread, for a local writer.
+    with writer_after(server_root / "pipe", 5.0), trio.fail_after(5):
+        async with connect(server) as conn:
+            with pytest.raises(RemoteError) as caught:
+                await conn.get("pipe")
+            assert caught.value.code is ErrorCode.WRONG_KIND
+            assert await conn.get("ok.txt") == b"ok"
+        with pytest.raises(NotFound):  # the legacy protocol's NO|0
+            await trioftp.legacy.get("127.0.0.1", "pipe", port=server.port)

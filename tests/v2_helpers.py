@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
-from collections.abc import AsyncIterator, Callable
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -279,3 +282,18 @@ def transfer_lines(caplog: Any, operation: str, name: str) -> list[str]:
         r.getMessage() for r in caplog.records
         if r.name == "trioftp.transfer" and f" {operation} {name!r} " in r.getMessage()
     ]  # fmt: skip
+
+
+@contextlib.contextmanager
+def writer_after(path: Path, seconds: float) -> Iterator[None]:
+    """Open the FIFO for writing after `seconds`, unless the block ended by then.
+
+    An open() that waits for a FIFO's writer on the event loop blocks where no
+    deadline can fire: this ends such a wait, so a regression fails, late.
+    """
+    rescue = threading.Timer(seconds, lambda: os.close(os.open(path, os.O_WRONLY)))
+    rescue.start()
+    try:
+        yield
+    finally:
+        rescue.cancel()

@@ -258,7 +258,9 @@ class Storage:
         """Open a file for reading; the caller closes the fd."""
         path = self.path_of(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO in the root would otherwise hold this thread
+            # until some local process writes to it; it is refused just below.
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         except OSError as exc:
             raise _os_error(exc, name) from None
         try:
@@ -269,6 +271,7 @@ class Storage:
         if not stat_module.S_ISREG(st.st_mode):
             os.close(fd)
             raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is not a file")
+        os.set_blocking(fd, True)
         return fd, st
 
     def cached_digest(self, st: os.stat_result, algorithm: str) -> bytes | None:
