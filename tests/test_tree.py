@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,59 @@ async def test_delete_refuses_a_missing_source_instead_of_emptying_the_target(
                 await conn.sync(tmp_path / "typo", "www", delete=True, dry_run=True)
     assert read_tree(server.storage.root / "www") == remote_files
     assert read_tree(tmp_path / "mine") == {"precious.txt": b"keep me"}
+
+
+# ------------------------------------------------- entries that are not files
+
+
+@contextlib.contextmanager
+def fifo_must_stay_closed(fifo: Path, after: float = 5.0) -> Iterator[None]:
+    """Fail, instead of hanging the suite, if the code under test opens `fifo`.
+
+    Opening a FIFO to read blocks until a writer comes (on trio's own thread,
+    which no fail_after can interrupt); after `after` seconds a writer comes,
+    and the test fails on the flag it sets.
+    """
+    opened = threading.Event()
+
+    def unblock() -> None:
+        try:  # succeeds only if a reader is waiting
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return
+        opened.set()
+
+    timer = threading.Timer(after, unblock)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+    assert not opened.is_set(), f"{fifo} was opened"
+
+
+def test_the_walk_takes_files_and_folders_and_never_opens_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(tmp_path / "sub" / "fifo")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "sub" / "ok.txt")  # a file, as rsync -L
+    with fifo_must_stay_closed(tmp_path / "sub" / "fifo", after=1.0):
+        scan = tree.scan_local(tmp_path)
+        files = tree.walk_local(tmp_path)
+    assert sorted(files) == sorted(scan.files) == ["link.txt", "sub/ok.txt"]
+    assert files["link.txt"].size == 2
+    assert scan.folders == {"sub"}
+    assert scan.skipped == {"sub/fifo": "not a regular file or folder (a FIFO)"}
+
+
+async def test_a_fifo_in_the_tree_is_skipped_and_the_rest_uploaded(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "odd"
+    local.mkdir()
+    (local / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(local / "fifo")
+    with fifo_must_stay_closed(local / "fifo"), trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.upload_tree(conn, local, "odd2")
+    assert plan.copy == ("ok.txt",)
+    assert read_tree(server.storage.root / "odd2") == {"ok.txt": b"ok"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import enum
 import errno
 import os
+import stat
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -112,22 +113,109 @@ def _join(top: str, relative: str) -> str:
     return f"{top}/{relative}" if relative else top
 
 
+@attrs.frozen
+class TreeScan:
+    """What a walk of one side found: files, folders (the top left out) and entries left out, with why.
+
+    Example:
+        scan = scan_local(Path("photos"))
+        for path, reason in scan.skipped.items():
+            print(f"{path}: {reason}")
+    """
+
+    files: dict[str, FileState]
+    folders: frozenset[str] = frozenset()
+    skipped: dict[str, str] = attrs.field(factory=dict)
+
+
+class _Skip(Exception):
+    """Why a local entry is left out of a walk."""
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "of an unknown kind")
+
+
+def _examine(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """A regular file's stat (a symlink's target, as rsync -L), or None for a folder.
+
+    Raises _Skip for anything else. Only the entry's type and stat are used:
+    opening a FIFO would block until a writer came, and a device may do worse.
+    """
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return None
+        st = entry.stat(follow_symlinks=True)
+    except OSError as exc:
+        raise _Skip(exc.strerror or str(exc)) from None
+    if not stat.S_ISREG(st.st_mode):
+        raise _Skip(f"not a regular file or folder ({_kind(st.st_mode)})")
+    return st
+
+
+def scan_local(top: Path) -> TreeScan:
+    """Every file and folder under `top`, and what was left out and why; nothing is opened.
+
+    Example:
+        scan = scan_local(Path("photos"))
+        print(len(scan.files), "files,", len(scan.folders), "folders,", len(scan.skipped), "skipped")
+    """
+    files: dict[str, FileState] = {}
+    folders: set[str] = set()
+    skipped: dict[str, str] = {}
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(top / folder) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            if not folder:
+                return TreeScan(files={})  # a download's target folder may not exist yet
+            folders.discard(folder)
+            skipped[folder] = "vanished during the walk"
+            continue
+        except OSError as exc:
+            if not folder:
+                raise  # an unreadable top read as empty would copy nothing, or delete everything
+            folders.discard(folder)
+            skipped[folder] = f"cannot list: {exc.strerror or exc}"
+            continue
+        for entry in entries:
+            relative = _join(folder, entry.name)
+            if entry.name.endswith(PARTIAL_SUFFIX):
+                continue
+            try:
+                st = _examine(entry)
+            except _Skip as why:
+                skipped[relative] = str(why)
+                continue
+            if st is None:
+                folders.add(relative)
+                pending.append(relative)
+            else:
+                files[relative] = FileState(path=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return TreeScan(files=files, folders=frozenset(folders), skipped=skipped)
+
+
 def walk_local(top: Path) -> dict[str, FileState]:
     """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`).
+
+    A symlink to a regular file counts as that file; FIFOs, sockets, devices and
+    other symlinks are left out (`scan_local` says which and why).
 
     Example:
         sizes = {path: state.size for path, state in walk_local(Path("photos")).items()}
     """
-    files: dict[str, FileState] = {}
-    for folder, _dirs, names in os.walk(top):
-        for name in names:
-            if name.endswith(PARTIAL_SUFFIX):
-                continue
-            path = Path(folder) / name
-            st = path.stat()
-            relative = path.relative_to(top).as_posix()
-            files[relative] = FileState(path=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
-    return files
+    return scan_local(top).files
 
 
 async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
@@ -166,9 +254,13 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
 
 async def _local_digest(path: Path, algorithm: str) -> bytes:
     def run() -> bytes:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: if a FIFO took the file's place since the walk, fail instead of waiting forever.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            return hash_file(fd, os.fstat(fd).st_size, algorithm)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
+            return hash_file(fd, st.st_size, algorithm)
         finally:
             os.close(fd)
 
