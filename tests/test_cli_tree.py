@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import trustme
 
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import run_cli
-from tests.test_tree import make_tree, read_tree
+from tests.test_tree import fifo_must_stay_closed, make_odd_tree, make_tree, read_tree
 from trioftp import __version__
 from trioftp.auth import hash_password, verify_password
 from trioftp.cli import main
@@ -82,6 +83,21 @@ async def test_get_r_of_a_file_exits_1_with_one_line(
     assert capsys.readouterr().err == "trioftp: get: WRONG_KIND: 'plain.txt' is not a folder\n"
 
 
+async def test_put_r_skips_what_it_cannot_copy_says_so_and_exits_1(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "odd"
+    skipped = make_odd_tree(local)
+    os.mkfifo(local / "fifo")
+    skipped["fifo"] = "not a regular file or folder (a FIFO)"
+    with fifo_must_stay_closed(local / "fifo"), trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), str(local), "odd2") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "trioftp: put: 6 skipped, not copied:"
+    assert err[1:] == [f"  {path}: {reason}" for path, reason in sorted(skipped.items())]
+    assert read_tree(server_root / "odd2") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
 # -------------------------------------------------------------------- sync
 
 
@@ -139,6 +155,25 @@ async def test_sync_with_host_and_folder_only_takes_port_from_the_flag(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("sync", str(tmp_path / "site"), "127.0.0.1:www", "--port", str(server.port)) == 0
     assert read_tree(server_root / "www") == files
+
+
+async def test_sync_lists_what_it_did_and_what_it_skipped_and_exits_1(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "site"
+    skipped = make_odd_tree(local)
+    target = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "-n", str(local), target) == 1  # as the real run will
+        out, err = capsys.readouterr()
+        assert "would copy: ok.txt" in out.splitlines()
+        assert err.startswith("trioftp: sync: 5 skipped, not copied:\n")
+        assert not (server_root / "www").exists()
+        assert await run_cli("sync", str(local), target) == 1
+        out, err = capsys.readouterr()
+    assert out.splitlines()[:3] == ["copied: link.txt", "copied: ok.txt", "copied: sub/a.txt"]
+    assert err.splitlines()[1:] == [f"  {path}: {reason}" for path, reason in sorted(skipped.items())]
+    assert read_tree(server_root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
 
 
 def test_sync_without_a_remote_side_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -201,6 +201,138 @@ async def test_a_fifo_in_the_tree_is_skipped_and_the_rest_uploaded(server: Serve
     os.mkfifo(local / "fifo")
     with fifo_must_stay_closed(local / "fifo"), trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
-            plan = await tree.upload_tree(conn, local, "odd2")
-    assert plan.copy == ("ok.txt",)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.upload_tree(conn, local, "odd2")
+    assert caught.value.skipped == (tree.Skipped("fifo", "not a regular file or folder (a FIFO)"),)
+    assert caught.value.done is not None and caught.value.done.copy == ("ok.txt",)
     assert read_tree(server.storage.root / "odd2") == {"ok.txt": b"ok"}
+
+
+def make_odd_tree(top: Path) -> dict[str, str]:
+    """Two good files, a symlink to one (copied as the file), and entries that cannot be copied.
+
+    Returns what should be skipped: path -> reason.
+    """
+    (top / "sub").mkdir(parents=True)
+    (top / "ok.txt").write_bytes(b"ok")
+    (top / "sub" / "a.txt").write_bytes(b"a")
+    (top / "link.txt").symlink_to(top / "sub" / "a.txt")
+    (top / "dangle").symlink_to(top / "nowhere")
+    (top / "dirlink").symlink_to(top / "sub")
+    (top / "back\\slash.txt").write_bytes(b"refused")
+    (top / "bad\\dir").mkdir()
+    (top / "bad\\dir" / "inner.txt").write_bytes(b"under a refused folder")
+    (top / "mine.trioftp-part").write_bytes(b"a user's file, or a partial download")
+    return {
+        "back\\slash.txt": "bad name: control character or backslash in 'back\\\\slash.txt'",
+        "bad\\dir": "bad name: control character or backslash in 'bad\\\\dir'",
+        "dangle": "dangling symlink",
+        "dirlink": "symlink to a folder, not followed",
+        "mine.trioftp-part": tree.PARTIAL_REASON,
+    }
+
+
+async def test_entries_that_cannot_be_copied_are_skipped_reported_and_the_rest_copied(
+    server: Server, tmp_path: Path
+) -> None:
+    local = tmp_path / "site"
+    expected = make_odd_tree(local)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await tree.sync(conn, local, "www", dry_run=True)  # a dry run reports, raises nothing
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.sync(conn, local, "www")
+    error = caught.value
+    assert {entry.path: entry.reason for entry in error.skipped} == expected
+    assert dry.skipped == error.skipped
+    assert error.failures == {}
+    assert error.done is not None and error.done.copy == dry.copy == ("link.txt", "ok.txt", "sub/a.txt")
+    assert str(error).startswith("5 skipped, not copied:\n  back\\slash.txt: bad name")
+    assert "\n  dangle: dangling symlink\n" in str(error)  # one line each
+    assert read_tree(server.storage.root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
+async def test_delete_keeps_the_targets_copies_of_skipped_entries(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "site"
+    make_odd_tree(local)
+    remote = server.storage.root / "www"
+    for name in ("dangle", "dirlink/x.txt", "bad\\dir/inner.txt", "gone.txt", "mine.trioftp-part"):
+        (remote / name).parent.mkdir(parents=True, exist_ok=True)
+        (remote / name).write_bytes(b"older")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.sync(conn, local, "www", delete=True)
+    assert caught.value.done is not None and caught.value.done.delete == ("gone.txt",)
+    kept = ["bad\\dir/inner.txt", "dangle", "dirlink/x.txt", "mine.trioftp-part"]
+    assert sorted(read_tree(remote)) == sorted([*kept, "link.txt", "ok.txt", "sub/a.txt"])
+
+
+async def test_a_remote_partial_name_is_skipped_and_a_local_partial_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "a.txt").write_bytes(b"a")
+    (server.storage.root / "www" / "b.txt.trioftp-part").write_bytes(b"would overwrite b.txt's partial")
+    local = tmp_path / "mirror"
+    local.mkdir()
+    (local / "c.txt.trioftp-part").write_bytes(b"resume data of a download")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+    assert caught.value.skipped == (tree.Skipped("b.txt.trioftp-part", tree.PARTIAL_REASON),)
+    assert sorted(p.name for p in local.iterdir()) == ["a.txt", "c.txt.trioftp-part"]
+
+
+async def test_a_path_too_long_for_the_protocol_is_skipped(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "deep"
+    long_file = "/".join(["d" * 200] * 6) + "/f.txt"  # each name is fine, the whole is over 1024 bytes
+    (local / long_file).parent.mkdir(parents=True)
+    (local / long_file).write_bytes(b"deep")
+    (local / "ok.txt").write_bytes(b"ok")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.upload_tree(local, "up")
+    [entry] = caught.value.skipped
+    assert entry.path == long_file and entry.reason.startswith("bad name: name is 1")
+    assert read_tree(server.storage.root / "up") == {"ok.txt": b"ok"}
+
+
+async def test_a_local_error_fails_one_file_not_the_run(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "site"
+    files = make_tree(local, count=6)
+    vanishing = sorted(files)[0]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=tree.Direction.UP)
+            (local / vanishing).unlink()  # gone between the plan and the copy
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.carry_out(conn, plan, local, "www", direction=tree.Direction.UP)
+    assert list(caught.value.failures) == [vanishing]
+    assert isinstance(caught.value.failures[vanishing], FileNotFoundError)
+    del files[vanishing]
+    assert read_tree(server.storage.root / "www") == files
+
+
+@pytest.mark.parametrize("direction", list(tree.Direction))
+async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direction: tree.Direction
+) -> None:
+    local = tmp_path / "site"
+    local.mkdir()
+    os.mkfifo(local / "x")
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "x").write_bytes(b"")
+    # What the walk saw a moment before: a 0-byte file, the same size as the remote one.
+    seen = tree.TreeScan(files={"x": tree.FileState(path="x", size=0, mtime_ns=0)})
+    monkeypatch.setattr(tree, "scan_local", lambda top: seen)
+    with fifo_must_stay_closed(local / "x"), trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=direction)
+    if direction is tree.Direction.UP:
+        assert plan.skipped == (tree.Skipped("x", "cannot read: not a regular file"),)
+        assert plan.copy == ()
+    else:
+        assert plan.copy == ("x",)  # a download renames a real file over it

@@ -364,11 +364,19 @@ def _split_sync(args: argparse.Namespace) -> None:
 
 
 async def _sync(args: argparse.Namespace) -> None:
+    error: tree.TreeTransferError | None = None
     async with _connect(args) as conn:
-        plan = await tree.sync(
-            conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-            dry_run=args.dry_run, progress=TreeProgressLine(),
-        )  # fmt: skip
+        try:
+            plan = await tree.sync(
+                conn, args.local, args.remote, direction=args.direction, delete=args.delete,
+                dry_run=args.dry_run, progress=TreeProgressLine(),
+            )  # fmt: skip
+        except tree.TreeTransferError as exc:  # still list what was done
+            if exc.done is None:
+                raise
+            plan, error = exc.done, exc
+    if args.dry_run and plan.skipped:  # exit as the real run would
+        error = tree.TreeTransferError({}, plan.skipped)
     verb = "would copy" if args.dry_run else "copied"
     for path in plan.copy:
         print(f"{verb}: {path}")
@@ -376,6 +384,8 @@ async def _sync(args: argparse.Namespace) -> None:
         print(f"{'would delete' if args.dry_run else 'deleted'}: {path}")
     print(f"{len(plan.copy)} to copy ({_human(plan.bytes_to_copy)}), {len(plan.delete)} to delete, "
           f"{plan.unchanged} unchanged")  # fmt: skip
+    if error is not None:
+        raise error
 
 
 def _passwd(args: argparse.Namespace) -> int:

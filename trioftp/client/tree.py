@@ -23,12 +23,17 @@ from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
 from trioftp.errors import ConnectionClosed, NotFound, TrioftpError
 from trioftp.protocol.messages import Kind
+from trioftp.protocol.names import BadName, check_path, check_segment
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection
 
 DEFAULT_CONCURRENCY = 16
 PARTIAL_SUFFIX = ".trioftp-part"
+# Left alone on the local side, never copied either way: a remote file of that
+# name would land on the very path where a download of its sibling keeps its
+# partial.
+PARTIAL_REASON = f"a {PARTIAL_SUFFIX} name is the client's partial download, not copied"
 
 
 class Direction(enum.Enum):
@@ -52,8 +57,25 @@ class FileState:
 
 
 @attrs.frozen
+class Skipped:
+    """An entry of the source tree that a run does not copy, and why (one line for a person).
+
+    Example:
+        for entry in plan.skipped:
+            print(f"skipped {entry.path}: {entry.reason}")
+    """
+
+    path: str
+    reason: str
+
+
+@attrs.frozen
 class Plan:
     """What a sync will do: relative paths to copy and to delete, and how many are already equal.
+
+    `skipped` lists the source's entries that cannot be copied (a FIFO, a
+    dangling symlink, a name the protocol refuses, ...); a run copies the rest
+    and then raises TreeTransferError, so the skips are not missed.
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -64,6 +86,7 @@ class Plan:
     delete: tuple[str, ...]
     unchanged: int
     bytes_to_copy: int
+    skipped: tuple[Skipped, ...] = ()
 
 
 @attrs.define
@@ -87,10 +110,16 @@ class TreeProgress:
 TreeCallback = Callable[[TreeProgress], None]
 
 
+TreeFailure = TrioftpError | OSError  # OSError: the local side (a file vanished, a full disk, ...)
+
+
 class TreeTransferError(TrioftpError):
-    """Some files of a tree could not be copied; `failures` maps each path to its error.
+    """Some entries of a tree were not copied: `failures` maps a path to its error, `skipped` (see Plan).
 
     The other files were copied; a second run retries only the failed ones.
+    `done` is what the run did (a Plan: copied, deleted, ...), None when
+    nothing ran. With failures nothing was deleted; skipped entries alone do
+    not stop deletions, but what the source has and skipped is never deleted.
 
     Example:
         try:
@@ -98,13 +127,29 @@ class TreeTransferError(TrioftpError):
         except trioftp.TreeTransferError as exc:
             for path, error in exc.failures.items():
                 print(path, error)
+            for entry in exc.skipped:
+                print(entry.path, entry.reason)
     """
 
-    def __init__(self, failures: dict[str, TrioftpError]) -> None:
-        shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
-        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} files failed: {shown}{more}")
+    def __init__(
+        self,
+        failures: dict[str, TreeFailure],
+        skipped: tuple[Skipped, ...] = (),
+        done: Plan | None = None,
+    ) -> None:
+        parts = []
+        if failures or not skipped:
+            shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
+            more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+            parts.append(f"{len(failures)} files failed: {shown}{more}")
+        if skipped:
+            # One line each: a person must be able to find every one of them.
+            lines = "".join(f"\n  {entry.path}: {entry.reason}" for entry in skipped)
+            parts.append(f"{len(skipped)} skipped, not copied:{lines}")
+        super().__init__("; ".join(parts))
         self.failures = failures
+        self.skipped = skipped
+        self.done = done
 
 
 def _join(top: str, relative: str) -> str:
@@ -151,13 +196,25 @@ def _examine(entry: os.DirEntry[str]) -> os.stat_result | None:
     opening a FIFO would block until a writer came, and a device may do worse.
     """
     try:
+        check_segment(entry.name)
+    except BadName as exc:
+        raise _Skip(f"bad name: {exc}") from None
+    link = entry.is_symlink()
+    try:
         if entry.is_dir(follow_symlinks=False):
             return None
         st = entry.stat(follow_symlinks=True)
+    except FileNotFoundError:
+        raise _Skip("dangling symlink" if link else "vanished during the walk") from None
     except OSError as exc:
         raise _Skip(exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(st.st_mode):  # following it could loop, or copy a folder twice
+        raise _Skip("symlink to a folder, not followed")
     if not stat.S_ISREG(st.st_mode):
-        raise _Skip(f"not a regular file or folder ({_kind(st.st_mode)})")
+        kind = _kind(st.st_mode)
+        raise _Skip(f"symlink to {kind}" if link else f"not a regular file or folder ({kind})")
+    if entry.name.endswith(PARTIAL_SUFFIX):
+        raise _Skip(PARTIAL_REASON)
     return st
 
 
@@ -191,8 +248,6 @@ def scan_local(top: Path) -> TreeScan:
             continue
         for entry in entries:
             relative = _join(folder, entry.name)
-            if entry.name.endswith(PARTIAL_SUFFIX):
-                continue
             try:
                 st = _examine(entry)
             except _Skip as why:
@@ -209,8 +264,9 @@ def scan_local(top: Path) -> TreeScan:
 def walk_local(top: Path) -> dict[str, FileState]:
     """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`).
 
-    A symlink to a regular file counts as that file; FIFOs, sockets, devices and
-    other symlinks are left out (`scan_local` says which and why).
+    A symlink to a regular file counts as that file; FIFOs, sockets, devices,
+    other symlinks and names the protocol refuses are left out (`scan_local`
+    says which and why).
 
     Example:
         sizes = {path: state.size for path, state in walk_local(Path("photos")).items()}
@@ -282,42 +338,84 @@ async def _check_source(conn: ClientConnection, local: Path, remote: str, direct
         await conn.stat(remote)  # NotFound; a file is refused by its LIST (WRONG_KIND)
 
 
+def _within(path: str, roots: set[str] | dict[str, str]) -> bool:
+    """Whether `path` is one of `roots` or inside one."""
+    while True:
+        if path in roots:
+            return True
+        if "/" not in path:
+            return False
+        path = path.rsplit("/", 1)[0]
+
+
+def _not_copied(source: TreeScan, remote: str, direction: Direction) -> dict[str, str]:
+    """The source's entries that cannot be copied, with why: its own skips and names the target refuses."""
+    skipped = dict(source.skipped)
+    for path in source.files:
+        if direction is Direction.DOWN:
+            if path.endswith(PARTIAL_SUFFIX):
+                skipped[path] = PARTIAL_REASON
+            continue
+        try:  # each name was checked by the walk; only the whole path may still be too long
+            check_path(_join(remote, path))
+        except BadName as exc:
+            skipped[path] = f"bad name: {exc}"
+    return skipped
+
+
 async def plan_sync(
     conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
 ) -> Plan:
     """Compare both sides: by size first, and by digest where the sizes agree.
 
+    The source's entries that cannot be copied go to `skipped`; with delete,
+    the target's copies of them (and all under a skipped folder) are kept.
+
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
     await _check_source(conn, local, remote, direction)
-    local_files = await trio.to_thread.run_sync(walk_local, local)
-    remote_files = await walk_remote(conn, remote)
-    source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
-    copy: list[str] = []
-    same_size = [path for path, state in source.items() if path in target and target[path].size == state.size]
-    copy.extend(path for path in source if path not in target or target[path].size != source[path].size)
+    local_scan = await trio.to_thread.run_sync(scan_local, local)
+    remote_scan = TreeScan(files=await walk_remote(conn, remote))
+    source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
+    skipped = _not_copied(source, remote, direction)
+    files = {path: state for path, state in source.files.items() if path not in skipped}
+
+    def sizes_agree(path: str) -> bool:
+        return path in target.files and target.files[path].size == files[path].size
+
+    copy = [path for path in files if not sizes_agree(path)]
+    same_size = [path for path in files if sizes_agree(path)]
     algorithm = conn.digest_algorithm
-    differing: list[str] = []
+    equal: list[str] = []
 
     def comparer(path: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             remote_digest = (await conn.stat(_join(remote, path))).digest
-            local_digest = await _local_digest(local / path, algorithm)
-            if remote_digest != local_digest:
-                differing.append(path)
+            try:
+                local_digest = await _local_digest(local / path, algorithm)
+            except OSError as exc:
+                if direction is Direction.UP:
+                    skipped[path] = f"cannot read: {exc.strerror or exc}"
+                else:
+                    copy.append(path)  # an unreadable copy here is replaced
+                return
+            if remote_digest == local_digest:
+                equal.append(path)
+            else:
+                copy.append(path)
 
         return run
 
     await run_all([comparer(path) for path in same_size], limit=DEFAULT_CONCURRENCY)
-    copy.extend(differing)
     copy.sort()
-    removals = sorted(path for path in target if path not in source) if delete else []
+    removals = [path for path in target.files if path not in files and not _within(path, skipped)]
     return Plan(
         copy=tuple(copy),
-        delete=tuple(removals),
-        unchanged=len(same_size) - len(differing),
-        bytes_to_copy=sum(source[path].size for path in copy),
+        delete=tuple(sorted(removals)) if delete else (),
+        unchanged=len(equal),
+        bytes_to_copy=sum(files[path].size for path in copy),
+        skipped=tuple(Skipped(path, reason) for path, reason in sorted(skipped.items())),
     )
 
 
@@ -334,7 +432,8 @@ async def carry_out(
     """Copy and delete what the plan says, `concurrency` files at a time on one connection.
 
     Raises:
-        TreeTransferError: some files failed; nothing was deleted.
+        TreeTransferError: some files failed (nothing was deleted), or the plan
+            skipped some (the rest was done); `done` says what was.
         ConnectionClosed: the connection broke.
 
     Example:
@@ -343,7 +442,7 @@ async def carry_out(
     """
     sizes = {path: 0 for path in plan.copy}
     state = TreeProgress(files_total=len(plan.copy), bytes_total=plan.bytes_to_copy)
-    failures: dict[str, TrioftpError] = {}
+    failures: dict[str, TreeFailure] = {}
 
     def report() -> None:
         if progress is not None:
@@ -353,7 +452,7 @@ async def carry_out(
         async def run() -> None:
             try:
                 await copy_one(path)
-            except TrioftpError as exc:
+            except (TrioftpError, OSError) as exc:
                 if isinstance(exc, ConnectionClosed):
                     raise
                 failures[path] = exc  # go on with the others, as rsync does
@@ -381,13 +480,17 @@ async def carry_out(
         report()
 
     await run_all([copier(path) for path in plan.copy], limit=concurrency)
+    copied = tuple(path for path in plan.copy if path not in failures)
     if failures:
-        raise TreeTransferError(failures)
+        done = attrs.evolve(plan, copy=copied, delete=(), bytes_to_copy=state.bytes_done)
+        raise TreeTransferError(failures, plan.skipped, done)
     for path in plan.delete:
         if direction is Direction.UP:
             await conn.delete(_join(remote, path))
         else:
             await trio.to_thread.run_sync((local / path).unlink)
+    if plan.skipped:  # last, so that a script notices; all else is done
+        raise TreeTransferError({}, plan.skipped, plan)
 
 
 async def sync(
