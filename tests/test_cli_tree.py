@@ -110,7 +110,11 @@ async def test_sync_up_dry_run_then_delete(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("sync", str(local), target) == 0
         assert read_tree(server_root / "www") == files
-        assert output_lines(capsys)[-1] == f"{len(files)} to copy ({_size(files)}), 0 to delete, 0 unchanged"
+        folders = 1 + len({name.rpartition("/")[0] for name in files if "/" in name} | {"d0", "d1", "d2"})
+        assert output_lines(capsys)[-1] == (  # folders: www itself, d0..d2, and the sub folders in them
+            f"{len(files)} to copy ({_size(files)}), 0 to delete, 0 unchanged; "
+            f"folders: {folders} to create, 0 to delete"
+        )
 
         (local / "new.txt").write_bytes(b"new")
         gone = next(name for name in sorted(files) if "/" in name)
@@ -171,9 +175,59 @@ async def test_sync_lists_what_it_did_and_what_it_skipped_and_exits_1(
         assert not (server_root / "www").exists()
         assert await run_cli("sync", str(local), target) == 1
         out, err = capsys.readouterr()
-    assert out.splitlines()[:3] == ["copied: link.txt", "copied: ok.txt", "copied: sub/a.txt"]
+    assert out.splitlines()[:5] == [
+        "created: ./",
+        "created: sub/",
+        "copied: link.txt",
+        "copied: ok.txt",
+        "copied: sub/a.txt",
+    ]
     assert err.splitlines()[1:] == [f"  {path}: {reason}" for path, reason in sorted(skipped.items())]
     assert read_tree(server_root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
+async def test_put_r_and_get_r_of_an_empty_folder_create_it(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "photos" / "empty").mkdir(parents=True)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert (
+            await run_cli("put", "-r", address(server), str(tmp_path / "photos" / "empty"), "emptyremote")
+            == 0
+        )
+        assert await run_cli("ls", address(server), "emptyremote") == 0
+        assert await run_cli("get", "-r", address(server), "emptyremote", str(tmp_path / "back")) == 0
+    assert capsys.readouterr().err == ""
+    assert (server_root / "emptyremote").is_dir() and (tmp_path / "back").is_dir()
+
+
+async def test_sync_lists_folders_to_create_and_to_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "site"
+    (local / "new" / "empty").mkdir(parents=True)
+    (local / "f.txt").write_bytes(b"f")
+    (server_root / "www" / "old" / "sub").mkdir(parents=True)
+    (server_root / "www" / "old" / "sub" / "x.txt").write_bytes(b"x")
+    target = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "-n", "--delete", str(local), target) == 0
+        assert output_lines(capsys) == [
+            "would create: new/",
+            "would create: new/empty/",
+            "would copy: f.txt",
+            "would delete: old/sub/x.txt",
+            "would delete: old/sub/",
+            "would delete: old/",
+            "1 to copy (1B), 1 to delete, 0 unchanged; folders: 2 to create, 2 to delete",
+        ]
+        assert (server_root / "www" / "old" / "sub" / "x.txt").exists()
+        assert await run_cli("sync", "--delete", str(local), target) == 0
+        assert "deleted: old/" in output_lines(capsys)
+        assert await run_cli("sync", "-n", str(local), f"{address(server)}:elsewhere") == 0
+        assert output_lines(capsys)[0] == "would create: ./"  # the top folder itself
+    assert sorted(p.name for p in (server_root / "www").iterdir()) == ["f.txt", "new"]
+    assert (server_root / "www" / "new" / "empty").is_dir()
 
 
 def test_sync_without_a_remote_side_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -295,8 +295,8 @@ async def test_a_path_too_long_for_the_protocol_is_skipped(server: Server, tmp_p
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
             with pytest.raises(tree.TreeTransferError) as caught:
                 await conn.upload_tree(local, "up")
-    [entry] = caught.value.skipped
-    assert entry.path == long_file and entry.reason.startswith("bad name: name is 1")
+    [entry] = caught.value.skipped  # the folder that is too long, not again each file in it
+    assert entry.path == long_file.rpartition("/")[0] and entry.reason.startswith("bad name: name is 1")
     assert read_tree(server.storage.root / "up") == {"ok.txt": b"ok"}
 
 
@@ -336,3 +336,96 @@ async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
         assert plan.copy == ()
     else:
         assert plan.copy == ("x",)  # a download renames a real file over it
+
+
+# ------------------------------------------------------------------- folders
+
+
+def folders_under(top: Path) -> set[str]:
+    return {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_dir() and ".trioftp" not in p.parts}
+
+
+async def test_empty_folders_go_both_ways_and_an_empty_top_is_created(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "photos"
+    (local / "empty").mkdir(parents=True)
+    (local / "a" / "empty too").mkdir(parents=True)
+    (local / "a" / "f.txt").write_bytes(b"f")
+    (tmp_path / "nothing").mkdir()
+    remote = server.storage.root
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            up = await conn.upload_tree(local, "up")
+            down = await conn.download_tree("up", tmp_path / "back")
+            again = await conn.upload_tree(local, "up")
+            await conn.upload_tree(tmp_path / "nothing", "emptyremote")
+            await conn.download_tree("emptyremote", tmp_path / "empty-back")
+    assert up.mkdir == down.mkdir == ("", "a", "a/empty too", "empty")  # "": the top, parents first
+    assert again.mkdir == ()
+    assert folders_under(remote / "up") == folders_under(tmp_path / "back") == {"a", "a/empty too", "empty"}
+    assert read_tree(tmp_path / "back") == {"a/f.txt": b"f"}
+    assert (remote / "emptyremote").is_dir() and (tmp_path / "empty-back").is_dir()
+
+
+@pytest.mark.parametrize("direction", list(tree.Direction))
+async def test_delete_removes_folders_the_source_lost_deepest_first(
+    server: Server, tmp_path: Path, direction: tree.Direction
+) -> None:
+    source = tmp_path / "site" if direction is tree.Direction.UP else server.storage.root / "www"
+    target = server.storage.root / "www" if direction is tree.Direction.UP else tmp_path / "site"
+    for top in (source, target):
+        (top / "keep" / "empty").mkdir(parents=True)
+        (top / "keep" / "k.txt").write_bytes(b"k")
+    (target / "old" / "sub").mkdir(parents=True)
+    (target / "old" / "sub" / "x.txt").write_bytes(b"x")
+    (target / "old" / "emptied").mkdir()
+    (target / "keep" / "stray").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await conn.sync(tmp_path / "site", "www", direction=direction, delete=True, dry_run=True)
+            assert folders_under(target) == {
+                "keep",
+                "keep/empty",
+                "keep/stray",
+                "old",
+                "old/emptied",
+                "old/sub",
+            }
+            plan = await conn.sync(tmp_path / "site", "www", direction=direction, delete=True)
+    assert dry == plan
+    assert plan.delete == ("old/sub/x.txt",)
+    assert plan.rmdir == ("old/sub", "old/emptied", "old", "keep/stray")  # each before its parent
+    assert folders_under(target) == {"keep", "keep/empty"}
+    assert read_tree(target) == {"keep/k.txt": b"k"}
+
+
+async def test_a_local_folder_holding_what_the_walk_leaves_alone_is_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    (server.storage.root / "www").mkdir()
+    local = tmp_path / "site"
+    (local / "old").mkdir(parents=True)
+    (local / "old" / "a.txt").write_bytes(b"a")
+    (local / "old" / "b.txt.trioftp-part").write_bytes(b"a download's resume data")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+    assert plan.delete == ("old/a.txt",) and plan.rmdir == ()
+    assert [p.name for p in (local / "old").iterdir()] == ["b.txt.trioftp-part"]
+
+
+async def test_a_failed_folder_creation_is_reported_and_the_files_still_copied(
+    server: Server, tmp_path: Path
+) -> None:
+    local = tmp_path / "site"
+    (local / "taken").mkdir(parents=True)
+    (local / "f.txt").write_bytes(b"f")
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "taken").write_bytes(b"a file where the folder goes")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.upload_tree(local, "www")
+    assert list(caught.value.failures) == ["taken"]
+    assert isinstance(caught.value.failures["taken"], trioftp.AlreadyExists)
+    assert caught.value.done is not None and caught.value.done.copy == ("f.txt",)
+    assert (server.storage.root / "www" / "f.txt").read_bytes() == b"f"

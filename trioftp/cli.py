@@ -378,12 +378,18 @@ async def _sync(args: argparse.Namespace) -> None:
     if args.dry_run and plan.skipped:  # exit as the real run would
         error = tree.TreeTransferError({}, plan.skipped)
     verb = "would copy" if args.dry_run else "copied"
+    deleted = "would delete" if args.dry_run else "deleted"
+    for path in plan.mkdir:  # folders end with "/"; "./" is the top folder itself
+        print(f"{'would create' if args.dry_run else 'created'}: {path or '.'}/")
     for path in plan.copy:
         print(f"{verb}: {path}")
     for path in plan.delete:
-        print(f"{'would delete' if args.dry_run else 'deleted'}: {path}")
+        print(f"{deleted}: {path}")
+    for path in plan.rmdir:
+        print(f"{deleted}: {path}/")
+    folders = f"; folders: {len(plan.mkdir)} to create, {len(plan.rmdir)} to delete"
     print(f"{len(plan.copy)} to copy ({_human(plan.bytes_to_copy)}), {len(plan.delete)} to delete, "
-          f"{plan.unchanged} unchanged")  # fmt: skip
+          f"{plan.unchanged} unchanged{folders if plan.mkdir or plan.rmdir else ''}")  # fmt: skip
     if error is not None:
         raise error
 

@@ -12,7 +12,7 @@ import enum
 import errno
 import os
 import stat
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -73,9 +73,12 @@ class Skipped:
 class Plan:
     """What a sync will do: relative paths to copy and to delete, and how many are already equal.
 
-    `skipped` lists the source's entries that cannot be copied (a FIFO, a
-    dangling symlink, a name the protocol refuses, ...); a run copies the rest
-    and then raises TreeTransferError, so the skips are not missed.
+    `mkdir` are the folders to create, parents first, and `rmdir` (with
+    delete) the folders to delete, each before its parent; "" stands for the
+    top folder itself. `skipped` lists the source's entries that cannot be
+    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...); a
+    run copies the rest and then raises TreeTransferError, so the skips are
+    not missed.
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -87,6 +90,8 @@ class Plan:
     unchanged: int
     bytes_to_copy: int
     skipped: tuple[Skipped, ...] = ()
+    mkdir: tuple[str, ...] = ()
+    rmdir: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -171,6 +176,7 @@ class TreeScan:
     files: dict[str, FileState]
     folders: frozenset[str] = frozenset()
     skipped: dict[str, str] = attrs.field(factory=dict)
+    exists: bool = True  # whether the top folder itself is there
 
 
 class _Skip(Exception):
@@ -236,7 +242,7 @@ def scan_local(top: Path) -> TreeScan:
                 entries = list(listing)
         except FileNotFoundError:
             if not folder:
-                return TreeScan(files={})  # a download's target folder may not exist yet
+                return TreeScan(files={}, exists=False)  # a download's target folder may not exist yet
             folders.discard(folder)
             skipped[folder] = "vanished during the walk"
             continue
@@ -274,6 +280,44 @@ def walk_local(top: Path) -> dict[str, FileState]:
     return scan_local(top).files
 
 
+async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
+    """Every file and folder under a remote folder, listing each level's folders concurrently.
+
+    A missing top folder is an empty tree, with `exists` False.
+
+    Example:
+        scan = await scan_remote(conn, "backup/photos")
+        print(len(scan.files), "files in", len(scan.folders), "folders")
+    """
+    files: dict[str, FileState] = {}
+    folders: set[str] = set()
+    missing: list[str] = []
+    level = [""]
+    while level:
+        next_level: list[str] = []
+
+        def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                try:
+                    entries = await conn.list(_join(top, relative))
+                except NotFound:  # the top is missing, or a folder went away while we walked
+                    missing.append(relative)
+                    return
+                for entry in entries:
+                    child = _join(relative, entry.name)
+                    if entry.kind is Kind.DIR:
+                        folders.add(child)
+                        next_level.append(child)
+                    else:
+                        files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
+
+            return run
+
+        await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
+        level = next_level
+    return TreeScan(files=files, folders=frozenset(folders - set(missing)), exists="" not in missing)
+
+
 async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
     """Every file under a remote folder, listing each level's folders concurrently.
 
@@ -283,29 +327,7 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
         files = await walk_remote(conn, "backup/photos")
         print(sum(state.size for state in files.values()), "bytes")
     """
-    files: dict[str, FileState] = {}
-    level = [""]
-    while level:
-        next_level: list[str] = []
-
-        def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                try:
-                    entries = await conn.list(_join(top, relative))
-                except NotFound:
-                    return
-                for entry in entries:
-                    child = _join(relative, entry.name)
-                    if entry.kind is Kind.DIR:
-                        next_level.append(child)
-                    else:
-                        files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
-
-            return run
-
-        await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
-        level = next_level
-    return files
+    return (await scan_remote(conn, top)).files
 
 
 async def _local_digest(path: Path, algorithm: str) -> bytes:
@@ -338,29 +360,60 @@ async def _check_source(conn: ClientConnection, local: Path, remote: str, direct
         await conn.stat(remote)  # NotFound; a file is refused by its LIST (WRONG_KIND)
 
 
+def _ancestors(path: str) -> Iterator[str]:
+    """The folders that hold `path`, nearest first, down to "" (the top)."""
+    while path:
+        path = path.rpartition("/")[0]
+        yield path
+
+
 def _within(path: str, roots: set[str] | dict[str, str]) -> bool:
     """Whether `path` is one of `roots` or inside one."""
-    while True:
-        if path in roots:
-            return True
-        if "/" not in path:
-            return False
-        path = path.rsplit("/", 1)[0]
+    return path in roots or any(folder in roots for folder in _ancestors(path))
+
+
+def _children_first(folders: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(folders, reverse=True))  # a path sorts after its parent, which is its prefix
 
 
 def _not_copied(source: TreeScan, remote: str, direction: Direction) -> dict[str, str]:
-    """The source's entries that cannot be copied, with why: its own skips and names the target refuses."""
+    """The source's entries that cannot be copied, with why: its own skips and names the target refuses.
+
+    Under a skipped folder nothing is listed again: the folder's line says it.
+    """
     skipped = dict(source.skipped)
-    for path in source.files:
-        if direction is Direction.DOWN:
-            if path.endswith(PARTIAL_SUFFIX):
-                skipped[path] = PARTIAL_REASON
+    if direction is Direction.DOWN:
+        skipped.update((path, PARTIAL_REASON) for path in source.files if path.endswith(PARTIAL_SUFFIX))
+        return skipped
+    for path in [*sorted(source.folders), *source.files]:  # folders first, parents first
+        if _within(path, skipped):
             continue
         try:  # each name was checked by the walk; only the whole path may still be too long
             check_path(_join(remote, path))
         except BadName as exc:
             skipped[path] = f"bad name: {exc}"
     return skipped
+
+
+def _removals(
+    source_files: dict[str, FileState], source_folders: set[str], target: TreeScan, skipped: dict[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The target's files and folders that the source does not have, for delete.
+
+    What the source has and skipped is kept (a folder with all under it), and
+    so is a folder that still holds something kept, such as an entry the walk
+    of the target left alone (a FIFO, a partial download).
+    """
+    files = [path for path in target.files if path not in source_files and not _within(path, skipped)]
+    gone = set(files)
+    kept = [path for path in target.files if path not in gone] + list(target.skipped)
+    holding = {folder for path in kept for folder in _ancestors(path)}
+    folders = [
+        folder
+        for folder in target.folders
+        if folder not in source_folders and folder not in holding and not _within(folder, skipped)
+    ]
+    return tuple(sorted(files)), _children_first(folders)
 
 
 async def plan_sync(
@@ -370,16 +423,19 @@ async def plan_sync(
 
     The source's entries that cannot be copied go to `skipped`; with delete,
     the target's copies of them (and all under a skipped folder) are kept.
+    Folders, empty ones too, are created and (with delete) deleted as files are.
 
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
     await _check_source(conn, local, remote, direction)
     local_scan = await trio.to_thread.run_sync(scan_local, local)
-    remote_scan = TreeScan(files=await walk_remote(conn, remote))
+    remote_scan = await scan_remote(conn, remote)
     source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
     skipped = _not_copied(source, remote, direction)
-    files = {path: state for path, state in source.files.items() if path not in skipped}
+    files = {path: state for path, state in source.files.items() if not _within(path, skipped)}
+    folders = {folder for folder in source.folders if not _within(folder, skipped)}
+    mkdir = ([] if target.exists else [""]) + sorted(folders - target.folders)
 
     def sizes_agree(path: str) -> bool:
         return path in target.files and target.files[path].size == files[path].size
@@ -409,14 +465,115 @@ async def plan_sync(
 
     await run_all([comparer(path) for path in same_size], limit=DEFAULT_CONCURRENCY)
     copy.sort()
-    removals = [path for path in target.files if path not in files and not _within(path, skipped)]
+    removed_files, removed_folders = _removals(files, folders, target, skipped) if delete else ((), ())
     return Plan(
         copy=tuple(copy),
-        delete=tuple(sorted(removals)) if delete else (),
+        delete=removed_files,
         unchanged=len(equal),
         bytes_to_copy=sum(files[path].size for path in copy),
         skipped=tuple(Skipped(path, reason) for path, reason in sorted(skipped.items())),
+        mkdir=tuple(mkdir),
+        rmdir=removed_folders,
     )
+
+
+@attrs.frozen
+class _Side:
+    """The side a run changes, by path relative to its top: make a folder, delete a file or empty folder."""
+
+    mkdir: Callable[[str], Awaitable[None]]
+    delete_file: Callable[[str], Awaitable[None]]
+    delete_folder: Callable[[str], Awaitable[None]]
+
+
+def _remote_side(conn: ClientConnection, remote: str) -> _Side:
+    async def mkdir(path: str) -> None:
+        await conn.mkdir(_join(remote, path))
+
+    async def delete(path: str) -> None:
+        await conn.delete(_join(remote, path))
+
+    return _Side(mkdir=mkdir, delete_file=delete, delete_folder=delete)
+
+
+def _local_side(local: Path) -> _Side:
+    async def mkdir(path: str) -> None:
+        await trio.to_thread.run_sync(lambda: (local / path).mkdir(parents=True, exist_ok=True))
+
+    async def delete_file(path: str) -> None:
+        await trio.to_thread.run_sync(os.unlink, local / path)
+
+    async def delete_folder(path: str) -> None:
+        await trio.to_thread.run_sync(os.rmdir, local / path)
+
+    return _Side(mkdir=mkdir, delete_file=delete_file, delete_folder=delete_folder)
+
+
+async def _each(
+    action: Callable[[str], Awaitable[None]],
+    paths: Iterable[str],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> set[str]:
+    """Run action(path) for every path, `concurrency` at a time; return the paths it worked for.
+
+    A failure is recorded and the others go on, as rsync does; only a broken
+    connection ends them all.
+    """
+    done: set[str] = set()
+
+    def job(path: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await action(path)
+            except (TrioftpError, OSError) as exc:
+                if isinstance(exc, ConnectionClosed):
+                    raise
+                failures[path] = exc
+            else:
+                done.add(path)
+
+        return run
+
+    await run_all([job(path) for path in paths], limit=concurrency)
+    return done
+
+
+async def _make_folders(
+    side: _Side, folders: tuple[str, ...], failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[str, ...]:
+    """Create the folders (parents first in `folders`); return those made.
+
+    Only the innermost are asked for: making one makes its missing parents.
+    """
+    parents = {parent for folder in folders if folder for parent in _ancestors(folder)}
+    made = await _each(side.mkdir, [f for f in folders if f not in parents], failures, concurrency)
+    made |= {parent for folder in made for parent in _ancestors(folder)}
+    return tuple(folder for folder in folders if folder in made)
+
+
+async def _delete_all(
+    side: _Side,
+    files: tuple[str, ...],
+    folders: tuple[str, ...],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Delete the files, then the folders, deepest first; return what was deleted.
+
+    A folder that holds something whose deletion failed is not tried: it
+    could not be empty, and the failure below says why.
+    """
+    deleted = await _each(side.delete_file, files, failures, concurrency)
+    removed: set[str] = set()
+    by_depth: dict[int, list[str]] = {}
+    for folder in folders:
+        by_depth.setdefault(folder.count("/") + 1 if folder else 0, []).append(folder)
+    for depth in sorted(by_depth, reverse=True):  # one level at a time: a folder's children go first
+        blocked = {parent for path in failures for parent in _ancestors(path)}
+        level = [folder for folder in by_depth[depth] if folder not in blocked]
+        removed |= await _each(side.delete_folder, level, failures, concurrency)
+    return tuple(p for p in files if p in deleted), tuple(p for p in folders if p in removed)
 
 
 async def carry_out(
@@ -429,7 +586,9 @@ async def carry_out(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
 ) -> None:
-    """Copy and delete what the plan says, `concurrency` files at a time on one connection.
+    """Create folders, copy and delete what the plan says, `concurrency` at a time on one connection.
+
+    Files are deleted before folders, and a folder's children before it.
 
     Raises:
         TreeTransferError: some files failed (nothing was deleted), or the plan
@@ -440,6 +599,7 @@ async def carry_out(
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP)
         await carry_out(conn, plan, Path("site"), "www", direction=Direction.UP)
     """
+    side = _remote_side(conn, remote) if direction is Direction.UP else _local_side(local)
     sizes = {path: 0 for path in plan.copy}
     state = TreeProgress(files_total=len(plan.copy), bytes_total=plan.bytes_to_copy)
     failures: dict[str, TreeFailure] = {}
@@ -447,19 +607,6 @@ async def carry_out(
     def report() -> None:
         if progress is not None:
             progress(state)
-
-    def copier(path: str) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            try:
-                await copy_one(path)
-            except (TrioftpError, OSError) as exc:
-                if isinstance(exc, ConnectionClosed):
-                    raise
-                failures[path] = exc  # go on with the others, as rsync does
-            finally:
-                state.current.discard(path)
-
-        return run
 
     async def copy_one(path: str) -> None:
         state.current.add(path)
@@ -470,27 +617,34 @@ async def carry_out(
             sizes[path] = done
             report()
 
-        if direction is Direction.UP:
-            await conn.upload(local / path, _join(remote, path), progress=on_bytes)
-        else:
-            destination = local / path
-            await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
-            await conn.download(_join(remote, path), destination, progress=on_bytes)
+        try:
+            if direction is Direction.UP:
+                await conn.upload(local / path, _join(remote, path), progress=on_bytes)
+            else:
+                destination = local / path
+                await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
+                await conn.download(_join(remote, path), destination, progress=on_bytes)
+        finally:
+            state.current.discard(path)
         state.files_done += 1
         report()
 
-    await run_all([copier(path) for path in plan.copy], limit=concurrency)
-    copied = tuple(path for path in plan.copy if path not in failures)
-    if failures:
-        done = attrs.evolve(plan, copy=copied, delete=(), bytes_to_copy=state.bytes_done)
+    made = await _make_folders(side, plan.mkdir, failures, concurrency)
+    copied = await _each(copy_one, plan.copy, failures, concurrency)
+    done = attrs.evolve(
+        plan,
+        mkdir=made,
+        copy=tuple(path for path in plan.copy if path in copied),
+        delete=(),
+        rmdir=(),
+        bytes_to_copy=state.bytes_done,
+    )
+    if failures:  # deleting now could remove the only good copy of what failed
         raise TreeTransferError(failures, plan.skipped, done)
-    for path in plan.delete:
-        if direction is Direction.UP:
-            await conn.delete(_join(remote, path))
-        else:
-            await trio.to_thread.run_sync((local / path).unlink)
-    if plan.skipped:  # last, so that a script notices; all else is done
-        raise TreeTransferError({}, plan.skipped, plan)
+    deleted, removed = await _delete_all(side, plan.delete, plan.rmdir, failures, concurrency)
+    done = attrs.evolve(done, delete=deleted, rmdir=removed)
+    if failures or plan.skipped:  # last, so that a script notices; all else is done
+        raise TreeTransferError(failures, plan.skipped, done)
 
 
 async def sync(
