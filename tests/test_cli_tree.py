@@ -425,3 +425,27 @@ async def test_put_r_and_get_r_of_a_missing_folder_exit_1(
         assert capsys.readouterr().err.startswith("trioftp: sync: no such folder")
     assert not (tmp_path / "out").exists()
     assert list(server.storage.root.iterdir()) in ([], [server.storage.root / ".trioftp"])
+
+
+# -------------------------------------------------------------------- rm -r
+
+
+async def test_rm_r_removes_a_remote_folder_and_refuses_the_root(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_tree(server_root / "backup" / "old", count=6)
+    (server_root / "backup" / "old" / "empty").mkdir()
+    (server_root / "keep.txt").write_bytes(b"keep")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("rm", address(server), "backup/old") == 1  # without -r: only empty folders
+        assert capsys.readouterr().err.startswith("trioftp: rm: ")
+        assert await run_cli("rm", "-r", address(server), "backup/old/") == 0
+        assert not (server_root / "backup" / "old").exists()
+        for root in ("/", ""):
+            assert await run_cli("rm", "-r", address(server), root) == 2
+            assert capsys.readouterr().err == (
+                "trioftp: refusing to remove the root folder ('' or '/'): name a folder inside it\n"
+            )
+        assert await run_cli("rm", "-r", address(server), "backup/old") == 1
+        assert capsys.readouterr().err.startswith("trioftp: rm: NOT_FOUND")
+    assert sorted(os.listdir(server_root)) == [".trioftp", "backup", "keep.txt"]

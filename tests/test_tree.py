@@ -429,3 +429,45 @@ async def test_a_failed_folder_creation_is_reported_and_the_files_still_copied(
     assert isinstance(caught.value.failures["taken"], trioftp.AlreadyExists)
     assert caught.value.done is not None and caught.value.done.copy == ("f.txt",)
     assert (server.storage.root / "www" / "f.txt").read_bytes() == b"f"
+
+
+# --------------------------------------------------------------------- rm -r
+
+
+async def test_remove_tree_deletes_files_then_folders(server: Server, tmp_path: Path) -> None:
+    files = make_tree(server.storage.root / "backup" / "old")
+    (server.storage.root / "backup" / "old" / "empty").mkdir()
+    (server.storage.root / "backup" / "keep.txt").write_bytes(b"keep")
+    (server.storage.root / "lone.txt").write_bytes(b"a file goes too, as with rm -r")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.remove_tree(conn, "backup/old")
+            lone = await tree.remove_tree(conn, "lone.txt")
+            with pytest.raises(trioftp.NotFound):
+                await tree.remove_tree(conn, "backup/old")
+            for root in ("", "/", "//"):
+                with pytest.raises(ValueError, match="refusing to remove the root"):
+                    await tree.remove_tree(conn, root)
+    assert sorted(plan.delete) == sorted(files)
+    assert plan.rmdir[-1] == "" and "empty" in plan.rmdir
+    assert lone.delete == ("",)
+    assert sorted(p.name for p in server.storage.root.iterdir()) == [".trioftp", "backup"]
+    assert [p.name for p in (server.storage.root / "backup").iterdir()] == ["keep.txt"]
+
+
+async def test_remove_tree_keeps_the_folders_holding_what_it_could_not_delete(
+    server: Server, tmp_path: Path
+) -> None:
+    gone = server.storage.root / "gone"
+    (gone / "stuck").mkdir(parents=True)
+    (gone / "stuck" / ".trioftp-0123456789abcdef.part").write_bytes(b"hidden from listings")
+    (gone / "stuck" / "a.txt").write_bytes(b"a")
+    (gone / "free").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.remove_tree(conn, "gone")
+    assert list(caught.value.failures) == ["stuck"]  # not "" as well: its failure is this one
+    assert caught.value.done is not None
+    assert caught.value.done.delete == ("stuck/a.txt",) and caught.value.done.rmdir == ("free",)
+    assert sorted(p.name for p in gone.iterdir()) == ["stuck"]

@@ -205,6 +205,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
     p.add_argument("name")
+    p.add_argument("-r", "--recursive", action="store_true", help="delete the folder NAME and all under it")
     p = command("mv", "rename a remote file or folder", _mv)
     p.add_argument("old")
     p.add_argument("new")
@@ -332,7 +333,10 @@ async def _status(args: argparse.Namespace) -> None:
 
 async def _rm(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        await conn.delete(args.name)
+        if args.recursive:
+            await tree.remove_tree(conn, args.name.strip("/"))
+        else:
+            await conn.delete(args.name)
 
 
 async def _mv(args: argparse.Namespace) -> None:

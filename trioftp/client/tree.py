@@ -711,3 +711,43 @@ async def download_tree(
     return await sync(
         conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
     )
+
+
+async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
+    """Delete a remote folder and everything under it: its files, then its folders, deepest first.
+
+    A file is deleted as it is (as `rm -r` does). The root cannot be removed.
+
+    Returns:
+        What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
+
+    Raises:
+        ValueError: `remote` is the root ("" or "/").
+        NotFound: no such file or folder.
+        TreeTransferError: some could not be deleted (nor the folders that hold them); the rest was.
+        ConnectionClosed: the connection broke.
+
+    Example:
+        plan = await remove_tree(conn, "backup/old-photos")
+        print(len(plan.delete), "files and", len(plan.rmdir), "folders deleted")
+    """
+    if not remote.strip("/"):
+        raise ValueError("refusing to remove the root folder ('' or '/'): name a folder inside it")
+    if (await conn.stat(remote)).kind is Kind.FILE:
+        await conn.delete(remote)
+        return Plan(copy=(), delete=("",), unchanged=0, bytes_to_copy=0)
+    scan = await scan_remote(conn, remote)
+    plan = Plan(
+        copy=(),
+        delete=tuple(sorted(scan.files)),
+        unchanged=0,
+        bytes_to_copy=0,
+        rmdir=_children_first(scan.folders | {""}),
+    )
+    failures: dict[str, TreeFailure] = {}
+    deleted, removed = await _delete_all(
+        _remote_side(conn, remote), plan.delete, plan.rmdir, failures, concurrency
+    )
+    if failures:
+        raise TreeTransferError(failures, done=attrs.evolve(plan, delete=deleted, rmdir=removed))
+    return plan
