@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ import trustme
 
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import run_cli
-from tests.test_tree import make_tree, read_tree
+from tests.test_tree import fifo_must_stay_closed, make_odd_tree, make_tree, read_tree
 from trioftp import __version__
 from trioftp.auth import hash_password, verify_password
 from trioftp.cli import main
@@ -82,6 +83,21 @@ async def test_get_r_of_a_file_exits_1_with_one_line(
     assert capsys.readouterr().err == "trioftp: get: WRONG_KIND: 'plain.txt' is not a folder\n"
 
 
+async def test_put_r_skips_what_it_cannot_copy_says_so_and_exits_1(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "odd"
+    skipped = make_odd_tree(local)
+    os.mkfifo(local / "fifo")
+    skipped["fifo"] = "not a regular file or folder (a FIFO)"
+    with fifo_must_stay_closed(local / "fifo"), trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", "-r", address(server), str(local), "odd2") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "trioftp: put: 6 skipped, not copied:"
+    assert err[1:] == [f"  {path}: {reason}" for path, reason in sorted(skipped.items())]
+    assert read_tree(server_root / "odd2") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
 # -------------------------------------------------------------------- sync
 
 
@@ -94,7 +110,11 @@ async def test_sync_up_dry_run_then_delete(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("sync", str(local), target) == 0
         assert read_tree(server_root / "www") == files
-        assert output_lines(capsys)[-1] == f"{len(files)} to copy ({_size(files)}), 0 to delete, 0 unchanged"
+        folders = 1 + len({name.rpartition("/")[0] for name in files if "/" in name} | {"d0", "d1", "d2"})
+        assert output_lines(capsys)[-1] == (  # folders: www itself, d0..d2, and the sub folders in them
+            f"{len(files)} to copy ({_size(files)}), 0 to delete, 0 unchanged; "
+            f"folders: {folders} to create, 0 to delete"
+        )
 
         (local / "new.txt").write_bytes(b"new")
         gone = next(name for name in sorted(files) if "/" in name)
@@ -139,6 +159,75 @@ async def test_sync_with_host_and_folder_only_takes_port_from_the_flag(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("sync", str(tmp_path / "site"), "127.0.0.1:www", "--port", str(server.port)) == 0
     assert read_tree(server_root / "www") == files
+
+
+async def test_sync_lists_what_it_did_and_what_it_skipped_and_exits_1(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "site"
+    skipped = make_odd_tree(local)
+    target = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "-n", str(local), target) == 1  # as the real run will
+        out, err = capsys.readouterr()
+        assert "would copy: ok.txt" in out.splitlines()
+        assert err.startswith("trioftp: sync: 5 skipped, not copied:\n")
+        assert not (server_root / "www").exists()
+        assert await run_cli("sync", str(local), target) == 1
+        out, err = capsys.readouterr()
+    assert out.splitlines()[:5] == [
+        "created: ./",
+        "created: sub/",
+        "copied: link.txt",
+        "copied: ok.txt",
+        "copied: sub/a.txt",
+    ]
+    assert err.splitlines()[1:] == [f"  {path}: {reason}" for path, reason in sorted(skipped.items())]
+    assert read_tree(server_root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
+async def test_put_r_and_get_r_of_an_empty_folder_create_it(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "photos" / "empty").mkdir(parents=True)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert (
+            await run_cli("put", "-r", address(server), str(tmp_path / "photos" / "empty"), "emptyremote")
+            == 0
+        )
+        assert await run_cli("ls", address(server), "emptyremote") == 0
+        assert await run_cli("get", "-r", address(server), "emptyremote", str(tmp_path / "back")) == 0
+    assert capsys.readouterr().err == ""
+    assert (server_root / "emptyremote").is_dir() and (tmp_path / "back").is_dir()
+
+
+async def test_sync_lists_folders_to_create_and_to_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "site"
+    (local / "new" / "empty").mkdir(parents=True)
+    (local / "f.txt").write_bytes(b"f")
+    (server_root / "www" / "old" / "sub").mkdir(parents=True)
+    (server_root / "www" / "old" / "sub" / "x.txt").write_bytes(b"x")
+    target = f"{address(server)}:www"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "-n", "--delete", str(local), target) == 0
+        assert output_lines(capsys) == [
+            "would create: new/",
+            "would create: new/empty/",
+            "would copy: f.txt",
+            "would delete: old/sub/x.txt",
+            "would delete: old/sub/",
+            "would delete: old/",
+            "1 to copy (1B), 1 to delete, 0 unchanged; folders: 2 to create, 2 to delete",
+        ]
+        assert (server_root / "www" / "old" / "sub" / "x.txt").exists()
+        assert await run_cli("sync", "--delete", str(local), target) == 0
+        assert "deleted: old/" in output_lines(capsys)
+        assert await run_cli("sync", "-n", str(local), f"{address(server)}:elsewhere") == 0
+        assert output_lines(capsys)[0] == "would create: ./"  # the top folder itself
+    assert sorted(p.name for p in (server_root / "www").iterdir()) == ["f.txt", "new"]
+    assert (server_root / "www" / "new" / "empty").is_dir()
 
 
 def test_sync_without_a_remote_side_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -336,3 +425,27 @@ async def test_put_r_and_get_r_of_a_missing_folder_exit_1(
         assert capsys.readouterr().err.startswith("trioftp: sync: no such folder")
     assert not (tmp_path / "out").exists()
     assert list(server.storage.root.iterdir()) in ([], [server.storage.root / ".trioftp"])
+
+
+# -------------------------------------------------------------------- rm -r
+
+
+async def test_rm_r_removes_a_remote_folder_and_refuses_the_root(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_tree(server_root / "backup" / "old", count=6)
+    (server_root / "backup" / "old" / "empty").mkdir()
+    (server_root / "keep.txt").write_bytes(b"keep")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("rm", address(server), "backup/old") == 1  # without -r: only empty folders
+        assert capsys.readouterr().err.startswith("trioftp: rm: ")
+        assert await run_cli("rm", "-r", address(server), "backup/old/") == 0
+        assert not (server_root / "backup" / "old").exists()
+        for root in ("/", ""):
+            assert await run_cli("rm", "-r", address(server), root) == 2
+            assert capsys.readouterr().err == (
+                "trioftp: refusing to remove the root folder ('' or '/'): name a folder inside it\n"
+            )
+        assert await run_cli("rm", "-r", address(server), "backup/old") == 1
+        assert capsys.readouterr().err.startswith("trioftp: rm: NOT_FOUND")
+    assert sorted(os.listdir(server_root)) == [".trioftp", "backup", "keep.txt"]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -145,3 +148,326 @@ async def test_delete_refuses_a_missing_source_instead_of_emptying_the_target(
                 await conn.sync(tmp_path / "typo", "www", delete=True, dry_run=True)
     assert read_tree(server.storage.root / "www") == remote_files
     assert read_tree(tmp_path / "mine") == {"precious.txt": b"keep me"}
+
+
+# ------------------------------------------------- entries that are not files
+
+
+@contextlib.contextmanager
+def fifo_must_stay_closed(fifo: Path, after: float = 5.0) -> Iterator[None]:
+    """Fail, instead of hanging the suite, if the code under test opens `fifo`.
+
+    Opening a FIFO to read blocks until a writer comes (on trio's own thread,
+    which no fail_after can interrupt); after `after` seconds a writer comes,
+    and the test fails on the flag it sets.
+    """
+    opened = threading.Event()
+
+    def unblock() -> None:
+        try:  # succeeds only if a reader is waiting
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            return
+        opened.set()
+
+    timer = threading.Timer(after, unblock)
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
+        timer.join()
+    assert not opened.is_set(), f"{fifo} was opened"
+
+
+def test_the_walk_takes_files_and_folders_and_never_opens_the_rest(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(tmp_path / "sub" / "fifo")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "sub" / "ok.txt")  # a file, as rsync -L
+    with fifo_must_stay_closed(tmp_path / "sub" / "fifo", after=1.0):
+        scan = tree.scan_local(tmp_path)
+        files = tree.walk_local(tmp_path)
+    assert sorted(files) == sorted(scan.files) == ["link.txt", "sub/ok.txt"]
+    assert files["link.txt"].size == 2
+    assert scan.folders == {"sub"}
+    assert scan.skipped == {"sub/fifo": "not a regular file or folder (a FIFO)"}
+
+
+async def test_a_fifo_in_the_tree_is_skipped_and_the_rest_uploaded(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "odd"
+    local.mkdir()
+    (local / "ok.txt").write_bytes(b"ok")
+    os.mkfifo(local / "fifo")
+    with fifo_must_stay_closed(local / "fifo"), trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.upload_tree(conn, local, "odd2")
+    assert caught.value.skipped == (tree.Skipped("fifo", "not a regular file or folder (a FIFO)"),)
+    assert caught.value.done is not None and caught.value.done.copy == ("ok.txt",)
+    assert read_tree(server.storage.root / "odd2") == {"ok.txt": b"ok"}
+
+
+def make_odd_tree(top: Path) -> dict[str, str]:
+    """Two good files, a symlink to one (copied as the file), and entries that cannot be copied.
+
+    Returns what should be skipped: path -> reason.
+    """
+    (top / "sub").mkdir(parents=True)
+    (top / "ok.txt").write_bytes(b"ok")
+    (top / "sub" / "a.txt").write_bytes(b"a")
+    (top / "link.txt").symlink_to(top / "sub" / "a.txt")
+    (top / "dangle").symlink_to(top / "nowhere")
+    (top / "dirlink").symlink_to(top / "sub")
+    (top / "back\\slash.txt").write_bytes(b"refused")
+    (top / "bad\\dir").mkdir()
+    (top / "bad\\dir" / "inner.txt").write_bytes(b"under a refused folder")
+    (top / "mine.trioftp-part").write_bytes(b"a user's file, or a partial download")
+    return {
+        "back\\slash.txt": "bad name: control character or backslash in 'back\\\\slash.txt'",
+        "bad\\dir": "bad name: control character or backslash in 'bad\\\\dir'",
+        "dangle": "dangling symlink",
+        "dirlink": "symlink to a folder, not followed",
+        "mine.trioftp-part": tree.PARTIAL_REASON,
+    }
+
+
+async def test_entries_that_cannot_be_copied_are_skipped_reported_and_the_rest_copied(
+    server: Server, tmp_path: Path
+) -> None:
+    local = tmp_path / "site"
+    expected = make_odd_tree(local)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await tree.sync(conn, local, "www", dry_run=True)  # a dry run reports, raises nothing
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.sync(conn, local, "www")
+    error = caught.value
+    assert {entry.path: entry.reason for entry in error.skipped} == expected
+    assert dry.skipped == error.skipped
+    assert error.failures == {}
+    assert error.done is not None and error.done.copy == dry.copy == ("link.txt", "ok.txt", "sub/a.txt")
+    assert str(error).startswith("5 skipped, not copied:\n  back\\slash.txt: bad name")
+    assert "\n  dangle: dangling symlink\n" in str(error)  # one line each
+    assert read_tree(server.storage.root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
+
+
+async def test_delete_keeps_the_targets_copies_of_skipped_entries(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "site"
+    make_odd_tree(local)
+    remote = server.storage.root / "www"
+    for name in ("dangle", "dirlink/x.txt", "bad\\dir/inner.txt", "gone.txt", "mine.trioftp-part"):
+        (remote / name).parent.mkdir(parents=True, exist_ok=True)
+        (remote / name).write_bytes(b"older")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.sync(conn, local, "www", delete=True)
+    assert caught.value.done is not None and caught.value.done.delete == ("gone.txt",)
+    kept = ["bad\\dir/inner.txt", "dangle", "dirlink/x.txt", "mine.trioftp-part"]
+    assert sorted(read_tree(remote)) == sorted([*kept, "link.txt", "ok.txt", "sub/a.txt"])
+
+
+async def test_a_remote_partial_name_is_skipped_and_a_local_partial_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "a.txt").write_bytes(b"a")
+    (server.storage.root / "www" / "b.txt.trioftp-part").write_bytes(b"would overwrite b.txt's partial")
+    local = tmp_path / "mirror"
+    local.mkdir()
+    (local / "c.txt.trioftp-part").write_bytes(b"resume data of a download")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+    assert caught.value.skipped == (tree.Skipped("b.txt.trioftp-part", tree.PARTIAL_REASON),)
+    assert sorted(p.name for p in local.iterdir()) == ["a.txt", "c.txt.trioftp-part"]
+
+
+async def test_a_path_too_long_for_the_protocol_is_skipped(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "deep"
+    long_file = "/".join(["d" * 200] * 6) + "/f.txt"  # each name is fine, the whole is over 1024 bytes
+    (local / long_file).parent.mkdir(parents=True)
+    (local / long_file).write_bytes(b"deep")
+    (local / "ok.txt").write_bytes(b"ok")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.upload_tree(local, "up")
+    [entry] = caught.value.skipped  # the folder that is too long, not again each file in it
+    assert entry.path == long_file.rpartition("/")[0] and entry.reason.startswith("bad name: name is 1")
+    assert read_tree(server.storage.root / "up") == {"ok.txt": b"ok"}
+
+
+async def test_a_local_error_fails_one_file_not_the_run(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "site"
+    files = make_tree(local, count=6)
+    vanishing = sorted(files)[0]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=tree.Direction.UP)
+            (local / vanishing).unlink()  # gone between the plan and the copy
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.carry_out(conn, plan, local, "www", direction=tree.Direction.UP)
+    assert list(caught.value.failures) == [vanishing]
+    assert isinstance(caught.value.failures[vanishing], FileNotFoundError)
+    del files[vanishing]
+    assert read_tree(server.storage.root / "www") == files
+
+
+@pytest.mark.parametrize("direction", list(tree.Direction))
+async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, direction: tree.Direction
+) -> None:
+    local = tmp_path / "site"
+    local.mkdir()
+    os.mkfifo(local / "x")
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "x").write_bytes(b"")
+    # What the walk saw a moment before: a 0-byte file, the same size as the remote one.
+    seen = tree.TreeScan(files={"x": tree.FileState(path="x", size=0, mtime_ns=0)})
+    monkeypatch.setattr(tree, "scan_local", lambda top: seen)
+    with fifo_must_stay_closed(local / "x"), trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=direction)
+    if direction is tree.Direction.UP:
+        assert plan.skipped == (tree.Skipped("x", "cannot read: not a regular file"),)
+        assert plan.copy == ()
+    else:
+        assert plan.copy == ("x",)  # a download renames a real file over it
+
+
+# ------------------------------------------------------------------- folders
+
+
+def folders_under(top: Path) -> set[str]:
+    return {p.relative_to(top).as_posix() for p in top.rglob("*") if p.is_dir() and ".trioftp" not in p.parts}
+
+
+async def test_empty_folders_go_both_ways_and_an_empty_top_is_created(server: Server, tmp_path: Path) -> None:
+    local = tmp_path / "photos"
+    (local / "empty").mkdir(parents=True)
+    (local / "a" / "empty too").mkdir(parents=True)
+    (local / "a" / "f.txt").write_bytes(b"f")
+    (tmp_path / "nothing").mkdir()
+    remote = server.storage.root
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            up = await conn.upload_tree(local, "up")
+            down = await conn.download_tree("up", tmp_path / "back")
+            again = await conn.upload_tree(local, "up")
+            await conn.upload_tree(tmp_path / "nothing", "emptyremote")
+            await conn.download_tree("emptyremote", tmp_path / "empty-back")
+    assert up.mkdir == down.mkdir == ("", "a", "a/empty too", "empty")  # "": the top, parents first
+    assert again.mkdir == ()
+    assert folders_under(remote / "up") == folders_under(tmp_path / "back") == {"a", "a/empty too", "empty"}
+    assert read_tree(tmp_path / "back") == {"a/f.txt": b"f"}
+    assert (remote / "emptyremote").is_dir() and (tmp_path / "empty-back").is_dir()
+
+
+@pytest.mark.parametrize("direction", list(tree.Direction))
+async def test_delete_removes_folders_the_source_lost_deepest_first(
+    server: Server, tmp_path: Path, direction: tree.Direction
+) -> None:
+    source = tmp_path / "site" if direction is tree.Direction.UP else server.storage.root / "www"
+    target = server.storage.root / "www" if direction is tree.Direction.UP else tmp_path / "site"
+    for top in (source, target):
+        (top / "keep" / "empty").mkdir(parents=True)
+        (top / "keep" / "k.txt").write_bytes(b"k")
+    (target / "old" / "sub").mkdir(parents=True)
+    (target / "old" / "sub" / "x.txt").write_bytes(b"x")
+    (target / "old" / "emptied").mkdir()
+    (target / "keep" / "stray").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await conn.sync(tmp_path / "site", "www", direction=direction, delete=True, dry_run=True)
+            assert folders_under(target) == {
+                "keep",
+                "keep/empty",
+                "keep/stray",
+                "old",
+                "old/emptied",
+                "old/sub",
+            }
+            plan = await conn.sync(tmp_path / "site", "www", direction=direction, delete=True)
+    assert dry == plan
+    assert plan.delete == ("old/sub/x.txt",)
+    assert plan.rmdir == ("old/sub", "old/emptied", "old", "keep/stray")  # each before its parent
+    assert folders_under(target) == {"keep", "keep/empty"}
+    assert read_tree(target) == {"keep/k.txt": b"k"}
+
+
+async def test_a_local_folder_holding_what_the_walk_leaves_alone_is_kept(
+    server: Server, tmp_path: Path
+) -> None:
+    (server.storage.root / "www").mkdir()
+    local = tmp_path / "site"
+    (local / "old").mkdir(parents=True)
+    (local / "old" / "a.txt").write_bytes(b"a")
+    (local / "old" / "b.txt.trioftp-part").write_bytes(b"a download's resume data")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+    assert plan.delete == ("old/a.txt",) and plan.rmdir == ()
+    assert [p.name for p in (local / "old").iterdir()] == ["b.txt.trioftp-part"]
+
+
+async def test_a_failed_folder_creation_is_reported_and_the_files_still_copied(
+    server: Server, tmp_path: Path
+) -> None:
+    local = tmp_path / "site"
+    (local / "taken").mkdir(parents=True)
+    (local / "f.txt").write_bytes(b"f")
+    (server.storage.root / "www").mkdir()
+    (server.storage.root / "www" / "taken").write_bytes(b"a file where the folder goes")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.upload_tree(local, "www")
+    assert list(caught.value.failures) == ["taken"]
+    assert isinstance(caught.value.failures["taken"], trioftp.AlreadyExists)
+    assert caught.value.done is not None and caught.value.done.copy == ("f.txt",)
+    assert (server.storage.root / "www" / "f.txt").read_bytes() == b"f"
+
+
+# --------------------------------------------------------------------- rm -r
+
+
+async def test_remove_tree_deletes_files_then_folders(server: Server, tmp_path: Path) -> None:
+    files = make_tree(server.storage.root / "backup" / "old")
+    (server.storage.root / "backup" / "old" / "empty").mkdir()
+    (server.storage.root / "backup" / "keep.txt").write_bytes(b"keep")
+    (server.storage.root / "lone.txt").write_bytes(b"a file goes too, as with rm -r")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.remove_tree(conn, "backup/old")
+            lone = await tree.remove_tree(conn, "lone.txt")
+            with pytest.raises(trioftp.NotFound):
+                await tree.remove_tree(conn, "backup/old")
+            for root in ("", "/", "//"):
+                with pytest.raises(ValueError, match="refusing to remove the root"):
+                    await tree.remove_tree(conn, root)
+    assert sorted(plan.delete) == sorted(files)
+    assert plan.rmdir[-1] == "" and "empty" in plan.rmdir
+    assert lone.delete == ("",)
+    assert sorted(p.name for p in server.storage.root.iterdir()) == [".trioftp", "backup"]
+    assert [p.name for p in (server.storage.root / "backup").iterdir()] == ["keep.txt"]
+
+
+async def test_remove_tree_keeps_the_folders_holding_what_it_could_not_delete(
+    server: Server, tmp_path: Path
+) -> None:
+    gone = server.storage.root / "gone"
+    (gone / "stuck").mkdir(parents=True)
+    (gone / "stuck" / ".trioftp-0123456789abcdef.part").write_bytes(b"hidden from listings")
+    (gone / "stuck" / "a.txt").write_bytes(b"a")
+    (gone / "free").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.remove_tree(conn, "gone")
+    assert list(caught.value.failures) == ["stuck"]  # not "" as well: its failure is this one
+    assert caught.value.done is not None
+    assert caught.value.done.delete == ("stuck/a.txt",) and caught.value.done.rmdir == ("free",)
+    assert sorted(p.name for p in gone.iterdir()) == ["stuck"]

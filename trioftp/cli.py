@@ -205,6 +205,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
     p.add_argument("name")
+    p.add_argument("-r", "--recursive", action="store_true", help="delete the folder NAME and all under it")
     p = command("mv", "rename a remote file or folder", _mv)
     p.add_argument("old")
     p.add_argument("new")
@@ -332,7 +333,10 @@ async def _status(args: argparse.Namespace) -> None:
 
 async def _rm(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        await conn.delete(args.name)
+        if args.recursive:
+            await tree.remove_tree(conn, args.name.strip("/"))
+        else:
+            await conn.delete(args.name)
 
 
 async def _mv(args: argparse.Namespace) -> None:
@@ -364,18 +368,34 @@ def _split_sync(args: argparse.Namespace) -> None:
 
 
 async def _sync(args: argparse.Namespace) -> None:
+    error: tree.TreeTransferError | None = None
     async with _connect(args) as conn:
-        plan = await tree.sync(
-            conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-            dry_run=args.dry_run, progress=TreeProgressLine(),
-        )  # fmt: skip
+        try:
+            plan = await tree.sync(
+                conn, args.local, args.remote, direction=args.direction, delete=args.delete,
+                dry_run=args.dry_run, progress=TreeProgressLine(),
+            )  # fmt: skip
+        except tree.TreeTransferError as exc:  # still list what was done
+            if exc.done is None:
+                raise
+            plan, error = exc.done, exc
+    if args.dry_run and plan.skipped:  # exit as the real run would
+        error = tree.TreeTransferError({}, plan.skipped)
     verb = "would copy" if args.dry_run else "copied"
+    deleted = "would delete" if args.dry_run else "deleted"
+    for path in plan.mkdir:  # folders end with "/"; "./" is the top folder itself
+        print(f"{'would create' if args.dry_run else 'created'}: {path or '.'}/")
     for path in plan.copy:
         print(f"{verb}: {path}")
     for path in plan.delete:
-        print(f"{'would delete' if args.dry_run else 'deleted'}: {path}")
+        print(f"{deleted}: {path}")
+    for path in plan.rmdir:
+        print(f"{deleted}: {path}/")
+    folders = f"; folders: {len(plan.mkdir)} to create, {len(plan.rmdir)} to delete"
     print(f"{len(plan.copy)} to copy ({_human(plan.bytes_to_copy)}), {len(plan.delete)} to delete, "
-          f"{plan.unchanged} unchanged")  # fmt: skip
+          f"{plan.unchanged} unchanged{folders if plan.mkdir or plan.rmdir else ''}")  # fmt: skip
+    if error is not None:
+        raise error
 
 
 def _passwd(args: argparse.Namespace) -> int:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import enum
 import errno
 import os
-from collections.abc import Awaitable, Callable
+import stat
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,12 +23,17 @@ from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
 from trioftp.errors import ConnectionClosed, NotFound, TrioftpError
 from trioftp.protocol.messages import Kind
+from trioftp.protocol.names import BadName, check_path, check_segment
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection
 
 DEFAULT_CONCURRENCY = 16
 PARTIAL_SUFFIX = ".trioftp-part"
+# Left alone on the local side, never copied either way: a remote file of that
+# name would land on the very path where a download of its sibling keeps its
+# partial.
+PARTIAL_REASON = f"a {PARTIAL_SUFFIX} name is the client's partial download, not copied"
 
 
 class Direction(enum.Enum):
@@ -51,8 +57,28 @@ class FileState:
 
 
 @attrs.frozen
+class Skipped:
+    """An entry of the source tree that a run does not copy, and why (one line for a person).
+
+    Example:
+        for entry in plan.skipped:
+            print(f"skipped {entry.path}: {entry.reason}")
+    """
+
+    path: str
+    reason: str
+
+
+@attrs.frozen
 class Plan:
     """What a sync will do: relative paths to copy and to delete, and how many are already equal.
+
+    `mkdir` are the folders to create, parents first, and `rmdir` (with
+    delete) the folders to delete, each before its parent; "" stands for the
+    top folder itself. `skipped` lists the source's entries that cannot be
+    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...); a
+    run copies the rest and then raises TreeTransferError, so the skips are
+    not missed.
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -63,6 +89,9 @@ class Plan:
     delete: tuple[str, ...]
     unchanged: int
     bytes_to_copy: int
+    skipped: tuple[Skipped, ...] = ()
+    mkdir: tuple[str, ...] = ()
+    rmdir: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -86,10 +115,16 @@ class TreeProgress:
 TreeCallback = Callable[[TreeProgress], None]
 
 
+TreeFailure = TrioftpError | OSError  # OSError: the local side (a file vanished, a full disk, ...)
+
+
 class TreeTransferError(TrioftpError):
-    """Some files of a tree could not be copied; `failures` maps each path to its error.
+    """Some entries of a tree were not copied: `failures` maps a path to its error, `skipped` (see Plan).
 
     The other files were copied; a second run retries only the failed ones.
+    `done` is what the run did (a Plan: copied, deleted, ...), None when
+    nothing ran. With failures nothing was deleted; skipped entries alone do
+    not stop deletions, but what the source has and skipped is never deleted.
 
     Example:
         try:
@@ -97,13 +132,29 @@ class TreeTransferError(TrioftpError):
         except trioftp.TreeTransferError as exc:
             for path, error in exc.failures.items():
                 print(path, error)
+            for entry in exc.skipped:
+                print(entry.path, entry.reason)
     """
 
-    def __init__(self, failures: dict[str, TrioftpError]) -> None:
-        shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
-        more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-        super().__init__(f"{len(failures)} files failed: {shown}{more}")
+    def __init__(
+        self,
+        failures: dict[str, TreeFailure],
+        skipped: tuple[Skipped, ...] = (),
+        done: Plan | None = None,
+    ) -> None:
+        parts = []
+        if failures or not skipped:
+            shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
+            more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+            parts.append(f"{len(failures)} files failed: {shown}{more}")
+        if skipped:
+            # One line each: a person must be able to find every one of them.
+            lines = "".join(f"\n  {entry.path}: {entry.reason}" for entry in skipped)
+            parts.append(f"{len(skipped)} skipped, not copied:{lines}")
+        super().__init__("; ".join(parts))
         self.failures = failures
+        self.skipped = skipped
+        self.done = done
 
 
 def _join(top: str, relative: str) -> str:
@@ -112,22 +163,159 @@ def _join(top: str, relative: str) -> str:
     return f"{top}/{relative}" if relative else top
 
 
+@attrs.frozen
+class TreeScan:
+    """What a walk of one side found: files, folders (the top left out) and entries left out, with why.
+
+    Example:
+        scan = scan_local(Path("photos"))
+        for path, reason in scan.skipped.items():
+            print(f"{path}: {reason}")
+    """
+
+    files: dict[str, FileState]
+    folders: frozenset[str] = frozenset()
+    skipped: dict[str, str] = attrs.field(factory=dict)
+    exists: bool = True  # whether the top folder itself is there
+
+
+class _Skip(Exception):
+    """Why a local entry is left out of a walk."""
+
+
+_SPECIAL_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _kind(mode: int) -> str:
+    return next((name for test, name in _SPECIAL_KINDS if test(mode)), "of an unknown kind")
+
+
+def _examine(entry: os.DirEntry[str]) -> os.stat_result | None:
+    """A regular file's stat (a symlink's target, as rsync -L), or None for a folder.
+
+    Raises _Skip for anything else. Only the entry's type and stat are used:
+    opening a FIFO would block until a writer came, and a device may do worse.
+    """
+    try:
+        check_segment(entry.name)
+    except BadName as exc:
+        raise _Skip(f"bad name: {exc}") from None
+    link = entry.is_symlink()
+    try:
+        if entry.is_dir(follow_symlinks=False):
+            return None
+        st = entry.stat(follow_symlinks=True)
+    except FileNotFoundError:
+        raise _Skip("dangling symlink" if link else "vanished during the walk") from None
+    except OSError as exc:
+        raise _Skip(exc.strerror or str(exc)) from None
+    if stat.S_ISDIR(st.st_mode):  # following it could loop, or copy a folder twice
+        raise _Skip("symlink to a folder, not followed")
+    if not stat.S_ISREG(st.st_mode):
+        kind = _kind(st.st_mode)
+        raise _Skip(f"symlink to {kind}" if link else f"not a regular file or folder ({kind})")
+    if entry.name.endswith(PARTIAL_SUFFIX):
+        raise _Skip(PARTIAL_REASON)
+    return st
+
+
+def scan_local(top: Path) -> TreeScan:
+    """Every file and folder under `top`, and what was left out and why; nothing is opened.
+
+    Example:
+        scan = scan_local(Path("photos"))
+        print(len(scan.files), "files,", len(scan.folders), "folders,", len(scan.skipped), "skipped")
+    """
+    files: dict[str, FileState] = {}
+    folders: set[str] = set()
+    skipped: dict[str, str] = {}
+    pending = [""]
+    while pending:
+        folder = pending.pop()
+        try:
+            with os.scandir(top / folder) as listing:
+                entries = list(listing)
+        except FileNotFoundError:
+            if not folder:
+                return TreeScan(files={}, exists=False)  # a download's target folder may not exist yet
+            folders.discard(folder)
+            skipped[folder] = "vanished during the walk"
+            continue
+        except OSError as exc:
+            if not folder:
+                raise  # an unreadable top read as empty would copy nothing, or delete everything
+            folders.discard(folder)
+            skipped[folder] = f"cannot list: {exc.strerror or exc}"
+            continue
+        for entry in entries:
+            relative = _join(folder, entry.name)
+            try:
+                st = _examine(entry)
+            except _Skip as why:
+                skipped[relative] = str(why)
+                continue
+            if st is None:
+                folders.add(relative)
+                pending.append(relative)
+            else:
+                files[relative] = FileState(path=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return TreeScan(files=files, folders=frozenset(folders), skipped=skipped)
+
+
 def walk_local(top: Path) -> dict[str, FileState]:
     """Every regular file under `top`, by '/'-joined relative path (partials left out; none if no `top`).
+
+    A symlink to a regular file counts as that file; FIFOs, sockets, devices,
+    other symlinks and names the protocol refuses are left out (`scan_local`
+    says which and why).
 
     Example:
         sizes = {path: state.size for path, state in walk_local(Path("photos")).items()}
     """
+    return scan_local(top).files
+
+
+async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
+    """Every file and folder under a remote folder, listing each level's folders concurrently.
+
+    A missing top folder is an empty tree, with `exists` False.
+
+    Example:
+        scan = await scan_remote(conn, "backup/photos")
+        print(len(scan.files), "files in", len(scan.folders), "folders")
+    """
     files: dict[str, FileState] = {}
-    for folder, _dirs, names in os.walk(top):
-        for name in names:
-            if name.endswith(PARTIAL_SUFFIX):
-                continue
-            path = Path(folder) / name
-            st = path.stat()
-            relative = path.relative_to(top).as_posix()
-            files[relative] = FileState(path=relative, size=st.st_size, mtime_ns=st.st_mtime_ns)
-    return files
+    folders: set[str] = set()
+    missing: list[str] = []
+    level = [""]
+    while level:
+        next_level: list[str] = []
+
+        def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
+            async def run() -> None:
+                try:
+                    entries = await conn.list(_join(top, relative))
+                except NotFound:  # the top is missing, or a folder went away while we walked
+                    missing.append(relative)
+                    return
+                for entry in entries:
+                    child = _join(relative, entry.name)
+                    if entry.kind is Kind.DIR:
+                        folders.add(child)
+                        next_level.append(child)
+                    else:
+                        files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
+
+            return run
+
+        await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
+        level = next_level
+    return TreeScan(files=files, folders=frozenset(folders - set(missing)), exists="" not in missing)
 
 
 async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
@@ -139,36 +327,18 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
         files = await walk_remote(conn, "backup/photos")
         print(sum(state.size for state in files.values()), "bytes")
     """
-    files: dict[str, FileState] = {}
-    level = [""]
-    while level:
-        next_level: list[str] = []
-
-        def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
-            async def run() -> None:
-                try:
-                    entries = await conn.list(_join(top, relative))
-                except NotFound:
-                    return
-                for entry in entries:
-                    child = _join(relative, entry.name)
-                    if entry.kind is Kind.DIR:
-                        next_level.append(child)
-                    else:
-                        files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
-
-            return run
-
-        await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
-        level = next_level
-    return files
+    return (await scan_remote(conn, top)).files
 
 
 async def _local_digest(path: Path, algorithm: str) -> bytes:
     def run() -> bytes:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: if a FIFO took the file's place since the walk, fail instead of waiting forever.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
         try:
-            return hash_file(fd, os.fstat(fd).st_size, algorithm)
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(path))
+            return hash_file(fd, st.st_size, algorithm)
         finally:
             os.close(fd)
 
@@ -190,43 +360,220 @@ async def _check_source(conn: ClientConnection, local: Path, remote: str, direct
         await conn.stat(remote)  # NotFound; a file is refused by its LIST (WRONG_KIND)
 
 
+def _ancestors(path: str) -> Iterator[str]:
+    """The folders that hold `path`, nearest first, down to "" (the top)."""
+    while path:
+        path = path.rpartition("/")[0]
+        yield path
+
+
+def _within(path: str, roots: set[str] | dict[str, str]) -> bool:
+    """Whether `path` is one of `roots` or inside one."""
+    return path in roots or any(folder in roots for folder in _ancestors(path))
+
+
+def _children_first(folders: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(folders, reverse=True))  # a path sorts after its parent, which is its prefix
+
+
+def _not_copied(source: TreeScan, remote: str, direction: Direction) -> dict[str, str]:
+    """The source's entries that cannot be copied, with why: its own skips and names the target refuses.
+
+    Under a skipped folder nothing is listed again: the folder's line says it.
+    """
+    skipped = dict(source.skipped)
+    if direction is Direction.DOWN:
+        skipped.update((path, PARTIAL_REASON) for path in source.files if path.endswith(PARTIAL_SUFFIX))
+        return skipped
+    for path in [*sorted(source.folders), *source.files]:  # folders first, parents first
+        if _within(path, skipped):
+            continue
+        try:  # each name was checked by the walk; only the whole path may still be too long
+            check_path(_join(remote, path))
+        except BadName as exc:
+            skipped[path] = f"bad name: {exc}"
+    return skipped
+
+
+def _removals(
+    source_files: dict[str, FileState], source_folders: set[str], target: TreeScan, skipped: dict[str, str]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The target's files and folders that the source does not have, for delete.
+
+    What the source has and skipped is kept (a folder with all under it), and
+    so is a folder that still holds something kept, such as an entry the walk
+    of the target left alone (a FIFO, a partial download).
+    """
+    files = [path for path in target.files if path not in source_files and not _within(path, skipped)]
+    gone = set(files)
+    kept = [path for path in target.files if path not in gone] + list(target.skipped)
+    holding = {folder for path in kept for folder in _ancestors(path)}
+    folders = [
+        folder
+        for folder in target.folders
+        if folder not in source_folders and folder not in holding and not _within(folder, skipped)
+    ]
+    return tuple(sorted(files)), _children_first(folders)
+
+
 async def plan_sync(
     conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
 ) -> Plan:
     """Compare both sides: by size first, and by digest where the sizes agree.
 
+    The source's entries that cannot be copied go to `skipped`; with delete,
+    the target's copies of them (and all under a skipped folder) are kept.
+    Folders, empty ones too, are created and (with delete) deleted as files are.
+
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
     await _check_source(conn, local, remote, direction)
-    local_files = await trio.to_thread.run_sync(walk_local, local)
-    remote_files = await walk_remote(conn, remote)
-    source, target = (local_files, remote_files) if direction is Direction.UP else (remote_files, local_files)
-    copy: list[str] = []
-    same_size = [path for path, state in source.items() if path in target and target[path].size == state.size]
-    copy.extend(path for path in source if path not in target or target[path].size != source[path].size)
+    local_scan = await trio.to_thread.run_sync(scan_local, local)
+    remote_scan = await scan_remote(conn, remote)
+    source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
+    skipped = _not_copied(source, remote, direction)
+    files = {path: state for path, state in source.files.items() if not _within(path, skipped)}
+    folders = {folder for folder in source.folders if not _within(folder, skipped)}
+    mkdir = ([] if target.exists else [""]) + sorted(folders - target.folders)
+
+    def sizes_agree(path: str) -> bool:
+        return path in target.files and target.files[path].size == files[path].size
+
+    copy = [path for path in files if not sizes_agree(path)]
+    same_size = [path for path in files if sizes_agree(path)]
     algorithm = conn.digest_algorithm
-    differing: list[str] = []
+    equal: list[str] = []
 
     def comparer(path: str) -> Callable[[], Awaitable[None]]:
         async def run() -> None:
             remote_digest = (await conn.stat(_join(remote, path))).digest
-            local_digest = await _local_digest(local / path, algorithm)
-            if remote_digest != local_digest:
-                differing.append(path)
+            try:
+                local_digest = await _local_digest(local / path, algorithm)
+            except OSError as exc:
+                if direction is Direction.UP:
+                    skipped[path] = f"cannot read: {exc.strerror or exc}"
+                else:
+                    copy.append(path)  # an unreadable copy here is replaced
+                return
+            if remote_digest == local_digest:
+                equal.append(path)
+            else:
+                copy.append(path)
 
         return run
 
     await run_all([comparer(path) for path in same_size], limit=DEFAULT_CONCURRENCY)
-    copy.extend(differing)
     copy.sort()
-    removals = sorted(path for path in target if path not in source) if delete else []
+    removed_files, removed_folders = _removals(files, folders, target, skipped) if delete else ((), ())
     return Plan(
         copy=tuple(copy),
-        delete=tuple(removals),
-        unchanged=len(same_size) - len(differing),
-        bytes_to_copy=sum(source[path].size for path in copy),
+        delete=removed_files,
+        unchanged=len(equal),
+        bytes_to_copy=sum(files[path].size for path in copy),
+        skipped=tuple(Skipped(path, reason) for path, reason in sorted(skipped.items())),
+        mkdir=tuple(mkdir),
+        rmdir=removed_folders,
     )
+
+
+@attrs.frozen
+class _Side:
+    """The side a run changes, by path relative to its top: make a folder, delete a file or empty folder."""
+
+    mkdir: Callable[[str], Awaitable[None]]
+    delete_file: Callable[[str], Awaitable[None]]
+    delete_folder: Callable[[str], Awaitable[None]]
+
+
+def _remote_side(conn: ClientConnection, remote: str) -> _Side:
+    async def mkdir(path: str) -> None:
+        await conn.mkdir(_join(remote, path))
+
+    async def delete(path: str) -> None:
+        await conn.delete(_join(remote, path))
+
+    return _Side(mkdir=mkdir, delete_file=delete, delete_folder=delete)
+
+
+def _local_side(local: Path) -> _Side:
+    async def mkdir(path: str) -> None:
+        await trio.to_thread.run_sync(lambda: (local / path).mkdir(parents=True, exist_ok=True))
+
+    async def delete_file(path: str) -> None:
+        await trio.to_thread.run_sync(os.unlink, local / path)
+
+    async def delete_folder(path: str) -> None:
+        await trio.to_thread.run_sync(os.rmdir, local / path)
+
+    return _Side(mkdir=mkdir, delete_file=delete_file, delete_folder=delete_folder)
+
+
+async def _each(
+    action: Callable[[str], Awaitable[None]],
+    paths: Iterable[str],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> set[str]:
+    """Run action(path) for every path, `concurrency` at a time; return the paths it worked for.
+
+    A failure is recorded and the others go on, as rsync does; only a broken
+    connection ends them all.
+    """
+    done: set[str] = set()
+
+    def job(path: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await action(path)
+            except (TrioftpError, OSError) as exc:
+                if isinstance(exc, ConnectionClosed):
+                    raise
+                failures[path] = exc
+            else:
+                done.add(path)
+
+        return run
+
+    await run_all([job(path) for path in paths], limit=concurrency)
+    return done
+
+
+async def _make_folders(
+    side: _Side, folders: tuple[str, ...], failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[str, ...]:
+    """Create the folders (parents first in `folders`); return those made.
+
+    Only the innermost are asked for: making one makes its missing parents.
+    """
+    parents = {parent for folder in folders if folder for parent in _ancestors(folder)}
+    made = await _each(side.mkdir, [f for f in folders if f not in parents], failures, concurrency)
+    made |= {parent for folder in made for parent in _ancestors(folder)}
+    return tuple(folder for folder in folders if folder in made)
+
+
+async def _delete_all(
+    side: _Side,
+    files: tuple[str, ...],
+    folders: tuple[str, ...],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Delete the files, then the folders, deepest first; return what was deleted.
+
+    A folder that holds something whose deletion failed is not tried: it
+    could not be empty, and the failure below says why.
+    """
+    deleted = await _each(side.delete_file, files, failures, concurrency)
+    removed: set[str] = set()
+    by_depth: dict[int, list[str]] = {}
+    for folder in folders:
+        by_depth.setdefault(folder.count("/") + 1 if folder else 0, []).append(folder)
+    for depth in sorted(by_depth, reverse=True):  # one level at a time: a folder's children go first
+        blocked = {parent for path in failures for parent in _ancestors(path)}
+        level = [folder for folder in by_depth[depth] if folder not in blocked]
+        removed |= await _each(side.delete_folder, level, failures, concurrency)
+    return tuple(p for p in files if p in deleted), tuple(p for p in folders if p in removed)
 
 
 async def carry_out(
@@ -239,36 +586,27 @@ async def carry_out(
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
 ) -> None:
-    """Copy and delete what the plan says, `concurrency` files at a time on one connection.
+    """Create folders, copy and delete what the plan says, `concurrency` at a time on one connection.
+
+    Files are deleted before folders, and a folder's children before it.
 
     Raises:
-        TreeTransferError: some files failed; nothing was deleted.
+        TreeTransferError: some files failed (nothing was deleted), or the plan
+            skipped some (the rest was done); `done` says what was.
         ConnectionClosed: the connection broke.
 
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP)
         await carry_out(conn, plan, Path("site"), "www", direction=Direction.UP)
     """
+    side = _remote_side(conn, remote) if direction is Direction.UP else _local_side(local)
     sizes = {path: 0 for path in plan.copy}
     state = TreeProgress(files_total=len(plan.copy), bytes_total=plan.bytes_to_copy)
-    failures: dict[str, TrioftpError] = {}
+    failures: dict[str, TreeFailure] = {}
 
     def report() -> None:
         if progress is not None:
             progress(state)
-
-    def copier(path: str) -> Callable[[], Awaitable[None]]:
-        async def run() -> None:
-            try:
-                await copy_one(path)
-            except TrioftpError as exc:
-                if isinstance(exc, ConnectionClosed):
-                    raise
-                failures[path] = exc  # go on with the others, as rsync does
-            finally:
-                state.current.discard(path)
-
-        return run
 
     async def copy_one(path: str) -> None:
         state.current.add(path)
@@ -279,23 +617,34 @@ async def carry_out(
             sizes[path] = done
             report()
 
-        if direction is Direction.UP:
-            await conn.upload(local / path, _join(remote, path), progress=on_bytes)
-        else:
-            destination = local / path
-            await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
-            await conn.download(_join(remote, path), destination, progress=on_bytes)
+        try:
+            if direction is Direction.UP:
+                await conn.upload(local / path, _join(remote, path), progress=on_bytes)
+            else:
+                destination = local / path
+                await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
+                await conn.download(_join(remote, path), destination, progress=on_bytes)
+        finally:
+            state.current.discard(path)
         state.files_done += 1
         report()
 
-    await run_all([copier(path) for path in plan.copy], limit=concurrency)
-    if failures:
-        raise TreeTransferError(failures)
-    for path in plan.delete:
-        if direction is Direction.UP:
-            await conn.delete(_join(remote, path))
-        else:
-            await trio.to_thread.run_sync((local / path).unlink)
+    made = await _make_folders(side, plan.mkdir, failures, concurrency)
+    copied = await _each(copy_one, plan.copy, failures, concurrency)
+    done = attrs.evolve(
+        plan,
+        mkdir=made,
+        copy=tuple(path for path in plan.copy if path in copied),
+        delete=(),
+        rmdir=(),
+        bytes_to_copy=state.bytes_done,
+    )
+    if failures:  # deleting now could remove the only good copy of what failed
+        raise TreeTransferError(failures, plan.skipped, done)
+    deleted, removed = await _delete_all(side, plan.delete, plan.rmdir, failures, concurrency)
+    done = attrs.evolve(done, delete=deleted, rmdir=removed)
+    if failures or plan.skipped:  # last, so that a script notices; all else is done
+        raise TreeTransferError(failures, plan.skipped, done)
 
 
 async def sync(
@@ -362,3 +711,43 @@ async def download_tree(
     return await sync(
         conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
     )
+
+
+async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
+    """Delete a remote folder and everything under it: its files, then its folders, deepest first.
+
+    A file is deleted as it is (as `rm -r` does). The root cannot be removed.
+
+    Returns:
+        What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
+
+    Raises:
+        ValueError: `remote` is the root ("" or "/").
+        NotFound: no such file or folder.
+        TreeTransferError: some could not be deleted (nor the folders that hold them); the rest was.
+        ConnectionClosed: the connection broke.
+
+    Example:
+        plan = await remove_tree(conn, "backup/old-photos")
+        print(len(plan.delete), "files and", len(plan.rmdir), "folders deleted")
+    """
+    if not remote.strip("/"):
+        raise ValueError("refusing to remove the root folder ('' or '/'): name a folder inside it")
+    if (await conn.stat(remote)).kind is Kind.FILE:
+        await conn.delete(remote)
+        return Plan(copy=(), delete=("",), unchanged=0, bytes_to_copy=0)
+    scan = await scan_remote(conn, remote)
+    plan = Plan(
+        copy=(),
+        delete=tuple(sorted(scan.files)),
+        unchanged=0,
+        bytes_to_copy=0,
+        rmdir=_children_first(scan.folders | {""}),
+    )
+    failures: dict[str, TreeFailure] = {}
+    deleted, removed = await _delete_all(
+        _remote_side(conn, remote), plan.delete, plan.rmdir, failures, concurrency
+    )
+    if failures:
+        raise TreeTransferError(failures, done=attrs.evolve(plan, delete=deleted, rmdir=removed))
+    return plan
