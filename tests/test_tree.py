@@ -441,7 +441,7 @@ async def test_remove_tree_deletes_files_then_folders(server: Server, tmp_path: 
     (server.storage.root / "lone.txt").write_bytes(b"a file goes too, as with rm -r")
     with trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
-            plan = await tree.remove_tree(conn, "backup/old")
+            plan = await conn.remove_tree("backup/old")  # the method is the same function
             lone = await tree.remove_tree(conn, "lone.txt")
             with pytest.raises(trioftp.NotFound):
                 await tree.remove_tree(conn, "backup/old")

@@ -787,7 +787,9 @@ class ClientConnection:
             The plan carried out: `copy` (the files sent), `unchanged`, `bytes_to_copy`.
 
         Raises:
-            TreeTransferError: some files failed (the others were sent); see `failures`.
+            TreeTransferError: some entries failed or were skipped (a FIFO, a dangling
+                link, a name the protocol refuses); the others were sent. See its
+                `failures`, `skipped` and `done`.
             FileNotFoundError, NotADirectoryError: `local` is missing or not a folder.
             ConnectionClosed: the connection broke.
 
@@ -819,7 +821,8 @@ class ClientConnection:
             The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
 
         Raises:
-            TreeTransferError: some files failed (the others were received); see `failures`.
+            TreeTransferError: some entries failed or were skipped; the others were
+                received. See its `failures`, `skipped` and `done`.
             NotFound: `remote` does not exist; RemoteError (WRONG_KIND): it is a file.
             ConnectionClosed: the connection broke.
 
@@ -857,7 +860,8 @@ class ClientConnection:
             The plan: `copy` and `delete` (relative paths), `unchanged`, `bytes_to_copy`.
 
         Raises:
-            TreeTransferError: some files failed (the others were copied, nothing was deleted).
+            TreeTransferError: some entries failed (the others were copied, nothing was
+                deleted) or were skipped (their copies on the target are never deleted).
             FileNotFoundError, NotADirectoryError, NotFound, RemoteError (WRONG_KIND): the
                 source folder is missing or a file (read as empty, a run would copy nothing and
                 report success, and with `delete` it would empty the target).
@@ -877,6 +881,25 @@ class ClientConnection:
             concurrency=concurrency,
             progress=progress,
         )
+
+    async def remove_tree(self, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
+        """Delete a remote folder and everything under it (files, then folders, deepest first).
+
+        A file is deleted as it is, as `rm -r` does. The root cannot be removed.
+
+        Returns:
+            What was deleted: `delete` (files) and `rmdir` (folders; "" is `remote` itself).
+
+        Raises:
+            ValueError: `remote` is the root ("" or "/").
+            NotFound: no such file or folder.
+            TreeTransferError: some entries could not be deleted (nor the folders holding them).
+            ConnectionClosed: the connection broke.
+
+        Example:
+            plan = await conn.remove_tree("backup/old-photos")
+        """
+        return await tree.remove_tree(self, remote, concurrency=concurrency)
 
     async def _simple(self, make: Callable[[int], Message]) -> None:
         async with self._stream(make) as inbox:
