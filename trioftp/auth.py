@@ -21,7 +21,6 @@ import enum
 import hashlib
 import hmac
 import secrets
-import time
 import tomllib
 from collections.abc import Iterable
 from pathlib import Path
@@ -172,19 +171,53 @@ def load_users(path: Path) -> Users:
     return Users(users=users, anonymous=anonymous)
 
 
-class FailureTracker:
-    """Failed logins per address: each failure costs a growing delay; too many lock the address out.
+@attrs.frozen
+class Failure:
+    """A failed login: `delay` seconds before the answer; `locked_until` if it started a lockout."""
 
-    Args:
-        window: seconds a failure is remembered.
-        lockout_after: failures within the window after which every attempt fails at once.
+    delay: float
+    count: int  # failures from the address within the window, this one included
+    locked_until: float | None = None
+
+
+class FailureTracker:
+    """Failed logins per client address (IP): a growing delay, then a lockout with a fixed end.
+
+    Counted per address, whatever the user name, so guessing many names from
+    one address is bounded as much as guessing one; no user name is ever
+    locked out by itself (anyone could lock a real user out that way). With the
+    defaults:
+
+    * a failure is remembered for `window` (600 s);
+    * the n-th remembered failure is answered after `base_delay * 2**(n-1)`
+      seconds, at most `max_delay`: 0.5, 1, 2, 4, 8, then 10 s;
+    * the `lockout_after`-th (10th) locks the address out for `lockout` (600 s)
+      from that failure, and the failures behind it are forgotten: once the
+      lockout ends the address starts afresh;
+    * while locked out, every login from the address is refused without its
+      password being checked, answered after `max_delay` like the last
+      failures, and not counted: retrying does not push the end back;
+    * a successful login forgets the address's failures.
+
+    Times are the caller's clock (the server passes `trio.current_time()`).
     """
 
-    def __init__(self, *, window: float = 600.0, lockout_after: int = 10, base_delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        window: float = 600.0,
+        lockout_after: int = 10,
+        lockout: float = 600.0,
+        base_delay: float = 0.5,
+        max_delay: float = 10.0,
+    ) -> None:
         self.window = window
         self.lockout_after = lockout_after
+        self.lockout = lockout
         self.base_delay = base_delay
+        self.max_delay = max_delay
         self._failures: dict[str, list[float]] = {}
+        self._locked_until: dict[str, float] = {}
 
     def _recent(self, address: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(address, []) if now - t < self.window]
@@ -194,16 +227,25 @@ class FailureTracker:
             self._failures.pop(address, None)
         return times
 
-    def locked_out(self, address: str, now: float | None = None) -> bool:
-        return len(self._recent(address, time.monotonic() if now is None else now)) >= self.lockout_after
+    def locked_until(self, address: str, now: float) -> float | None:
+        """When the address's lockout ends, if it is locked out at `now`."""
+        until = self._locked_until.get(address)
+        if until is not None and now >= until:
+            del self._locked_until[address]
+            return None
+        return until
 
-    def record_failure(self, address: str, now: float | None = None) -> float:
-        """Count a failure; return how long to wait before answering it."""
-        now = time.monotonic() if now is None else now
+    def record_failure(self, address: str, now: float) -> Failure:
+        """Count a failed login (of an address not locked out); the lockout_after-th locks it out."""
         times = self._recent(address, now)
         times.append(now)
         self._failures[address] = times
-        return min(self.base_delay * 2.0 ** (len(times) - 1), 10.0)
+        delay = min(self.base_delay * 2.0 ** (len(times) - 1), self.max_delay)
+        if len(times) < self.lockout_after:
+            return Failure(delay=delay, count=len(times))
+        del self._failures[address]
+        self._locked_until[address] = now + self.lockout
+        return Failure(delay=delay, count=len(times), locked_until=now + self.lockout)
 
     def record_success(self, address: str) -> None:
         self._failures.pop(address, None)

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import TYPE_CHECKING
+import time
+from typing import TYPE_CHECKING, NoReturn
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, NOBODY, User
+from trioftp.auth import ANONYMOUS_FULL, NOBODY, Failure, User
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -261,21 +262,32 @@ class V2Session:
             inbox.notify()
 
     async def _authenticate(self, auth: Auth) -> None:
-        """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close."""
+        """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close.
+
+        Failures and lockouts are per address (FailureTracker). A locked-out
+        address gets the same answer after the same wait whatever it sends, its
+        password unchecked: telling it the password was right would undo the lockout.
+        """
         users = self.server.users
         if users is None:
             raise CloseConnection(ErrorCode.AUTH_FAILED, "no users on this server: connect without AUTH")
         tracker = self.server.auth_failures
         address = self.peer.rpartition(":")[0]
-        user = None
-        if not tracker.locked_out(address):
-            user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
+        now = trio.current_time()
+        locked_until = tracker.locked_until(address, now)
+        if locked_until is not None:
+            log.warning(
+                "%s login refused for user %r, password not checked: %s is locked out until %s "
+                "(%.0f s more); answering in %g s",
+                self.peer, auth.user, address, _wall_clock(locked_until), locked_until - now,
+                tracker.max_delay,
+            )  # fmt: skip
+            await self._fail_login(tracker.max_delay)
+        user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
         if user is None:
-            delay = tracker.record_failure(address)
-            log.warning("%s login failed for user %r; answering in %.1f s", self.peer, auth.user, delay)
-            await trio.sleep(delay)
-            # The same answer for an unknown user and a wrong password.
-            raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
+            failure = tracker.record_failure(address, trio.current_time())
+            self._log_failure(auth.user, address, failure)
+            await self._fail_login(failure.delay)
         tracker.record_success(address)
         self.user = user
         self.storage = self.server.storage.scoped(user.home)
@@ -283,6 +295,25 @@ class V2Session:
         log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
         rights = tuple(sorted(right.value for right in user.rights))
         await self.channel.send(Authorized(user=user.name, rights=rights, admin=user.admin))
+
+    def _log_failure(self, user: str, address: str, failure: Failure) -> None:
+        if failure.locked_until is None:
+            log.warning(
+                "%s login failed for user %r (failure %d of %d before a lockout); answering in %g s",
+                self.peer, user, failure.count, self.server.auth_failures.lockout_after, failure.delay,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s login failed for user %r: %d failures, %s is locked out for %g s, until %s; "
+                "answering in %g s",
+                self.peer, user, failure.count, address, self.server.auth_failures.lockout,
+                _wall_clock(failure.locked_until), failure.delay,
+            )  # fmt: skip
+
+    async def _fail_login(self, delay: float) -> NoReturn:
+        await trio.sleep(delay)
+        # The same answer for an unknown user, a wrong password and a locked-out address.
+        raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
 
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
@@ -367,6 +398,11 @@ class V2Session:
         else:
             assert self._scope is not None
             self._scope.cancel()
+
+
+def _wall_clock(at: float) -> str:
+    """A trio.current_time() instant as UTC wall-clock time, for log lines."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + at - trio.current_time()))
 
 
 def watch_interval(config: ServerConfig) -> float:
