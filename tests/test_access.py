@@ -134,6 +134,29 @@ def test_failure_tracker_numbers() -> None:
     assert tracker.record_failure("10.0.0.1", now=609.0 + 600).count == 1
 
 
+async def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(
+    users_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users_server.auth_failures = FailureTracker(base_delay=0.01, max_delay=0.1, lockout_after=3)
+    checked: list[str] = []
+    verify = auth_module.verify_password
+    monkeypatch.setattr(
+        auth_module, "verify_password", lambda pw, stored: checked.append(pw) or verify(pw, stored)
+    )
+
+    async def guess(password: str) -> None:
+        with pytest.raises(trioftp.AuthenticationFailed):
+            async with connect(users_server, user="alice", password=password):
+                pass
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for i in range(12):  # all at once: the checks would overlap on threads
+                nursery.start_soon(guess, f"guess {i}")
+    assert len(checked) == 3
+    assert not users_server.auth_failures._checking  # no turn left behind for the address
+
+
 def cheap_hash(password: str) -> str:
     """A users-file scrypt entry that takes microseconds, so no thread runs long under a mock clock."""
     salt = b"salt" * 4

@@ -22,11 +22,13 @@ import hashlib
 import hmac
 import secrets
 import tomllib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from trioftp.protocol.names import BadName, check_path
 
@@ -197,7 +199,9 @@ class FailureTracker:
     * while locked out, every login from the address is refused without its
       password being checked, answered after `max_delay` like the last
       failures, and not counted: retrying does not push the end back;
-    * a successful login forgets the address's failures.
+    * a successful login forgets the address's failures;
+    * an address's logins are checked one at a time (`one_check_at_a_time`),
+      so parallel connections get no more guesses before the lockout than one.
 
     Times are the caller's clock (the server passes `trio.current_time()`).
     """
@@ -218,6 +222,23 @@ class FailureTracker:
         self.max_delay = max_delay
         self._failures: dict[str, list[float]] = {}
         self._locked_until: dict[str, float] = {}
+        self._checking: dict[str, trio.Lock] = {}
+
+    @asynccontextmanager
+    async def one_check_at_a_time(self, address: str) -> AsyncIterator[None]:
+        """Hold the address's turn: check a login and record its outcome inside.
+
+        Without it, guesses sent on many connections at once would all be
+        checked before the first failure was counted.
+        """
+        lock = self._checking.setdefault(address, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            # A released trio.Lock passes straight to a waiter: unlocked means nobody waits.
+            if not lock.locked():
+                self._checking.pop(address, None)
 
     def _recent(self, address: str, now: float) -> list[float]:
         times = [t for t in self._failures.get(address, []) if now - t < self.window]

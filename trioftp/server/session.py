@@ -17,11 +17,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, NoReturn
+from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, NOBODY, Failure, User
+from trioftp.auth import ANONYMOUS_FULL, NOBODY, Failure, User, Users
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -273,6 +273,22 @@ class V2Session:
             raise CloseConnection(ErrorCode.AUTH_FAILED, "no users on this server: connect without AUTH")
         tracker = self.server.auth_failures
         address = self.peer.rpartition(":")[0]
+        async with tracker.one_check_at_a_time(address):
+            user, delay = await self._check_login(users, auth, address)
+        if user is None:
+            await trio.sleep(delay)  # outside the address's turn: the next check need not wait for it
+            # The same answer for an unknown user, a wrong password and a locked-out address.
+            raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
+        self.user = user
+        self.storage = self.server.storage.scoped(user.home)
+        self._must_log_in = False
+        log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
+        rights = tuple(sorted(right.value for right in user.rights))
+        await self.channel.send(Authorized(user=user.name, rights=rights, admin=user.admin))
+
+    async def _check_login(self, users: Users, auth: Auth, address: str) -> tuple[User | None, float]:
+        """The user, or None and how long to wait before saying no; counts the outcome."""
+        tracker = self.server.auth_failures
         now = trio.current_time()
         locked_until = tracker.locked_until(address, now)
         if locked_until is not None:
@@ -282,19 +298,14 @@ class V2Session:
                 self.peer, auth.user, address, _wall_clock(locked_until), locked_until - now,
                 tracker.max_delay,
             )  # fmt: skip
-            await self._fail_login(tracker.max_delay)
+            return None, tracker.max_delay
         user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
         if user is None:
             failure = tracker.record_failure(address, trio.current_time())
             self._log_failure(auth.user, address, failure)
-            await self._fail_login(failure.delay)
+            return None, failure.delay
         tracker.record_success(address)
-        self.user = user
-        self.storage = self.server.storage.scoped(user.home)
-        self._must_log_in = False
-        log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
-        rights = tuple(sorted(right.value for right in user.rights))
-        await self.channel.send(Authorized(user=user.name, rights=rights, admin=user.admin))
+        return user, 0.0
 
     def _log_failure(self, user: str, address: str, failure: Failure) -> None:
         if failure.locked_until is None:
@@ -309,11 +320,6 @@ class V2Session:
                 self.peer, user, failure.count, address, self.server.auth_failures.lockout,
                 _wall_clock(failure.locked_until), failure.delay,
             )  # fmt: skip
-
-    async def _fail_login(self, delay: float) -> NoReturn:
-        await trio.sleep(delay)
-        # The same answer for an unknown user, a wrong password and a locked-out address.
-        raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
 
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
