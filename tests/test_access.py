@@ -122,16 +122,38 @@ async def test_failures_cost_a_growing_delay_then_lock_the_address_out(users_ser
 
 def test_failure_tracker_numbers() -> None:
     tracker = FailureTracker()  # the defaults that the README and SECURITY.md state
-    failures = [tracker.record_failure("10.0.0.1", now=float(t)) for t in range(10)]
+    failures = [tracker.record_failure("10.0.0.1", "mallory", now=float(t)) for t in range(10)]
     assert [f.delay for f in failures] == [0.5, 1, 2, 4, 8, 10, 10, 10, 10, 10]
     assert [f.locked_until for f in failures] == [None] * 9 + [9.0 + 600]
     assert tracker.locked_until("10.0.0.1", now=608.9) == 609.0
     assert tracker.locked_until("10.0.0.2", now=100.0) is None  # per address
     assert tracker.locked_until("10.0.0.1", now=609.0) is None
     # Over, and the failures behind it forgotten: the address starts afresh.
-    assert tracker.record_failure("10.0.0.1", now=609.0) == Failure(delay=0.5, count=1)
+    assert tracker.record_failure("10.0.0.1", "mallory", now=609.0) == Failure(delay=0.5, count=1)
     # Failures older than the window do not count.
-    assert tracker.record_failure("10.0.0.1", now=609.0 + 600).count == 1
+    assert tracker.record_failure("10.0.0.1", "mallory", now=609.0 + 600).count == 1
+
+
+async def test_logging_into_ones_own_account_does_not_wipe_failures_against_others(
+    users_server: Server,
+) -> None:
+    users_server.auth_failures = FailureTracker(base_delay=0.01, max_delay=0.1, lockout_after=3)
+
+    async def log_in(user: str, password: str) -> bool:
+        try:
+            async with connect(users_server, user=user, password=password):
+                return True
+        except trioftp.AuthenticationFailed:
+            return False
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert not await log_in("alice", "typo")
+        assert await log_in("alice", ALICE_PW)  # forgives alice's typo, not the guesses below
+        assert not await log_in("bob", "guess 1")
+        assert not await log_in("bob", "guess 2")
+        assert await log_in("alice", ALICE_PW)
+        assert not await log_in("bob", "guess 3")  # the third failure: locked out
+        assert not await log_in("alice", ALICE_PW)
 
 
 async def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(

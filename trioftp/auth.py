@@ -199,7 +199,9 @@ class FailureTracker:
     * while locked out, every login from the address is refused without its
       password being checked, answered after `max_delay` like the last
       failures, and not counted: retrying does not push the end back;
-    * a successful login forgets the address's failures;
+    * a successful login forgets the address's failures for that user name
+      only (a mistyped password), so logging into one's own account does not
+      wipe out guesses against others;
     * an address's logins are checked one at a time (`one_check_at_a_time`),
       so parallel connections get no more guesses before the lockout than one.
 
@@ -220,7 +222,7 @@ class FailureTracker:
         self.lockout = lockout
         self.base_delay = base_delay
         self.max_delay = max_delay
-        self._failures: dict[str, list[float]] = {}
+        self._failures: dict[str, list[tuple[float, str]]] = {}  # (when, user name) per address
         self._locked_until: dict[str, float] = {}
         self._checking: dict[str, trio.Lock] = {}
 
@@ -240,13 +242,13 @@ class FailureTracker:
             if not lock.locked():
                 self._checking.pop(address, None)
 
-    def _recent(self, address: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(address, []) if now - t < self.window]
-        if times:
-            self._failures[address] = times
+    def _recent(self, address: str, now: float) -> list[tuple[float, str]]:
+        failures = [(t, user) for t, user in self._failures.get(address, []) if now - t < self.window]
+        if failures:
+            self._failures[address] = failures
         else:
             self._failures.pop(address, None)
-        return times
+        return failures
 
     def locked_until(self, address: str, now: float) -> float | None:
         """When the address's lockout ends, if it is locked out at `now`."""
@@ -256,17 +258,23 @@ class FailureTracker:
             return None
         return until
 
-    def record_failure(self, address: str, now: float) -> Failure:
+    def record_failure(self, address: str, user: str, now: float) -> Failure:
         """Count a failed login (of an address not locked out); the lockout_after-th locks it out."""
-        times = self._recent(address, now)
-        times.append(now)
-        self._failures[address] = times
-        delay = min(self.base_delay * 2.0 ** (len(times) - 1), self.max_delay)
-        if len(times) < self.lockout_after:
-            return Failure(delay=delay, count=len(times))
+        failures = self._recent(address, now)
+        failures.append((now, user))
+        self._failures[address] = failures
+        count = len(failures)
+        delay = min(self.base_delay * 2.0 ** (count - 1), self.max_delay)
+        if count < self.lockout_after:
+            return Failure(delay=delay, count=count)
         del self._failures[address]
         self._locked_until[address] = now + self.lockout
-        return Failure(delay=delay, count=len(times), locked_until=now + self.lockout)
+        return Failure(delay=delay, count=count, locked_until=now + self.lockout)
 
-    def record_success(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def record_success(self, address: str, user: str) -> None:
+        """Forget the address's failures for `user`; those for other names stay."""
+        left = [(t, name) for t, name in self._failures.get(address, []) if name != user]
+        if left:
+            self._failures[address] = left
+        else:
+            self._failures.pop(address, None)

@@ -301,10 +301,10 @@ class V2Session:
             return None, tracker.max_delay
         user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
         if user is None:
-            failure = tracker.record_failure(address, trio.current_time())
+            failure = tracker.record_failure(address, auth.user, trio.current_time())
             self._log_failure(auth.user, address, failure)
             return None, failure.delay
-        tracker.record_success(address)
+        tracker.record_success(address, user.name)
         return user, 0.0
 
     def _log_failure(self, user: str, address: str, failure: Failure) -> None:
