@@ -179,6 +179,16 @@ async def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(
     assert not users_server.auth_failures._checking  # no turn left behind for the address
 
 
+def test_failure_tracker_forgets_addresses_that_do_not_come_back() -> None:
+    tracker = FailureTracker(lockout_after=2)
+    for n in range(5000):  # one failure each, or two: then locked out
+        for _ in range(1 + n % 2):
+            tracker.record_failure(f"10.0.{n // 256}.{n % 256}", "mallory", now=0.0)
+    for n in range(4000):  # ten minutes later, others
+        tracker.record_failure(f"10.1.{n // 256}.{n % 256}", "mallory", now=601.0)
+    assert len(tracker._failures) + len(tracker._locked_until) <= 4000 * 2
+
+
 def cheap_hash(password: str) -> str:
     """A users-file scrypt entry that takes microseconds, so no thread runs long under a mock clock."""
     salt = b"salt" * 4

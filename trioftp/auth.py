@@ -173,6 +173,9 @@ def load_users(path: Path) -> Users:
     return Users(users=users, anonymous=anonymous)
 
 
+SWEEP_MIN = 1024  # addresses the failure tables hold before they are first swept
+
+
 @attrs.frozen
 class Failure:
     """A failed login: `delay` seconds before the answer; `locked_until` if it started a lockout."""
@@ -225,6 +228,7 @@ class FailureTracker:
         self._failures: dict[str, list[tuple[float, str]]] = {}  # (when, user name) per address
         self._locked_until: dict[str, float] = {}
         self._checking: dict[str, trio.Lock] = {}
+        self._sweep_at = SWEEP_MIN
 
     @asynccontextmanager
     async def one_check_at_a_time(self, address: str) -> AsyncIterator[None]:
@@ -260,6 +264,7 @@ class FailureTracker:
 
     def record_failure(self, address: str, user: str, now: float) -> Failure:
         """Count a failed login (of an address not locked out); the lockout_after-th locks it out."""
+        self._sweep(now)
         failures = self._recent(address, now)
         failures.append((now, user))
         self._failures[address] = failures
@@ -270,6 +275,22 @@ class FailureTracker:
         del self._failures[address]
         self._locked_until[address] = now + self.lockout
         return Failure(delay=delay, count=count, locked_until=now + self.lockout)
+
+    def _sweep(self, now: float) -> None:
+        """Drop addresses whose failures and lockout are all over.
+
+        An address that fails once and never comes back is otherwise kept for
+        good. Sweeping whenever the tables have doubled since the last sweep
+        costs amortized O(1) per failure and keeps them within about twice
+        what is live (and at least SWEEP_MIN).
+        """
+        if len(self._failures) + len(self._locked_until) < self._sweep_at:
+            return
+        for address in list(self._failures):
+            self._recent(address, now)
+        for address in list(self._locked_until):
+            self.locked_until(address, now)
+        self._sweep_at = max(SWEEP_MIN, 2 * (len(self._failures) + len(self._locked_until)))
 
     def record_success(self, address: str, user: str) -> None:
         """Forget the address's failures for `user`; those for other names stay."""
