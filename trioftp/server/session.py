@@ -110,6 +110,7 @@ class V2Session:
         self._draining = False
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
+        self._lost: str | None = None
         self.server_busy = 0  # streams waiting on our own disk work, not on the peer
         self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
         self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
@@ -153,6 +154,11 @@ class V2Session:
         """Why the connection is ending (code and message), once that is decided."""
         return self._ending
 
+    @property
+    def lost(self) -> str | None:
+        """How the connection went away under us without an ERROR of ours (the peer left), if it did."""
+        return self._lost
+
     def _note_ending(self, exc: Exception) -> None:
         """Record why the connection ends; anything unexpected propagates to be logged."""
         if isinstance(exc, CloseConnection):
@@ -160,6 +166,7 @@ class V2Session:
         elif isinstance(exc, RemoteProtocolError):
             self._ending = (exc.error_code, str(exc))
         elif isinstance(exc, ChannelClosed):
+            self._lost = str(exc)
             if exc.broken:
                 log.info("%s connection lost: %s", self.peer, exc)
         else:
@@ -211,6 +218,7 @@ class V2Session:
         while True:
             for index, event in enumerate(pending):
                 if event is PEER_CLOSED:
+                    self._lost = "the peer closed the connection"
                     return None
                 assert event is not NEED_DATA
                 if isinstance(event, Auth):
@@ -340,6 +348,7 @@ class V2Session:
             if self.channel.broken and self._nursery is not None:
                 # A frame was cut short (the file shrank under sendfile, say): the
                 # peer would wait forever for its end, so the connection is over.
+                self._lost = self._lost or "the connection broke while sending"
                 self._nursery.cancel_scope.cancel()
             if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
                 # After a GOODBYE no stream can start: the last one done ends the
