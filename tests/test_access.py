@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import logging
 import os
+import re
 import ssl
 import subprocess
 import sys
@@ -12,14 +16,15 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 import trustme
 
 import trioftp
 import trioftp.auth as auth_module
 from compat import legacy_client
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import RawPeer, file_digest, write_random
-from trioftp.auth import FailureTracker, hash_password, load_users
+from trioftp.auth import Failure, FailureTracker, hash_password, load_users
 from trioftp.protocol import Error, ErrorCode, Get
 from trioftp.server import Server
 
@@ -99,7 +104,7 @@ async def test_wrong_password_and_unknown_user_get_the_same_answer(users_server:
 
 
 async def test_failures_cost_a_growing_delay_then_lock_the_address_out(users_server: Server) -> None:
-    users_server.auth_failures = FailureTracker(base_delay=0.05, lockout_after=3)
+    users_server.auth_failures = FailureTracker(base_delay=0.05, max_delay=0.5, lockout_after=3)
     with trio.fail_after(NETWORK_TIMEOUT):
         times = []
         for _ in range(3):
@@ -113,6 +118,147 @@ async def test_failures_cost_a_growing_delay_then_lock_the_address_out(users_ser
         with pytest.raises(trioftp.AuthenticationFailed):
             async with connect(users_server, user="alice", password=ALICE_PW):
                 pass
+
+
+def test_failure_tracker_numbers() -> None:
+    tracker = FailureTracker()  # the defaults that the README and SECURITY.md state
+    failures = [tracker.record_failure("10.0.0.1", "mallory", now=float(t)) for t in range(10)]
+    assert [f.delay for f in failures] == [0.5, 1, 2, 4, 8, 10, 10, 10, 10, 10]
+    assert [f.locked_until for f in failures] == [None] * 9 + [9.0 + 600]
+    assert tracker.locked_until("10.0.0.1", now=608.9) == 609.0
+    assert tracker.locked_until("10.0.0.2", now=100.0) is None  # per address
+    assert tracker.locked_until("10.0.0.1", now=609.0) is None
+    # Over, and the failures behind it forgotten: the address starts afresh.
+    assert tracker.record_failure("10.0.0.1", "mallory", now=609.0) == Failure(delay=0.5, count=1)
+    # Failures older than the window do not count.
+    assert tracker.record_failure("10.0.0.1", "mallory", now=609.0 + 600).count == 1
+
+
+async def test_logging_into_ones_own_account_does_not_wipe_failures_against_others(
+    users_server: Server,
+) -> None:
+    users_server.auth_failures = FailureTracker(base_delay=0.01, max_delay=0.1, lockout_after=3)
+
+    async def log_in(user: str, password: str) -> bool:
+        try:
+            async with connect(users_server, user=user, password=password):
+                return True
+        except trioftp.AuthenticationFailed:
+            return False
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert not await log_in("alice", "typo")
+        assert await log_in("alice", ALICE_PW)  # forgives alice's typo, not the guesses below
+        assert not await log_in("bob", "guess 1")
+        assert not await log_in("bob", "guess 2")
+        assert await log_in("alice", ALICE_PW)
+        assert not await log_in("bob", "guess 3")  # the third failure: locked out
+        assert not await log_in("alice", ALICE_PW)
+
+
+async def test_parallel_guesses_get_no_more_checks_than_the_lockout_allows(
+    users_server: Server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    users_server.auth_failures = FailureTracker(base_delay=0.01, max_delay=0.1, lockout_after=3)
+    checked: list[str] = []
+    verify = auth_module.verify_password
+    monkeypatch.setattr(
+        auth_module, "verify_password", lambda pw, stored: checked.append(pw) or verify(pw, stored)
+    )
+
+    async def guess(password: str) -> None:
+        with pytest.raises(trioftp.AuthenticationFailed):
+            async with connect(users_server, user="alice", password=password):
+                pass
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            for i in range(12):  # all at once: the checks would overlap on threads
+                nursery.start_soon(guess, f"guess {i}")
+    assert len(checked) == 3
+    assert not users_server.auth_failures._checking  # no turn left behind for the address
+
+
+def test_failure_tracker_forgets_addresses_that_do_not_come_back() -> None:
+    tracker = FailureTracker(lockout_after=2)
+    for n in range(5000):  # one failure each, or two: then locked out
+        for _ in range(1 + n % 2):
+            tracker.record_failure(f"10.0.{n // 256}.{n % 256}", "mallory", now=0.0)
+    for n in range(4000):  # ten minutes later, others
+        tracker.record_failure(f"10.1.{n // 256}.{n % 256}", "mallory", now=601.0)
+    assert len(tracker._failures) + len(tracker._locked_until) <= 4000 * 2
+
+
+def cheap_hash(password: str) -> str:
+    """A users-file scrypt entry that takes microseconds, so no thread runs long under a mock clock."""
+    salt = b"salt" * 4
+    key = hashlib.scrypt(password.encode(), salt=salt, n=2, r=1, p=1, dklen=32)
+    return f"scrypt$2$1$1${base64.b64encode(salt).decode()}${base64.b64encode(key).decode()}"
+
+
+@pytest.fixture
+def patient_autojump_clock() -> trio.testing.MockClock:
+    """A mock clock that jumps only after 10 ms of real idleness, not while a login's check runs."""
+    return trio.testing.MockClock(autojump_threshold=0.01)
+
+
+async def test_a_lockout_ends_on_time_whatever_is_tried_meanwhile(
+    make_server: MakeServer,
+    tmp_path: Path,
+    patient_autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    hashes = {"alice": cheap_hash(ALICE_PW), "bob": cheap_hash(BOB_PW)}
+    users_server: Server = await make_server(users_file=str(users_file(tmp_path, hashes)))
+    caplog.set_level(logging.WARNING, logger="trioftp.server")
+    tracker = users_server.auth_failures = FailureTracker(
+        base_delay=0.01, max_delay=0.5, lockout_after=3, lockout=10.0
+    )
+    checked: list[str] = []
+    verify = auth_module.verify_password
+    monkeypatch.setattr(
+        auth_module, "verify_password", lambda pw, stored: checked.append(pw) or verify(pw, stored)
+    )
+
+    async def answer(password: str) -> str:
+        with pytest.raises(trioftp.AuthenticationFailed) as caught:
+            async with connect(users_server, user="alice", password=password):
+                pass
+        return str(caught.value)
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        wrong = [await answer(f"guess {i}") for i in range(3)]
+        locked_until = tracker.locked_until("127.0.0.1", trio.current_time())
+        assert locked_until is not None
+        assert checked == ["guess 0", "guess 1", "guess 2"]
+        # Each retry while locked out, the right password too: refused without
+        # a check, after the longest delay, with the same answer; not counted.
+        while trio.current_time() < locked_until - 2:
+            start = trio.current_time()
+            assert await answer(ALICE_PW) == wrong[0]
+            assert 0.5 <= trio.current_time() - start < 1.5
+        assert len(checked) == 3
+        assert tracker.locked_until("127.0.0.1", trio.current_time()) == locked_until
+        await trio.sleep_until(locked_until)
+        async with connect(users_server, user="alice", password=ALICE_PW) as conn:
+            assert conn.authorized is not None and conn.authorized.user == "alice"
+    lines = [r.getMessage() for r in caplog.records if "login" in r.getMessage()]
+    assert re.search(
+        r"login failed for user 'alice': 3 failures, 127\.0\.0\.1 is locked out for 10 s, until "
+        r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ; answering in 0\.04 s",
+        lines[2],
+    ), lines[2]
+    refused = lines[3:]
+    assert len(refused) >= 3
+    assert all(
+        re.search(
+            r"login refused for user 'alice', password not checked: 127\.0\.0\.1 is locked out until "
+            r"\S+Z \(\d+ s more\); answering in 0\.5 s",
+            line,
+        )
+        for line in refused
+    ), refused
 
 
 async def test_rights_are_enforced_per_request(users_server: Server, server_root: Path) -> None:

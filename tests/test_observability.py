@@ -19,14 +19,15 @@ import trioftp
 from compat import legacy_client
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, run_cli, start_serve
-from tests.test_legacy_server import in_thread, receive_until_closed, wait_until_idle
-from tests.v2_helpers import HOST, RawPeer, connect
+from tests.test_legacy_server import in_thread, receive_exactly, receive_until_closed, wait_until_idle
+from tests.v2_helpers import HOST, RawPeer, connect, write_random
 from trioftp.auth import hash_password
+from trioftp.channel import ChannelClosed
 from trioftp.cli import main
 from trioftp.logs import JsonFormatter
-from trioftp.protocol import PREFACE, Error, ErrorCode, Put, Ready
+from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Put, Ready
 from trioftp.protocol.frames import HEADER
-from trioftp.server import Server
+from trioftp.server import Server, operations
 
 GARBAGE_FRAME = HEADER.pack(0, 0x7E, 0, 0)  # an unknown frame type: PROTOCOL_ERROR, connection closed
 
@@ -249,6 +250,114 @@ async def test_legacy_transfers_log_their_fields(server: Server, caplog: pytest.
     closed = [line for line in lines if line.get("event") == "connection_closed"]
     assert sorted(line["dialect"] for line in closed) == ["legacy", "legacy"]
     assert max(line["bytes_received"] for line in closed) == len(b"put|old.txt|18") + 18
+
+
+# ------------------------------------------------- why a transfer was cut
+
+
+def transfer_fields(caplog: pytest.LogCaptureFixture, operation: str) -> list[dict[str, Any]]:
+    """The JSON fields of the server's transfer lines for `operation`."""
+    lines = json_lines("\n".join(JsonFormatter().format(record) for record in caplog.records))
+    return [line for line in lines if line.get("event") == "transfer" and line["operation"] == operation]
+
+
+@pytest.fixture
+def interruptions(monkeypatch: pytest.MonkeyPatch) -> list[BaseException]:
+    """What ended each v2 transfer that did not finish (seen on its way to the record)."""
+    seen: list[BaseException] = []
+    describe = operations.interruption
+
+    def spy(exc: BaseException, *, cancelled: tuple[str, str]) -> tuple[str, str]:
+        seen.append(exc)
+        return describe(exc, cancelled=cancelled)
+
+    monkeypatch.setattr(operations, "interruption", spy)
+    return seen
+
+
+@pytest.mark.parametrize(
+    ("cut", "outcome", "reason"),
+    [
+        (
+            "shutdown",
+            "SHUTTING_DOWN",
+            "interrupted: SHUTTING_DOWN: the server is stopping and will not wait for streams in flight",
+        ),
+        ("peer_closes", "connection_lost", "interrupted: the peer closed the connection"),
+    ],
+)
+async def test_a_cut_download_logs_why_not_the_exception_group(
+    make_server: MakeServer,
+    server_root: Path,
+    caplog: pytest.LogCaptureFixture,
+    interruptions: list[BaseException],
+    cut: str,
+    outcome: str,
+    reason: str,
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioftp")
+    # Large and never hashed before: sent while a thread hashes it, in a
+    # nursery, so the cancellation reaches the record inside an exception group.
+    write_random(server_root / "big.bin", 4 * 1024 * 1024)
+    server = await make_server(drain_timeout=0.3)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server, initial_window=65536) as peer:  # grants no more than that
+            await peer.send(Get(name="big.bin", stream_id=1))
+            assert isinstance(await peer.receive(), FileInfo)
+            received = 0
+            while received < 65536:  # then the server waits for credit, sending nothing
+                data = await peer.receive()
+                assert isinstance(data, Data)
+                received += len(data.payload)
+            if cut == "shutdown":
+                server.shutdown()
+                await peer.receive_until_closed()
+            else:
+                await peer.stream.aclose()
+        await wait_until_idle(server)
+    assert [type(exc) for exc in interruptions] == [BaseExceptionGroup]
+    (record,) = transfer_fields(caplog, "GET")
+    assert (record["outcome"], record["reason"]) == (outcome, reason)
+    assert record["message"].endswith(f": {reason}")
+
+
+def test_an_interruption_is_named_by_what_is_inside_its_groups() -> None:
+    lost = ChannelClosed("connection lost while sending: [Errno 32] Broken pipe", broken=True)
+    nested = BaseExceptionGroup("", [ExceptionGroup("", [lost]), KeyboardInterrupt()])
+    why = ("SHUTTING_DOWN", "interrupted: SHUTTING_DOWN: bye")
+    assert operations.interruption(nested, cancelled=why) == (
+        "connection_lost",
+        "interrupted: connection lost while sending: [Errno 32] Broken pipe",
+    )
+    broken = ExceptionGroup("", [ValueError("bad")])
+    assert operations.interruption(broken, cancelled=why) == (
+        "INTERNAL",
+        "failed: internal error: ValueError: bad",
+    )
+    assert operations.interruption(ExceptionGroup("", [RuntimeError()]), cancelled=why)[1] == (
+        "failed: internal error: RuntimeError"
+    )
+
+
+async def test_a_legacy_get_cut_by_shutdown_says_so(
+    make_server: MakeServer, server_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="trioftp")
+    size = 64 * 1024 * 1024  # far more than the socket buffers hold
+    with (server_root / "big.bin").open("wb") as f:
+        f.truncate(size)
+    server = await make_server(drain_timeout=0.2)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        stream = await trio.open_tcp_stream(HOST, server.port)
+        async with stream:
+            await stream.send_all(b"get|big.bin|0")
+            assert await receive_exactly(stream, len(b"YES|%d" % size)) == b"YES|%d" % size
+            await stream.send_all(b"second_active")  # and reads no more
+            server.shutdown()
+            await wait_until_idle(server)
+    (record,) = transfer_fields(caplog, "LEGACY-GET")
+    assert record["outcome"] == "interrupted"
+    assert record["reason"] == "interrupted: server shutting down (drain timeout passed)"
 
 
 # ------------------------------------------------------------------- STATUS

@@ -21,13 +21,14 @@ import enum
 import hashlib
 import hmac
 import secrets
-import time
 import tomllib
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import attrs
+import trio
 
 from trioftp.protocol.names import BadName, check_path
 
@@ -172,38 +173,129 @@ def load_users(path: Path) -> Users:
     return Users(users=users, anonymous=anonymous)
 
 
-class FailureTracker:
-    """Failed logins per address: each failure costs a growing delay; too many lock the address out.
+SWEEP_MIN = 1024  # addresses the failure tables hold before they are first swept
 
-    Args:
-        window: seconds a failure is remembered.
-        lockout_after: failures within the window after which every attempt fails at once.
+
+@attrs.frozen
+class Failure:
+    """A failed login: `delay` seconds before the answer; `locked_until` if it started a lockout."""
+
+    delay: float
+    count: int  # failures from the address within the window, this one included
+    locked_until: float | None = None
+
+
+class FailureTracker:
+    """Failed logins per client address (IP): a growing delay, then a lockout with a fixed end.
+
+    Counted per address, whatever the user name, so guessing many names from
+    one address is bounded as much as guessing one; no user name is ever
+    locked out by itself (anyone could lock a real user out that way). With the
+    defaults:
+
+    * a failure is remembered for `window` (600 s);
+    * the n-th remembered failure is answered after `base_delay * 2**(n-1)`
+      seconds, at most `max_delay`: 0.5, 1, 2, 4, 8, then 10 s;
+    * the `lockout_after`-th (10th) locks the address out for `lockout` (600 s)
+      from that failure, and the failures behind it are forgotten: once the
+      lockout ends the address starts afresh;
+    * while locked out, every login from the address is refused without its
+      password being checked, answered after `max_delay` like the last
+      failures, and not counted: retrying does not push the end back;
+    * a successful login forgets the address's failures for that user name
+      only (a mistyped password), so logging into one's own account does not
+      wipe out guesses against others;
+    * an address's logins are checked one at a time (`one_check_at_a_time`),
+      so parallel connections get no more guesses before the lockout than one.
+
+    Times are the caller's clock (the server passes `trio.current_time()`).
     """
 
-    def __init__(self, *, window: float = 600.0, lockout_after: int = 10, base_delay: float = 0.5) -> None:
+    def __init__(
+        self,
+        *,
+        window: float = 600.0,
+        lockout_after: int = 10,
+        lockout: float = 600.0,
+        base_delay: float = 0.5,
+        max_delay: float = 10.0,
+    ) -> None:
         self.window = window
         self.lockout_after = lockout_after
+        self.lockout = lockout
         self.base_delay = base_delay
-        self._failures: dict[str, list[float]] = {}
+        self.max_delay = max_delay
+        self._failures: dict[str, list[tuple[float, str]]] = {}  # (when, user name) per address
+        self._locked_until: dict[str, float] = {}
+        self._checking: dict[str, trio.Lock] = {}
+        self._sweep_at = SWEEP_MIN
 
-    def _recent(self, address: str, now: float) -> list[float]:
-        times = [t for t in self._failures.get(address, []) if now - t < self.window]
-        if times:
-            self._failures[address] = times
+    @asynccontextmanager
+    async def one_check_at_a_time(self, address: str) -> AsyncIterator[None]:
+        """Hold the address's turn: check a login and record its outcome inside.
+
+        Without it, guesses sent on many connections at once would all be
+        checked before the first failure was counted.
+        """
+        lock = self._checking.setdefault(address, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            # A released trio.Lock passes straight to a waiter: unlocked means nobody waits.
+            if not lock.locked():
+                self._checking.pop(address, None)
+
+    def _recent(self, address: str, now: float) -> list[tuple[float, str]]:
+        failures = [(t, user) for t, user in self._failures.get(address, []) if now - t < self.window]
+        if failures:
+            self._failures[address] = failures
         else:
             self._failures.pop(address, None)
-        return times
+        return failures
 
-    def locked_out(self, address: str, now: float | None = None) -> bool:
-        return len(self._recent(address, time.monotonic() if now is None else now)) >= self.lockout_after
+    def locked_until(self, address: str, now: float) -> float | None:
+        """When the address's lockout ends, if it is locked out at `now`."""
+        until = self._locked_until.get(address)
+        if until is not None and now >= until:
+            del self._locked_until[address]
+            return None
+        return until
 
-    def record_failure(self, address: str, now: float | None = None) -> float:
-        """Count a failure; return how long to wait before answering it."""
-        now = time.monotonic() if now is None else now
-        times = self._recent(address, now)
-        times.append(now)
-        self._failures[address] = times
-        return min(self.base_delay * 2.0 ** (len(times) - 1), 10.0)
+    def record_failure(self, address: str, user: str, now: float) -> Failure:
+        """Count a failed login (of an address not locked out); the lockout_after-th locks it out."""
+        self._sweep(now)
+        failures = self._recent(address, now)
+        failures.append((now, user))
+        self._failures[address] = failures
+        count = len(failures)
+        delay = min(self.base_delay * 2.0 ** (count - 1), self.max_delay)
+        if count < self.lockout_after:
+            return Failure(delay=delay, count=count)
+        del self._failures[address]
+        self._locked_until[address] = now + self.lockout
+        return Failure(delay=delay, count=count, locked_until=now + self.lockout)
 
-    def record_success(self, address: str) -> None:
-        self._failures.pop(address, None)
+    def _sweep(self, now: float) -> None:
+        """Drop addresses whose failures and lockout are all over.
+
+        An address that fails once and never comes back is otherwise kept for
+        good. Sweeping whenever the tables have doubled since the last sweep
+        costs amortized O(1) per failure and keeps them within about twice
+        what is live (and at least SWEEP_MIN).
+        """
+        if len(self._failures) + len(self._locked_until) < self._sweep_at:
+            return
+        for address in list(self._failures):
+            self._recent(address, now)
+        for address in list(self._locked_until):
+            self.locked_until(address, now)
+        self._sweep_at = max(SWEEP_MIN, 2 * (len(self._failures) + len(self._locked_until)))
+
+    def record_success(self, address: str, user: str) -> None:
+        """Forget the address's failures for `user`; those for other names stay."""
+        left = [(t, name) for t, name in self._failures.get(address, []) if name != user]
+        if left:
+            self._failures[address] = left
+        else:
+            self._failures.pop(address, None)

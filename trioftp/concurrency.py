@@ -27,9 +27,12 @@ async def both(main: Callable[[], Awaitable[T]], beside: Callable[[], Awaitable[
             nursery.start_soon(run_beside)
             results[0] = await main()
     except BaseExceptionGroup as group:
-        leaves = group.exceptions
-        if len(leaves) == 1 and not isinstance(leaves[0], trio.Cancelled | BaseExceptionGroup):
-            raise leaves[0] from None
+        # A Cancelled beside the failure is a cancel from outside that landed at
+        # the same moment: the failure is raised, and the cancel comes again at
+        # the caller's next checkpoint.
+        causes = [leaf for leaf in group.exceptions if not isinstance(leaf, trio.Cancelled)]
+        if len(causes) == 1 and not isinstance(causes[0], BaseExceptionGroup):
+            raise causes[0] from None
         raise
     return results[0], results[1]
 

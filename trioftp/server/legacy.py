@@ -38,7 +38,7 @@ from trioftp.protocol.legacy import (
     found_reply,
     parse_header,
 )
-from trioftp.server.operations import WRITE_BLOCK, TransferRecord, outcome_of
+from trioftp.server.operations import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.server.rate import RateFloor
 from trioftp.storage import StorageError, Upload
 
@@ -59,11 +59,16 @@ class LegacyTooSlow(LegacyClosed):
     """The transfer fell below `min_rate`."""
 
 
-def _outcome_of(exc: BaseException) -> str:
+def _interruption(exc: BaseException, *, draining: bool) -> tuple[str, str]:
+    """The (outcome, reason) of a legacy transfer that `exc` ended."""
     # LegacyClosed: the client went away or fell silent mid-command; the connection ends either way.
     if isinstance(exc, LegacyTooSlow):
-        return ErrorCode.TIMEOUT.name  # as v2's min-rate drop is counted
-    return "connection_lost" if isinstance(exc, LegacyClosed) else outcome_of(exc)
+        return ErrorCode.TIMEOUT.name, f"failed: {exc}"  # as v2's min-rate drop is counted
+    if isinstance(exc, LegacyClosed):
+        return "connection_lost", f"failed: {exc}"
+    # A legacy session is cancelled by the server's shutdown once the drain time is up.
+    why = "interrupted: server shutting down (drain timeout passed)" if draining else "interrupted: cancelled"
+    return interruption(exc, cancelled=("interrupted", why))
 
 
 class LegacySession:
@@ -219,7 +224,7 @@ class LegacySession:
             record.fail(exc.code.name, f"failed: {exc.code.name}: {exc}")
             raise LegacyClosed(f"put {name!r} failed: {exc}") from None
         except BaseException as exc:
-            record.fail(_outcome_of(exc), f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
+            record.fail(*_interruption(exc, draining=self._draining))
             raise
         finally:
             upload.abort(keep=False)  # a no-op once committed
@@ -275,7 +280,7 @@ class LegacySession:
             record.fail("BUSY", "failed: the file shrank while it was sent")
             raise LegacyClosed(f"{name!r} shrank while it was sent; the client got too few bytes") from None
         except BaseException as exc:
-            record.fail(_outcome_of(exc), f"failed: {exc}" if str(exc) else f"failed: {type(exc).__name__}")
+            record.fail(*_interruption(exc, draining=self._draining))
             raise
         finally:
             os.close(fd)

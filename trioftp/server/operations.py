@@ -130,19 +130,41 @@ class TransferRecord:
             self.metrics.transfer_finished(self.operation, self.outcome, elapsed)
 
 
-def outcome_of(exc: BaseException, *, cancelled_by: str = "interrupted") -> str:
-    """The metrics outcome of a transfer that ended with `exc`.
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside `exc`'s exception groups, however nested; `[exc]` if it is no group."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
 
-    `cancelled_by`: the outcome when the transfer's task was cancelled, which
-    is the connection ending under it (the caller knows why).
+
+def interruption(exc: BaseException, *, cancelled: tuple[str, str]) -> tuple[str, str]:
+    """The (outcome, reason) of a transfer that `exc` ended, for its record.
+
+    Exception groups (a nursery's, around a cancelled send and hash) are looked
+    into: the first leaf that is not a Cancelled is what went wrong, the
+    Cancelled beside it only its consequence. If every leaf is a Cancelled,
+    the task was cancelled, and `cancelled` says why: only the caller knows.
     """
-    if isinstance(exc, StorageError):
-        return exc.code.name
-    if isinstance(exc, ChannelClosed):
-        return "connection_lost"
-    if isinstance(exc, Exception):
-        return ErrorCode.INTERNAL.name
-    return cancelled_by
+    causes = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
+    if not causes:
+        return cancelled
+    cause = causes[0]
+    if isinstance(cause, StorageError):
+        return cause.code.name, f"{cause.code.name}: {cause}"
+    if isinstance(cause, ChannelClosed):
+        return "connection_lost", f"interrupted: {cause}"
+    detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+    return ErrorCode.INTERNAL.name, f"failed: internal error: {detail}"
+
+
+def _why_cancelled(session: V2Session) -> tuple[str, str]:
+    """Why the session cancelled its stream tasks, as (outcome, reason)."""
+    if session.ending is not None:  # the ERROR it closes with: SHUTTING_DOWN, TIMEOUT, ...
+        code, message = session.ending
+        return code.name, f"interrupted: {code.name}: {message}"
+    if session.lost is not None:
+        return "connection_lost", f"interrupted: {session.lost}"
+    return "interrupted", "interrupted: cancelled"  # from outside the session: the server's task
 
 
 async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
@@ -174,11 +196,7 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
         )
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
-        # Cancelled: the session ends the connection with the code it recorded
-        # (TIMEOUT, SHUTTING_DOWN, ...), or with none when the peer went away.
-        ending = session.ending
-        outcome = outcome_of(exc, cancelled_by=ending[0].name if ending else "connection_lost")
-        record.fail(outcome, f"interrupted: {type(exc).__name__}")
+        record.fail(*interruption(exc, cancelled=_why_cancelled(session)))
         raise
     finally:
         if inbox.cancelled and record.result == "ok":

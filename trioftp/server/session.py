@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, NOBODY, User
+from trioftp.auth import ANONYMOUS_FULL, NOBODY, Failure, User, Users
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -109,6 +110,7 @@ class V2Session:
         self._draining = False
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
+        self._lost: str | None = None
         self.server_busy = 0  # streams waiting on our own disk work, not on the peer
         self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
         self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
@@ -152,6 +154,11 @@ class V2Session:
         """Why the connection is ending (code and message), once that is decided."""
         return self._ending
 
+    @property
+    def lost(self) -> str | None:
+        """How the connection went away under us without an ERROR of ours (the peer left), if it did."""
+        return self._lost
+
     def _note_ending(self, exc: Exception) -> None:
         """Record why the connection ends; anything unexpected propagates to be logged."""
         if isinstance(exc, CloseConnection):
@@ -159,6 +166,7 @@ class V2Session:
         elif isinstance(exc, RemoteProtocolError):
             self._ending = (exc.error_code, str(exc))
         elif isinstance(exc, ChannelClosed):
+            self._lost = str(exc)
             if exc.broken:
                 log.info("%s connection lost: %s", self.peer, exc)
         else:
@@ -210,6 +218,7 @@ class V2Session:
         while True:
             for index, event in enumerate(pending):
                 if event is PEER_CLOSED:
+                    self._lost = "the peer closed the connection"
                     return None
                 assert event is not NEED_DATA
                 if isinstance(event, Auth):
@@ -261,28 +270,64 @@ class V2Session:
             inbox.notify()
 
     async def _authenticate(self, auth: Auth) -> None:
-        """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close."""
+        """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close.
+
+        Failures and lockouts are per address (FailureTracker). A locked-out
+        address gets the same answer after the same wait whatever it sends, its
+        password unchecked: telling it the password was right would undo the lockout.
+        """
         users = self.server.users
         if users is None:
             raise CloseConnection(ErrorCode.AUTH_FAILED, "no users on this server: connect without AUTH")
         tracker = self.server.auth_failures
         address = self.peer.rpartition(":")[0]
-        user = None
-        if not tracker.locked_out(address):
-            user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
+        async with tracker.one_check_at_a_time(address):
+            user, delay = await self._check_login(users, auth, address)
         if user is None:
-            delay = tracker.record_failure(address)
-            log.warning("%s login failed for user %r; answering in %.1f s", self.peer, auth.user, delay)
-            await trio.sleep(delay)
-            # The same answer for an unknown user and a wrong password.
+            await trio.sleep(delay)  # outside the address's turn: the next check need not wait for it
+            # The same answer for an unknown user, a wrong password and a locked-out address.
             raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
-        tracker.record_success(address)
         self.user = user
         self.storage = self.server.storage.scoped(user.home)
         self._must_log_in = False
         log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
         rights = tuple(sorted(right.value for right in user.rights))
         await self.channel.send(Authorized(user=user.name, rights=rights, admin=user.admin))
+
+    async def _check_login(self, users: Users, auth: Auth, address: str) -> tuple[User | None, float]:
+        """The user, or None and how long to wait before saying no; counts the outcome."""
+        tracker = self.server.auth_failures
+        now = trio.current_time()
+        locked_until = tracker.locked_until(address, now)
+        if locked_until is not None:
+            log.warning(
+                "%s login refused for user %r, password not checked: %s is locked out until %s "
+                "(%.0f s more); answering in %g s",
+                self.peer, auth.user, address, _wall_clock(locked_until), locked_until - now,
+                tracker.max_delay,
+            )  # fmt: skip
+            return None, tracker.max_delay
+        user = await trio.to_thread.run_sync(users.authenticate, auth.user, auth.password)
+        if user is None:
+            failure = tracker.record_failure(address, auth.user, trio.current_time())
+            self._log_failure(auth.user, address, failure)
+            return None, failure.delay
+        tracker.record_success(address, user.name)
+        return user, 0.0
+
+    def _log_failure(self, user: str, address: str, failure: Failure) -> None:
+        if failure.locked_until is None:
+            log.warning(
+                "%s login failed for user %r (failure %d of %d before a lockout); answering in %g s",
+                self.peer, user, failure.count, self.server.auth_failures.lockout_after, failure.delay,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "%s login failed for user %r: %d failures, %s is locked out for %g s, until %s; "
+                "answering in %g s",
+                self.peer, user, failure.count, address, self.server.auth_failures.lockout,
+                _wall_clock(failure.locked_until), failure.delay,
+            )  # fmt: skip
 
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
@@ -303,6 +348,7 @@ class V2Session:
             if self.channel.broken and self._nursery is not None:
                 # A frame was cut short (the file shrank under sendfile, say): the
                 # peer would wait forever for its end, so the connection is over.
+                self._lost = self._lost or "the connection broke while sending"
                 self._nursery.cancel_scope.cancel()
             if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
                 # After a GOODBYE no stream can start: the last one done ends the
@@ -367,6 +413,11 @@ class V2Session:
         else:
             assert self._scope is not None
             self._scope.cancel()
+
+
+def _wall_clock(at: float) -> str:
+    """A trio.current_time() instant as UTC wall-clock time, for log lines."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + at - trio.current_time()))
 
 
 def watch_interval(config: ServerConfig) -> float:
