@@ -85,6 +85,9 @@ def test_which_targets_are_written_in_place(tmp_path: Path) -> None:
     assert not targets.writes_in_place(tmp_path / "file")
     assert not targets.writes_in_place(tmp_path / "link")
     assert not targets.writes_in_place(tmp_path / "new")
+    assert targets.writes_in_place(Path("/dev/fd/1")) and targets.writes_in_place(Path("/proc/self/fd/2"))
+    assert not targets.writes_in_place(Path("/dev/shm/notes.txt"))  # a file system like any other
+    assert not targets.writes_in_place(Path("/proc/self/fd/../environ"))
     assert targets.replaced_file(tmp_path / "link") == (tmp_path / "file").resolve()
 
 

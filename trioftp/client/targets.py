@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
 import trio
 
-# Paths under these are devices, pipes and descriptors (/dev/stdout, /dev/fd/1,
-# /proc/self/fd/1): written in place even when they lead to a regular file,
-# since the shell may have opened that file for appending.
-_SPECIAL_TREES = ("/dev/", "/proc/")
+# A process's own descriptors (/dev/stdout, /dev/fd/1, /proc/self/fd/1) are
+# written in place even when they lead to a regular file: the shell opened
+# that file (maybe for appending) and reads what arrives there. Other paths
+# under /dev (such as /dev/shm) are what stat says they are.
+_DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
 
 
 def writes_in_place(target: Path) -> bool:
     """True if `target` is not a file to replace: a pipe, a terminal, a device, /dev/stdout."""
-    if os.path.abspath(target).startswith(_SPECIAL_TREES):
+    if _DESCRIPTOR.fullmatch(os.path.abspath(target)):
         return True
     try:
         mode = os.stat(target).st_mode
