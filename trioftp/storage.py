@@ -344,7 +344,8 @@ class Storage:
         except (BadName, UnicodeEncodeError):
             return None  # a local name the protocol cannot carry (control chars, bad bytes)
         try:
-            if item.is_symlink():
+            link = item.is_symlink()
+            if link:
                 self._check_inside(Path(os.path.realpath(item.path)), item.name)
             st = item.stat()
         except (OSError, StorageError):
@@ -352,7 +353,9 @@ class Storage:
         if not (stat_module.S_ISREG(st.st_mode) or stat_module.S_ISDIR(st.st_mode)):
             return None
         facts = self._facts(item.name, st)
-        return Entry(name=item.name, kind=facts.kind, size=facts.size, mtime_ns=facts.mtime_ns)
+        # A link says so (spec 11.3): a client walking the tree must not follow it.
+        kind = Kind.LINK if link else facts.kind
+        return Entry(name=item.name, kind=kind, size=facts.size, mtime_ns=facts.mtime_ns)
 
     # ---------------------------------------------------------------- changes
 

@@ -152,6 +152,12 @@ def messages_group(r: Recorder) -> None:
             stream_id=1,
         ),
     )
+    r.frame(
+        "listing-link",
+        Listing(
+            entries=(Entry(name="latest", kind=Kind.LINK, size=12, mtime_ns=MTIME),), last=True, stream_id=1
+        ),
+    )
     r.frame("listing-last-empty", Listing(entries=(), last=True, stream_id=1))
     r.frame("stat", Stat(name="hello.txt", stream_id=11))
     r.frame("file-info", hello_info(11))
@@ -231,9 +237,11 @@ def malformed_group(r: Recorder) -> None:
     r.bad_frame("initial-window-zero", packed(FrameType.HELLO, 0, {**_hello_fields(), "initial_window": 0}))
     r.bad_frame("unknown-error-code", packed(FrameType.ERROR, 1, {"code": 99, "message": ""}))
     r.bad_frame("bool-error-code", packed(FrameType.ERROR, 1, {"code": True, "message": ""}))
+    r.bad_frame("unknown-kind", packed(FrameType.FILE_INFO, 1, {**_info_fields(), "kind": "folder"}))
     r.bad_frame(
-        "unknown-kind",
+        "file-info-kind-link",
         packed(FrameType.FILE_INFO, 1, {**_info_fields(), "kind": "link"}),
+        note="a link is a LISTING entry's kind only: FILE_INFO says what the name leads to",
     )
     r.bad_frame("text-over-1024-chars", packed(FrameType.GOODBYE, 0, {"message": "x" * 1025}))
     r.bad_frame("data-on-stream-0", frame(FrameType.DATA, 0, HELLO_WORLD))

@@ -85,6 +85,7 @@ stream_ids = st.integers(1, MAX_STREAM_ID)
 digests = st.binary(min_size=1, max_size=64)
 texts = st.text(max_size=64) | st.text(max_size=1024)
 kinds = st.sampled_from(Kind)
+target_kinds = st.sampled_from([Kind.FILE, Kind.DIR])  # what FILE_INFO may say: never "link"
 entries = st.builds(Entry, name=segments, kind=kinds, size=u63, mtime_ns=u63)
 # User names: no C0 control character and no DEL; C1 controls are allowed, as in names.
 _user_char = st.characters(blacklist_categories=("Cs",)).filter(lambda c: c >= " " and c != "\x7f")
@@ -134,7 +135,7 @@ MESSAGE_STRATEGIES: dict[type[Any], st.SearchStrategy[Any]] = {
     FileInfo: st.builds(
         FileInfo,
         name=paths,
-        kind=kinds,
+        kind=target_kinds,
         size=u63,
         mtime_ns=u63,
         digest=st.none() | digests,

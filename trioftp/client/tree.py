@@ -21,7 +21,8 @@ import trio
 
 from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
-from trioftp.errors import ConnectionClosed, NotFound, TrioftpError
+from trioftp.errors import ConnectionClosed, NotFound, TrioftpError, remote_error
+from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Kind
 from trioftp.protocol.names import BadName, check_path, check_segment
 
@@ -177,6 +178,7 @@ class TreeScan:
     folders: frozenset[str] = frozenset()
     skipped: dict[str, str] = attrs.field(factory=dict)
     exists: bool = True  # whether the top folder itself is there
+    links: frozenset[str] = frozenset()  # remote symbolic links to folders: in `skipped`, never walked
 
 
 class _Skip(Exception):
@@ -291,10 +293,27 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
     """
     files: dict[str, FileState] = {}
     folders: set[str] = set()
+    skipped: dict[str, str] = {}
+    links: set[str] = set()
     missing: list[str] = []
     level = [""]
     while level:
         next_level: list[str] = []
+
+        async def follow_link(child: str) -> None:
+            # A link to a file is copied as that file (as local links are). A
+            # link to a folder is never walked: deleting through it would empty
+            # a folder elsewhere in the root, and a link loop would never end.
+            try:
+                info = await conn.stat(_join(top, child))
+            except NotFound:
+                skipped[child] = "a symbolic link that leads nowhere"
+                return
+            if info.kind is Kind.DIR:
+                links.add(child)
+                skipped[child] = "a symbolic link to a folder; not followed"
+            else:
+                files[child] = FileState(path=child, size=info.size, mtime_ns=info.mtime_ns)
 
         def lister(relative: str, next_level: list[str]) -> Callable[[], Awaitable[None]]:
             async def run() -> None:
@@ -308,6 +327,8 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
                     if entry.kind is Kind.DIR:
                         folders.add(child)
                         next_level.append(child)
+                    elif entry.kind is Kind.LINK:
+                        await follow_link(child)
                     else:
                         files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
 
@@ -315,7 +336,13 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
 
         await run_all([lister(relative, next_level) for relative in level], limit=DEFAULT_CONCURRENCY)
         level = next_level
-    return TreeScan(files=files, folders=frozenset(folders - set(missing)), exists="" not in missing)
+    return TreeScan(
+        files=files,
+        folders=frozenset(folders - set(missing)),
+        skipped=skipped,
+        exists="" not in missing,
+        links=frozenset(links),
+    )
 
 
 async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
@@ -716,7 +743,9 @@ async def download_tree(
 async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
     """Delete a remote folder and everything under it: its files, then its folders, deepest first.
 
-    A file is deleted as it is (as `rm -r` does). The root cannot be removed.
+    A file is deleted as it is (as `rm -r` does), and so is a symbolic link,
+    to a file or a folder: the link goes, never what it leads to. The root
+    cannot be removed.
 
     Returns:
         What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
@@ -733,13 +762,13 @@ async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int =
     """
     if not remote.strip("/"):
         raise ValueError("refusing to remove the root folder ('' or '/'): name a folder inside it")
-    if (await conn.stat(remote)).kind is Kind.FILE:
+    if await _kind_of(conn, remote.strip("/")) is not Kind.DIR:
         await conn.delete(remote)
         return Plan(copy=(), delete=("",), unchanged=0, bytes_to_copy=0)
     scan = await scan_remote(conn, remote)
     plan = Plan(
         copy=(),
-        delete=tuple(sorted(scan.files)),
+        delete=tuple(sorted(set(scan.files) | scan.links)),  # a link is deleted, not walked
         unchanged=0,
         bytes_to_copy=0,
         rmdir=_children_first(scan.folders | {""}),
@@ -751,3 +780,16 @@ async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int =
     if failures:
         raise TreeTransferError(failures, done=attrs.evolve(plan, delete=deleted, rmdir=removed))
     return plan
+
+
+async def _kind_of(conn: ClientConnection, name: str) -> Kind:
+    """What `name` itself is, a link being a link (STAT would say what it leads to).
+
+    Raises:
+        NotFound: no such name.
+    """
+    folder, _, last = name.rpartition("/")
+    for entry in await conn.list(folder):
+        if entry.name == last:
+            return entry.kind
+    raise remote_error(ErrorCode.NOT_FOUND, f"no such file or folder: {name!r}")  # as the server says it

@@ -105,6 +105,12 @@ def _stream_field() -> Any:
 class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
+    LINK = "link"  # in a LISTING only: a symbolic link (STAT says what it leads to)
+
+
+def _not_link(_inst: Any, _attribute: attrs.Attribute[Any], value: Kind) -> None:
+    if value is Kind.LINK:
+        raise ValueError("FILE_INFO describes what a name leads to: its kind is file or dir")
 
 
 @frozen
@@ -292,7 +298,7 @@ class FileInfo:
 
     FRAME_TYPE: ClassVar[FrameType] = FrameType.FILE_INFO
     name: str = field(validator=_path)
-    kind: Kind
+    kind: Kind = field(validator=_not_link)
     size: int = field(validator=_u63)
     mtime_ns: int = field(validator=_u63)
     digest: bytes | None = field(default=None, validator=_digest)

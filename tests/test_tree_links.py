@@ -1,0 +1,103 @@
+"""Symbolic links on the server: listed as links, never walked by rm -r, sync or get -r."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import trio
+
+import trioftp
+from tests.conftest import NETWORK_TIMEOUT
+from tests.v2_helpers import connect
+from trioftp.client import tree
+from trioftp.protocol import Kind
+from trioftp.server import Server
+
+
+def precious(root: Path) -> Path:
+    (root / "precious").mkdir()
+    (root / "precious" / "keep.txt").write_bytes(b"the only copy")
+    return root / "precious" / "keep.txt"
+
+
+async def test_a_link_is_listed_as_a_link_and_stat_says_what_it_leads_to(
+    server: Server, server_root: Path
+) -> None:
+    precious(server_root)
+    (server_root / "alias").symlink_to("precious")
+    (server_root / "latest.txt").symlink_to("precious/keep.txt")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            kinds = {entry.name: entry.kind for entry in await conn.list()}
+            assert (await conn.stat("alias")).kind is Kind.DIR
+            assert (await conn.stat("latest.txt")).kind is Kind.FILE
+            assert await conn.get("latest.txt") == b"the only copy"
+    assert kinds == {"alias": Kind.LINK, "latest.txt": Kind.LINK, "precious": Kind.DIR}
+
+
+async def test_rm_r_of_a_link_removes_the_link_only(server: Server, server_root: Path) -> None:
+    keep = precious(server_root)
+    (server_root / "alias").symlink_to("precious")
+    (server_root / "scratch").mkdir()
+    (server_root / "scratch" / "junk.txt").write_bytes(b"junk")
+    (server_root / "scratch" / "link").symlink_to("../precious")
+    (server_root / "scratch" / "file-link").symlink_to("../precious/keep.txt")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            top = await conn.remove_tree("alias")
+            inside = await conn.remove_tree("scratch")
+    assert top.delete == ("",)
+    assert sorted(inside.delete) == ["file-link", "junk.txt", "link"]
+    assert keep.read_bytes() == b"the only copy"
+    assert sorted(os.listdir(server_root)) == [".trioftp", "precious"]
+
+
+async def test_sync_delete_never_deletes_through_a_remote_link(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    keep = precious(server_root)
+    (server_root / "mirror").mkdir()
+    (server_root / "mirror" / "shared").symlink_to("../precious")
+    (server_root / "mirror" / "old.txt").write_bytes(b"gone after the sync")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "index.html").write_bytes(b"<html>")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            plan = await conn.sync(local, "mirror", delete=True)
+    assert plan.delete == ("old.txt",) and plan.rmdir == ()  # the link is the target's own: kept
+    assert keep.read_bytes() == b"the only copy"
+    assert (server_root / "mirror" / "shared").is_symlink()
+    assert not (server_root / "mirror" / "old.txt").exists()
+    assert (server_root / "mirror" / "index.html").read_bytes() == b"<html>"
+
+
+async def test_link_loops_end(server: Server, server_root: Path, tmp_path: Path) -> None:
+    (server_root / "m").mkdir()
+    (server_root / "m" / "a.txt").write_bytes(b"a")
+    (server_root / "m" / "l0").symlink_to(".")
+    (server_root / "m" / "l1").symlink_to(".")
+    with trio.fail_after(10):  # it used to list 2^n paths until a name passed 1024 bytes
+        async with connect(server) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.download_tree("m", tmp_path / "copy")
+            assert sorted(entry.path for entry in caught.value.skipped) == ["l0", "l1"]
+            removed = await conn.remove_tree("m")
+    assert (tmp_path / "copy" / "a.txt").read_bytes() == b"a"
+    assert sorted(removed.delete) == ["a.txt", "l0", "l1"]
+    assert not (server_root / "m").exists()
+
+
+async def test_get_r_copies_a_link_to_a_file_as_that_file(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    precious(server_root)
+    (server_root / "precious" / "latest.txt").symlink_to("keep.txt")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await conn.download_tree("precious", tmp_path / "copy")
+    assert sorted(plan.copy) == ["keep.txt", "latest.txt"]
+    assert (tmp_path / "copy" / "latest.txt").read_bytes() == b"the only copy"
+    assert not (tmp_path / "copy" / "latest.txt").is_symlink()
