@@ -547,6 +547,30 @@ async def test_a_download_leaves_a_local_fifo_alone_and_does_the_rest(server: Se
     assert sorted(os.listdir(local)) == ["a.txt", "b.txt", "c.txt", "d", "lone"]
 
 
+async def test_sync_down_with_delete_keeps_a_local_name_that_is_not_utf8(
+    server: Server, tmp_path: Path
+) -> None:
+    remote_files(server.storage.root / "www", {"a.txt": b"a"})
+    local = tmp_path / "mirror"
+    local.mkdir()
+    (local / "a.txt").write_bytes(b"a")
+    name = os.fsdecode(b"caf\xe9.txt")  # as the walk sees it: a lone surrogate for the bad byte
+    (local / name).write_bytes(b"my only copy")
+    reason = "bad name: name is not valid UTF-8 (lone surrogate)"
+    assert tree.scan_local(local).skipped == {name: reason}
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True, dry_run=True)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+            with pytest.raises(tree.TreeTransferError) as up:  # going up it is skipped, as before
+                await conn.sync(local, "www", delete=True)
+    assert dry.delete == () and dry.skipped == caught.value.skipped
+    assert caught.value.skipped == (tree.Skipped(name, f"{reason}; kept, not deleted"),)
+    assert up.value.skipped == (tree.Skipped(name, reason),)
+    assert (local / name).read_bytes() == b"my only copy"
+
+
 async def test_a_download_never_writes_through_a_local_symlink(server: Server, tmp_path: Path) -> None:
     remote_files(
         server.storage.root / "m",

@@ -23,7 +23,7 @@ from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
 from trioftp.errors import ConnectionClosed, NotFound, TrioftpError
 from trioftp.protocol.messages import Kind
-from trioftp.protocol.names import BadName, check_path, check_segment
+from trioftp.protocol.names import BadName, check_path
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection
@@ -206,7 +206,10 @@ def _examine(entry: os.DirEntry[str], *, target: bool = False) -> os.stat_result
     or onto another of its files; and a skipped kind is named as what is here.
     """
     try:
-        check_segment(entry.name)
+        # The whole path check, not only check_segment: that one lets a name
+        # that is not UTF-8 through, which the server never lists, so a sync
+        # DOWN with delete took it for a file the source lacks.
+        check_path(entry.name)
     except BadName as exc:
         raise _Skip(f"bad name: {exc}") from None
     link = entry.is_symlink()
