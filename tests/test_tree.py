@@ -335,7 +335,7 @@ async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
         assert plan.skipped == (tree.Skipped("x", "cannot read: not a regular file"),)
         assert plan.copy == ()
     else:
-        assert plan.copy == ("x",)  # a download renames a real file over it
+        assert plan.copy == ("x",)  # the download looks again before it writes (test at the end)
 
 
 # ------------------------------------------------------------------- folders
@@ -624,3 +624,30 @@ async def test_a_download_does_not_write_two_paths_into_one_file(server: Server,
     assert (local / "y").read_bytes() == big_y
     assert os.readlink(local / "x") == os.readlink(local / "z") == "y"
     assert up.copy == ("x", "y", "z") and read_tree(server.storage.root / "up")["x"] == big_y
+
+
+async def test_a_download_looks_again_before_it_writes(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote_files(
+        server.storage.root / "www", {"x": b"remote x", "docs/notes.txt": b"server", "ok.txt": b"ok"}
+    )
+    local = tmp_path / "site"
+    (local / "docs").mkdir(parents=True)
+    (tmp_path / "home-docs").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=tree.Direction.DOWN)
+            assert plan.copy == ("docs/notes.txt", "ok.txt", "x")
+            # Between the walk and the copy, a FIFO and a link to a folder take their places.
+            os.mkfifo(local / "x")
+            (local / "docs").rmdir()
+            (local / "docs").symlink_to(tmp_path / "home-docs")
+            with fifo_must_stay_unwritten(local / "x"), pytest.raises(tree.TreeTransferError) as caught:
+                await tree.carry_out(conn, plan, local, "www", direction=tree.Direction.DOWN)
+    failures = caught.value.failures
+    assert sorted(failures) == ["docs/notes.txt", "x"]
+    assert "not a folder here; not written into" in str(failures["docs/notes.txt"])
+    assert "a FIFO here; not replaced" in str(failures["x"])
+    assert caught.value.done is not None and caught.value.done.copy == ("ok.txt",)
+    assert os.listdir(tmp_path / "home-docs") == []

@@ -620,6 +620,32 @@ async def _delete_all(
     return tuple(p for p in files if p in deleted), tuple(p for p in folders if p in removed)
 
 
+def _make_room(local: Path, path: str) -> None:
+    """Make the folders a download of `path` goes into; raise OSError unless it replaces only a file.
+
+    The plan went by a walk made a moment before. A symlink, FIFO or device
+    put at the path or in its way since then would be written through or into
+    (a download follows a link and writes a FIFO in place), so the file fails
+    instead. The top folder is the user's own choice and may be a link.
+    """
+    local.mkdir(parents=True, exist_ok=True)
+    for relative in reversed([*_ancestors(path)][:-1]):  # top-down, the top itself left out
+        folder = local / relative
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # lstat: a link to a folder is refused too
+                raise OSError(errno.ENOTDIR, "not a folder here; not written into", str(folder)) from None
+    destination = local / path
+    try:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else _kind(mode)
+        raise OSError(errno.EEXIST, f"{what} here; not replaced", str(destination))
+
+
 async def carry_out(
     conn: ClientConnection,
     plan: Plan,
@@ -665,9 +691,8 @@ async def carry_out(
             if direction is Direction.UP:
                 await conn.upload(local / path, _join(remote, path), progress=on_bytes)
             else:
-                destination = local / path
-                await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
-                await conn.download(_join(remote, path), destination, progress=on_bytes)
+                await trio.to_thread.run_sync(_make_room, local, path)
+                await conn.download(_join(remote, path), local / path, progress=on_bytes)
         finally:
             state.current.discard(path)
         state.files_done += 1
