@@ -14,7 +14,13 @@ import trustme
 
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import run_cli
-from tests.test_tree import fifo_must_stay_closed, make_odd_tree, make_tree, read_tree
+from tests.test_tree import (
+    fifo_must_stay_closed,
+    fifo_must_stay_unwritten,
+    make_odd_tree,
+    make_tree,
+    read_tree,
+)
 from trioftp import __version__
 from trioftp.auth import hash_password, verify_password
 from trioftp.cli import main
@@ -449,3 +455,34 @@ async def test_rm_r_removes_a_remote_folder_and_refuses_the_root(
         assert await run_cli("rm", "-r", address(server), "backup/old") == 1
         assert capsys.readouterr().err.startswith("trioftp: rm: NOT_FOUND")
     assert sorted(os.listdir(server_root)) == [".trioftp", "backup", "keep.txt"]
+
+
+# ------------------------------------------ a download and what the local side holds
+
+
+async def test_sync_down_and_get_r_leave_a_local_fifo_alone_and_exit_1(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "src").mkdir()
+    (server_root / "src" / "a.txt").write_bytes(b"a")
+    (server_root / "src" / "b.txt").write_bytes(b"b")
+    dst = tmp_path / "dst"
+    dst.mkdir()
+    os.mkfifo(dst / "a.txt")
+    source = f"{address(server)}:src"
+    with fifo_must_stay_unwritten(dst / "a.txt"), trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", "-n", source, str(dst)) == 1  # as the real run will
+        out, err = capsys.readouterr()
+        assert out.splitlines()[0] == "would copy: b.txt"
+        assert err == "trioftp: sync: 1 skipped, not copied:\n  a.txt: a FIFO here; not replaced\n"
+        assert await run_cli("sync", source, str(dst)) == 1
+        out, err = capsys.readouterr()
+        assert out.splitlines()[0] == "copied: b.txt"
+        assert err == "trioftp: sync: 1 skipped, not copied:\n  a.txt: a FIFO here; not replaced\n"
+        (dst / "b.txt").unlink()
+        assert await run_cli("get", "-r", address(server), "src", str(dst)) == 1
+        assert (
+            capsys.readouterr().err
+            == "trioftp: get: 1 skipped, not copied:\n  a.txt: a FIFO here; not replaced\n"
+        )
+    assert (dst / "a.txt").is_fifo() and (dst / "b.txt").read_bytes() == b"b"

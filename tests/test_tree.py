@@ -327,7 +327,7 @@ async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
     (server.storage.root / "www" / "x").write_bytes(b"")
     # What the walk saw a moment before: a 0-byte file, the same size as the remote one.
     seen = tree.TreeScan(files={"x": tree.FileState(path="x", size=0, mtime_ns=0)})
-    monkeypatch.setattr(tree, "scan_local", lambda top: seen)
+    monkeypatch.setattr(tree, "scan_local", lambda top, **_: seen)
     with fifo_must_stay_closed(local / "x"), trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
             plan = await tree.plan_sync(conn, local, "www", direction=direction)
@@ -335,7 +335,7 @@ async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
         assert plan.skipped == (tree.Skipped("x", "cannot read: not a regular file"),)
         assert plan.copy == ()
     else:
-        assert plan.copy == ("x",)  # a download renames a real file over it
+        assert plan.copy == ("x",)  # the download looks again before it writes (test at the end)
 
 
 # ------------------------------------------------------------------- folders
@@ -471,3 +471,183 @@ async def test_remove_tree_keeps_the_folders_holding_what_it_could_not_delete(
     assert caught.value.done is not None
     assert caught.value.done.delete == ("stuck/a.txt",) and caught.value.done.rmdir == ("free",)
     assert sorted(p.name for p in gone.iterdir()) == ["stuck"]
+
+
+# ------------------------------------- a download and what the local side holds
+
+
+@contextlib.contextmanager
+def fifo_must_stay_unwritten(fifo: Path, after: float = 3.0) -> Iterator[None]:
+    """Fail, instead of waiting out the test's deadline, if the code under test writes to `fifo`.
+
+    A download writes a FIFO in place and waits for a reader as long as it
+    takes; after `after` seconds a reader comes and drains it, so such a
+    download finishes, and the test fails on the bytes it got.
+    """
+    received = bytearray()
+    finished = threading.Event()
+
+    def drain() -> None:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # never waits, even with no writer
+        try:
+            while not finished.wait(0.02):
+                with contextlib.suppress(BlockingIOError):
+                    received.extend(os.read(fd, 1 << 16))
+        finally:
+            os.close(fd)
+
+    timer = threading.Timer(after, drain)
+    timer.start()
+    try:
+        yield
+    finally:
+        finished.set()
+        timer.cancel()
+        timer.join()
+    assert not received, f"{len(received)} bytes were written to {fifo}"
+
+
+def remote_files(top: Path, files: dict[str, bytes]) -> None:
+    for name, data in files.items():
+        (top / name).parent.mkdir(parents=True, exist_ok=True)
+        (top / name).write_bytes(data)
+
+
+async def test_a_download_leaves_a_local_fifo_alone_and_does_the_rest(server: Server, tmp_path: Path) -> None:
+    remote_files(server.storage.root / "www", {"a.txt": b"a", "b.txt": b"b", "c.txt": b"c", "d/e.txt": b"e"})
+    local = tmp_path / "mirror"
+    local.mkdir()
+    os.mkfifo(local / "a.txt")
+    os.mkfifo(tmp_path / "pipe")
+    (local / "c.txt").symlink_to(tmp_path / "pipe")
+    os.mkfifo(local / "d")  # where a folder goes
+    os.mkfifo(local / "lone")  # the source lacks it: delete keeps it
+    expected = (
+        tree.Skipped("a.txt", "a FIFO here; not replaced"),
+        tree.Skipped("c.txt", "a symlink here; not replaced"),
+        tree.Skipped("d", "a FIFO here; not replaced"),
+        tree.Skipped("lone", "a FIFO; kept, not deleted"),
+    )
+    with (
+        fifo_must_stay_unwritten(local / "a.txt"),
+        fifo_must_stay_unwritten(tmp_path / "pipe"),
+        fifo_must_stay_unwritten(local / "d"),
+        trio.fail_after(NETWORK_TIMEOUT),
+    ):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True, dry_run=True)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+    assert dry.skipped == caught.value.skipped == expected
+    assert caught.value.failures == {}
+    assert caught.value.done == dry and dry.copy == ("b.txt",) and dry.mkdir == () and dry.delete == ()
+    assert (local / "b.txt").read_bytes() == b"b"
+    assert (local / "a.txt").is_fifo() and (local / "d").is_fifo() and (local / "lone").is_fifo()
+    assert (local / "c.txt").is_symlink()
+    assert sorted(os.listdir(local)) == ["a.txt", "b.txt", "c.txt", "d", "lone"]
+
+
+async def test_sync_down_with_delete_keeps_a_local_name_that_is_not_utf8(
+    server: Server, tmp_path: Path
+) -> None:
+    remote_files(server.storage.root / "www", {"a.txt": b"a"})
+    local = tmp_path / "mirror"
+    local.mkdir()
+    (local / "a.txt").write_bytes(b"a")
+    name = os.fsdecode(b"caf\xe9.txt")  # as the walk sees it: a lone surrogate for the bad byte
+    (local / name).write_bytes(b"my only copy")
+    reason = "bad name: name is not valid UTF-8 (lone surrogate)"
+    assert tree.scan_local(local).skipped == {name: reason}
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True, dry_run=True)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "www", direction=trioftp.Direction.DOWN, delete=True)
+            with pytest.raises(tree.TreeTransferError) as up:  # going up it is skipped, as before
+                await conn.sync(local, "www", delete=True)
+    assert dry.delete == () and dry.skipped == caught.value.skipped
+    assert caught.value.skipped == (tree.Skipped(name, f"{reason}; kept, not deleted"),)
+    assert up.value.skipped == (tree.Skipped(name, reason),)
+    assert (local / name).read_bytes() == b"my only copy"
+
+
+async def test_a_download_never_writes_through_a_local_symlink(server: Server, tmp_path: Path) -> None:
+    remote_files(
+        server.storage.root / "m",
+        {"docs/notes.txt": b"server version", "docs/sub/n.txt": b"n", "x": b"remote x", "ok.txt": b"ok"},
+    )
+    local = tmp_path / "local"
+    local.mkdir()
+    (tmp_path / "home-docs").mkdir()
+    (tmp_path / "home-docs" / "notes.txt").write_bytes(b"my only copy")
+    (local / "docs").symlink_to(tmp_path / "home-docs")  # a link to a folder
+    (tmp_path / "outside").mkdir()
+    (local / "x").symlink_to(tmp_path / "outside" / "created-by-sync")  # dangling
+    expected = (
+        tree.Skipped("docs", "a symlink here; not replaced"),
+        tree.Skipped("x", "a symlink here; not replaced"),
+    )
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            dry = await tree.sync(conn, local, "m", direction=tree.Direction.DOWN, delete=True, dry_run=True)
+            for _ in range(2):
+                with pytest.raises(tree.TreeTransferError) as caught:
+                    await tree.sync(conn, local, "m", direction=tree.Direction.DOWN, delete=True)
+                assert caught.value.skipped == dry.skipped == expected
+                assert caught.value.failures == {}
+    assert dry.copy == ("ok.txt",) and dry.mkdir == () and dry.delete == () and dry.rmdir == ()
+    assert read_tree(tmp_path / "home-docs") == {"notes.txt": b"my only copy"}
+    assert os.listdir(tmp_path / "outside") == []
+    assert (local / "docs").is_symlink() and (local / "x").is_symlink()
+    assert (local / "ok.txt").read_bytes() == b"ok"
+
+
+async def test_a_download_does_not_write_two_paths_into_one_file(server: Server, tmp_path: Path) -> None:
+    big_x, big_y = os.urandom(3 << 20), os.urandom(3 << 20)  # both in flight at once
+    remote_files(server.storage.root / "src", {"x": big_x, "y": big_y})
+    local = tmp_path / "local"
+    local.mkdir()
+    (local / "y").write_bytes(b"old")
+    (local / "x").symlink_to("y")
+    (local / "z").symlink_to("y")  # the source lacks it: delete keeps it, as all the walk skips
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await tree.sync(conn, local, "src", direction=tree.Direction.DOWN, delete=True)
+            up = await conn.sync(local, "up")  # going up a link to a file is still that file
+    assert caught.value.failures == {}
+    assert caught.value.skipped == (
+        tree.Skipped("x", "a symlink here; not replaced"),
+        tree.Skipped("z", "a symlink; kept, not deleted"),
+    )
+    assert caught.value.done is not None and caught.value.done.copy == ("y",)
+    assert (local / "y").read_bytes() == big_y
+    assert os.readlink(local / "x") == os.readlink(local / "z") == "y"
+    assert up.copy == ("x", "y", "z") and read_tree(server.storage.root / "up")["x"] == big_y
+
+
+async def test_a_download_looks_again_before_it_writes(
+    server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    remote_files(
+        server.storage.root / "www", {"x": b"remote x", "docs/notes.txt": b"server", "ok.txt": b"ok"}
+    )
+    local = tmp_path / "site"
+    (local / "docs").mkdir(parents=True)
+    (tmp_path / "home-docs").mkdir()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            plan = await tree.plan_sync(conn, local, "www", direction=tree.Direction.DOWN)
+            assert plan.copy == ("docs/notes.txt", "ok.txt", "x")
+            # Between the walk and the copy, a FIFO and a link to a folder take their places.
+            os.mkfifo(local / "x")
+            (local / "docs").rmdir()
+            (local / "docs").symlink_to(tmp_path / "home-docs")
+            with fifo_must_stay_unwritten(local / "x"), pytest.raises(tree.TreeTransferError) as caught:
+                await tree.carry_out(conn, plan, local, "www", direction=tree.Direction.DOWN)
+    failures = caught.value.failures
+    assert sorted(failures) == ["docs/notes.txt", "x"]
+    assert "not a folder here; not written into" in str(failures["docs/notes.txt"])
+    assert "a FIFO here; not replaced" in str(failures["x"])
+    assert caught.value.done is not None and caught.value.done.copy == ("ok.txt",)
+    assert os.listdir(tmp_path / "home-docs") == []

@@ -24,7 +24,7 @@ from trioftp.digests import hash_file
 from trioftp.errors import ConnectionClosed, NotFound, TrioftpError, remote_error
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Kind
-from trioftp.protocol.names import BadName, check_path, check_segment
+from trioftp.protocol.names import BadName, check_path
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection
@@ -77,9 +77,10 @@ class Plan:
     `mkdir` are the folders to create, parents first, and `rmdir` (with
     delete) the folders to delete, each before its parent; "" stands for the
     top folder itself. `skipped` lists the source's entries that cannot be
-    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...); a
-    run copies the rest and then raises TreeTransferError, so the skips are
-    not missed.
+    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...) and,
+    going DOWN, the local entries a download leaves alone where it would write
+    (a FIFO, a symlink) or, with delete, would delete; a run copies the rest
+    and then raises TreeTransferError, so the skips are not missed.
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -197,17 +198,25 @@ def _kind(mode: int) -> str:
     return next((name for test, name in _SPECIAL_KINDS if test(mode)), "of an unknown kind")
 
 
-def _examine(entry: os.DirEntry[str]) -> os.stat_result | None:
+def _examine(entry: os.DirEntry[str], *, target: bool = False) -> os.stat_result | None:
     """A regular file's stat (a symlink's target, as rsync -L), or None for a folder.
 
     Raises _Skip for anything else. Only the entry's type and stat are used:
     opening a FIFO would block until a writer came, and a device may do worse.
+    With `target` (the folder a download writes into) every symlink is
+    skipped, unfollowed: a download would write through it, outside the tree
+    or onto another of its files; and a skipped kind is named as what is here.
     """
     try:
-        check_segment(entry.name)
+        # The whole path check, not only check_segment: that one lets a name
+        # that is not UTF-8 through, which the server never lists, so a sync
+        # DOWN with delete took it for a file the source lacks.
+        check_path(entry.name)
     except BadName as exc:
         raise _Skip(f"bad name: {exc}") from None
     link = entry.is_symlink()
+    if link and target:
+        raise _Skip("a symlink")
     try:
         if entry.is_dir(follow_symlinks=False):
             return None
@@ -220,14 +229,19 @@ def _examine(entry: os.DirEntry[str]) -> os.stat_result | None:
         raise _Skip("symlink to a folder, not followed")
     if not stat.S_ISREG(st.st_mode):
         kind = _kind(st.st_mode)
+        if target:
+            raise _Skip(kind)
         raise _Skip(f"symlink to {kind}" if link else f"not a regular file or folder ({kind})")
     if entry.name.endswith(PARTIAL_SUFFIX):
         raise _Skip(PARTIAL_REASON)
     return st
 
 
-def scan_local(top: Path) -> TreeScan:
+def scan_local(top: Path, *, target: bool = False) -> TreeScan:
     """Every file and folder under `top`, and what was left out and why; nothing is opened.
+
+    `target`: `top` is the folder a download writes into, where a symlink
+    (to anything) is left out, not followed (see _examine).
 
     Example:
         scan = scan_local(Path("photos"))
@@ -257,7 +271,7 @@ def scan_local(top: Path) -> TreeScan:
         for entry in entries:
             relative = _join(folder, entry.name)
             try:
-                st = _examine(entry)
+                st = _examine(entry, target=target)
             except _Skip as why:
                 skipped[relative] = str(why)
                 continue
@@ -403,14 +417,18 @@ def _children_first(folders: Iterable[str]) -> tuple[str, ...]:
     return tuple(sorted(folders, reverse=True))  # a path sorts after its parent, which is its prefix
 
 
-def _not_copied(source: TreeScan, remote: str, direction: Direction) -> dict[str, str]:
+def _not_copied(
+    source: TreeScan, target: TreeScan, remote: str, direction: Direction, *, delete: bool = False
+) -> dict[str, str]:
     """The source's entries that cannot be copied, with why: its own skips and names the target refuses.
 
+    Going DOWN, also the local entries a download leaves alone (see _left_alone).
     Under a skipped folder nothing is listed again: the folder's line says it.
     """
     skipped = dict(source.skipped)
     if direction is Direction.DOWN:
         skipped.update((path, PARTIAL_REASON) for path in source.files if path.endswith(PARTIAL_SUFFIX))
+        skipped.update(_left_alone(source, target, skipped, delete=delete))
         return skipped
     for path in [*sorted(source.folders), *source.files]:  # folders first, parents first
         if _within(path, skipped):
@@ -420,6 +438,31 @@ def _not_copied(source: TreeScan, remote: str, direction: Direction) -> dict[str
         except BadName as exc:
             skipped[path] = f"bad name: {exc}"
     return skipped
+
+
+def _left_alone(
+    source: TreeScan, target: TreeScan, skipped: dict[str, str], *, delete: bool
+) -> dict[str, str]:
+    """The local entries that the walk of the target skipped and that a download would touch, with why.
+
+    A download onto a FIFO waits for a reader forever, and onto or under a
+    symlink writes through it (outside the tree, or two files into one); so
+    the source's entries at or under such a path are not copied, and the path
+    is reported. With delete, one the source lacks is kept (as everything the
+    walk skipped) and reported too, since a mirror would have deleted it; the
+    client's own partial downloads are kept without a word.
+    """
+    wanted = {*source.files, *source.folders}
+    wanted |= {folder for path in wanted for folder in _ancestors(path)}
+    left: dict[str, str] = {}
+    for path, why in target.skipped.items():
+        if _within(path, skipped):  # the source's own skip says it
+            continue
+        if path in wanted:
+            left[path] = f"{why} here; not replaced"
+        elif delete and why != PARTIAL_REASON:
+            left[path] = f"{why}; kept, not deleted"
+    return left
 
 
 def _removals(
@@ -456,10 +499,11 @@ async def plan_sync(
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
     await _check_source(conn, local, remote, direction)
-    local_scan = await trio.to_thread.run_sync(scan_local, local)
+    as_target = direction is Direction.DOWN
+    local_scan = await trio.to_thread.run_sync(lambda: scan_local(local, target=as_target))
     remote_scan = await scan_remote(conn, remote)
     source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
-    skipped = _not_copied(source, remote, direction)
+    skipped = _not_copied(source, target, remote, direction, delete=delete)
     files = {path: state for path, state in source.files.items() if not _within(path, skipped)}
     folders = {folder for folder in source.folders if not _within(folder, skipped)}
     mkdir = ([] if target.exists else [""]) + sorted(folders - target.folders)
@@ -603,6 +647,32 @@ async def _delete_all(
     return tuple(p for p in files if p in deleted), tuple(p for p in folders if p in removed)
 
 
+def _make_room(local: Path, path: str) -> None:
+    """Make the folders a download of `path` goes into; raise OSError unless it replaces only a file.
+
+    The plan went by a walk made a moment before. A symlink, FIFO or device
+    put at the path or in its way since then would be written through or into
+    (a download follows a link and writes a FIFO in place), so the file fails
+    instead. The top folder is the user's own choice and may be a link.
+    """
+    local.mkdir(parents=True, exist_ok=True)
+    for relative in reversed([*_ancestors(path)][:-1]):  # top-down, the top itself left out
+        folder = local / relative
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # lstat: a link to a folder is refused too
+                raise OSError(errno.ENOTDIR, "not a folder here; not written into", str(folder)) from None
+    destination = local / path
+    try:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else _kind(mode)
+        raise OSError(errno.EEXIST, f"{what} here; not replaced", str(destination))
+
+
 async def carry_out(
     conn: ClientConnection,
     plan: Plan,
@@ -648,9 +718,8 @@ async def carry_out(
             if direction is Direction.UP:
                 await conn.upload(local / path, _join(remote, path), progress=on_bytes)
             else:
-                destination = local / path
-                await trio.to_thread.run_sync(lambda: destination.parent.mkdir(parents=True, exist_ok=True))
-                await conn.download(_join(remote, path), destination, progress=on_bytes)
+                await trio.to_thread.run_sync(_make_room, local, path)
+                await conn.download(_join(remote, path), local / path, progress=on_bytes)
         finally:
             state.current.discard(path)
         state.files_done += 1
