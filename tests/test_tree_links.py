@@ -101,3 +101,22 @@ async def test_get_r_copies_a_link_to_a_file_as_that_file(
     assert sorted(plan.copy) == ["keep.txt", "latest.txt"]
     assert (tmp_path / "copy" / "latest.txt").read_bytes() == b"the only copy"
     assert not (tmp_path / "copy" / "latest.txt").is_symlink()
+
+
+async def test_an_upload_never_writes_through_a_remote_link(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    keep = precious(server_root)
+    (server_root / "mirror").mkdir()
+    (server_root / "mirror" / "shared").symlink_to("../precious")
+    local = tmp_path / "site"
+    (local / "shared").mkdir(parents=True)
+    (local / "shared" / "keep.txt").write_bytes(b"would overwrite the only copy")
+    (local / "index.html").write_bytes(b"<html>")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "mirror", delete=True)
+    assert [entry.path for entry in caught.value.skipped] == ["shared"]
+    assert keep.read_bytes() == b"the only copy"
+    assert (server_root / "mirror" / "index.html").read_bytes() == b"<html>"

@@ -430,8 +430,12 @@ def _not_copied(
         skipped.update((path, PARTIAL_REASON) for path in source.files if path.endswith(PARTIAL_SUFFIX))
         skipped.update(_left_alone(source, target, skipped, delete=delete))
         return skipped
+    links = set(target.links)
     for path in [*sorted(source.folders), *source.files]:  # folders first, parents first
         if _within(path, skipped):
+            continue
+        if _within(path, links):  # an upload there would land in the folder the link leads to
+            skipped[path] = "a symbolic link to a folder on the server here; not written through"
             continue
         try:  # each name was checked by the walk; only the whole path may still be too long
             check_path(_join(remote, path))
