@@ -1,16 +1,90 @@
-"""`trioftp serve`'s settings as users get them wrong: errors that name the setting and the file."""
+"""`trioftp serve` as users meet it: one line when it cannot start, and settings errors that
+name the setting and the file."""
 
 from __future__ import annotations
 
+import os
+import socket
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import trio
+import trustme
 
 from tests.conftest import NETWORK_TIMEOUT
 from tests.test_cli import one_line
 from trioftp.config import build_config, load_toml
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port on 127.0.0.1 that something else listens on."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def pem_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A certificate, its key, and the key of another certificate."""
+    folder = tmp_path_factory.mktemp("pem")
+    ca = trustme.CA()
+    cert, other = ca.issue_cert("127.0.0.1"), ca.issue_cert("127.0.0.1")
+    files = {"cert": folder / "cert.pem", "key": folder / "key.pem", "other_key": folder / "other.pem"}
+    cert.cert_chain_pems[0].write_to_path(str(files["cert"]))
+    cert.private_key_pem.write_to_path(str(files["key"]))
+    other.private_key_pem.write_to_path(str(files["other_key"]))
+    return files
+
+
+# Each case: (flags after `serve --root ROOT`, the one line expected), with {tmp}, {busy},
+# {cert}, {key} and {other_key} filled in.
+START_FAILURES: list[tuple[list[str], str]] = [
+    (["--port", "{busy}"], "cannot listen on 127.0.0.1:{busy}: address already in use"),
+    (["--host", "192.0.2.1"], "cannot listen on 192.0.2.1:0: not an address of this machine"),
+    (
+        ["--metrics", "127.0.0.1:{busy}"],
+        "cannot listen on 127.0.0.1:{busy} (--metrics): address already in use",
+    ),
+    (["--root", "{tmp}/file"], "--root {tmp}/file: not a folder"),
+    (["--root", "{tmp}/file/below"], "--root {tmp}/file/below: a part of its path is a file, not a folder"),
+    (["--config", "{tmp}/none.toml"], "--config {tmp}/none.toml: no such file or directory"),
+    (["--users-file", "{tmp}/none.toml"], "--users-file {tmp}/none.toml: no such file or directory"),
+    (["--users-file", "{tmp}/file"], "--users-file {tmp}/file: Expected '=' after a key"),
+    (["--tls-cert", "{key}", "--tls-key", "{key}"], "--tls-cert {key}: not a certificate in PEM form ("),
+    (["--tls-cert", "{cert}", "--tls-key", "{cert}"], "--tls-key {cert}: not a private key in PEM form ("),
+    (["--tls-cert", "{tmp}/none.pem", "--tls-key", "{key}"], "--tls-cert {tmp}/none.pem: no such file"),
+    (
+        ["--tls-cert", "{cert}", "--tls-key", "{other_key}"],
+        "--tls-cert {cert}, --tls-key {other_key}: the key is not the certificate's",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    START_FAILURES,
+    ids=[
+        "port-in-use", "not-our-address", "metrics-port-in-use", "root-is-a-file", "root-under-a-file",
+        "no-config-file", "no-users-file", "users-file-not-toml", "cert-is-a-key", "key-is-a-cert",
+        "no-cert-file", "key-of-another-cert",
+    ],
+)  # fmt: skip
+async def test_serve_that_cannot_start_exits_1_with_one_line(
+    tmp_path: Path, busy_port: int, pem_files: dict[str, Path], flags: list[str], expected: str
+) -> None:
+    (tmp_path / "file").write_text("a file, not a folder\n")
+    fill = {"tmp": str(tmp_path), "busy": str(busy_port), **{k: str(v) for k, v in pem_files.items()}}
+    argv = ["--root", str(tmp_path / "root"), "--port", "0", *[f.format(**fill) for f in flags]]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, err = await serve_process(*argv)
+    *logged, last = err.strip().splitlines()
+    assert code == 1
+    assert last.startswith("trioftp: " + expected.format(**fill)), err
+    assert all(" INFO trioftp." in line for line in logged), err  # e.g. serving, before --metrics fails
 
 
 async def serve_process(*argv: str) -> tuple[int, str]:
@@ -22,6 +96,14 @@ async def serve_process(*argv: str) -> tuple[int, str]:
         check=False,
     )
     return result.returncode, result.stderr.decode()
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs Linux's /proc")
+async def test_serve_with_a_root_that_cannot_be_created_exits_1() -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, err = await serve_process("--root", "/proc/nope", "--port", "0")
+    assert code == 1
+    assert one_line(err) == "trioftp: --root /proc/nope: cannot create it: no such file or directory"
 
 
 # ------------------------------------------------------------------ settings

@@ -12,14 +12,17 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
 import logging
 import os
+import re
 import shutil
 import signal
 import ssl
 import sys
 import time
+import tomllib
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -149,19 +152,34 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start."""
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
-    file_settings = load_toml(args.config) if args.config else {}
+    file_settings: dict[str, Any] = {}
+    if args.config:
+        try:
+            file_settings = load_toml(args.config.expanduser())
+        except OSError as exc:
+            return _fail(f"--config {args.config}: {_reason(exc)}")
     config = build_config(file_settings, flags)
     setup_logging(config.log_level, config.log_format)
+    try:
+        server = Server(config)
+    except (OSError, ValueError) as exc:
+        return _fail(_setup_problem(exc, config))
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
-    trio.run(run_server, config)
+    try:
+        trio.run(run_server, server)
+    except BaseException as exc:
+        problem = _listen_problem(sole_exception(exc), server)
+        if problem is None:
+            raise
+        return _fail(problem)
     return 0
 
 
-async def run_server(config: ServerConfig) -> None:
+async def run_server(server: Server) -> None:
     """Serve until SIGINT or SIGTERM, then drain and stop."""
-    server = Server(config)
     async with trio.open_nursery() as nursery:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             await nursery.start(server.serve)
@@ -169,6 +187,93 @@ async def run_server(config: ServerConfig) -> None:
                 log.info("received %s: stopping", signal.Signals(signum).name)
                 server.shutdown()
                 break
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The one exception inside `exc` if it is a group of one (trio's nurseries nest them), else `exc`."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(message: str) -> int:
+    print(f"trioftp: {message}", file=sys.stderr)
+    return 1
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError's reason in words, lower case to follow a colon."""
+    text = "not an address of this machine" if exc.errno == errno.EADDRNOTAVAIL else None
+    text = text or exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _setup_problem(exc: OSError | ValueError, config: ServerConfig) -> str:
+    """One line for a file or folder setting the server could not use."""
+    if isinstance(exc, OSError) and exc.filename is None and (config.tls_cert or config.tls_key):
+        return _tls_problem(exc, config)  # ssl's errors (SSLError is an OSError) name no file
+    if isinstance(exc, OSError):
+        return _path_problem(exc, config)
+    if isinstance(exc, tomllib.TOMLDecodeError | UnicodeDecodeError):  # the users file is the only TOML here
+        return f"--users-file {config.users_file}: {exc}"
+    return str(exc)
+
+
+def _path_problem(exc: OSError, config: ServerConfig) -> str:
+    if exc.filename is None:
+        return _reason(exc)
+    failed = os.path.abspath(exc.filename)
+    for flag, value in (("--users-file", config.users_file), ("--tls-cert", config.tls_cert),
+                        ("--tls-key", config.tls_key)):  # fmt: skip
+        if value and failed == os.path.abspath(value):
+            return f"{flag} {value}: {_reason(exc)}"
+    root = os.path.abspath(config.root)
+    if failed == root or failed.startswith(root + os.sep) or root.startswith(failed + os.sep):
+        if isinstance(exc, FileExistsError):  # from mkdir: there, but not as a folder
+            reason = "not a folder"
+        elif isinstance(exc, NotADirectoryError):
+            reason = "a part of its path is a file, not a folder"
+        else:
+            reason = f"cannot create it: {_reason(exc)}" if failed == root else _reason(exc)
+        return f"--root {config.root}: {reason}" + ("" if failed == root else f" ({exc.filename})")
+    return f"{exc.filename}: {_reason(exc)}"
+
+
+def _tls_problem(exc: OSError, config: ServerConfig) -> str:
+    why = re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc.args[-1]) if exc.args else str(exc))
+    for flag, path, marker, what in (
+        ("--tls-cert", config.tls_cert, b"CERTIFICATE-----", "a certificate"),
+        ("--tls-key", config.tls_key, b"PRIVATE KEY-----", "a private key"),
+    ):
+        try:
+            text = Path(path).read_bytes()
+        except OSError as unreadable:
+            return f"{flag} {path}: {_reason(unreadable)}"
+        if marker not in text:
+            return f"{flag} {path}: not {what} in PEM form ({why})"
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        why = "the key is not the certificate's"
+    return f"--tls-cert {config.tls_cert}, --tls-key {config.tls_key}: {why}"
+
+
+def _listen_problem(exc: BaseException, server: Server) -> str | None:
+    """One line for a server that could not start listening; None for any other failure."""
+    config = server.config
+    if not isinstance(exc, OSError):
+        return None
+    if not server.ports:
+        address = _host_port(config.host, config.port)
+    elif config.metrics and not server.metrics_port:
+        address = f"{config.metrics} (--metrics)"
+    else:
+        return None  # it was serving: not a start-up problem, so the traceback is worth seeing
+    if exc.filename is not None:  # the start-up sweep of the root's partial uploads
+        return _path_problem(exc, config)
+    return f"cannot listen on {address}: {_reason(exc)}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # ------------------------------------------------------------------ client
