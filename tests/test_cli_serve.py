@@ -1,11 +1,13 @@
-"""`trioftp serve` as users meet it: one line when it cannot start, and settings errors that
-name the setting and the file."""
+"""`trioftp serve` as users meet it: one line when it cannot start, settings errors that
+name the setting and the file, and a second Ctrl-C that stops at once without a traceback."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +16,12 @@ import trio
 import trustme
 
 from tests.conftest import NETWORK_TIMEOUT
-from tests.test_cli import one_line
+from tests.test_cli import one_line, read_rest, start_serve
+from tests.v2_helpers import MiB, connect, write_random
+from trioftp import cli
+from trioftp.cli import main
 from trioftp.config import build_config, load_toml
+from trioftp.errors import TrioftpError
 
 
 @pytest.fixture
@@ -104,6 +110,52 @@ async def test_serve_with_a_root_that_cannot_be_created_exits_1() -> None:
         code, err = await serve_process("--root", "/proc/nope", "--port", "0")
     assert code == 1
     assert one_line(err) == "trioftp: --root /proc/nope: cannot create it: no such file or directory"
+
+
+def test_ctrl_c_wrapped_in_exception_groups_exits_130_quietly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def interrupted(args: object) -> int:  # as trio.run raises it out of nested nurseries
+        raise BaseExceptionGroup("outer", [BaseExceptionGroup("inner", [KeyboardInterrupt()])])
+
+    monkeypatch.setattr(cli, "_serve", interrupted)
+    assert main(["serve"]) == 130
+    assert capsys.readouterr().err == ""
+
+
+async def test_a_second_signal_stops_the_drain_at_once_without_a_traceback(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    write_random(root / "big.bin", 64 * MiB)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        process, port, log = await start_serve(root, "--drain-timeout", "60")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(read_rest, process, log)
+                async with connect(port) as conn:
+                    signalled: list[float] = []
+
+                    def interrupt_twice(done: int, total: int) -> None:
+                        if signalled:
+                            return
+                        signalled.append(time.monotonic())
+                        process.send_signal(signal.SIGINT)
+                        # Blocks this client, so the server's GET is still in flight at the second.
+                        time.sleep(0.3)
+                        process.send_signal(signal.SIGINT)
+
+                    with pytest.raises(TrioftpError):
+                        await conn.download("big.bin", tmp_path / "big.bin", progress=interrupt_twice)
+                    with trio.fail_after(5):  # not the 60 s drain_timeout
+                        code = await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    text = "".join(log)
+    assert code == 130, text  # 128 + SIGINT, as a shell reports a process Ctrl-C ended
+    assert "Traceback" not in text and "KeyboardInterrupt" not in text
+    assert "received SIGINT: stopping" in text and "received SIGINT again" in text
+    assert text.strip().splitlines()[-1] == "trioftp: stopped before transfers finished"
 
 
 # ------------------------------------------------------------------ settings

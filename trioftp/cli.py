@@ -23,7 +23,7 @@ import ssl
 import sys
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -152,7 +152,7 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start."""
+    """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start, see run_server."""
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
     file_settings: dict[str, Any] = {}
     if args.config:
@@ -169,24 +169,51 @@ def _serve(args: argparse.Namespace) -> int:
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
     try:
-        trio.run(run_server, server)
+        code = trio.run(run_server, server)
     except BaseException as exc:
         problem = _listen_problem(sole_exception(exc), server)
         if problem is None:
             raise
         return _fail(problem)
-    return 0
+    if code:
+        print("trioftp: stopped before transfers finished", file=sys.stderr)
+    return code
 
 
-async def run_server(server: Server) -> None:
-    """Serve until SIGINT or SIGTERM, then drain and stop."""
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await nursery.start(server.serve)
-            async for signum in signals:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                server.shutdown()
-                break
+async def run_server(server: Server) -> int:
+    """Serve until SIGINT or SIGTERM, then drain and stop; a second signal stops at once.
+
+    Returns:
+        0 once drained; if a second signal cut the drain short, 128 + its number, the
+        status a shell reports for a process that signal ended (130 for Ctrl-C).
+    """
+    stopped_by: list[int] = []
+    # Open for the whole run: were it closed after the first signal, a second Ctrl-C
+    # would raise KeyboardInterrupt in whatever task runs, out of nested nurseries.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, server, signals, nursery.cancel_scope, stopped_by)
+            await server.serve()
+            nursery.cancel_scope.cancel()  # drained: stop waiting for signals
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
+async def _stop_on_signals(
+    server: Server, signals: AsyncIterator[int], scope: trio.CancelScope, stopped_by: list[int]
+) -> None:
+    """The first signal starts the drain; the second cancels it (the server's tasks end cleanly)."""
+    draining = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not draining:
+            log.info("received %s: stopping", name)
+            server.shutdown()
+            draining = True
+            continue
+        log.warning("received %s again: stopping now, transfers in flight are cut", name)
+        stopped_by.append(signum)
+        scope.cancel()
+        return
 
 
 def sole_exception(exc: BaseException) -> BaseException:
@@ -516,12 +543,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
-    except ValueError as exc:  # bad settings
+    except ValueError as exc:  # a malformed argument or setting
         print(f"trioftp: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        if _interrupted(exc):
+            return 130
+        raise
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C alone; from inside trio.run it may come wrapped in (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(KeyboardInterrupt)[1] is None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":
