@@ -3,12 +3,13 @@ name the setting and the file, and a second Ctrl-C that stops at once without a 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from tests.test_cli import one_line, read_rest, start_serve
 from tests.v2_helpers import MiB, connect, write_random
 from trioftp import cli
 from trioftp.cli import main
-from trioftp.config import build_config, load_toml
+from trioftp.config import ServerConfig, build_config, load_toml
 from trioftp.errors import TrioftpError
 
 
@@ -247,3 +248,29 @@ def test_tilde_is_home_in_path_settings_from_files_and_flags(
             f"{tmp_path}/k.pem",
         )
     assert build_config({}, {"metrics": "~x:1"}).metrics == "~x:1"  # not a path: as written
+
+
+# -------------------------------------------------------------- clear text
+
+
+@pytest.mark.parametrize(
+    ("settings", "warned"),
+    [
+        ({"host": "0.0.0.0"}, True),
+        ({"host": "files.example.org"}, True),
+        ({"host": ""}, True),
+        ({"host": "127.0.0.1"}, False),
+        ({"host": "::1"}, False),
+        ({"host": "localhost"}, False),
+        ({"host": "0.0.0.0", "users_file": ""}, False),
+        ({"host": "0.0.0.0", "tls_cert": "c.pem", "tls_key": "k.pem"}, False),
+    ],
+)
+def test_logins_without_tls_beyond_loopback_are_warned_of(
+    caplog: pytest.LogCaptureFixture, settings: dict[str, str], warned: bool
+) -> None:
+    config = ServerConfig(**{"users_file": "users.toml", **settings})
+    warn: Callable[[ServerConfig], None] = cli._warn_if_passwords_in_clear
+    with caplog.at_level(logging.WARNING, logger="trioftp"):
+        warn(config)
+    assert any("passwords cross the network in clear text" in r.message for r in caplog.records) == warned

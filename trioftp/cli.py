@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
+import ipaddress
 import logging
 import os
 import re
@@ -166,6 +167,7 @@ def _serve(args: argparse.Namespace) -> int:
         server = Server(config)
     except (OSError, ValueError) as exc:
         return _fail(_setup_problem(exc, config))
+    _warn_if_passwords_in_clear(config)
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
     try:
@@ -301,6 +303,24 @@ def _listen_problem(exc: BaseException, server: Server) -> str | None:
 
 def _host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _warn_if_passwords_in_clear(config: ServerConfig) -> None:
+    """Logins without TLS send passwords as they are: worth a warning when others can listen."""
+    if config.users_file and not config.tls_cert and not _is_loopback(config.host):
+        log.warning(
+            "users log in without TLS on %s: their passwords cross the network in clear text "
+            "(serve with --tls-cert and --tls-key)", config.host
+        )  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every address): may be reachable from elsewhere
+        return False
 
 
 # ------------------------------------------------------------------ client
