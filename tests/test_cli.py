@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 import socket
@@ -252,3 +253,33 @@ def test_unknown_settings_in_a_config_file_exit_2(tmp_path: Path, capsys: pytest
     config.write_text("[server]\nmax_stream = 3\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "unknown settings max_stream" in one_line(capsys.readouterr().err)
+
+
+async def test_user_without_a_password_or_a_terminal_exits_1_with_one_line(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TRIOFTP_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # as with `< /dev/null`: not a terminal
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
+    assert one_line(capsys.readouterr().err) == (
+        "trioftp: ls: no password: set TRIOFTP_PASSWORD or run from a terminal"
+    )
+
+
+async def test_end_of_input_at_the_password_prompt_exits_1(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.delenv("TRIOFTP_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", Terminal(""))
+    monkeypatch.setattr("getpass.getpass", ctrl_d)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
+    assert one_line(capsys.readouterr().err) == "trioftp: ls: no password given"

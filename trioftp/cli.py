@@ -46,6 +46,10 @@ from trioftp.syscalls import return_freed_buffers
 log = logging.getLogger("trioftp")
 
 
+class CommandFailed(Exception):
+    """A client command cannot go on; its message is the one line the user sees (exit status 1)."""
+
+
 def split_address(address: str, port: int | None) -> tuple[str, int]:
     """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins."""
     host, chosen = address, None
@@ -389,37 +393,55 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+    """Exit status: 1 for a failed command; ValueError (a malformed argument) goes to main: 2."""
     if args.command == "sync":
         _split_sync(args)
     args.host, args.port = split_address(args.host, args.port)
     try:
+        args.password = _password(args)
         trio.run(run, args)
-    except TrioftpError as exc:
-        print(f"trioftp: {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except BadName as exc:  # refused before anything is sent
-        print(f"trioftp: {args.command}: bad name: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(
-            f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
+    except BaseException as exc:
+        problem = _client_problem(sole_exception(exc))
+        if problem is None:
+            raise
+        print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
 
 
+def _client_problem(exc: BaseException) -> str | None:
+    """The one line for a failed client command; None for anything unexpected (a bug)."""
+    if isinstance(exc, TrioftpError | CommandFailed):
+        return str(exc)
+    if isinstance(exc, BadName):  # refused before anything is sent
+        return f"bad name: {exc}"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return None
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """--user's password: $TRIOFTP_PASSWORD, else asked on the terminal; None without --user."""
+    if not args.user:
+        return None
+    password = os.environ.get("TRIOFTP_PASSWORD")
+    if password is not None:
+        return password
+    # Without a terminal getpass warns, then reads stdin: a script's input, or EOF.
+    if not sys.stdin.isatty():
+        raise CommandFailed("no password: set TRIOFTP_PASSWORD or run from a terminal")
+    try:
+        return getpass.getpass(f"password for {args.user}@{args.host}: ")
+    except EOFError:
+        raise CommandFailed("no password given") from None
+
+
 def _connect(args: argparse.Namespace) -> Any:
-    """open_connection() with the command's --user, --tls and --ca."""
-    password = None
-    if args.user:
-        password = os.environ.get("TRIOFTP_PASSWORD")
-        if password is None:
-            password = getpass.getpass(f"password for {args.user}@{args.host}: ")
+    """open_connection() with the command's --user (and its password), --tls and --ca."""
     tls: bool | ssl.SSLContext = bool(args.tls)
     if args.ca:
         tls = ssl.create_default_context(cafile=str(args.ca))
-    return open_connection(args.host, args.port, user=args.user, password=password, tls=tls)
+    return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
 
 
 async def _get(args: argparse.Namespace) -> None:
