@@ -138,6 +138,9 @@ def test_split_address() -> None:
     assert split_address("example.org:9000", 7000) == ("example.org", 7000)
     assert split_address("[::1]:9000", None) == ("::1", 9000)
     assert split_address("::1", None) == ("::1", DEFAULT_PORT)
+    for bad in ("example.org:abc", "example.org:0", "example.org:70000", "[::1]:x"):
+        with pytest.raises(ValueError, match="is not a number from 1 to 65535"):
+            split_address(bad, None)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -253,6 +256,20 @@ def test_unknown_settings_in_a_config_file_exit_2(tmp_path: Path, capsys: pytest
     config.write_text("[server]\nmax_stream = 3\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "unknown settings max_stream" in one_line(capsys.readouterr().err)
+
+
+# ----------------------------------------------------- arguments as users write them
+
+
+def test_a_port_that_is_not_a_number_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["get", "127.0.0.1:abc", "x"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        "trioftp: 127.0.0.1:abc: the port 'abc' is not a number from 1 to 65535"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["ls", "127.0.0.1", "--port", "70000"])
+    assert exited.value.code == 2
+    assert "the port '70000' is not a number from 1 to 65535" in capsys.readouterr().err
 
 
 async def test_user_without_a_password_or_a_terminal_exits_1_with_one_line(

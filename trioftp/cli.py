@@ -50,16 +50,33 @@ class CommandFailed(Exception):
     """A client command cannot go on; its message is the one line the user sees (exit status 1)."""
 
 
+def parse_port(text: str, where: str = "") -> int:
+    """A port number from 1 to 65535, else ValueError naming `where` (the argument it came from)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{where}{': ' if where else ''}the port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _port_flag(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def split_address(address: str, port: int | None) -> tuple[str, int]:
-    """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins."""
-    host, chosen = address, None
+    """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins.
+
+    Raises:
+        ValueError: the PORT part is not a port number.
+    """
+    host, text = address, ""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
-        if rest.startswith(":"):
-            chosen = int(rest[1:])
+        text = rest.removeprefix(":")
     elif address.count(":") == 1:
         host, _, text = address.partition(":")
-        chosen = int(text)
+    chosen = parse_port(text, address) if text else None
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
 
 
@@ -336,7 +353,9 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     ) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("host", metavar="HOST[:PORT]")
-        parser.add_argument("--port", type=int, default=None, help=f"server port (default {DEFAULT_PORT})")
+        parser.add_argument(
+            "--port", type=_port_flag, default=None, help=f"server port (default {DEFAULT_PORT})"
+        )
         parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
         parser.add_argument("--tls", action="store_true", help="connect over TLS")
         parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
@@ -379,7 +398,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("target")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
-    p.add_argument("--port", type=int, default=None)
+    p.add_argument("--port", type=_port_flag, default=None)
     p.add_argument("--user")
     p.add_argument("--tls", action="store_true")
     p.add_argument("--ca", type=Path)
