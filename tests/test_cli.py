@@ -300,3 +300,18 @@ async def test_end_of_input_at_the_password_prompt_exits_1(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
     assert one_line(capsys.readouterr().err) == "trioftp: ls: no password given"
+
+
+def test_sync_help_explains_the_connection_options(capsys: pytest.CaptureFixture[str]) -> None:
+    def help_of(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    for option in (
+        f"--port PORT server port (default {DEFAULT_PORT})",
+        "--user USER log in as USER (password from $TRIOFTP_PASSWORD, else asked)",
+        "--tls connect over TLS",
+        "--ca CA trust this CA file for TLS (implies --tls)",
+    ):
+        assert option in help_of("sync") and option in help_of("get"), option

@@ -347,18 +347,21 @@ def _is_loopback(host: str) -> bool:
 # ------------------------------------------------------------------ client
 
 
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """--port, --user, --tls and --ca, for every command that talks to a server."""
+    parser.add_argument("--port", type=_port_flag, default=None, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
+
+
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
         name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]
     ) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("host", metavar="HOST[:PORT]")
-        parser.add_argument(
-            "--port", type=_port_flag, default=None, help=f"server port (default {DEFAULT_PORT})"
-        )
-        parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
-        parser.add_argument("--tls", action="store_true", help="connect over TLS")
-        parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
+        _add_connection_options(parser)
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
 
@@ -398,10 +401,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("target")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
-    p.add_argument("--port", type=_port_flag, default=None)
-    p.add_argument("--user")
-    p.add_argument("--tls", action="store_true")
-    p.add_argument("--ca", type=Path)
+    _add_connection_options(p)
     p.set_defaults(run=lambda args: _run_client(_sync, args))
 
     p = sub.add_parser("passwd", help="print a password hash for a users file",
