@@ -17,7 +17,7 @@ import trio
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import MiB, connect, file_digest, names, write_random
 from trioftp import __version__
-from trioftp.cli import main, split_address
+from trioftp.cli import main, parse_remote, split_address
 from trioftp.config import DEFAULT_PORT, ServerConfig
 from trioftp.server import Server
 
@@ -300,6 +300,35 @@ async def test_end_of_input_at_the_password_prompt_exits_1(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
     assert one_line(capsys.readouterr().err) == "trioftp: ls: no password given"
+
+
+def test_parse_remote() -> None:
+    assert parse_remote("h:www") == ("h", None, "www")
+    assert parse_remote("h:9000:www") == ("h", 9000, "www")
+    assert parse_remote("h:9000:") == ("h", 9000, "")  # the served root
+    assert parse_remote("h:9000:a:b") == ("h", 9000, "a:b")
+    assert parse_remote("[::1]:9000:www") == ("::1", 9000, "www")
+    assert parse_remote("[::1]:www") == ("::1", None, "www")
+    for bad, message in [
+        ("h", "HOST[:PORT]:FOLDER"),
+        (":www", "HOST[:PORT]:FOLDER"),
+        ("[::1]", "HOST[:PORT]:FOLDER"),
+        ("h:abc:www", "the port 'abc' is not a number"),
+        ("h:2026", "is 2026 a port or a folder?"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_remote(bad)
+
+
+async def test_sync_to_host_and_digits_alone_is_refused_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Once read as the folder "18801" on the default port: a dry run, or a --delete, elsewhere.
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(tmp_path), "127.0.0.1:18801", "-n") == 2
+    error = one_line(capsys.readouterr().err)
+    assert "127.0.0.1:18801:FOLDER" in error and "127.0.0.1:18801: for the whole served root" in error
+    assert f"127.0.0.1:{DEFAULT_PORT}:18801 for a folder named 18801" in error
 
 
 def test_sync_help_explains_the_connection_options(capsys: pytest.CaptureFixture[str]) -> None:

@@ -395,7 +395,8 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="make a remote folder match a local one, or the other way",
         description="trioftp sync LOCAL_DIR HOST[:PORT]:REMOTE_DIR  (upload), or "
         "trioftp sync HOST[:PORT]:REMOTE_DIR LOCAL_DIR  (download). Only files that differ "
-        "(by size, then digest) are sent; a cut run resumes.",
+        "(by size, then digest) are sent; a cut run resumes. HOST:PORT: is the served root; "
+        "HOST:DIGITS alone is refused (a port, or a folder named DIGITS?).",
     )
     p.add_argument("source")
     p.add_argument("target")
@@ -544,16 +545,41 @@ def _split_sync(args: argparse.Namespace) -> None:
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
-    parts = remote.split(":")
-    if len(parts) == 3:
-        args.host, port, args.remote = parts[0], int(parts[1]), parts[2]
-        args.port = args.port if args.port is not None else port
-    elif len(parts) == 2:
-        args.host, args.remote = parts
-    else:
-        raise ValueError(f"the remote side must be HOST[:PORT]:FOLDER, got {remote!r}")
+    args.host, port, folder = parse_remote(remote)
+    args.port = args.port if args.port is not None else port
     args.local = Path(local)
-    args.remote = args.remote.strip("/")
+    args.remote = folder.strip("/")
+
+
+def parse_remote(spec: str) -> tuple[str, int | None, str]:
+    """sync's HOST:FOLDER or HOST:PORT:FOLDER ([IPv6] in brackets) as (host, port or None, folder).
+
+    HOST:DIGITS is refused: it would be the folder DIGITS on the default port, while it is
+    more likely HOST:PORT with the folder forgotten, and sync may delete on the wrong server.
+
+    Raises:
+        ValueError: not of that form, or ambiguous; the message says what to write.
+    """
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        well_formed = bool(bracket) and rest.startswith(":")
+        rest = rest[1:]
+    else:
+        host, colon, rest = spec.partition(":")
+        well_formed = bool(colon)
+    if not well_formed or not host:
+        raise ValueError(f"the remote side must be HOST[:PORT]:FOLDER, got {spec!r}")
+    first, colon, folder = rest.partition(":")
+    if colon:
+        return host, parse_port(first, spec), folder
+    if rest.isascii() and rest.isdigit():
+        written = spec[: -len(rest) - 1]
+        raise ValueError(
+            f"{spec!r}: is {rest} a port or a folder? Write {written}:{rest}:FOLDER "
+            f"({written}:{rest}: for the whole served root), or {written}:{DEFAULT_PORT}:{rest} "
+            f"for a folder named {rest}"
+        )
+    return host, None, rest
 
 
 async def _sync(args: argparse.Namespace) -> None:
