@@ -344,3 +344,101 @@ def test_sync_help_explains_the_connection_options(capsys: pytest.CaptureFixture
         "--ca CA trust this CA file for TLS (implies --tls)",
     ):
         assert option in help_of("sync") and option in help_of("get"), option
+
+
+async def test_get_of_a_folder_says_to_use_get_r(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        for name in ("reports/", "reports", "/"):
+            assert await run_cli("get", address, name, "-o", str(tmp_path / "out")) == 1
+            assert one_line(capsys.readouterr().err) == (
+                f"trioftp: get: {name!r} is a folder: get -r downloads a folder"
+            )
+    assert not (tmp_path / "out").exists()
+
+
+async def test_get_into_an_existing_local_folder_writes_inside_it(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "deep").mkdir()
+    (server_root / "deep" / "empty.bin").write_bytes(b"")
+    (server_root / "deep" / "full.bin").write_bytes(b"full")
+    (tmp_path / "dl").mkdir()
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", address, "deep/empty.bin", str(tmp_path / "dl")) == 0
+        assert await run_cli("get", address, "deep/full.bin", "-o", str(tmp_path / "dl")) == 0
+    assert (tmp_path / "dl" / "empty.bin").read_bytes() == b""
+    assert (tmp_path / "dl" / "full.bin").read_bytes() == b"full"
+
+
+async def test_ls_takes_the_root_and_folders_as_written_in_a_shell(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    (server_root / "top.txt").write_bytes(b"t")
+    address = f"127.0.0.1:{server.port}"
+
+    async def listed(*folder: str) -> list[str]:
+        assert await run_cli("ls", address, *folder) == 0, capsys.readouterr().err
+        return [line.split()[-1] for line in capsys.readouterr().out.splitlines()]
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await listed() == ["reports/", "top.txt"]
+        for root in ("/", ".", "", "./"):
+            assert await listed(root) == ["reports/", "top.txt"], root
+        for folder in ("reports/", "/reports", "./reports", "reports"):
+            assert await listed(folder) == ["a.txt"], folder
+        assert await run_cli("ls", address, "../reports") == 1  # ".." is still the server's to refuse
+    assert "bad name" in one_line(capsys.readouterr().err)
+
+
+async def test_get_r_and_put_r_take_folders_with_slashes(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", "-r", address, "/reports/", str(tmp_path / "copy")) == 0
+        assert (tmp_path / "copy" / "a.txt").read_bytes() == b"a"
+        assert await run_cli("put", "-r", address, str(tmp_path / "copy"), "./backup/") == 0
+    assert (server_root / "backup" / "a.txt").read_bytes() == b"a"
+
+
+async def test_put_to_a_folder_puts_the_file_inside_it(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "www").mkdir()
+    (server_root / "www" / "sub").mkdir()
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"pdf")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", address, str(source), "www/") == 0
+        assert (server_root / "www" / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "www/sub") == 0  # a folder, found by STAT
+        assert (server_root / "www" / "sub" / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "/") == 0
+        assert (server_root / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "new.pdf") == 0  # not there: a file name
+        assert (server_root / "new.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "www/new/") == 0  # a folder to be
+        assert (server_root / "www" / "new" / "report.pdf").read_bytes() == b"pdf"
+
+
+async def test_put_under_a_file_still_fails_with_one_line(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "plain.txt").write_bytes(b"x")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"pdf")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", f"127.0.0.1:{server.port}", str(source), "plain.txt/inner") == 1
+    assert one_line(capsys.readouterr().err).startswith("trioftp: put: WRONG_KIND: ")
+    assert (server_root / "plain.txt").read_bytes() == b"x"

@@ -36,8 +36,9 @@ from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
-from trioftp.errors import TrioftpError
+from trioftp.errors import RemoteError, TrioftpError
 from trioftp.logs import setup_logging
+from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
@@ -78,6 +79,15 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
         host, _, text = address.partition(":")
     chosen = parse_port(text, address) if text else None
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
+
+
+def folder_name(text: str) -> str:
+    """A remote folder argument as a wire name: "/", "." and "" are the served root.
+
+    Slashes at either end (or doubled) and "." segments are shell habits ("reports/",
+    "./www"); the protocol refuses them in names, so they are dropped here, for folders only.
+    """
+    return "/".join(part for part in text.split("/") if part not in ("", "."))
 
 
 class ProgressLine:
@@ -368,17 +378,18 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file (or a folder with -r)", _get)
     p.add_argument("name")
-    p.add_argument("local", nargs="?", type=Path, help="where to write it (default: the name's last part)")
+    p.add_argument("local", nargs="?", type=Path,
+                   help="where to write it (default: the name's last part; into it if a folder)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path)
-    p.add_argument("name", nargs="?", help="remote name (default: the file's name)")
+    p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("ls", "list a remote folder", _ls)
-    p.add_argument("folder", nargs="?", default="")
+    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .)")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
@@ -464,38 +475,83 @@ def _connect(args: argparse.Namespace) -> Any:
     return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
 
 
+async def _is_folder(conn: Any, name: str) -> bool:
+    """Whether the remote `name` is a folder (a folder's STAT is cheap: it has no digest)."""
+    try:
+        info = await conn.stat(name)
+    except RemoteError:
+        return False
+    return bool(info.kind is Kind.DIR)
+
+
 async def _get(args: argparse.Namespace) -> None:
     if args.recursive:
-        local = args.local or args.output or Path(args.name.rstrip("/").rsplit("/", 1)[-1] or ".")
+        folder = folder_name(args.name)
+        local = args.local or args.output or Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, args.name.strip("/"), local, progress=TreeProgressLine())
+            await tree.download_tree(conn, folder, local, progress=TreeProgressLine())
         return
-    output = args.local or args.output or Path(args.name.rsplit("/", 1)[-1])
+    use_r = f"{args.name!r} is a folder: get -r downloads a folder"
+    if args.name.endswith("/") or not folder_name(args.name):
+        raise CommandFailed(use_r)
+    output = _local_file(args.local or args.output, args.name)
     if args.legacy:
         progress = ProgressLine(args.name)
         await legacy_client.download(args.host, args.name, output, port=args.port, progress=progress)
         return
     async with _connect(args) as conn:
-        await conn.download(args.name, output, progress=ProgressLine(args.name))
+        try:
+            await conn.download(args.name, output, progress=ProgressLine(args.name))
+        except RemoteError as exc:
+            if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, args.name):
+                raise CommandFailed(use_r) from None
+            raise
+
+
+def _local_file(given: Path | None, name: str) -> Path:
+    """Where get writes `name`: `given` (inside it if a folder, as cp does), else the name's last part."""
+    last = name.rsplit("/", 1)[-1]
+    if given is None:
+        return Path(last)
+    return given / last if given.is_dir() else given
 
 
 async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
-            remote = (args.name or args.path.name).strip("/")
+            remote = folder_name(args.name or args.path.name)
             await tree.upload_tree(conn, args.path, remote, progress=TreeProgressLine())
         return
-    name = args.name or args.path.name
+    name = _remote_file(args.name, args.path)
     if args.legacy:
         await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
         return
     async with _connect(args) as conn:
-        await conn.upload(args.path, name, progress=ProgressLine(name))
+        try:
+            await conn.upload(args.path, name, progress=ProgressLine(name))
+        except RemoteError as exc:
+            # NAME without a slash may still be an existing folder: then the file goes
+            # inside it, as with cp. The server says so before any byte is sent; STAT only
+            # then, since a STAT of an existing file would have the server hash all of it.
+            if name != args.name or exc.code is not ErrorCode.WRONG_KIND or not await _is_folder(conn, name):
+                raise
+            name = f"{name}/{args.path.name}"
+            await conn.upload(args.path, name, progress=ProgressLine(name))
+
+
+def _remote_file(name: str | None, path: Path) -> str:
+    """put's remote name: `name`, inside it if it ends in "/" (or is "/" or "."), else the file's own."""
+    if name is None:
+        return path.name
+    if name.endswith("/") or not folder_name(name):
+        folder = folder_name(name)
+        return f"{folder}/{path.name}" if folder else path.name
+    return name
 
 
 async def _ls(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        for entry in await conn.list(args.folder):
+        for entry in await conn.list(folder_name(args.folder)):
             suffix = "/" if entry.kind is Kind.DIR else ""
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
             print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
@@ -536,7 +592,7 @@ async def _mv(args: argparse.Namespace) -> None:
 
 async def _mkdir(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        await conn.mkdir(args.folder)
+        await conn.mkdir(folder_name(args.folder))
 
 
 def _split_sync(args: argparse.Namespace) -> None:
@@ -548,7 +604,7 @@ def _split_sync(args: argparse.Namespace) -> None:
     args.host, port, folder = parse_remote(remote)
     args.port = args.port if args.port is not None else port
     args.local = Path(local)
-    args.remote = folder.strip("/")
+    args.remote = folder_name(folder)
 
 
 def parse_remote(spec: str) -> tuple[str, int | None, str]:
