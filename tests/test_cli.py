@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import signal
 import socket
@@ -16,7 +17,7 @@ import trio
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import MiB, connect, file_digest, names, write_random
 from trioftp import __version__
-from trioftp.cli import main, split_address
+from trioftp.cli import main, parse_remote, split_address
 from trioftp.config import DEFAULT_PORT, ServerConfig
 from trioftp.server import Server
 
@@ -137,6 +138,9 @@ def test_split_address() -> None:
     assert split_address("example.org:9000", 7000) == ("example.org", 7000)
     assert split_address("[::1]:9000", None) == ("::1", 9000)
     assert split_address("::1", None) == ("::1", DEFAULT_PORT)
+    for bad in ("example.org:abc", "example.org:0", "example.org:70000", "[::1]:x"):
+        with pytest.raises(ValueError, match="is not a number from 1 to 65535"):
+            split_address(bad, None)
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -252,3 +256,191 @@ def test_unknown_settings_in_a_config_file_exit_2(tmp_path: Path, capsys: pytest
     config.write_text("[server]\nmax_stream = 3\n")
     assert main(["serve", "--config", str(config)]) == 2
     assert "unknown settings max_stream" in one_line(capsys.readouterr().err)
+
+
+# ----------------------------------------------------- arguments as users write them
+
+
+def test_a_port_that_is_not_a_number_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["get", "127.0.0.1:abc", "x"]) == 2
+    assert one_line(capsys.readouterr().err) == (
+        "trioftp: 127.0.0.1:abc: the port 'abc' is not a number from 1 to 65535"
+    )
+    with pytest.raises(SystemExit) as exited:
+        main(["ls", "127.0.0.1", "--port", "70000"])
+    assert exited.value.code == 2
+    assert "the port '70000' is not a number from 1 to 65535" in capsys.readouterr().err
+
+
+async def test_user_without_a_password_or_a_terminal_exits_1_with_one_line(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("TRIOFTP_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # as with `< /dev/null`: not a terminal
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
+    assert one_line(capsys.readouterr().err) == (
+        "trioftp: ls: no password: set TRIOFTP_PASSWORD or run from a terminal"
+    )
+
+
+async def test_end_of_input_at_the_password_prompt_exits_1(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    def ctrl_d(prompt: str) -> str:
+        raise EOFError
+
+    monkeypatch.delenv("TRIOFTP_PASSWORD", raising=False)
+    monkeypatch.setattr(sys, "stdin", Terminal(""))
+    monkeypatch.setattr("getpass.getpass", ctrl_d)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
+    assert one_line(capsys.readouterr().err) == "trioftp: ls: no password given"
+
+
+def test_parse_remote() -> None:
+    assert parse_remote("h:www") == ("h", None, "www")
+    assert parse_remote("h:9000:www") == ("h", 9000, "www")
+    assert parse_remote("h:9000:") == ("h", 9000, "")  # the served root
+    assert parse_remote("h:9000:a:b") == ("h", 9000, "a:b")
+    assert parse_remote("[::1]:9000:www") == ("::1", 9000, "www")
+    assert parse_remote("[::1]:www") == ("::1", None, "www")
+    for bad, message in [
+        ("h", "HOST[:PORT]:FOLDER"),
+        (":www", "HOST[:PORT]:FOLDER"),
+        ("[::1]", "HOST[:PORT]:FOLDER"),
+        ("h:abc:www", "the port 'abc' is not a number"),
+        ("h:2026", "is 2026 a port or a folder?"),
+    ]:
+        with pytest.raises(ValueError, match=re.escape(message)):
+            parse_remote(bad)
+
+
+async def test_sync_to_host_and_digits_alone_is_refused_before_connecting(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Once read as the folder "18801" on the default port: a dry run, or a --delete, elsewhere.
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(tmp_path), "127.0.0.1:18801", "-n") == 2
+    error = one_line(capsys.readouterr().err)
+    assert "127.0.0.1:18801:FOLDER" in error and "127.0.0.1:18801: for the whole served root" in error
+    assert f"127.0.0.1:{DEFAULT_PORT}:18801 for a folder named 18801" in error
+
+
+def test_sync_help_explains_the_connection_options(capsys: pytest.CaptureFixture[str]) -> None:
+    def help_of(command: str) -> str:
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        return " ".join(capsys.readouterr().out.split())
+
+    for option in (
+        f"--port PORT server port (default {DEFAULT_PORT})",
+        "--user USER log in as USER (password from $TRIOFTP_PASSWORD, else asked)",
+        "--tls connect over TLS",
+        "--ca CA trust this CA file for TLS (implies --tls)",
+    ):
+        assert option in help_of("sync") and option in help_of("get"), option
+
+
+async def test_get_of_a_folder_says_to_use_get_r(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        for name in ("reports/", "reports", "/"):
+            assert await run_cli("get", address, name, "-o", str(tmp_path / "out")) == 1
+            assert one_line(capsys.readouterr().err) == (
+                f"trioftp: get: {name!r} is a folder: get -r downloads a folder"
+            )
+    assert not (tmp_path / "out").exists()
+
+
+async def test_get_into_an_existing_local_folder_writes_inside_it(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "deep").mkdir()
+    (server_root / "deep" / "empty.bin").write_bytes(b"")
+    (server_root / "deep" / "full.bin").write_bytes(b"full")
+    (tmp_path / "dl").mkdir()
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", address, "deep/empty.bin", str(tmp_path / "dl")) == 0
+        assert await run_cli("get", address, "deep/full.bin", "-o", str(tmp_path / "dl")) == 0
+    assert (tmp_path / "dl" / "empty.bin").read_bytes() == b""
+    assert (tmp_path / "dl" / "full.bin").read_bytes() == b"full"
+
+
+async def test_ls_takes_the_root_and_folders_as_written_in_a_shell(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    (server_root / "top.txt").write_bytes(b"t")
+    address = f"127.0.0.1:{server.port}"
+
+    async def listed(*folder: str) -> list[str]:
+        assert await run_cli("ls", address, *folder) == 0, capsys.readouterr().err
+        return [line.split()[-1] for line in capsys.readouterr().out.splitlines()]
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await listed() == ["reports/", "top.txt"]
+        for root in ("/", ".", "", "./"):
+            assert await listed(root) == ["reports/", "top.txt"], root
+        for folder in ("reports/", "/reports", "./reports", "reports"):
+            assert await listed(folder) == ["a.txt"], folder
+        assert await run_cli("ls", address, "../reports") == 1  # ".." is still the server's to refuse
+        assert "bad name" in one_line(capsys.readouterr().err)
+        (server_root / "latest").symlink_to("reports")
+        assert await listed() == ["latest@", "reports/", "top.txt"]  # links marked as ls -F does
+
+
+async def test_get_r_and_put_r_take_folders_with_slashes(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "a.txt").write_bytes(b"a")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", "-r", address, "/reports/", str(tmp_path / "copy")) == 0
+        assert (tmp_path / "copy" / "a.txt").read_bytes() == b"a"
+        assert await run_cli("put", "-r", address, str(tmp_path / "copy"), "./backup/") == 0
+    assert (server_root / "backup" / "a.txt").read_bytes() == b"a"
+
+
+async def test_put_to_a_folder_puts_the_file_inside_it(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "www").mkdir()
+    (server_root / "www" / "sub").mkdir()
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"pdf")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", address, str(source), "www/") == 0
+        assert (server_root / "www" / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "www/sub") == 0  # a folder, found by STAT
+        assert (server_root / "www" / "sub" / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "/") == 0
+        assert (server_root / "report.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "new.pdf") == 0  # not there: a file name
+        assert (server_root / "new.pdf").read_bytes() == b"pdf"
+        assert await run_cli("put", address, str(source), "www/new/") == 0  # a folder to be
+        assert (server_root / "www" / "new" / "report.pdf").read_bytes() == b"pdf"
+
+
+async def test_put_under_a_file_still_fails_with_one_line(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "plain.txt").write_bytes(b"x")
+    source = tmp_path / "report.pdf"
+    source.write_bytes(b"pdf")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", f"127.0.0.1:{server.port}", str(source), "plain.txt/inner") == 1
+    assert one_line(capsys.readouterr().err).startswith("trioftp: put: WRONG_KIND: ")
+    assert (server_root / "plain.txt").read_bytes() == b"x"

@@ -12,15 +12,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import errno
 import getpass
+import ipaddress
 import logging
 import os
+import re
 import shutil
 import signal
 import ssl
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+import tomllib
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -32,8 +36,9 @@ from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
-from trioftp.errors import TrioftpError
+from trioftp.errors import RemoteError, TrioftpError
 from trioftp.logs import setup_logging
+from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
@@ -42,17 +47,47 @@ from trioftp.syscalls import return_freed_buffers
 log = logging.getLogger("trioftp")
 
 
+class CommandFailed(Exception):
+    """A client command cannot go on; its message is the one line the user sees (exit status 1)."""
+
+
+def parse_port(text: str, where: str = "") -> int:
+    """A port number from 1 to 65535, else ValueError naming `where` (the argument it came from)."""
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"{where}{': ' if where else ''}the port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _port_flag(text: str) -> int:
+    try:
+        return parse_port(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def split_address(address: str, port: int | None) -> tuple[str, int]:
-    """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins."""
-    host, chosen = address, None
+    """HOST, HOST:PORT or [IPv6]:PORT; an explicit --port wins.
+
+    Raises:
+        ValueError: the PORT part is not a port number.
+    """
+    host, text = address, ""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
-        if rest.startswith(":"):
-            chosen = int(rest[1:])
+        text = rest.removeprefix(":")
     elif address.count(":") == 1:
         host, _, text = address.partition(":")
-        chosen = int(text)
+    chosen = parse_port(text, address) if text else None
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
+
+
+def folder_name(text: str) -> str:
+    """A remote folder argument as a wire name: "/", "." and "" are the served root.
+
+    Slashes at either end (or doubled) and "." segments are shell habits ("reports/",
+    "./www"); the protocol refuses them in names, so they are dropped here, for folders only.
+    """
+    return "/".join(part for part in text.split("/") if part not in ("", "."))
 
 
 class ProgressLine:
@@ -149,29 +184,185 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start, see run_server."""
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
-    file_settings = load_toml(args.config) if args.config else {}
+    file_settings: dict[str, Any] = {}
+    if args.config:
+        try:
+            file_settings = load_toml(args.config.expanduser())
+        except OSError as exc:
+            return _fail(f"--config {args.config}: {_reason(exc)}")
     config = build_config(file_settings, flags)
     setup_logging(config.log_level, config.log_format)
+    try:
+        server = Server(config)
+    except (OSError, ValueError) as exc:
+        return _fail(_setup_problem(exc, config))
+    _warn_if_passwords_in_clear(config)
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
-    trio.run(run_server, config)
-    return 0
+    try:
+        code = trio.run(run_server, server)
+    except BaseException as exc:
+        problem = _listen_problem(sole_exception(exc), server)
+        if problem is None:
+            raise
+        return _fail(problem)
+    if code:
+        print("trioftp: stopped before transfers finished", file=sys.stderr)
+    return code
 
 
-async def run_server(config: ServerConfig) -> None:
-    """Serve until SIGINT or SIGTERM, then drain and stop."""
-    server = Server(config)
-    async with trio.open_nursery() as nursery:
-        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await nursery.start(server.serve)
-            async for signum in signals:
-                log.info("received %s: stopping", signal.Signals(signum).name)
-                server.shutdown()
-                break
+async def run_server(server: Server) -> int:
+    """Serve until SIGINT or SIGTERM, then drain and stop; a second signal stops at once.
+
+    Returns:
+        0 once drained; if a second signal cut the drain short, 128 + its number, the
+        status a shell reports for a process that signal ended (130 for Ctrl-C).
+    """
+    stopped_by: list[int] = []
+    # Open for the whole run: were it closed after the first signal, a second Ctrl-C
+    # would raise KeyboardInterrupt in whatever task runs, out of nested nurseries.
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_stop_on_signals, server, signals, nursery.cancel_scope, stopped_by)
+            await server.serve()
+            nursery.cancel_scope.cancel()  # drained: stop waiting for signals
+    return 128 + stopped_by[0] if stopped_by else 0
+
+
+async def _stop_on_signals(
+    server: Server, signals: AsyncIterator[int], scope: trio.CancelScope, stopped_by: list[int]
+) -> None:
+    """The first signal starts the drain; the second cancels it (the server's tasks end cleanly)."""
+    draining = False
+    async for signum in signals:
+        name = signal.Signals(signum).name
+        if not draining:
+            log.info("received %s: stopping", name)
+            server.shutdown()
+            draining = True
+            continue
+        log.warning("received %s again: stopping now, transfers in flight are cut", name)
+        stopped_by.append(signum)
+        scope.cancel()
+        return
+
+
+def sole_exception(exc: BaseException) -> BaseException:
+    """The one exception inside `exc` if it is a group of one (trio's nurseries nest them), else `exc`."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _fail(message: str) -> int:
+    print(f"trioftp: {message}", file=sys.stderr)
+    return 1
+
+
+def _reason(exc: OSError) -> str:
+    """An OSError's reason in words, lower case to follow a colon."""
+    text = "not an address of this machine" if exc.errno == errno.EADDRNOTAVAIL else None
+    text = text or exc.strerror or str(exc)
+    return text[:1].lower() + text[1:]
+
+
+def _setup_problem(exc: OSError | ValueError, config: ServerConfig) -> str:
+    """One line for a file or folder setting the server could not use."""
+    if isinstance(exc, OSError) and exc.filename is None and (config.tls_cert or config.tls_key):
+        return _tls_problem(exc, config)  # ssl's errors (SSLError is an OSError) name no file
+    if isinstance(exc, OSError):
+        return _path_problem(exc, config)
+    if isinstance(exc, tomllib.TOMLDecodeError | UnicodeDecodeError):  # the users file is the only TOML here
+        return f"--users-file {config.users_file}: {exc}"
+    return str(exc)
+
+
+def _path_problem(exc: OSError, config: ServerConfig) -> str:
+    if exc.filename is None:
+        return _reason(exc)
+    failed = os.path.abspath(exc.filename)
+    for flag, value in (("--users-file", config.users_file), ("--tls-cert", config.tls_cert),
+                        ("--tls-key", config.tls_key)):  # fmt: skip
+        if value and failed == os.path.abspath(value):
+            return f"{flag} {value}: {_reason(exc)}"
+    root = os.path.abspath(config.root)
+    if failed == root or failed.startswith(root + os.sep) or root.startswith(failed + os.sep):
+        if isinstance(exc, FileExistsError):  # from mkdir: there, but not as a folder
+            reason = "not a folder"
+        elif isinstance(exc, NotADirectoryError):
+            reason = "a part of its path is a file, not a folder"
+        else:
+            reason = f"cannot create it: {_reason(exc)}" if failed == root else _reason(exc)
+        return f"--root {config.root}: {reason}" + ("" if failed == root else f" ({exc.filename})")
+    return f"{exc.filename}: {_reason(exc)}"
+
+
+def _tls_problem(exc: OSError, config: ServerConfig) -> str:
+    why = re.sub(r" \(_ssl\.c:\d+\)$", "", str(exc.args[-1]) if exc.args else str(exc))
+    for flag, path, marker, what in (
+        ("--tls-cert", config.tls_cert, b"CERTIFICATE-----", "a certificate"),
+        ("--tls-key", config.tls_key, b"PRIVATE KEY-----", "a private key"),
+    ):
+        try:
+            text = Path(path).read_bytes()
+        except OSError as unreadable:
+            return f"{flag} {path}: {_reason(unreadable)}"
+        if marker not in text:
+            return f"{flag} {path}: not {what} in PEM form ({why})"
+    if getattr(exc, "reason", None) == "KEY_VALUES_MISMATCH":
+        why = "the key is not the certificate's"
+    return f"--tls-cert {config.tls_cert}, --tls-key {config.tls_key}: {why}"
+
+
+def _listen_problem(exc: BaseException, server: Server) -> str | None:
+    """One line for a server that could not start listening; None for any other failure."""
+    config = server.config
+    if not isinstance(exc, OSError):
+        return None
+    if not server.ports:
+        address = _host_port(config.host, config.port)
+    elif config.metrics and not server.metrics_port:
+        address = f"{config.metrics} (--metrics)"
+    else:
+        return None  # it was serving: not a start-up problem, so the traceback is worth seeing
+    if exc.filename is not None:  # the start-up sweep of the root's partial uploads
+        return _path_problem(exc, config)
+    return f"cannot listen on {address}: {_reason(exc)}"
+
+
+def _host_port(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _warn_if_passwords_in_clear(config: ServerConfig) -> None:
+    """Logins without TLS send passwords as they are: worth a warning when others can listen."""
+    if config.users_file and not config.tls_cert and not _is_loopback(config.host):
+        log.warning(
+            "users log in without TLS on %s: their passwords cross the network in clear text "
+            "(serve with --tls-cert and --tls-key)", config.host
+        )  # fmt: skip
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name, or "" (every address): may be reachable from elsewhere
+        return False
 
 
 # ------------------------------------------------------------------ client
+
+
+def _add_connection_options(parser: argparse.ArgumentParser) -> None:
+    """--port, --user, --tls and --ca, for every command that talks to a server."""
+    parser.add_argument("--port", type=_port_flag, default=None, help=f"server port (default {DEFAULT_PORT})")
+    parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
+    parser.add_argument("--tls", action="store_true", help="connect over TLS")
+    parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -180,27 +371,25 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     ) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text)
         parser.add_argument("host", metavar="HOST[:PORT]")
-        parser.add_argument("--port", type=int, default=None, help=f"server port (default {DEFAULT_PORT})")
-        parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
-        parser.add_argument("--tls", action="store_true", help="connect over TLS")
-        parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
+        _add_connection_options(parser)
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
 
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file (or a folder with -r)", _get)
     p.add_argument("name")
-    p.add_argument("local", nargs="?", type=Path, help="where to write it (default: the name's last part)")
+    p.add_argument("local", nargs="?", type=Path,
+                   help="where to write it (default: the name's last part; into it if a folder)")  # fmt: skip
     p.add_argument("-o", "--output", type=Path, help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path)
-    p.add_argument("name", nargs="?", help="remote name (default: the file's name)")
+    p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("ls", "list a remote folder", _ls)
-    p.add_argument("folder", nargs="?", default="")
+    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .)")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
@@ -218,16 +407,14 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         help="make a remote folder match a local one, or the other way",
         description="trioftp sync LOCAL_DIR HOST[:PORT]:REMOTE_DIR  (upload), or "
         "trioftp sync HOST[:PORT]:REMOTE_DIR LOCAL_DIR  (download). Only files that differ "
-        "(by size, then digest) are sent; a cut run resumes.",
+        "(by size, then digest) are sent; a cut run resumes. HOST:PORT: is the served root; "
+        "HOST:DIGITS alone is refused (a port, or a folder named DIGITS?).",
     )
     p.add_argument("source")
     p.add_argument("target")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
-    p.add_argument("--port", type=int, default=None)
-    p.add_argument("--user")
-    p.add_argument("--tls", action="store_true")
-    p.add_argument("--ca", type=Path)
+    _add_connection_options(p)
     p.set_defaults(run=lambda args: _run_client(_sync, args))
 
     p = sub.add_parser("passwd", help="print a password hash for a users file",
@@ -238,72 +425,135 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
 
 def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argparse.Namespace) -> int:
+    """Exit status: 1 for a failed command; ValueError (a malformed argument) goes to main: 2."""
     if args.command == "sync":
         _split_sync(args)
     args.host, args.port = split_address(args.host, args.port)
     try:
+        args.password = _password(args)
         trio.run(run, args)
-    except TrioftpError as exc:
-        print(f"trioftp: {args.command}: {exc}", file=sys.stderr)
-        return 1
-    except BadName as exc:  # refused before anything is sent
-        print(f"trioftp: {args.command}: bad name: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(
-            f"trioftp: {args.command}: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-            file=sys.stderr,
-        )
+    except BaseException as exc:
+        problem = _client_problem(sole_exception(exc))
+        if problem is None:
+            raise
+        print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
 
 
+def _client_problem(exc: BaseException) -> str | None:
+    """The one line for a failed client command; None for anything unexpected (a bug)."""
+    if isinstance(exc, TrioftpError | CommandFailed):
+        return str(exc)
+    if isinstance(exc, BadName):  # refused before anything is sent
+        return f"bad name: {exc}"
+    if isinstance(exc, OSError):
+        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+    return None
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    """--user's password: $TRIOFTP_PASSWORD, else asked on the terminal; None without --user."""
+    if not args.user:
+        return None
+    password = os.environ.get("TRIOFTP_PASSWORD")
+    if password is not None:
+        return password
+    # Without a terminal getpass warns, then reads stdin: a script's input, or EOF.
+    if not sys.stdin.isatty():
+        raise CommandFailed("no password: set TRIOFTP_PASSWORD or run from a terminal")
+    try:
+        return getpass.getpass(f"password for {args.user}@{args.host}: ")
+    except EOFError:
+        raise CommandFailed("no password given") from None
+
+
 def _connect(args: argparse.Namespace) -> Any:
-    """open_connection() with the command's --user, --tls and --ca."""
-    password = None
-    if args.user:
-        password = os.environ.get("TRIOFTP_PASSWORD")
-        if password is None:
-            password = getpass.getpass(f"password for {args.user}@{args.host}: ")
+    """open_connection() with the command's --user (and its password), --tls and --ca."""
     tls: bool | ssl.SSLContext = bool(args.tls)
     if args.ca:
         tls = ssl.create_default_context(cafile=str(args.ca))
-    return open_connection(args.host, args.port, user=args.user, password=password, tls=tls)
+    return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
+
+
+async def _is_folder(conn: Any, name: str) -> bool:
+    """Whether the remote `name` is a folder (a folder's STAT is cheap: it has no digest)."""
+    try:
+        info = await conn.stat(name)
+    except RemoteError:
+        return False
+    return bool(info.kind is Kind.DIR)
 
 
 async def _get(args: argparse.Namespace) -> None:
     if args.recursive:
-        local = args.local or args.output or Path(args.name.rstrip("/").rsplit("/", 1)[-1] or ".")
+        folder = folder_name(args.name)
+        local = args.local or args.output or Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, args.name.strip("/"), local, progress=TreeProgressLine())
+            await tree.download_tree(conn, folder, local, progress=TreeProgressLine())
         return
-    output = args.local or args.output or Path(args.name.rsplit("/", 1)[-1])
+    use_r = f"{args.name!r} is a folder: get -r downloads a folder"
+    if args.name.endswith("/") or not folder_name(args.name):
+        raise CommandFailed(use_r)
+    output = _local_file(args.local or args.output, args.name)
     if args.legacy:
         progress = ProgressLine(args.name)
         await legacy_client.download(args.host, args.name, output, port=args.port, progress=progress)
         return
     async with _connect(args) as conn:
-        await conn.download(args.name, output, progress=ProgressLine(args.name))
+        try:
+            await conn.download(args.name, output, progress=ProgressLine(args.name))
+        except RemoteError as exc:
+            if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, args.name):
+                raise CommandFailed(use_r) from None
+            raise
+
+
+def _local_file(given: Path | None, name: str) -> Path:
+    """Where get writes `name`: `given` (inside it if a folder, as cp does), else the name's last part."""
+    last = name.rsplit("/", 1)[-1]
+    if given is None:
+        return Path(last)
+    return given / last if given.is_dir() else given
 
 
 async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
-            remote = (args.name or args.path.name).strip("/")
+            remote = folder_name(args.name or args.path.name)
             await tree.upload_tree(conn, args.path, remote, progress=TreeProgressLine())
         return
-    name = args.name or args.path.name
+    name = _remote_file(args.name, args.path)
     if args.legacy:
         await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
         return
     async with _connect(args) as conn:
-        await conn.upload(args.path, name, progress=ProgressLine(name))
+        try:
+            await conn.upload(args.path, name, progress=ProgressLine(name))
+        except RemoteError as exc:
+            # NAME without a slash may still be an existing folder: then the file goes
+            # inside it, as with cp. The server says so before any byte is sent; STAT only
+            # then, since a STAT of an existing file would have the server hash all of it.
+            if name != args.name or exc.code is not ErrorCode.WRONG_KIND or not await _is_folder(conn, name):
+                raise
+            name = f"{name}/{args.path.name}"
+            await conn.upload(args.path, name, progress=ProgressLine(name))
+
+
+def _remote_file(name: str | None, path: Path) -> str:
+    """put's remote name: `name`, inside it if it ends in "/" (or is "/" or "."), else the file's own."""
+    if name is None:
+        return path.name
+    if name.endswith("/") or not folder_name(name):
+        folder = folder_name(name)
+        return f"{folder}/{path.name}" if folder else path.name
+    return name
 
 
 async def _ls(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        for entry in await conn.list(args.folder):
-            suffix = "/" if entry.kind is Kind.DIR else ""
+        for entry in await conn.list(folder_name(args.folder)):
+            suffix = {Kind.DIR: "/", Kind.LINK: "@"}.get(entry.kind, "")  # as ls -F marks them
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
             print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
 
@@ -346,7 +596,7 @@ async def _mv(args: argparse.Namespace) -> None:
 
 async def _mkdir(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        await conn.mkdir(args.folder)
+        await conn.mkdir(folder_name(args.folder))
 
 
 def _split_sync(args: argparse.Namespace) -> None:
@@ -355,16 +605,41 @@ def _split_sync(args: argparse.Namespace) -> None:
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
-    parts = remote.split(":")
-    if len(parts) == 3:
-        args.host, port, args.remote = parts[0], int(parts[1]), parts[2]
-        args.port = args.port if args.port is not None else port
-    elif len(parts) == 2:
-        args.host, args.remote = parts
-    else:
-        raise ValueError(f"the remote side must be HOST[:PORT]:FOLDER, got {remote!r}")
+    args.host, port, folder = parse_remote(remote)
+    args.port = args.port if args.port is not None else port
     args.local = Path(local)
-    args.remote = args.remote.strip("/")
+    args.remote = folder_name(folder)
+
+
+def parse_remote(spec: str) -> tuple[str, int | None, str]:
+    """sync's HOST:FOLDER or HOST:PORT:FOLDER ([IPv6] in brackets) as (host, port or None, folder).
+
+    HOST:DIGITS is refused: it would be the folder DIGITS on the default port, while it is
+    more likely HOST:PORT with the folder forgotten, and sync may delete on the wrong server.
+
+    Raises:
+        ValueError: not of that form, or ambiguous; the message says what to write.
+    """
+    if spec.startswith("["):
+        host, bracket, rest = spec[1:].partition("]")
+        well_formed = bool(bracket) and rest.startswith(":")
+        rest = rest[1:]
+    else:
+        host, colon, rest = spec.partition(":")
+        well_formed = bool(colon)
+    if not well_formed or not host:
+        raise ValueError(f"the remote side must be HOST[:PORT]:FOLDER, got {spec!r}")
+    first, colon, folder = rest.partition(":")
+    if colon:
+        return host, parse_port(first, spec), folder
+    if rest.isascii() and rest.isdigit():
+        written = spec[: -len(rest) - 1]
+        raise ValueError(
+            f"{spec!r}: is {rest} a port or a folder? Write {written}:{rest}:FOLDER "
+            f"({written}:{rest}: for the whole served root), or {written}:{DEFAULT_PORT}:{rest} "
+            f"for a folder named {rest}"
+        )
+    return host, None, rest
 
 
 async def _sync(args: argparse.Namespace) -> None:
@@ -431,12 +706,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
-    except ValueError as exc:  # bad settings
+    except ValueError as exc:  # a malformed argument or setting
         print(f"trioftp: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        return 130
+    except BaseException as exc:
+        if _interrupted(exc):
+            return 130
+        raise
     return result
+
+
+def _interrupted(exc: BaseException) -> bool:
+    """Ctrl-C alone; from inside trio.run it may come wrapped in (nested) exception groups."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.split(KeyboardInterrupt)[1] is None
+    return isinstance(exc, KeyboardInterrupt)
 
 
 if __name__ == "__main__":

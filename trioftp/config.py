@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
 import attrs
-import cattrs
 
 DEFAULT_PORT = 8885  # the old text-protocol server's port, so its clients need no change
 DEFAULT_ROOT = Path("trioftp-files")
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
+# Settings that name a file or folder: "~" in them is the user's home, as in a shell.
+PATH_SETTINGS = frozenset({"root", "users_file", "tls_cert", "tls_key"})
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -21,6 +26,21 @@ def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None
 def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
+
+
+def _port_number(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be in 0..65535, got {value}")
+
+
+def _log_level(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value.upper() not in LOG_LEVELS:
+        raise ValueError(f"{attribute.name}: {value!r} is not one of {', '.join(LOG_LEVELS)}")
+
+
+def _log_format(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value not in LOG_FORMATS:
+        raise ValueError(f"{attribute.name}: {value!r} is not one of {', '.join(LOG_FORMATS)}")
 
 
 def parse_address(value: str) -> tuple[str, int]:
@@ -48,7 +68,8 @@ class ServerConfig:
     field with its meaning (FIELD_HELP); a TOML `[server]` table uses the same names.
 
     Raises:
-        ValueError: a limit or timeout out of range (at construction).
+        ValueError: a port, limit or timeout out of range, or an unknown log level or format
+            (at construction).
 
     Example:
         config = ServerConfig(root=Path("/srv/files"), host="0.0.0.0", max_connections=2000)
@@ -56,7 +77,7 @@ class ServerConfig:
 
     root: Path = attrs.field(default=DEFAULT_ROOT, converter=Path)
     host: str = "127.0.0.1"
-    port: int = attrs.field(default=DEFAULT_PORT, validator=_non_negative)
+    port: int = attrs.field(default=DEFAULT_PORT, validator=_port_number)
     backlog: int = attrs.field(default=4096, validator=_positive)
     max_connections: int = attrs.field(default=1000, validator=_positive)
     max_connections_per_ip: int = attrs.field(default=250, validator=_positive)
@@ -75,8 +96,8 @@ class ServerConfig:
     legacy_settle: float = attrs.field(default=0.02, validator=_non_negative)
     legacy_timeout: float = attrs.field(default=60.0, validator=_positive)
     legacy_layout: bool = False
-    log_level: str = "INFO"
-    log_format: str = attrs.field(default="text", validator=attrs.validators.in_(("text", "json")))
+    log_level: str = attrs.field(default="INFO", validator=_log_level)  # any case
+    log_format: str = attrs.field(default="text", validator=_log_format)
     metrics: str = attrs.field(default="", validator=_address_or_empty)
     users_file: str = ""
     legacy_with_users: bool = False
@@ -114,7 +135,7 @@ FIELD_HELP: dict[str, str] = {
     "legacy_settle": "seconds of quiet that end a legacy header (it has no terminator)",
     "legacy_timeout": "seconds a legacy client may stay silent mid-command",
     "legacy_layout": "store legacy puts under upload/ and serve legacy gets from download/",
-    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "log_level": "DEBUG, INFO, WARNING or ERROR (any case)",
     "log_format": "text or json (one JSON object per line, event fields at the top level)",
     "metrics": "HOST:PORT to serve Prometheus metrics on (GET /metrics); empty: off",
     "users_file": "TOML file of users, homes and rights; empty: no login, everyone may do everything",
@@ -123,29 +144,77 @@ FIELD_HELP: dict[str, str] = {
     "tls_key": "PEM private key of --tls-cert",
 }
 
-_converter = cattrs.Converter(forbid_extra_keys=True)
-_converter.register_structure_hook(Path, lambda value, _: Path(value))
+# What a setting of each field type may be given as, and how the error names it.
+_ACCEPTS: dict[str, tuple[tuple[type, ...], str]] = {
+    "Path": ((str, os.PathLike), "a path"),
+    "str": ((str,), "a string"),
+    "int": ((int,), "a whole number"),
+    "float": ((int, float), "a number"),
+    "bool": ((bool,), "true or false"),
+}
+_FIELD_TYPES: dict[str, str] = {a.name: str(a.type) for a in attrs.fields(ServerConfig)}
+
+
+def check_setting(name: str, value: Any) -> Any:
+    """One setting's value if it has its field's type, with "~" expanded in paths.
+
+    Raises:
+        ValueError: unknown name or wrong type, e.g. "port: 'abc' is not a whole number".
+    """
+    if name not in _FIELD_TYPES:
+        raise ValueError(f"unknown settings {name}{_did_you_mean(name)}")
+    kinds, expected = _ACCEPTS[_FIELD_TYPES[name]]
+    # bool is an int subclass, but `port = true` is a mistake, not port 1.
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        raise ValueError(f"{name}: {value!r} is not {expected}")
+    if name in PATH_SETTINGS:
+        expanded = os.path.expanduser(str(value))
+        return Path(expanded) if isinstance(value, os.PathLike) else expanded
+    return value
+
+
+def _did_you_mean(name: str) -> str:
+    close = difflib.get_close_matches(name, [*_FIELD_TYPES, "server"], n=1)
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """Read a `[server]` table (or a flat file) of ServerConfig fields from TOML."""
+    """The `[server]` table of a TOML file (or, in a file without one, its top-level settings).
+
+    Raises:
+        OSError: the file cannot be read.
+        ValueError: not TOML, a setting outside `[server]`, or an unknown or mistyped setting;
+            the message starts with the file's path.
+    """
     with path.open("rb") as f:
-        data = tomllib.load(f)
+        try:
+            data = tomllib.load(f)
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path}: {exc}") from None
     table = data.get("server", data)
     if not isinstance(table, dict):
         raise ValueError(f"{path}: [server] must be a table")
-    known = {a.name for a in attrs.fields(ServerConfig)}
-    unknown = set(table) - known
+    # Keys above the [server] header would otherwise be silently ignored.
+    outside = sorted(set(data) - {"server"}) if "server" in data else []
+    if outside:
+        raise ValueError(f"{path}: outside the [server] table: {', '.join(outside)} (move under [server])")
+    unknown = sorted(set(table) - set(_FIELD_TYPES))
     if unknown:
-        raise ValueError(f"{path}: unknown settings {', '.join(sorted(unknown))}")
-    return dict(table)
+        raise ValueError(f"{path}: unknown settings {', '.join(unknown)}{_did_you_mean(unknown[0])}")
+    try:
+        settings = {name: check_setting(name, value) for name, value in table.items()}
+        ServerConfig(**settings)  # values out of range, named with the file they are in
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
+    return settings
 
 
 def build_config(file_settings: dict[str, Any], flag_settings: dict[str, Any]) -> ServerConfig:
-    """Defaults, then the file, then flags: the later wins."""
+    """Defaults, then the file, then flags: the later wins.
+
+    Raises:
+        ValueError: an unknown setting, a wrong type or a value out of range, naming the setting.
+    """
     merged = {**file_settings, **{k: v for k, v in flag_settings.items() if v is not None}}
-    try:
-        return _converter.structure(merged, ServerConfig)
-    except cattrs.BaseValidationError as exc:
-        reasons = "; ".join(str(e) for e in exc.exceptions)
-        raise ValueError(f"bad configuration: {reasons}") from None
+    checked = {name: check_setting(name, value) for name, value in merged.items()}
+    return ServerConfig(**checked)
