@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import re
 import signal
 import socket
@@ -374,6 +375,23 @@ async def test_get_into_an_existing_local_folder_writes_inside_it(
         assert await run_cli("get", address, "deep/full.bin", "-o", str(tmp_path / "dl")) == 0
     assert (tmp_path / "dl" / "empty.bin").read_bytes() == b""
     assert (tmp_path / "dl" / "full.bin").read_bytes() == b"full"
+
+
+async def test_get_to_dash_writes_standard_output(
+    server: Server,
+    server_root: Path,
+    tmp_path: Path,
+    capfdbinary: pytest.CaptureFixture[bytes],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    body = os.urandom(300_000)
+    (server_root / "f.bin").write_bytes(body)
+    monkeypatch.chdir(tmp_path)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", f"127.0.0.1:{server.port}", "f.bin", "-o", "-") == 0
+        assert await run_cli("get", f"127.0.0.1:{server.port}", "f.bin", "-") == 0
+    assert capfdbinary.readouterr().out == body + body
+    assert os.listdir(tmp_path) == ["root"]  # the server's; no file named "-"
 
 
 async def test_ls_takes_the_root_and_folders_as_written_in_a_shell(

@@ -510,10 +510,13 @@ async def _get(args: argparse.Namespace) -> None:
 
 
 def _local_file(given: Path | None, name: str) -> Path:
-    """Where get writes `name`: `given` (inside it if a folder, as cp does), else the name's last part."""
+    """Where get writes `name`: `given` (inside it if a folder, as cp does; `-` is standard
+    output), else the name's last part."""
     last = name.rsplit("/", 1)[-1]
     if given is None:
         return Path(last)
+    if str(given) == "-":
+        return Path("/dev/stdout")  # written in place, as it arrives (see client.targets)
     return given / last if given.is_dir() else given
 
 
