@@ -297,3 +297,4 @@ def writer_after(path: Path, seconds: float) -> Iterator[None]:
         yield
     finally:
         rescue.cancel()
+        rescue.join()  # else it may still be alive when the session's leak check looks
