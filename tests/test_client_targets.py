@@ -180,3 +180,18 @@ async def test_a_legacy_upload_of_a_fifo_is_refused(server: Server, tmp_path: Pa
         pytest.raises(OSError, match="not a regular file"),
     ):
         await trioftp.legacy.upload("127.0.0.1", tmp_path / "pipe", port=server.port)
+
+
+async def test_a_name_too_long_for_a_partial_suffix_still_downloads_and_resumes(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    name = "n" * 250  # with ".trioftp-part" it would pass 255 bytes
+    (server_root / name).write_bytes(BODY)
+    partial = targets.partial_of(tmp_path / name, targets.PARTIAL_SUFFIX)
+    assert len(partial.name) <= 255 and partial.name.endswith(targets.PARTIAL_SUFFIX)
+    partial.write_bytes(BODY[:1000])  # a cut earlier try
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            await conn.download(name, tmp_path / name)
+    assert (tmp_path / name).read_bytes() == BODY
+    assert sorted(os.listdir(tmp_path)) == sorted([name, "root"])

@@ -31,6 +31,7 @@ import trio
 
 from trioftp.channel import Channel, ChannelClosed, FileChanged
 from trioftp.client import targets, tree
+from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
@@ -102,7 +103,6 @@ WRITE_BLOCK = 1024 * 1024
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
 _RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
-PARTIAL_SUFFIX = ".trioftp-part"
 
 
 class ClientConnection:

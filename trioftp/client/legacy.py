@@ -32,6 +32,7 @@ import trio
 
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.client import targets
+from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.config import DEFAULT_PORT
 from trioftp.errors import (
     BadName,
@@ -60,7 +61,6 @@ DEFAULT_LINGER = 0.25  # seconds a finished put waits for the server to read and
 RECEIVE_SIZE = 64 * 1024
 WRITE_BLOCK = 1024 * 1024
 SEND_STEP = 1024 * 1024
-PARTIAL_SUFFIX = ".trioftp-part"
 
 Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""

@@ -11,6 +11,7 @@ followed, so the file it points to is the one replaced, not the link.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import re
 import stat
@@ -41,8 +42,19 @@ def replaced_file(target: Path) -> Path:
     return Path(os.path.realpath(target)) if target.is_symlink() else target
 
 
+NAME_MAX = 255  # bytes in one file name, on Linux and most file systems
+PARTIAL_SUFFIX = ".trioftp-part"  # a download in progress, beside its file
+
+
 def partial_of(target: Path, suffix: str) -> Path:
-    return target.with_name(target.name + suffix)
+    """The partial file beside `target`: its name plus `suffix`, or, where that
+    would be too long a name, a digest of its name (the same on every try, so
+    a cut download of a long name still resumes)."""
+    name = target.name + suffix
+    if len(os.fsencode(name)) <= NAME_MAX:
+        return target.with_name(name)
+    digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:32]
+    return target.with_name(f".{digest}{suffix}")
 
 
 def open_partial(partial: Path, target: Path) -> int:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
 from trioftp.errors import ConnectionClosed, NotFound, TrioftpError, remote_error
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection
 
 DEFAULT_CONCURRENCY = 16
-PARTIAL_SUFFIX = ".trioftp-part"
 # Left alone on the local side, never copied either way: a remote file of that
 # name would land on the very path where a download of its sibling keeps its
 # partial.
