@@ -120,3 +120,16 @@ async def test_an_upload_never_writes_through_a_remote_link(
     assert [entry.path for entry in caught.value.skipped] == ["shared"]
     assert keep.read_bytes() == b"the only copy"
     assert (server_root / "mirror" / "index.html").read_bytes() == b"<html>"
+
+
+async def test_a_put_to_a_link_replaces_the_link_not_the_file_it_leads_to(
+    server: Server, server_root: Path
+) -> None:
+    keep = precious(server_root)
+    (server_root / "latest.txt").symlink_to("precious/keep.txt")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            await conn.put("latest.txt", b"new")
+            kinds = {entry.name: entry.kind for entry in await conn.list()}
+    assert keep.read_bytes() == b"the only copy"
+    assert (server_root / "latest.txt").read_bytes() == b"new" and kinds["latest.txt"] is Kind.FILE
