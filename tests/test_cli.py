@@ -394,6 +394,24 @@ async def test_get_to_dash_writes_standard_output(
     assert os.listdir(tmp_path) == ["root"]  # the server's; no file named "-"
 
 
+@pytest.mark.parametrize("redirect", [">", ">>"])
+async def test_get_to_dash_shares_the_shells_stdout(
+    server: Server, server_root: Path, tmp_path: Path, redirect: str
+) -> None:
+    """Into a file the shell redirected stdout to: the shell's own writes before and after stay."""
+    body = os.urandom(200_000)
+    (server_root / "f.bin").write_bytes(body)
+    out = tmp_path / "out.bin"
+    out.write_bytes(b"already here\n")
+    get = f"{sys.executable} -m trioftp get 127.0.0.1:{server.port} f.bin -o -"
+    script = f"{{ echo before; {get}; echo after; }} {redirect} {out}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        done = await trio.run_process(["sh", "-c", script], check=False)
+    assert done.returncode == 0
+    kept = b"already here\n" if redirect == ">>" else b""
+    assert out.read_bytes() == kept + b"before\n" + body + b"after\n"
+
+
 async def test_ls_takes_the_root_and_folders_as_written_in_a_shell(
     server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

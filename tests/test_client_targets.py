@@ -88,6 +88,13 @@ def test_which_targets_are_written_in_place(tmp_path: Path) -> None:
     assert targets.writes_in_place(Path("/dev/fd/1")) and targets.writes_in_place(Path("/proc/self/fd/2"))
     assert not targets.writes_in_place(Path("/dev/shm/notes.txt"))  # a file system like any other
     assert not targets.writes_in_place(Path("/proc/self/fd/../environ"))
+    own = targets._own_descriptor
+    assert (own(Path("/dev/stdout")), own(Path("/dev/fd/7")), own(Path(f"/proc/{os.getpid()}/fd/3"))) == (
+        1,
+        7,
+        3,
+    )
+    assert own(Path("/proc/1/fd/1")) is None and own(Path("/dev/null")) is None
     assert targets.replaced_file(tmp_path / "link") == (tmp_path / "file").resolve()
 
 

@@ -24,6 +24,7 @@ import trio
 # that file (maybe for appending) and reads what arrives there. Other paths
 # under /dev (such as /dev/shm) are what stat says they are.
 _DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
+_OWN_DESCRIPTOR = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/(\d+))|/proc/(self|\d+)/fd/(\d+)")
 
 
 def writes_in_place(target: Path) -> bool:
@@ -74,17 +75,30 @@ class InPlaceWriter:
     a worker thread.
     """
 
-    def __init__(self, fd: int, target: Path) -> None:
+    def __init__(self, fd: int, target: Path, *, shared: bool = False) -> None:
         self.target = target
         mode = os.fstat(fd).st_mode
         self._stream: trio.lowlevel.FdStream | None = None
         self._fd = fd
-        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        # A shared open file (our stdout) must keep its flags: O_NONBLOCK on it
+        # would reach the shell and whatever else writes there.
+        if not shared and (stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
             self._stream = trio.lowlevel.FdStream(fd)
 
     @classmethod
     async def open(cls, target: Path) -> InPlaceWriter:
-        """Open `target` for writing; a FIFO is waited on until something reads it."""
+        """Open `target` for writing; a FIFO is waited on until something reads it.
+
+        One of this process's own descriptors (/dev/stdout, /dev/fd/N) is not
+        opened again but duplicated: a new open file would have its own offset,
+        so the shell's next write to a redirected stdout would land over ours.
+        """
+        own = _own_descriptor(target)
+        if own is not None:
+            try:
+                return cls(os.dup(own), target, shared=True)
+            except OSError as exc:
+                raise type(exc)(exc.errno, exc.strerror, str(target)) from None
         flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK
         while True:
             try:
@@ -119,6 +133,21 @@ class InPlaceWriter:
             await self._stream.aclose()
         else:
             os.close(self._fd)
+
+
+def _own_descriptor(target: Path) -> int | None:
+    """N if `target` names this process's descriptor N (/dev/stdout, /dev/fd/N, /proc/self/fd/N)."""
+    found = _OWN_DESCRIPTOR.fullmatch(os.path.abspath(target))
+    if found is None:
+        return None
+    stdout, stderr, dev_fd, process, proc_fd = found.groups()
+    if stdout or stderr:
+        return 1 if stdout else 2
+    if dev_fd is not None:
+        return int(dev_fd)
+    if process != "self" and int(process) != os.getpid():
+        return None  # another process's: opened like any path
+    return int(proc_fd)
 
 
 def _is_regular(target: Path) -> bool:
