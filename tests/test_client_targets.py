@@ -202,3 +202,18 @@ async def test_a_name_too_long_for_a_partial_suffix_still_downloads_and_resumes(
             await conn.download(name, tmp_path / name)
     assert (tmp_path / name).read_bytes() == BODY
     assert sorted(os.listdir(tmp_path)) == sorted([name, "root"])
+
+
+async def test_a_download_onto_a_local_folder_fails_at_once_naming_it(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "f").write_bytes(BODY)
+    (tmp_path / "here" / "f").mkdir(parents=True)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(IsADirectoryError) as caught:
+                await conn.download("f", tmp_path / "here" / "f")
+        with pytest.raises(IsADirectoryError):
+            await trioftp.legacy.download("127.0.0.1", "f", tmp_path / "here" / "f", port=server.port)
+    assert caught.value.filename == str(tmp_path / "here" / "f")
+    assert os.listdir(tmp_path / "here") == ["f"]  # no partial left beside it

@@ -375,6 +375,8 @@ class ClientConnection:
         if targets.writes_in_place(target):
             return await self._download_in_place(name, target, progress=progress)
         target = targets.replaced_file(target)
+        if target.is_dir():  # else the whole file would arrive, then fail to replace a folder
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
         partial = targets.partial_of(target, PARTIAL_SUFFIX)
         try:
             return await self._download_once(name, target, partial, resume=resume, progress=progress)

@@ -150,6 +150,8 @@ async def download(
             await writer.aclose()
         return size
     target = targets.replaced_file(target)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
     partial = targets.partial_of(target, PARTIAL_SUFFIX)
     async with _connect(host, port, timeout) as link:
         size = await link.request_file(name, header, settle)
