@@ -101,7 +101,7 @@ async def test_get_writes_to_the_names_last_part_by_default(
         (["ls", "{address}", "missing"], "trioftp: ls: NOT_FOUND"),
         (["stat", "{address}", ".trioftp"], "trioftp: stat: PERMISSION_DENIED"),
         (["put", "{address}", "{tmp}/no-such-file"], "trioftp: put: No such file or directory"),
-        (["put", "{address}", "{tmp}"], "trioftp: put: Is a directory"),
+        (["put", "{address}", "{tmp}"], "trioftp: put: '{tmp}' is a folder: put -r uploads a folder"),
         (["ls", "127.0.0.1:{closed_port}"], "trioftp: ls: cannot connect to 127.0.0.1:{closed_port}"),
         (["get", "{address}", "../escape", "-o", "{tmp}/escape"], "trioftp: get: bad name: "),
     ],
@@ -136,7 +136,10 @@ async def test_errors_exit_1_with_one_line(
 def test_split_address() -> None:
     assert split_address("example.org", None) == ("example.org", DEFAULT_PORT)
     assert split_address("example.org:9000", None) == ("example.org", 9000)
-    assert split_address("example.org:9000", 7000) == ("example.org", 7000)
+    assert split_address("example.org", 7000) == ("example.org", 7000)
+    assert split_address("example.org:9000", 9000) == ("example.org", 9000)
+    with pytest.raises(ValueError, match="name two ports"):
+        split_address("example.org:9000", 7000)
     assert split_address("[::1]:9000", None) == ("::1", 9000)
     assert split_address("::1", None) == ("::1", DEFAULT_PORT)
     for bad in ("example.org:abc", "example.org:0", "example.org:70000", "[::1]:x"):
@@ -480,3 +483,77 @@ async def test_put_under_a_file_still_fails_with_one_line(
         assert await run_cli("put", f"127.0.0.1:{server.port}", str(source), "plain.txt/inner") == 1
     assert one_line(capsys.readouterr().err).startswith("trioftp: put: WRONG_KIND: ")
     assert (server_root / "plain.txt").read_bytes() == b"x"
+
+
+# ------------------------------------------------- from a second user review
+
+
+async def test_get_into_a_folder_that_is_not_there_fails_like_cp(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "f.txt").write_bytes(b"f")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", address, "f.txt", f"{tmp_path}/newfolder/") == 1
+        assert "newfolder/: no such folder" in one_line(capsys.readouterr().err)
+        assert await run_cli("get", address, "f.txt", str(tmp_path / "a"), "-o", str(tmp_path / "b")) == 2
+        assert "name two outputs" in capsys.readouterr().err
+        assert await run_cli("get", "-r", address, "", "-o", "-") == 1
+        assert "'-' (standard output) takes one file" in capsys.readouterr().err
+    assert sorted(os.listdir(tmp_path)) == ["root"]
+
+
+async def test_names_as_written_in_a_shell_for_every_command(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for folder in ("m1", "m2", "q1", "box"):
+        (server_root / folder).mkdir()
+    (server_root / "q1" / "f.txt").write_bytes(b"q")
+    (server_root / "m2" / "x.txt").write_bytes(b"x")
+    (server_root / "note.txt").write_bytes(b"n")
+    address = f"127.0.0.1:{server.port}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("rm", address, "m1/") == 0
+        assert await run_cli("rm", "-r", address, "./m2") == 0
+        assert await run_cli("stat", address, "./q1/") == 0
+        assert "kind:   dir" in capsys.readouterr().out
+        assert await run_cli("get", address, "./q1//f.txt", "-") == 0
+        assert await run_cli("mv", address, "note.txt", "box/") == 0  # into the folder, as mv does
+        assert await run_cli("ls", address, "box/note.txt") == 0  # a file: its own line, as ls does
+        assert capsys.readouterr().out.split()[-1] == "note.txt"
+        assert await run_cli("rm", "-r", address, ".") == 2
+        assert "refusing to remove the root" in capsys.readouterr().err
+        assert await run_cli("stat", address, "/") == 1
+        assert "is the served root" in capsys.readouterr().err
+    assert sorted(os.listdir(server_root)) == [".trioftp", "box", "q1"]
+    assert os.listdir(server_root / "box") == ["note.txt"]
+
+
+async def test_a_closed_stdout_is_an_error_not_a_hang(server: Server, server_root: Path) -> None:
+    (server_root / "f.bin").write_bytes(b"x" * 100_000)
+    get = f"{sys.executable} -m trioftp get 127.0.0.1:{server.port} f.bin -o -"
+    with trio.fail_after(NETWORK_TIMEOUT):  # fd 1 used to become the client's own epoll or socket
+        done = await trio.run_process(["sh", "-c", f"{get} >&-"], check=False, capture_stderr=True)
+    assert done.returncode == 1
+    assert done.stderr.decode().strip() == "trioftp: get: standard output is closed"
+
+
+async def test_a_reader_that_stops_ends_get_quietly(server: Server, server_root: Path) -> None:
+    (server_root / "f.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    get = f"{sys.executable} -m trioftp get 127.0.0.1:{server.port} f.bin -o -"
+    script = f"{get} | head -c 10 > /dev/null; echo ${{PIPESTATUS[0]}}"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        done = await trio.run_process(
+            ["bash", "-c", script], check=False, capture_stdout=True, capture_stderr=True
+        )
+    assert done.stdout.decode().strip() == "141"  # 128 + SIGPIPE, as cat | head
+    assert done.stderr == b""
+
+
+async def test_an_empty_password_variable_is_no_password(
+    server: Server, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TRIOFTP_PASSWORD", "")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    assert await run_cli("ls", f"127.0.0.1:{server.port}", "--user", "alice") == 1
+    assert "no password" in capsys.readouterr().err

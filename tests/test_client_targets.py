@@ -217,3 +217,15 @@ async def test_a_download_onto_a_local_folder_fails_at_once_naming_it(
             await trioftp.legacy.download("127.0.0.1", "f", tmp_path / "here" / "f", port=server.port)
     assert caught.value.filename == str(tmp_path / "here" / "f")
     assert os.listdir(tmp_path / "here") == ["f"]  # no partial left beside it
+
+
+async def test_a_descriptor_path_naming_the_clients_own_socket_is_refused(
+    server: Server, server_root: Path
+) -> None:
+    (server_root / "f.bin").write_bytes(BODY)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            sock = conn.channel.stream.socket.fileno()  # type: ignore[attr-defined]
+            with pytest.raises(OSError, match="not an output this process was given"):
+                await conn.download("f.bin", f"/dev/fd/{sock}")
+            assert await conn.get("f.bin") == BODY  # the connection was not written into

@@ -133,3 +133,14 @@ async def test_a_put_to_a_link_replaces_the_link_not_the_file_it_leads_to(
             kinds = {entry.name: entry.kind for entry in await conn.list()}
     assert keep.read_bytes() == b"the only copy"
     assert (server_root / "latest.txt").read_bytes() == b"new" and kinds["latest.txt"] is Kind.FILE
+
+
+async def test_a_folder_kept_by_entries_listings_hide_says_so(server: Server, server_root: Path) -> None:
+    (server_root / "gone").mkdir()
+    (server_root / "gone" / "out").symlink_to("/etc")
+    os.mkfifo(server_root / "gone" / "pipe")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            assert await conn.list("gone") == []
+            with pytest.raises(trioftp.RemoteError, match="holds 2 entries that listings do not show"):
+                await conn.delete("gone")

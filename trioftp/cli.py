@@ -78,6 +78,8 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
     elif address.count(":") == 1:
         host, _, text = address.partition(":")
     chosen = parse_port(text, address) if text else None
+    if chosen is not None and port is not None and chosen != port:
+        raise ValueError(f"{address} and --port {port} name two ports: give one")
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
 
 
@@ -378,9 +380,10 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file (or a folder with -r)", _get)
     p.add_argument("name")
-    p.add_argument("local", nargs="?", type=Path,
-                   help="where to write it (default: the name's last part; into it if a folder)")  # fmt: skip
-    p.add_argument("-o", "--output", type=Path, help="same as LOCAL")
+    p.add_argument(
+        "local", nargs="?", help="where to write it (default: the name's last part; into a folder; -: stdout)"
+    )
+    p.add_argument("-o", "--output", help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
@@ -389,7 +392,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("ls", "list a remote folder", _ls)
-    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .)")
+    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
@@ -433,12 +436,21 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         args.password = _password(args)
         trio.run(run, args)
     except BaseException as exc:
+        if _reader_left(sole_exception(exc)):
+            return 128 + signal.SIGPIPE  # quietly, as `cat | head` ends
         problem = _client_problem(sole_exception(exc))
         if problem is None:
             raise
         print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _reader_left(exc: BaseException) -> bool:
+    """Whatever read our standard output (`get -o - | head`) stopped reading."""
+    return isinstance(exc, BrokenPipeError | OSError) and (
+        getattr(exc, "errno", None) == errno.EPIPE and getattr(exc, "filename", None) == "/dev/stdout"
+    )
 
 
 def _client_problem(exc: BaseException) -> str | None:
@@ -457,7 +469,7 @@ def _password(args: argparse.Namespace) -> str | None:
     if not args.user:
         return None
     password = os.environ.get("TRIOFTP_PASSWORD")
-    if password is not None:
+    if password:  # set but empty is a mistake more often than a password: it would count as a failure
         return password
     # Without a terminal getpass warns, then reads stdin: a script's input, or EOF.
     if not sys.stdin.isatty():
@@ -486,41 +498,73 @@ async def _is_folder(conn: Any, name: str) -> bool:
 
 
 async def _get(args: argparse.Namespace) -> None:
+    given = _output(args)
     if args.recursive:
+        if given == "-":
+            raise CommandFailed("get -r writes a folder; '-' (standard output) takes one file")
         folder = folder_name(args.name)
-        local = args.local or args.output or Path(folder.rsplit("/", 1)[-1] or ".")
+        local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
             await tree.download_tree(conn, folder, local, progress=TreeProgressLine())
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
         raise CommandFailed(use_r)
-    output = _local_file(args.local or args.output, args.name)
+    name = folder_name(args.name)  # "./a//b" as a shell user writes it
+    output = _local_file(given, name)
+    # The bytes are the output: a progress bar on the same terminal would mix into them.
+    progress = None if given == "-" else ProgressLine(name)
     if args.legacy:
-        progress = ProgressLine(args.name)
-        await legacy_client.download(args.host, args.name, output, port=args.port, progress=progress)
+        await legacy_client.download(args.host, name, output, port=args.port, progress=progress)
         return
     async with _connect(args) as conn:
         try:
-            await conn.download(args.name, output, progress=ProgressLine(args.name))
+            await conn.download(name, output, progress=progress)
         except RemoteError as exc:
-            if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, args.name):
+            if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, name):
                 raise CommandFailed(use_r) from None
             raise
 
 
-def _local_file(given: Path | None, name: str) -> Path:
+def _output(args: argparse.Namespace) -> str | None:
+    """get's LOCAL or -o (as typed: a trailing slash says "a folder"), not both."""
+    if args.local is not None and args.output is not None:
+        raise ValueError(f"LOCAL {args.local!r} and -o {args.output!r} name two outputs: give one")
+    given: str | None = args.local if args.local is not None else args.output
+    return given
+
+
+def _local_file(given: str | None, name: str) -> Path:
     """Where get writes `name`: `given` (inside it if a folder, as cp does; `-` is standard
     output), else the name's last part."""
     last = name.rsplit("/", 1)[-1]
     if given is None:
         return Path(last)
-    if str(given) == "-":
+    if given == "-":
+        # Python leaves sys.stdout None when fd 1 was closed at start; fd 1 may
+        # since have become one of the client's own (trio's epoll, a socket).
+        if sys.stdout is None or not _is_open(1):
+            raise CommandFailed("standard output is closed")
         return Path("/dev/stdout")  # written in place, as it arrives (see client.targets)
-    return given / last if given.is_dir() else given
+    folder = Path(given)
+    if folder.is_dir():
+        return folder / last
+    if given.endswith("/"):  # as cp: a folder was meant, and there is none
+        raise CommandFailed(f"{given}: no such folder")
+    return folder
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 async def _put(args: argparse.Namespace) -> None:
+    if not args.recursive and args.path.is_dir():
+        raise CommandFailed(f"{str(args.path)!r} is a folder: put -r uploads a folder")
     if args.recursive:
         async with _connect(args) as conn:
             remote = folder_name(args.name or args.path.name)
@@ -554,8 +598,19 @@ def _remote_file(name: str | None, path: Path) -> str:
 
 
 async def _ls(args: argparse.Namespace) -> None:
+    folder = folder_name(args.folder)
     async with _connect(args) as conn:
-        for entry in await conn.list(folder_name(args.folder)):
+        try:
+            entries = await conn.list(folder)
+        except RemoteError as exc:
+            if exc.code is not ErrorCode.WRONG_KIND:
+                raise
+            # A file: its own line, as ls does (its parent's listing has it, link or not).
+            last = folder.rpartition("/")[2]
+            entries = [e for e in await conn.list(folder.rpartition("/")[0]) if e.name == last]
+            if not entries:
+                raise
+        for entry in entries:
             suffix = {Kind.DIR: "/", Kind.LINK: "@"}.get(entry.kind, "")  # as ls -F marks them
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
             print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
@@ -563,7 +618,7 @@ async def _ls(args: argparse.Namespace) -> None:
 
 async def _stat(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
-        info = await conn.stat(args.name)
+        info = await conn.stat(_remote_name(args.name))
         print(f"name:   {info.name}")
         print(f"kind:   {info.kind.value}")
         print(f"size:   {info.size}")
@@ -587,14 +642,26 @@ async def _status(args: argparse.Namespace) -> None:
 async def _rm(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
         if args.recursive:
-            await tree.remove_tree(conn, args.name.strip("/"))
+            await tree.remove_tree(conn, folder_name(args.name))
         else:
-            await conn.delete(args.name)
+            await conn.delete(_remote_name(args.name))
 
 
 async def _mv(args: argparse.Namespace) -> None:
+    old = _remote_name(args.old)
+    new = folder_name(args.new)
+    if args.new.endswith("/") or not new:  # into that folder, as mv does
+        new = f"{new}/{old.rpartition('/')[2]}" if new else old.rpartition("/")[2]
     async with _connect(args) as conn:
-        await conn.rename(args.old, args.new, replace=args.replace)
+        await conn.rename(old, new, replace=args.replace)
+
+
+def _remote_name(text: str) -> str:
+    """A remote file or folder argument as a wire name ("./a//b/" is "a/b"); not the root."""
+    name = folder_name(text)
+    if not name:
+        raise CommandFailed(f"{text!r} is the served root: name a file or folder in it")
+    return name
 
 
 async def _mkdir(args: argparse.Namespace) -> None:

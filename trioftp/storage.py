@@ -367,7 +367,26 @@ class Storage:
             else:
                 os.unlink(path)
         except OSError as exc:
+            if exc.errno == errno.ENOTEMPTY:
+                raise self._not_empty(path, name) from None
             raise _os_error(exc, name) from None
+
+    def _not_empty(self, path: Path, name: str) -> StorageError:
+        """Say what keeps a folder: a client that listed it empty cannot see why otherwise."""
+        try:
+            with os.scandir(path) as scan:
+                items = list(scan)
+            hidden = sum(1 for item in items if self._entry(path, item) is None)
+        except OSError:
+            return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
+        if not hidden:
+            return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
+        return StorageError(
+            ErrorCode.BAD_REQUEST,
+            f"folder {name!r} holds {hidden} entr{'y' if hidden == 1 else 'ies'} that listings do not show"
+            " (links out of the root, FIFOs or devices, names the protocol cannot carry); remove them"
+            " on the server",
+        )
 
     def rename(self, old: str, new: str, *, replace: bool) -> None:
         old_path = self.path_of(old, follow=False)

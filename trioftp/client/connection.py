@@ -921,7 +921,10 @@ async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc
         await stream.do_handshake()
     except trio.BrokenResourceError as exc:
         await trio.aclose_forcefully(stream)
-        raise ConnectionClosed(f"TLS with {host}:{port} failed: {exc.__cause__ or exc}") from None
+        cause = exc.__cause__ or exc
+        # A certificate problem is the server's TLS talking; anything else may be no TLS at all.
+        hint = "" if isinstance(cause, ssl.SSLCertVerificationError) else " (does the server use TLS?)"
+        raise ConnectionClosed(f"TLS with {host}:{port} failed: {cause}{hint}") from None
     return stream
 
 

@@ -96,9 +96,16 @@ class InPlaceWriter:
         own = _own_descriptor(target)
         if own is not None:
             try:
-                return cls(os.dup(own), target, shared=True)
+                fd = os.dup(own)
             except OSError as exc:
                 raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+            mode = os.fstat(fd).st_mode
+            if stat.S_IFMT(mode) == 0 or stat.S_ISSOCK(mode):
+                # Not something a shell hands over: the client's own socket or
+                # trio's epoll, which now hold a number that was closed at start.
+                os.close(fd)
+                raise OSError(errno.EBADF, "not an output this process was given", str(target))
+            return cls(fd, target, shared=True)
         flags = os.O_WRONLY | os.O_CLOEXEC | os.O_NONBLOCK
         while True:
             try:
