@@ -259,7 +259,7 @@ def test_unknown_settings_in_a_config_file_exit_2(tmp_path: Path, capsys: pytest
     config = tmp_path / "bad.toml"
     config.write_text("[server]\nmax_stream = 3\n")
     assert main(["serve", "--config", str(config)]) == 2
-    assert "unknown settings max_stream" in one_line(capsys.readouterr().err)
+    assert "unknown setting max_stream" in one_line(capsys.readouterr().err)
 
 
 # ----------------------------------------------------- arguments as users write them

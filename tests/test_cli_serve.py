@@ -178,12 +178,13 @@ def write(path: Path, text: str) -> Path:
         ('[server]\nlegacy = "yes"\n', "legacy: 'yes' is not true or false"),
         ('[server]\ndrain_timeout = "10s"\n', "drain_timeout: '10s' is not a number"),
         ("[server]\nroot = 3\n", "root: 3 is not a path"),
-        ("[server]\nportt = 1\n", "unknown settings portt (did you mean port?)"),
+        ("[server]\nportt = 1\n", "unknown setting portt (did you mean port?)"),
         ('[server]\nlog_format = "xml"\n', "log_format: 'xml' is not one of text, json"),
+        ('[server]\nroot = ""\n', "root: '' is empty"),
     ],
     ids=[
         "outside-server", "syntax", "port-text", "port-float", "port-bool", "bool-text", "float-text",
-        "path-number", "unknown", "log-format",
+        "path-number", "unknown", "log-format", "root-empty",
     ],
 )  # fmt: skip
 def test_bad_config_files_are_refused_naming_the_file_and_setting(

@@ -162,12 +162,14 @@ def check_setting(name: str, value: Any) -> Any:
         ValueError: unknown name or wrong type, e.g. "port: 'abc' is not a whole number".
     """
     if name not in _FIELD_TYPES:
-        raise ValueError(f"unknown settings {name}{_did_you_mean(name)}")
+        raise ValueError(f"unknown setting {name}{_did_you_mean(name)}")
     kinds, expected = _ACCEPTS[_FIELD_TYPES[name]]
     # bool is an int subclass, but `port = true` is a mistake, not port 1.
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
         raise ValueError(f"{name}: {value!r} is not {expected}")
     if name in PATH_SETTINGS:
+        if name == "root" and not str(value):  # Path("") is ".": the folder it happens to start in
+            raise ValueError("root: '' is empty: name the folder to serve ('.' for this one)")
         expanded = os.path.expanduser(str(value))
         return Path(expanded) if isinstance(value, os.PathLike) else expanded
     return value
@@ -200,7 +202,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path}: outside the [server] table: {', '.join(outside)} (move under [server])")
     unknown = sorted(set(table) - set(_FIELD_TYPES))
     if unknown:
-        raise ValueError(f"{path}: unknown settings {', '.join(unknown)}{_did_you_mean(unknown[0])}")
+        plural = "s" if len(unknown) > 1 else ""
+        raise ValueError(f"{path}: unknown setting{plural} {', '.join(unknown)}{_did_you_mean(unknown[0])}")
     try:
         settings = {name: check_setting(name, value) for name, value in table.items()}
         ServerConfig(**settings)  # values out of range, named with the file they are in

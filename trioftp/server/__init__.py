@@ -236,8 +236,9 @@ class Server:
             for listener in listeners:
                 await listener.aclose()
             log.info(
-                "shutting down: %d connections draining for up to %g s",
+                "shutting down: %d connection%s draining for up to %g s",
                 len(self._sessions),
+                "" if len(self._sessions) == 1 else "s",
                 config.drain_timeout,
             )
             for session in list(self._sessions):
