@@ -91,7 +91,8 @@ async def test_serve_that_cannot_start_exits_1_with_one_line(
     *logged, last = err.strip().splitlines()
     assert code == 1
     assert last.startswith("trioftp: " + expected.format(**fill)), err
-    assert all(" INFO trioftp." in line for line in logged), err  # e.g. serving, before --metrics fails
+    assert all(" INFO trioftp." in line for line in logged), err
+    assert not any("serving" in line for line in logged), err  # not even with only --metrics failing
 
 
 async def serve_process(*argv: str) -> tuple[int, str]:

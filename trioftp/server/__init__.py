@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import logging
 import resource
 import ssl
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import trio
@@ -198,6 +200,16 @@ class Server:
         listeners = await trio.open_tcp_listeners(config.port, host=config.host, backlog=config.backlog)
         self.ports = [listener.socket.getsockname()[1] for listener in listeners]
         self.port = self.ports[0]
+        started = functools.partial(self._log_serving, fd_limit=fd_limit, removed=removed)
+        slots = trio.Semaphore(config.max_connections)
+        async with trio.open_nursery() as watching:
+            watching.start_soon(self._watch_sessions)
+            await self._serve_until_shutdown(listeners, slots, task_status, started)
+            watching.cancel_scope.cancel()
+        log.info("server stopped")
+
+    def _log_serving(self, *, fd_limit: int, removed: int) -> None:
+        config = self.config
         log.info(
             "serving %s on %s:%d (%s; %s; legacy clients %s; open-file limit %d; "
             "%d stale partial uploads removed)",
@@ -208,18 +220,13 @@ class Server:
             "accepted" if self._legacy_refusal() is None else f"refused: {self._legacy_refusal()}",
             fd_limit, removed,
         )  # fmt: skip
-        slots = trio.Semaphore(config.max_connections)
-        async with trio.open_nursery() as watching:
-            watching.start_soon(self._watch_sessions)
-            await self._serve_until_shutdown(listeners, slots, task_status)
-            watching.cancel_scope.cancel()
-        log.info("server stopped")
 
     async def _serve_until_shutdown(
         self,
         listeners: list[trio.SocketListener],
         slots: trio.Semaphore,
         task_status: trio.TaskStatus[Server],
+        started: Callable[[], None],
     ) -> None:
         config = self.config
         async with trio.open_nursery() as connections:
@@ -230,6 +237,7 @@ class Server:
                 if config.metrics:
                     host, port = parse_address(config.metrics)
                     self.metrics_port = await accepting.start(serve_metrics, self.metrics, host, port)
+                started()  # only now: a metrics port in use would otherwise fail after "serving"
                 task_status.started(self)
                 await self._shutdown.wait()
                 accepting.cancel_scope.cancel()
