@@ -486,3 +486,38 @@ async def test_sync_down_and_get_r_leave_a_local_fifo_alone_and_exit_1(
             == "trioftp: get: 1 skipped, not copied:\n  a.txt: a FIFO here; not replaced\n"
         )
     assert (dst / "a.txt").is_fifo() and (dst / "b.txt").read_bytes() == b"b"
+
+
+# ------------------------------------------------------------ how reports read
+
+
+async def test_rm_r_names_the_top_folder_in_a_failure(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "sd" / "gone").mkdir(parents=True)
+    (server_root / "sd" / "gone" / ".trioftp-0123456789abcdef.part").write_bytes(b"hidden from listings")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("rm", "-r", address(server), "sd/gone") == 1
+    assert (
+        capsys.readouterr().err
+        == "trioftp: rm: 1 entry failed: .: BAD_REQUEST: folder 'sd/gone' is not empty\n"
+    )
+
+
+async def test_sync_escapes_control_characters_in_the_names_it_reports(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "s"
+    local.mkdir()
+    (local / "red\x1b[31m").write_bytes(b"refused")
+    (local / "ding\x07\x01").write_bytes(b"refused")
+    (local / os.fsdecode(b"caf\xe9")).write_bytes(b"refused")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(local), f"{address(server)}:www") == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\x01" not in err
+    assert err.splitlines()[1:] == [
+        "  caf\\udce9: bad name: name is not valid UTF-8 (lone surrogate)",
+        "  ding\\x07\\x01: bad name: control character or backslash in 'ding\\x07\\x01'",
+        "  red\\x1b[31m: bad name: control character or backslash in 'red\\x1b[31m'",
+    ]

@@ -226,8 +226,8 @@ def make_odd_tree(top: Path) -> dict[str, str]:
     return {
         "back\\slash.txt": "bad name: control character or backslash in 'back\\\\slash.txt'",
         "bad\\dir": "bad name: control character or backslash in 'bad\\\\dir'",
-        "dangle": "dangling symlink",
-        "dirlink": "symlink to a folder, not followed",
+        "dangle": tree.NOWHERE_REASON,
+        "dirlink": tree.FOLDER_LINK_REASON,
         "mine.trioftp-part": tree.PARTIAL_REASON,
     }
 
@@ -248,7 +248,7 @@ async def test_entries_that_cannot_be_copied_are_skipped_reported_and_the_rest_c
     assert error.failures == {}
     assert error.done is not None and error.done.copy == dry.copy == ("link.txt", "ok.txt", "sub/a.txt")
     assert str(error).startswith("5 skipped, not copied:\n  back\\slash.txt: bad name")
-    assert "\n  dangle: dangling symlink\n" in str(error)  # one line each
+    assert "\n  dangle: a symlink that leads nowhere\n" in str(error)  # one line each
     assert read_tree(server.storage.root / "www") == {"ok.txt": b"ok", "sub/a.txt": b"a", "link.txt": b"a"}
 
 
@@ -651,3 +651,54 @@ async def test_a_download_looks_again_before_it_writes(
     assert "a FIFO here; not replaced" in str(failures["x"])
     assert caught.value.done is not None and caught.value.done.copy == ("ok.txt",)
     assert os.listdir(tmp_path / "home-docs") == []
+
+
+# ------------------------------------------------------------------ how failures and skips read
+
+
+def test_the_report_names_the_top_and_counts_in_words() -> None:
+    refused = trioftp.RemoteError("BAD_REQUEST: folder 'sd/gone' is not empty")
+    assert str(tree.TreeTransferError({"": refused}, folders={""})) == (
+        "1 entry failed: .: BAD_REQUEST: folder 'sd/gone' is not empty"
+    )
+    lost = OSError(5, "Input/output error")
+    assert str(tree.TreeTransferError({"a": lost})) == "1 file failed: a: [Errno 5] Input/output error"
+    assert str(tree.TreeTransferError({"a": lost, "b": lost})).startswith("2 files failed: a: ")
+    assert str(tree.TreeTransferError({"a": lost, "big": lost}, folders={"big"})).startswith(
+        "2 entries failed: a: "
+    )
+
+
+def test_the_report_escapes_what_could_drive_a_terminal() -> None:
+    hostile = "\x1b]0;owned\x07\x1b[2J"
+    not_utf8 = os.fsdecode(b"\xe9")  # as the walk reads such a byte: a lone surrogate
+    error = tree.TreeTransferError(
+        {f"dir/{hostile}": OSError(5, "Input/output error"), "ok": trioftp.RemoteError("INTERNAL: \x9b31m")},
+        (tree.Skipped(f"a\x01\nb{not_utf8}", "bad name: control character"),),
+    )
+    text = str(error)
+    assert all(line.isprintable() for line in text.split("\n"))
+    assert "\x1b" not in text and "\x01" not in text and "\x9b" not in text and "\x07" not in text
+    assert "dir/\\x1b]0;owned\\x07\\x1b[2J: [Errno 5]" in text
+    assert "ok: INTERNAL: \\x9b31m" in text
+    assert text.endswith("\n  a\\x01\\nb\\udce9: bad name: control character")
+    assert tree.shown("") == "." and tree.shown("café/back\\slash") == "café/back\\slash"
+
+
+async def test_symlinks_to_folders_are_skipped_in_the_same_words_on_both_sides(
+    server: Server, tmp_path: Path, server_root: Path
+) -> None:
+    for top in (tmp_path / "s", server_root / "src"):
+        (top / "real").mkdir(parents=True)
+        (top / "real" / "a.txt").write_bytes(b"a")
+        (top / "folder").symlink_to("real")
+    (tmp_path / "s" / "nowhere").symlink_to("missing")  # the server does not list such a link
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trioftp.open_connection("127.0.0.1", server.port) as conn:
+            with pytest.raises(tree.TreeTransferError) as up:
+                await conn.sync(tmp_path / "s", "dst")
+            with pytest.raises(tree.TreeTransferError) as down:
+                await conn.sync(tmp_path / "d", "src", direction=tree.Direction.DOWN)
+    folder_link = tree.Skipped("folder", "a symlink to a folder; not followed")
+    assert up.value.skipped == (folder_link, tree.Skipped("nowhere", "a symlink that leads nowhere"))
+    assert down.value.skipped == (folder_link,)

@@ -12,7 +12,7 @@ import enum
 import errno
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,9 @@ DEFAULT_CONCURRENCY = 16
 # name would land on the very path where a download of its sibling keeps its
 # partial.
 PARTIAL_REASON = f"a {PARTIAL_SUFFIX} name is the client's partial download, not copied"
+# Worded alike for a local and a server's symlink: the direction says which side it is on.
+FOLDER_LINK_REASON = "a symlink to a folder; not followed"
+NOWHERE_REASON = "a symlink that leads nowhere"
 
 
 class Direction(enum.Enum):
@@ -77,10 +80,16 @@ class Plan:
     `mkdir` are the folders to create, parents first, and `rmdir` (with
     delete) the folders to delete, each before its parent; "" stands for the
     top folder itself. `skipped` lists the source's entries that cannot be
-    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...) and,
-    going DOWN, the local entries a download leaves alone where it would write
-    (a FIFO, a symlink) or, with delete, would delete; a run copies the rest
-    and then raises TreeTransferError, so the skips are not missed.
+    copied (a FIFO, a dangling symlink, a name the protocol refuses, a path
+    where the target has an entry of the other kind and delete is off, ...)
+    and, going DOWN, the local entries a download leaves alone where it would
+    write (a FIFO, a symlink) or, with delete, would delete; a run copies the
+    rest and then raises TreeTransferError, so the skips are not missed.
+
+    `replace` (with delete) are the source's paths where the target has an
+    entry of the other kind, a file where a folder goes or a folder where a
+    file goes: that entry (a folder with all under it) is in `delete` and
+    `rmdir`, and goes just before these paths are copied (see carry_out).
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -94,6 +103,7 @@ class Plan:
     skipped: tuple[Skipped, ...] = ()
     mkdir: tuple[str, ...] = ()
     rmdir: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -127,6 +137,7 @@ class TreeTransferError(TrioftpError):
     `done` is what the run did (a Plan: copied, deleted, ...), None when
     nothing ran. With failures nothing was deleted; skipped entries alone do
     not stop deletions, but what the source has and skipped is never deleted.
+    The message shows paths through `shown`.
 
     Example:
         try:
@@ -143,20 +154,50 @@ class TreeTransferError(TrioftpError):
         failures: dict[str, TreeFailure],
         skipped: tuple[Skipped, ...] = (),
         done: Plan | None = None,
+        *,
+        folders: Collection[str] = (),
     ) -> None:
+        """`folders`: the paths of `failures` that are folders (the message then says entries, not files)."""
         parts = []
         if failures or not skipped:
-            shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
+            listed = "; ".join(
+                f"{shown(path)}: {_printable(str(error))}" for path, error in sorted(failures.items())[:5]
+            )
             more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-            parts.append(f"{len(failures)} files failed: {shown}{more}")
+            one, many = (
+                ("entry", "entries") if any(path in folders for path in failures) else ("file", "files")
+            )
+            parts.append(f"{len(failures)} {one if len(failures) == 1 else many} failed: {listed}{more}")
         if skipped:
             # One line each: a person must be able to find every one of them.
-            lines = "".join(f"\n  {entry.path}: {entry.reason}" for entry in skipped)
+            lines = "".join(f"\n  {shown(entry.path)}: {_printable(entry.reason)}" for entry in skipped)
             parts.append(f"{len(skipped)} skipped, not copied:{lines}")
         super().__init__("; ".join(parts))
         self.failures = failures
         self.skipped = skipped
         self.done = done
+
+
+def shown(path: str) -> str:
+    """A relative path as a report line shows it: "." for the top, anything unprintable escaped.
+
+    A name is the sender's to choose: raw, an ESC sequence in it would drive
+    the terminal and a newline would forge a line of its own. Escaped as repr
+    does (\\x1b, \\n, \\udce9 for a byte that is not UTF-8), which is how the
+    reasons already quote names; a backslash is left as it is, to keep the
+    names the protocol refuses for one readable.
+
+    Example:
+        for entry in plan.skipped:
+            print(f"skipped {trioftp.client.tree.shown(entry.path)}")
+    """
+    return _printable(path) if path else "."
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _join(top: str, relative: str) -> str:
@@ -222,16 +263,16 @@ def _examine(entry: os.DirEntry[str], *, target: bool = False) -> os.stat_result
             return None
         st = entry.stat(follow_symlinks=True)
     except FileNotFoundError:
-        raise _Skip("dangling symlink" if link else "vanished during the walk") from None
+        raise _Skip(NOWHERE_REASON if link else "vanished during the walk") from None
     except OSError as exc:
         raise _Skip(exc.strerror or str(exc)) from None
     if stat.S_ISDIR(st.st_mode):  # following it could loop, or copy a folder twice
-        raise _Skip("symlink to a folder, not followed")
+        raise _Skip(FOLDER_LINK_REASON)
     if not stat.S_ISREG(st.st_mode):
         kind = _kind(st.st_mode)
         if target:
             raise _Skip(kind)
-        raise _Skip(f"symlink to {kind}" if link else f"not a regular file or folder ({kind})")
+        raise _Skip(f"a symlink to {kind}" if link else f"not a regular file or folder ({kind})")
     if entry.name.endswith(PARTIAL_SUFFIX):
         raise _Skip(PARTIAL_REASON)
     return st
@@ -321,11 +362,11 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
             try:
                 info = await conn.stat(_join(top, child))
             except NotFound:
-                skipped[child] = "a symbolic link that leads nowhere"
+                skipped[child] = NOWHERE_REASON
                 return
             if info.kind is Kind.DIR:
                 links.add(child)
-                skipped[child] = "a symbolic link to a folder; not followed"
+                skipped[child] = FOLDER_LINK_REASON
             else:
                 files[child] = FileState(path=child, size=info.size, mtime_ns=info.mtime_ns)
 
@@ -435,7 +476,7 @@ def _not_copied(
         if _within(path, skipped):
             continue
         if _within(path, links):  # an upload there would land in the folder the link leads to
-            skipped[path] = "a symbolic link to a folder on the server here; not written through"
+            skipped[path] = "a symlink to a folder on the server here; not written through"
             continue
         try:  # each name was checked by the walk; only the whole path may still be too long
             check_path(_join(remote, path))
@@ -740,11 +781,11 @@ async def carry_out(
         bytes_to_copy=state.bytes_done,
     )
     if failures:  # deleting now could remove the only good copy of what failed
-        raise TreeTransferError(failures, plan.skipped, done)
+        raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
     deleted, removed = await _delete_all(side, plan.delete, plan.rmdir, failures, concurrency)
     done = attrs.evolve(done, delete=deleted, rmdir=removed)
     if failures or plan.skipped:  # last, so that a script notices; all else is done
-        raise TreeTransferError(failures, plan.skipped, done)
+        raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
 
 
 async def sync(
@@ -851,7 +892,8 @@ async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int =
         _remote_side(conn, remote), plan.delete, plan.rmdir, failures, concurrency
     )
     if failures:
-        raise TreeTransferError(failures, done=attrs.evolve(plan, delete=deleted, rmdir=removed))
+        done = attrs.evolve(plan, delete=deleted, rmdir=removed)
+        raise TreeTransferError(failures, done=done, folders=plan.rmdir)
     return plan
 
 
