@@ -521,3 +521,58 @@ async def test_sync_escapes_control_characters_in_the_names_it_reports(
         "  ding\\x07\\x01: bad name: control character or backslash in 'ding\\x07\\x01'",
         "  red\\x1b[31m: bad name: control character or backslash in 'red\\x1b[31m'",
     ]
+
+
+# ---------------------------------------------------------- a path that changed kind
+
+
+async def test_sync_replaces_a_path_that_changed_kind_only_with_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local, down = tmp_path / "s", tmp_path / "d2"
+    local.mkdir()
+    down.mkdir()
+    (local / "x").write_bytes(b"data\n")
+    (down / "x").write_bytes(b"an old local file\n")
+    target = source = f"{address(server)}:tc"
+    in_the_way = "trioftp: sync: 1 skipped, not copied:\n  x: a {} is in the way {}; --delete replaces it\n"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        (local / "x").unlink()
+        (local / "x").mkdir()
+        (local / "x" / "y").write_bytes(b"in\n")
+        capsys.readouterr()
+        # A file on the server where the folder goes: left alone without --delete, every run.
+        for _ in range(2):
+            assert await run_cli("sync", str(local), target) == 1
+            assert capsys.readouterr().err == in_the_way.format("file", "on the server")
+        assert await run_cli("sync", "-n", str(local), target, "--delete") == 0
+        assert output_lines(capsys) == [
+            "would create: x/",
+            "would copy: x/y",
+            "would delete: x",
+            "1 to copy (3B), 1 to delete, 0 unchanged; folders: 1 to create, 0 to delete",
+        ]
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        assert read_tree(server_root / "tc") == {"x/y": b"in\n"}
+        # A local file where the server's folder goes.
+        capsys.readouterr()
+        assert await run_cli("sync", source, str(down)) == 1
+        assert capsys.readouterr().err == in_the_way.format("file", "here")
+        assert await run_cli("sync", source, str(down), "--delete") == 0
+        assert read_tree(down) == {"x/y": b"in\n"}
+        # And back: a folder on the server where the file goes.
+        (local / "x" / "y").unlink()
+        (local / "x").rmdir()
+        (local / "x").write_bytes(b"a file again\n")
+        capsys.readouterr()
+        assert await run_cli("sync", str(local), target) == 1
+        assert capsys.readouterr().err == in_the_way.format("folder", "on the server")
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        assert output_lines(capsys) == [
+            "copied: x",
+            "deleted: x/y",
+            "deleted: x/",
+            "1 to copy (13B), 1 to delete, 0 unchanged; folders: 0 to create, 1 to delete",
+        ]
+    assert read_tree(server_root / "tc") == {"x": b"a file again\n"}

@@ -135,9 +135,10 @@ class TreeTransferError(TrioftpError):
 
     The other files were copied; a second run retries only the failed ones.
     `done` is what the run did (a Plan: copied, deleted, ...), None when
-    nothing ran. With failures nothing was deleted; skipped entries alone do
-    not stop deletions, but what the source has and skipped is never deleted.
-    The message shows paths through `shown`.
+    nothing ran. With failures nothing was deleted (but what stood in the way
+    of a replacement, see carry_out); skipped entries alone do not stop
+    deletions, but what the source has and skipped is never deleted. The
+    message shows paths through `shown`.
 
     Example:
         try:
@@ -510,6 +511,32 @@ def _left_alone(
     return left
 
 
+def _in_the_way(
+    files: Iterable[str], folders: Iterable[str], target: TreeScan, direction: Direction, *, delete: bool
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The source's paths where the target has an entry of the other kind: skipped, or to replace.
+
+    Copied as they are, such a path fails on every run (a file cannot go
+    where a folder is, nor a folder where a file is). Only with delete is the
+    target's entry removed; a folder holding something a sync never deletes
+    (a symlink, a FIFO, a partial download, ...) is not, since it could not
+    be emptied, and nothing under it is touched.
+    """
+    where = "on the server" if direction is Direction.UP else "here"
+    clashes = {path: "a folder" for path in files if path in target.folders}
+    clashes.update((path, "a file") for path in folders if path in target.files)
+    skipped: dict[str, str] = {}
+    replace: list[str] = []
+    for path, what in sorted(clashes.items()):
+        if not delete:
+            skipped[path] = f"{what} is in the way {where}; --delete replaces it"
+        elif any(kept.startswith(f"{path}/") for kept in target.skipped):
+            skipped[path] = f"{what} is in the way {where}, holding an entry sync never deletes; not replaced"
+        else:
+            replace.append(path)
+    return skipped, tuple(replace)
+
+
 def _removals(
     source_files: dict[str, FileState], source_folders: set[str], target: TreeScan, skipped: dict[str, str]
 ) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -549,8 +576,16 @@ async def plan_sync(
     remote_scan = await scan_remote(conn, remote)
     source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
     skipped = _not_copied(source, target, remote, direction, delete=delete)
-    files = {path: state for path, state in source.files.items() if not _within(path, skipped)}
-    folders = {folder for folder in source.folders if not _within(folder, skipped)}
+
+    def copied(paths: Iterable[str]) -> set[str]:
+        return {path for path in paths if not _within(path, skipped)}
+
+    clashes, replace = _in_the_way(
+        copied(source.files), copied(source.folders), target, direction, delete=delete
+    )
+    skipped.update(clashes)
+    files = {path: source.files[path] for path in copied(source.files)}
+    folders = copied(source.folders)
     mkdir = ([] if target.exists else [""]) + sorted(folders - target.folders)
 
     def sizes_agree(path: str) -> bool:
@@ -590,6 +625,7 @@ async def plan_sync(
         skipped=tuple(Skipped(path, reason) for path, reason in sorted(skipped.items())),
         mkdir=tuple(mkdir),
         rmdir=removed_folders,
+        replace=replace,
     )
 
 
@@ -730,11 +766,18 @@ async def carry_out(
 ) -> None:
     """Create folders, copy and delete what the plan says, `concurrency` at a time on one connection.
 
-    Files are deleted before folders, and a folder's children before it.
+    Files are deleted before folders, and a folder's children before it. The
+    order keeps the target's entries until nothing could need them: first the
+    folders and copies that need nothing removed; then, only if all of those
+    worked, what is in the way of `plan.replace` (as a tree: files, then
+    folders deepest first; a link is never walked, since a folder holding one
+    is not replaced) and right after, the copies that go in its place; last,
+    and again only if nothing failed, the other deletions. A replacement that
+    could not run is a failure of its path.
 
     Raises:
-        TreeTransferError: some files failed (nothing was deleted), or the plan
-            skipped some (the rest was done); `done` says what was.
+        TreeTransferError: some entries failed (nothing else was deleted), or
+            the plan skipped some (the rest was done); `done` says what was.
         ConnectionClosed: the connection broke.
 
     Example:
@@ -770,22 +813,65 @@ async def carry_out(
         state.files_done += 1
         report()
 
-    made = await _make_folders(side, plan.mkdir, failures, concurrency)
-    copied = await _each(copy_one, plan.copy, failures, concurrency)
-    done = attrs.evolve(
-        plan,
-        mkdir=made,
-        copy=tuple(path for path in plan.copy if path in copied),
-        delete=(),
-        rmdir=(),
-        bytes_to_copy=state.bytes_done,
+    in_the_way = set(plan.replace)
+
+    def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
+        return tuple(path for path in paths if not _within(path, in_the_way))
+
+    made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
+    copied = await _each(copy_one, first(plan.copy), failures, concurrency)
+    deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
+    now_free = tuple(path for path in plan.mkdir if _within(path, ready))
+    made += await _make_folders(side, now_free, failures, concurrency)
+    copied |= await _each(
+        copy_one, [path for path in plan.copy if _within(path, ready)], failures, concurrency
     )
-    if failures:  # deleting now could remove the only good copy of what failed
-        raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
-    deleted, removed = await _delete_all(side, plan.delete, plan.rmdir, failures, concurrency)
-    done = attrs.evolve(done, delete=deleted, rmdir=removed)
+    if not failures:  # deleting after a failure could remove the only good copy of what failed
+        more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
+        deleted, removed = (*deleted, *more[0]), (*removed, *more[1])
     if failures or plan.skipped:  # last, so that a script notices; all else is done
+        done = attrs.evolve(
+            plan,
+            mkdir=tuple(path for path in plan.mkdir if path in made),
+            copy=tuple(path for path in plan.copy if path in copied),
+            delete=tuple(path for path in plan.delete if path in deleted),
+            rmdir=tuple(path for path in plan.rmdir if path in removed),
+            replace=tuple(path for path in plan.replace if path in copied or path in made),
+            bytes_to_copy=state.bytes_done,
+        )
         raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
+
+
+async def _clear_the_way(
+    side: _Side, plan: Plan, failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[tuple[str, ...], tuple[str, ...], set[str]]:
+    """Remove what is in the way of `plan.replace`; return the files and folders deleted, and the paths freed.
+
+    Nothing is removed after a failure (see carry_out); each path left
+    blocked is then a failure of its own, saying why it was not copied.
+    """
+    in_the_way = set(plan.replace)
+    deleted: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    if not in_the_way:
+        return deleted, removed, set()
+    if not failures:
+        deleted, removed = await _delete_all(
+            side,
+            tuple(path for path in plan.delete if _within(path, in_the_way)),
+            tuple(path for path in plan.rmdir if _within(path, in_the_way)),
+            failures,
+            concurrency,
+        )
+        why = "could not be removed"
+    else:
+        why = "is removed only in a run where all else worked"
+    ready = {path for path in plan.replace if path in deleted or path in removed}
+    for path in plan.replace:
+        if path not in ready and path not in failures:
+            what = "folder" if path in plan.rmdir else "file"
+            failures[path] = TrioftpError(f"not copied: the {what} in the way {why}")
+    return deleted, removed, ready
 
 
 async def sync(
