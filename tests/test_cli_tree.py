@@ -486,3 +486,93 @@ async def test_sync_down_and_get_r_leave_a_local_fifo_alone_and_exit_1(
             == "trioftp: get: 1 skipped, not copied:\n  a.txt: a FIFO here; not replaced\n"
         )
     assert (dst / "a.txt").is_fifo() and (dst / "b.txt").read_bytes() == b"b"
+
+
+# ------------------------------------------------------------ how reports read
+
+
+async def test_rm_r_names_the_top_folder_in_a_failure(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "sd" / "gone").mkdir(parents=True)
+    (server_root / "sd" / "gone" / ".trioftp-0123456789abcdef.part").write_bytes(b"hidden from listings")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("rm", "-r", address(server), "sd/gone") == 1
+    assert (
+        capsys.readouterr().err
+        == "trioftp: rm: 1 entry failed: .: BAD_REQUEST: folder 'sd/gone' is not empty\n"
+    )
+
+
+async def test_sync_escapes_control_characters_in_the_names_it_reports(
+    server: Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = tmp_path / "s"
+    local.mkdir()
+    (local / "red\x1b[31m").write_bytes(b"refused")
+    (local / "ding\x07\x01").write_bytes(b"refused")
+    (local / os.fsdecode(b"caf\xe9")).write_bytes(b"refused")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(local), f"{address(server)}:www") == 1
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "\x07" not in err and "\x01" not in err
+    assert err.splitlines()[1:] == [
+        "  caf\\udce9: bad name: name is not valid UTF-8 (lone surrogate)",
+        "  ding\\x07\\x01: bad name: control character or backslash in 'ding\\x07\\x01'",
+        "  red\\x1b[31m: bad name: control character or backslash in 'red\\x1b[31m'",
+    ]
+
+
+# ---------------------------------------------------------- a path that changed kind
+
+
+async def test_sync_replaces_a_path_that_changed_kind_only_with_delete(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local, down = tmp_path / "s", tmp_path / "d2"
+    local.mkdir()
+    down.mkdir()
+    (local / "x").write_bytes(b"data\n")
+    (down / "x").write_bytes(b"an old local file\n")
+    target = source = f"{address(server)}:tc"
+    in_the_way = "trioftp: sync: 1 skipped, not copied:\n  x: a {} is in the way {}; --delete replaces it\n"
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        (local / "x").unlink()
+        (local / "x").mkdir()
+        (local / "x" / "y").write_bytes(b"in\n")
+        capsys.readouterr()
+        # A file on the server where the folder goes: left alone without --delete, every run.
+        for _ in range(2):
+            assert await run_cli("sync", str(local), target) == 1
+            assert capsys.readouterr().err == in_the_way.format("file", "on the server")
+        assert await run_cli("sync", "-n", str(local), target, "--delete") == 0
+        assert output_lines(capsys) == [
+            "would create: x/",
+            "would copy: x/y",
+            "would delete: x",
+            "1 to copy (3B), 1 to delete, 0 unchanged; folders: 1 to create, 0 to delete",
+        ]
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        assert read_tree(server_root / "tc") == {"x/y": b"in\n"}
+        # A local file where the server's folder goes.
+        capsys.readouterr()
+        assert await run_cli("sync", source, str(down)) == 1
+        assert capsys.readouterr().err == in_the_way.format("file", "here")
+        assert await run_cli("sync", source, str(down), "--delete") == 0
+        assert read_tree(down) == {"x/y": b"in\n"}
+        # And back: a folder on the server where the file goes.
+        (local / "x" / "y").unlink()
+        (local / "x").rmdir()
+        (local / "x").write_bytes(b"a file again\n")
+        capsys.readouterr()
+        assert await run_cli("sync", str(local), target) == 1
+        assert capsys.readouterr().err == in_the_way.format("folder", "on the server")
+        assert await run_cli("sync", str(local), target, "--delete") == 0
+        assert output_lines(capsys) == [
+            "copied: x",
+            "deleted: x/y",
+            "deleted: x/",
+            "1 to copy (13B), 1 to delete, 0 unchanged; folders: 0 to create, 1 to delete",
+        ]
+    assert read_tree(server_root / "tc") == {"x": b"a file again\n"}

@@ -12,7 +12,7 @@ import enum
 import errno
 import os
 import stat
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -35,6 +35,9 @@ DEFAULT_CONCURRENCY = 16
 # name would land on the very path where a download of its sibling keeps its
 # partial.
 PARTIAL_REASON = f"a {PARTIAL_SUFFIX} name is the client's partial download, not copied"
+# Worded alike for a local and a server's symlink: the direction says which side it is on.
+FOLDER_LINK_REASON = "a symlink to a folder; not followed"
+NOWHERE_REASON = "a symlink that leads nowhere"
 
 
 class Direction(enum.Enum):
@@ -77,10 +80,16 @@ class Plan:
     `mkdir` are the folders to create, parents first, and `rmdir` (with
     delete) the folders to delete, each before its parent; "" stands for the
     top folder itself. `skipped` lists the source's entries that cannot be
-    copied (a FIFO, a dangling symlink, a name the protocol refuses, ...) and,
-    going DOWN, the local entries a download leaves alone where it would write
-    (a FIFO, a symlink) or, with delete, would delete; a run copies the rest
-    and then raises TreeTransferError, so the skips are not missed.
+    copied (a FIFO, a dangling symlink, a name the protocol refuses, a path
+    where the target has an entry of the other kind and delete is off, ...)
+    and, going DOWN, the local entries a download leaves alone where it would
+    write (a FIFO, a symlink) or, with delete, would delete; a run copies the
+    rest and then raises TreeTransferError, so the skips are not missed.
+
+    `replace` (with delete) are the source's paths where the target has an
+    entry of the other kind, a file where a folder goes or a folder where a
+    file goes: that entry (a folder with all under it) is in `delete` and
+    `rmdir`, and goes just before these paths are copied (see carry_out).
 
     Example:
         plan = await conn.sync("site", "www", dry_run=True)
@@ -94,6 +103,7 @@ class Plan:
     skipped: tuple[Skipped, ...] = ()
     mkdir: tuple[str, ...] = ()
     rmdir: tuple[str, ...] = ()
+    replace: tuple[str, ...] = ()
 
 
 @attrs.define
@@ -125,8 +135,10 @@ class TreeTransferError(TrioftpError):
 
     The other files were copied; a second run retries only the failed ones.
     `done` is what the run did (a Plan: copied, deleted, ...), None when
-    nothing ran. With failures nothing was deleted; skipped entries alone do
-    not stop deletions, but what the source has and skipped is never deleted.
+    nothing ran. With failures nothing was deleted (but what stood in the way
+    of a replacement, see carry_out); skipped entries alone do not stop
+    deletions, but what the source has and skipped is never deleted. The
+    message shows paths through `shown`.
 
     Example:
         try:
@@ -143,20 +155,50 @@ class TreeTransferError(TrioftpError):
         failures: dict[str, TreeFailure],
         skipped: tuple[Skipped, ...] = (),
         done: Plan | None = None,
+        *,
+        folders: Collection[str] = (),
     ) -> None:
+        """`folders`: the paths of `failures` that are folders (the message then says entries, not files)."""
         parts = []
         if failures or not skipped:
-            shown = "; ".join(f"{path}: {error}" for path, error in sorted(failures.items())[:5])
+            listed = "; ".join(
+                f"{shown(path)}: {_printable(str(error))}" for path, error in sorted(failures.items())[:5]
+            )
             more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
-            parts.append(f"{len(failures)} files failed: {shown}{more}")
+            one, many = (
+                ("entry", "entries") if any(path in folders for path in failures) else ("file", "files")
+            )
+            parts.append(f"{len(failures)} {one if len(failures) == 1 else many} failed: {listed}{more}")
         if skipped:
             # One line each: a person must be able to find every one of them.
-            lines = "".join(f"\n  {entry.path}: {entry.reason}" for entry in skipped)
+            lines = "".join(f"\n  {shown(entry.path)}: {_printable(entry.reason)}" for entry in skipped)
             parts.append(f"{len(skipped)} skipped, not copied:{lines}")
         super().__init__("; ".join(parts))
         self.failures = failures
         self.skipped = skipped
         self.done = done
+
+
+def shown(path: str) -> str:
+    """A relative path as a report line shows it: "." for the top, anything unprintable escaped.
+
+    A name is the sender's to choose: raw, an ESC sequence in it would drive
+    the terminal and a newline would forge a line of its own. Escaped as repr
+    does (\\x1b, \\n, \\udce9 for a byte that is not UTF-8), which is how the
+    reasons already quote names; a backslash is left as it is, to keep the
+    names the protocol refuses for one readable.
+
+    Example:
+        for entry in plan.skipped:
+            print(f"skipped {trioftp.client.tree.shown(entry.path)}")
+    """
+    return _printable(path) if path else "."
+
+
+def _printable(text: str) -> str:
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def _join(top: str, relative: str) -> str:
@@ -222,16 +264,16 @@ def _examine(entry: os.DirEntry[str], *, target: bool = False) -> os.stat_result
             return None
         st = entry.stat(follow_symlinks=True)
     except FileNotFoundError:
-        raise _Skip("dangling symlink" if link else "vanished during the walk") from None
+        raise _Skip(NOWHERE_REASON if link else "vanished during the walk") from None
     except OSError as exc:
         raise _Skip(exc.strerror or str(exc)) from None
     if stat.S_ISDIR(st.st_mode):  # following it could loop, or copy a folder twice
-        raise _Skip("symlink to a folder, not followed")
+        raise _Skip(FOLDER_LINK_REASON)
     if not stat.S_ISREG(st.st_mode):
         kind = _kind(st.st_mode)
         if target:
             raise _Skip(kind)
-        raise _Skip(f"symlink to {kind}" if link else f"not a regular file or folder ({kind})")
+        raise _Skip(f"a symlink to {kind}" if link else f"not a regular file or folder ({kind})")
     if entry.name.endswith(PARTIAL_SUFFIX):
         raise _Skip(PARTIAL_REASON)
     return st
@@ -321,11 +363,11 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
             try:
                 info = await conn.stat(_join(top, child))
             except NotFound:
-                skipped[child] = "a symbolic link that leads nowhere"
+                skipped[child] = NOWHERE_REASON
                 return
             if info.kind is Kind.DIR:
                 links.add(child)
-                skipped[child] = "a symbolic link to a folder; not followed"
+                skipped[child] = FOLDER_LINK_REASON
             else:
                 files[child] = FileState(path=child, size=info.size, mtime_ns=info.mtime_ns)
 
@@ -435,7 +477,7 @@ def _not_copied(
         if _within(path, skipped):
             continue
         if _within(path, links):  # an upload there would land in the folder the link leads to
-            skipped[path] = "a symbolic link to a folder on the server here; not written through"
+            skipped[path] = "a symlink to a folder on the server here; not written through"
             continue
         try:  # each name was checked by the walk; only the whole path may still be too long
             check_path(_join(remote, path))
@@ -467,6 +509,32 @@ def _left_alone(
         elif delete and why != PARTIAL_REASON:
             left[path] = f"{why}; kept, not deleted"
     return left
+
+
+def _in_the_way(
+    files: Iterable[str], folders: Iterable[str], target: TreeScan, direction: Direction, *, delete: bool
+) -> tuple[dict[str, str], tuple[str, ...]]:
+    """The source's paths where the target has an entry of the other kind: skipped, or to replace.
+
+    Copied as they are, such a path fails on every run (a file cannot go
+    where a folder is, nor a folder where a file is). Only with delete is the
+    target's entry removed; a folder holding something a sync never deletes
+    (a symlink, a FIFO, a partial download, ...) is not, since it could not
+    be emptied, and nothing under it is touched.
+    """
+    where = "on the server" if direction is Direction.UP else "here"
+    clashes = {path: "a folder" for path in files if path in target.folders}
+    clashes.update((path, "a file") for path in folders if path in target.files)
+    skipped: dict[str, str] = {}
+    replace: list[str] = []
+    for path, what in sorted(clashes.items()):
+        if not delete:
+            skipped[path] = f"{what} is in the way {where}; --delete replaces it"
+        elif any(kept.startswith(f"{path}/") for kept in target.skipped):
+            skipped[path] = f"{what} is in the way {where}, holding an entry sync never deletes; not replaced"
+        else:
+            replace.append(path)
+    return skipped, tuple(replace)
 
 
 def _removals(
@@ -508,8 +576,16 @@ async def plan_sync(
     remote_scan = await scan_remote(conn, remote)
     source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
     skipped = _not_copied(source, target, remote, direction, delete=delete)
-    files = {path: state for path, state in source.files.items() if not _within(path, skipped)}
-    folders = {folder for folder in source.folders if not _within(folder, skipped)}
+
+    def copied(paths: Iterable[str]) -> set[str]:
+        return {path for path in paths if not _within(path, skipped)}
+
+    clashes, replace = _in_the_way(
+        copied(source.files), copied(source.folders), target, direction, delete=delete
+    )
+    skipped.update(clashes)
+    files = {path: source.files[path] for path in copied(source.files)}
+    folders = copied(source.folders)
     mkdir = ([] if target.exists else [""]) + sorted(folders - target.folders)
 
     def sizes_agree(path: str) -> bool:
@@ -549,6 +625,7 @@ async def plan_sync(
         skipped=tuple(Skipped(path, reason) for path, reason in sorted(skipped.items())),
         mkdir=tuple(mkdir),
         rmdir=removed_folders,
+        replace=replace,
     )
 
 
@@ -689,11 +766,18 @@ async def carry_out(
 ) -> None:
     """Create folders, copy and delete what the plan says, `concurrency` at a time on one connection.
 
-    Files are deleted before folders, and a folder's children before it.
+    Files are deleted before folders, and a folder's children before it. The
+    order keeps the target's entries until nothing could need them: first the
+    folders and copies that need nothing removed; then, only if all of those
+    worked, what is in the way of `plan.replace` (as a tree: files, then
+    folders deepest first; a link is never walked, since a folder holding one
+    is not replaced) and right after, the copies that go in its place; last,
+    and again only if nothing failed, the other deletions. A replacement that
+    could not run is a failure of its path.
 
     Raises:
-        TreeTransferError: some files failed (nothing was deleted), or the plan
-            skipped some (the rest was done); `done` says what was.
+        TreeTransferError: some entries failed (nothing else was deleted), or
+            the plan skipped some (the rest was done); `done` says what was.
         ConnectionClosed: the connection broke.
 
     Example:
@@ -729,22 +813,65 @@ async def carry_out(
         state.files_done += 1
         report()
 
-    made = await _make_folders(side, plan.mkdir, failures, concurrency)
-    copied = await _each(copy_one, plan.copy, failures, concurrency)
-    done = attrs.evolve(
-        plan,
-        mkdir=made,
-        copy=tuple(path for path in plan.copy if path in copied),
-        delete=(),
-        rmdir=(),
-        bytes_to_copy=state.bytes_done,
+    in_the_way = set(plan.replace)
+
+    def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
+        return tuple(path for path in paths if not _within(path, in_the_way))
+
+    made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
+    copied = await _each(copy_one, first(plan.copy), failures, concurrency)
+    deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
+    now_free = tuple(path for path in plan.mkdir if _within(path, ready))
+    made += await _make_folders(side, now_free, failures, concurrency)
+    copied |= await _each(
+        copy_one, [path for path in plan.copy if _within(path, ready)], failures, concurrency
     )
-    if failures:  # deleting now could remove the only good copy of what failed
-        raise TreeTransferError(failures, plan.skipped, done)
-    deleted, removed = await _delete_all(side, plan.delete, plan.rmdir, failures, concurrency)
-    done = attrs.evolve(done, delete=deleted, rmdir=removed)
+    if not failures:  # deleting after a failure could remove the only good copy of what failed
+        more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
+        deleted, removed = (*deleted, *more[0]), (*removed, *more[1])
     if failures or plan.skipped:  # last, so that a script notices; all else is done
-        raise TreeTransferError(failures, plan.skipped, done)
+        done = attrs.evolve(
+            plan,
+            mkdir=tuple(path for path in plan.mkdir if path in made),
+            copy=tuple(path for path in plan.copy if path in copied),
+            delete=tuple(path for path in plan.delete if path in deleted),
+            rmdir=tuple(path for path in plan.rmdir if path in removed),
+            replace=tuple(path for path in plan.replace if path in copied or path in made),
+            bytes_to_copy=state.bytes_done,
+        )
+        raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
+
+
+async def _clear_the_way(
+    side: _Side, plan: Plan, failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[tuple[str, ...], tuple[str, ...], set[str]]:
+    """Remove what is in the way of `plan.replace`; return the files and folders deleted, and the paths freed.
+
+    Nothing is removed after a failure (see carry_out); each path left
+    blocked is then a failure of its own, saying why it was not copied.
+    """
+    in_the_way = set(plan.replace)
+    deleted: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    if not in_the_way:
+        return deleted, removed, set()
+    if not failures:
+        deleted, removed = await _delete_all(
+            side,
+            tuple(path for path in plan.delete if _within(path, in_the_way)),
+            tuple(path for path in plan.rmdir if _within(path, in_the_way)),
+            failures,
+            concurrency,
+        )
+        why = "could not be removed"
+    else:
+        why = "is removed only in a run where all else worked"
+    ready = {path for path in plan.replace if path in deleted or path in removed}
+    for path in plan.replace:
+        if path not in ready and path not in failures:
+            what = "folder" if path in plan.rmdir else "file"
+            failures[path] = TrioftpError(f"not copied: the {what} in the way {why}")
+    return deleted, removed, ready
 
 
 async def sync(
@@ -851,7 +978,8 @@ async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int =
         _remote_side(conn, remote), plan.delete, plan.rmdir, failures, concurrency
     )
     if failures:
-        raise TreeTransferError(failures, done=attrs.evolve(plan, delete=deleted, rmdir=removed))
+        done = attrs.evolve(plan, delete=deleted, rmdir=removed)
+        raise TreeTransferError(failures, done=done, folders=plan.rmdir)
     return plan
 
 
