@@ -327,7 +327,7 @@ async def test_a_fifo_that_replaced_a_file_after_the_walk_is_not_read(
     (server.storage.root / "www" / "x").write_bytes(b"")
     # What the walk saw a moment before: a 0-byte file, the same size as the remote one.
     seen = tree.TreeScan(files={"x": tree.FileState(path="x", size=0, mtime_ns=0)})
-    monkeypatch.setattr(tree, "scan_local", lambda top, **_: seen)
+    monkeypatch.setattr(tree.plan, "scan_local", lambda top, **_: seen)  # where plan_sync finds it
     with fifo_must_stay_closed(local / "x"), trio.fail_after(NETWORK_TIMEOUT):
         async with trioftp.open_connection("127.0.0.1", server.port) as conn:
             plan = await tree.plan_sync(conn, local, "www", direction=direction)

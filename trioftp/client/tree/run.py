@@ -1,0 +1,387 @@
+"""Carrying out a plan: folders, copies, then deletions, each file on its own stream."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+import trio
+
+from trioftp.client.tree.local import _kind
+from trioftp.client.tree.model import (
+    DEFAULT_CONCURRENCY,
+    Direction,
+    Plan,
+    TreeCallback,
+    TreeFailure,
+    TreeProgress,
+    TreeTransferError,
+    _join,
+)
+from trioftp.client.tree.plan import _ancestors, _children_first, _within, plan_sync
+from trioftp.client.tree.remote import _kind_of, scan_remote
+from trioftp.concurrency import run_all
+from trioftp.errors import ConnectionClosed, TrioftpError
+from trioftp.protocol.messages import Kind
+
+if TYPE_CHECKING:
+    from trioftp.client.connection import ClientConnection
+
+
+@attrs.frozen
+class _Side:
+    """The side a run changes, by path relative to its top: make a folder, delete a file or empty folder."""
+
+    mkdir: Callable[[str], Awaitable[None]]
+    delete_file: Callable[[str], Awaitable[None]]
+    delete_folder: Callable[[str], Awaitable[None]]
+
+
+def _remote_side(conn: ClientConnection, remote: str) -> _Side:
+    async def mkdir(path: str) -> None:
+        await conn.mkdir(_join(remote, path))
+
+    async def delete(path: str) -> None:
+        await conn.delete(_join(remote, path))
+
+    return _Side(mkdir=mkdir, delete_file=delete, delete_folder=delete)
+
+
+def _local_side(local: Path) -> _Side:
+    async def mkdir(path: str) -> None:
+        await trio.to_thread.run_sync(lambda: (local / path).mkdir(parents=True, exist_ok=True))
+
+    async def delete_file(path: str) -> None:
+        await trio.to_thread.run_sync(os.unlink, local / path)
+
+    async def delete_folder(path: str) -> None:
+        await trio.to_thread.run_sync(os.rmdir, local / path)
+
+    return _Side(mkdir=mkdir, delete_file=delete_file, delete_folder=delete_folder)
+
+
+async def _each(
+    action: Callable[[str], Awaitable[None]],
+    paths: Iterable[str],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> set[str]:
+    """Run action(path) for every path, `concurrency` at a time; return the paths it worked for.
+
+    A failure is recorded and the others go on, as rsync does; only a broken
+    connection ends them all.
+    """
+    done: set[str] = set()
+
+    def job(path: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await action(path)
+            except (TrioftpError, OSError) as exc:
+                if isinstance(exc, ConnectionClosed):
+                    raise
+                failures[path] = exc
+            else:
+                done.add(path)
+
+        return run
+
+    await run_all([job(path) for path in paths], limit=concurrency)
+    return done
+
+
+async def _make_folders(
+    side: _Side, folders: tuple[str, ...], failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[str, ...]:
+    """Create the folders (parents first in `folders`); return those made.
+
+    Only the innermost are asked for: making one makes its missing parents.
+    """
+    parents = {parent for folder in folders if folder for parent in _ancestors(folder)}
+    made = await _each(side.mkdir, [f for f in folders if f not in parents], failures, concurrency)
+    made |= {parent for folder in made for parent in _ancestors(folder)}
+    return tuple(folder for folder in folders if folder in made)
+
+
+async def _delete_all(
+    side: _Side,
+    files: tuple[str, ...],
+    folders: tuple[str, ...],
+    failures: dict[str, TreeFailure],
+    concurrency: int,
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Delete the files, then the folders, deepest first; return what was deleted.
+
+    A folder that holds something whose deletion failed is not tried: it
+    could not be empty, and the failure below says why.
+    """
+    deleted = await _each(side.delete_file, files, failures, concurrency)
+    removed: set[str] = set()
+    by_depth: dict[int, list[str]] = {}
+    for folder in folders:
+        by_depth.setdefault(folder.count("/") + 1 if folder else 0, []).append(folder)
+    for depth in sorted(by_depth, reverse=True):  # one level at a time: a folder's children go first
+        blocked = {parent for path in failures for parent in _ancestors(path)}
+        level = [folder for folder in by_depth[depth] if folder not in blocked]
+        removed |= await _each(side.delete_folder, level, failures, concurrency)
+    return tuple(p for p in files if p in deleted), tuple(p for p in folders if p in removed)
+
+
+def _make_room(local: Path, path: str) -> None:
+    """Make the folders a download of `path` goes into; raise OSError unless it replaces only a file.
+
+    The plan went by a walk made a moment before. A symlink, FIFO or device
+    put at the path or in its way since then would be written through or into
+    (a download follows a link and writes a FIFO in place), so the file fails
+    instead. The top folder is the user's own choice and may be a link.
+    """
+    local.mkdir(parents=True, exist_ok=True)
+    for relative in reversed([*_ancestors(path)][:-1]):  # top-down, the top itself left out
+        folder = local / relative
+        try:
+            os.mkdir(folder)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(folder).st_mode):  # lstat: a link to a folder is refused too
+                raise OSError(errno.ENOTDIR, "not a folder here; not written into", str(folder)) from None
+    destination = local / path
+    try:
+        mode = os.lstat(destination).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(mode):
+        what = "a symlink" if stat.S_ISLNK(mode) else "a folder" if stat.S_ISDIR(mode) else _kind(mode)
+        raise OSError(errno.EEXIST, f"{what} here; not replaced", str(destination))
+
+
+async def carry_out(
+    conn: ClientConnection,
+    plan: Plan,
+    local: Path,
+    remote: str,
+    *,
+    direction: Direction,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: TreeCallback | None = None,
+) -> None:
+    """Create folders, copy and delete what the plan says, `concurrency` at a time on one connection.
+
+    Files are deleted before folders, and a folder's children before it. The
+    order keeps the target's entries until nothing could need them: first the
+    folders and copies that need nothing removed; then, only if all of those
+    worked, what is in the way of `plan.replace` (as a tree: files, then
+    folders deepest first; a link is never walked, since a folder holding one
+    is not replaced) and right after, the copies that go in its place; last,
+    and again only if nothing failed, the other deletions. A replacement that
+    could not run is a failure of its path.
+
+    Raises:
+        TreeTransferError: some entries failed (nothing else was deleted), or
+            the plan skipped some (the rest was done); `done` says what was.
+        ConnectionClosed: the connection broke.
+
+    Example:
+        plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP)
+        await carry_out(conn, plan, Path("site"), "www", direction=Direction.UP)
+    """
+    side = _remote_side(conn, remote) if direction is Direction.UP else _local_side(local)
+    sizes = {path: 0 for path in plan.copy}
+    state = TreeProgress(files_total=len(plan.copy), bytes_total=plan.bytes_to_copy)
+    failures: dict[str, TreeFailure] = {}
+
+    def report() -> None:
+        if progress is not None:
+            progress(state)
+
+    async def copy_one(path: str) -> None:
+        state.current.add(path)
+        report()
+
+        def on_bytes(done: int, _total: int) -> None:
+            state.bytes_done += done - sizes[path]
+            sizes[path] = done
+            report()
+
+        try:
+            if direction is Direction.UP:
+                await conn.upload(local / path, _join(remote, path), progress=on_bytes)
+            else:
+                await trio.to_thread.run_sync(_make_room, local, path)
+                await conn.download(_join(remote, path), local / path, progress=on_bytes)
+        finally:
+            state.current.discard(path)
+        state.files_done += 1
+        report()
+
+    in_the_way = set(plan.replace)
+
+    def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
+        return tuple(path for path in paths if not _within(path, in_the_way))
+
+    made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
+    copied = await _each(copy_one, first(plan.copy), failures, concurrency)
+    deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
+    now_free = tuple(path for path in plan.mkdir if _within(path, ready))
+    made += await _make_folders(side, now_free, failures, concurrency)
+    copied |= await _each(
+        copy_one, [path for path in plan.copy if _within(path, ready)], failures, concurrency
+    )
+    if not failures:  # deleting after a failure could remove the only good copy of what failed
+        more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
+        deleted, removed = (*deleted, *more[0]), (*removed, *more[1])
+    if failures or plan.skipped:  # last, so that a script notices; all else is done
+        done = attrs.evolve(
+            plan,
+            mkdir=tuple(path for path in plan.mkdir if path in made),
+            copy=tuple(path for path in plan.copy if path in copied),
+            delete=tuple(path for path in plan.delete if path in deleted),
+            rmdir=tuple(path for path in plan.rmdir if path in removed),
+            replace=tuple(path for path in plan.replace if path in copied or path in made),
+            bytes_to_copy=state.bytes_done,
+        )
+        raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
+
+
+async def _clear_the_way(
+    side: _Side, plan: Plan, failures: dict[str, TreeFailure], concurrency: int
+) -> tuple[tuple[str, ...], tuple[str, ...], set[str]]:
+    """Remove what is in the way of `plan.replace`; return the files and folders deleted, and the paths freed.
+
+    Nothing is removed after a failure (see carry_out); each path left
+    blocked is then a failure of its own, saying why it was not copied.
+    """
+    in_the_way = set(plan.replace)
+    deleted: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    if not in_the_way:
+        return deleted, removed, set()
+    if not failures:
+        deleted, removed = await _delete_all(
+            side,
+            tuple(path for path in plan.delete if _within(path, in_the_way)),
+            tuple(path for path in plan.rmdir if _within(path, in_the_way)),
+            failures,
+            concurrency,
+        )
+        why = "could not be removed"
+    else:
+        why = "is removed only in a run where all else worked"
+    ready = {path for path in plan.replace if path in deleted or path in removed}
+    for path in plan.replace:
+        if path not in ready and path not in failures:
+            what = "folder" if path in plan.rmdir else "file"
+            failures[path] = TrioftpError(f"not copied: the {what} in the way {why}")
+    return deleted, removed, ready
+
+
+async def sync(
+    conn: ClientConnection,
+    local: str | os.PathLike[str],
+    remote: str,
+    *,
+    direction: Direction = Direction.UP,
+    delete: bool = False,
+    dry_run: bool = False,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: TreeCallback | None = None,
+) -> Plan:
+    """Make `remote` match `local` (UP) or `local` match `remote` (DOWN); return the plan.
+
+    `ClientConnection.sync` is the same as a method; its docstring has the details.
+
+    Example:
+        plan = await sync(conn, "photos", "backup/photos", delete=True)
+        print(len(plan.copy), "files sent,", plan.unchanged, "already there")
+    """
+    local_path = Path(local)
+    plan = await plan_sync(conn, local_path, remote, direction=direction, delete=delete)
+    if not dry_run:
+        await carry_out(
+            conn, plan, local_path, remote, direction=direction, concurrency=concurrency, progress=progress
+        )
+    return plan
+
+
+async def upload_tree(
+    conn: ClientConnection,
+    local: str | os.PathLike[str],
+    remote: str = "",
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: TreeCallback | None = None,
+) -> Plan:
+    """Upload every file under `local` into `remote`, skipping files already identical there.
+
+    `ClientConnection.upload_tree` is the same as a method; its docstring has the details.
+
+    Example:
+        plan = await upload_tree(conn, "photos", "backup/photos")
+    """
+    return await sync(conn, local, remote, direction=Direction.UP, concurrency=concurrency, progress=progress)
+
+
+async def download_tree(
+    conn: ClientConnection,
+    remote: str,
+    local: str | os.PathLike[str],
+    *,
+    concurrency: int = DEFAULT_CONCURRENCY,
+    progress: TreeCallback | None = None,
+) -> Plan:
+    """Download every file under `remote` into `local`, skipping files already identical here.
+
+    `ClientConnection.download_tree` is the same as a method; its docstring has the details.
+
+    Example:
+        plan = await download_tree(conn, "backup/photos", "photos-restored")
+    """
+    return await sync(
+        conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
+    )
+
+
+async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
+    """Delete a remote folder and everything under it: its files, then its folders, deepest first.
+
+    A file is deleted as it is (as `rm -r` does), and so is a symbolic link,
+    to a file or a folder: the link goes, never what it leads to. The root
+    cannot be removed.
+
+    Returns:
+        What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
+
+    Raises:
+        ValueError: `remote` is the root ("" or "/").
+        NotFound: no such file or folder.
+        TreeTransferError: some could not be deleted (nor the folders that hold them); the rest was.
+        ConnectionClosed: the connection broke.
+
+    Example:
+        plan = await remove_tree(conn, "backup/old-photos")
+        print(len(plan.delete), "files and", len(plan.rmdir), "folders deleted")
+    """
+    if not remote.strip("/"):
+        raise ValueError("refusing to remove the root folder ('' or '/'): name a folder inside it")
+    if await _kind_of(conn, remote.strip("/")) is not Kind.DIR:
+        await conn.delete(remote)
+        return Plan(copy=(), delete=("",), unchanged=0, bytes_to_copy=0)
+    scan = await scan_remote(conn, remote)
+    plan = Plan(
+        copy=(),
+        delete=tuple(sorted(set(scan.files) | scan.links)),  # a link is deleted, not walked
+        unchanged=0,
+        bytes_to_copy=0,
+        rmdir=_children_first(scan.folders | {""}),
+    )
+    failures: dict[str, TreeFailure] = {}
+    deleted, removed = await _delete_all(
+        _remote_side(conn, remote), plan.delete, plan.rmdir, failures, concurrency
+    )
+    if failures:
+        done = attrs.evolve(plan, delete=deleted, rmdir=removed)
+        raise TreeTransferError(failures, done=done, folders=plan.rmdir)
+    return plan
