@@ -499,7 +499,7 @@ async def test_rm_r_names_the_top_folder_in_a_failure(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("rm", "-r", address(server), "sd/gone") == 1
     assert capsys.readouterr().err.startswith(
-        "trioftp: rm: 1 entry failed: .: BAD_REQUEST: folder 'sd/gone' holds 1 entry that listings"
+        "trioftp: rm: 1 entry failed: .: BAD_REQUEST: folder 'sd/gone' holds 1 entry the server does"
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from tests.v2_helpers import connect
 from trioftp.client import tree
 from trioftp.protocol import Kind
 from trioftp.server import Server
+from trioftp.storage import Storage
 
 
 def precious(root: Path) -> Path:
@@ -141,6 +143,54 @@ async def test_a_folder_kept_by_entries_listings_hide_says_so(server: Server, se
     os.mkfifo(server_root / "gone" / "pipe")
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
-            assert await conn.list("gone") == []
-            with pytest.raises(trioftp.RemoteError, match="holds 2 entries that listings do not show"):
+            listed = {(entry.name, entry.kind) for entry in await conn.list("gone")}
+            with pytest.raises(trioftp.RemoteError, match="holds 2 entries the server does not serve"):
                 await conn.delete("gone")
+    assert listed == {("out", Kind.OTHER), ("pipe", Kind.OTHER)}  # there, though not served
+
+
+async def test_what_the_server_does_not_serve_is_never_read_as_absent(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    """A sync DOWN --delete used to delete the local copies of names the server left out."""
+    (server_root / "m").mkdir()
+    (server_root / "m" / "a").symlink_to("nowhere")
+    (server_root / "m" / "b").symlink_to("/etc/hostname")  # out of the root
+    os.mkfifo(server_root / "m" / "c")
+    (server_root / "m" / "d.txt").write_bytes(b"served")
+    local = tmp_path / "copy"
+    (local / "a").mkdir(parents=True)
+    (local / "a" / "mine").write_bytes(b"mine")
+    (local / "b").write_bytes(b"b")
+    (local / "c").write_bytes(b"c")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "m", direction=tree.Direction.DOWN, delete=True)
+            with pytest.raises(tree.TreeTransferError) as up:  # and the other way: not replaced
+                await conn.sync(local, "m", direction=tree.Direction.UP, delete=True)
+    assert sorted(entry.path for entry in caught.value.skipped) == ["a", "b", "c"]
+    assert sorted(entry.path for entry in up.value.skipped) == ["a", "b", "c"]
+    assert (local / "a" / "mine").read_bytes() == b"mine"
+    assert (local / "b").read_bytes() == b"b" and (local / "c").read_bytes() == b"c"
+    assert (local / "d.txt").read_bytes() == b"served"
+    assert (server_root / "m" / "a").is_symlink() and stat.S_ISFIFO(os.lstat(server_root / "m" / "c").st_mode)
+
+
+class _Unexaminable:
+    """A folder entry whose stat fails, as in a folder the server may read but not search (r--)."""
+
+    def __init__(self, path: Path) -> None:
+        self.name, self.path = path.name, str(path)
+
+    def is_symlink(self) -> bool:
+        raise PermissionError(13, "Permission denied", self.path)
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        raise PermissionError(13, "Permission denied", self.path)
+
+
+def test_an_item_the_server_cannot_examine_is_listed_as_other(server_root: Path) -> None:
+    storage = Storage(server_root)
+    entry = storage._entry(server_root, _Unexaminable(server_root / "photo.jpg"))  # type: ignore[arg-type]
+    assert entry is not None and (entry.name, entry.kind, entry.size) == ("photo.jpg", Kind.OTHER, 0)

@@ -253,10 +253,17 @@ async def test_symlinks_leading_out_of_the_root_are_refused(
             ):
                 with pytest.raises(PermissionDenied):
                     await attempt()
-            # A link that stays inside works; the links out are not listed.
+            # A link that stays inside works; the links out are listed as taken names
+            # the server does not serve (kind "other"), saying nothing of what they lead to.
             assert await conn.get("link-inside") == b"fine"
-            names = [e.name for e in await conn.list()]
-    assert names == ["inside.txt", "link-inside"]
+            listed = {e.name: (e.kind.value, e.size) for e in await conn.list()}
+    assert listed == {
+        "inside.txt": ("file", 4),
+        "link-inside": ("link", 4),
+        "link-file": ("other", 0),
+        "link-dir": ("other", 0),
+        "dangling": ("other", 0),
+    }
     assert tree(outside) == {"secret.txt"}
     assert (outside / "secret.txt").read_bytes() == b"secret"
 

@@ -611,7 +611,8 @@ async def _ls(args: argparse.Namespace) -> None:
             if not entries:
                 raise
         for entry in entries:
-            suffix = {Kind.DIR: "/", Kind.LINK: "@"}.get(entry.kind, "")  # as ls -F marks them
+            # As ls -F marks them; "?" for what the server lists but does not serve.
+            suffix = {Kind.DIR: "/", Kind.LINK: "@", Kind.OTHER: "?"}.get(entry.kind, "")
             stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
             print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
 

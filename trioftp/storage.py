@@ -334,6 +334,7 @@ class Storage:
         return entries
 
     def _entry(self, folder_path: Path, item: os.DirEntry[str]) -> Entry | None:
+        """The listing's line for `item`; None for what listings leave out (spec 11.3)."""
         if folder_path == self.root and item.name == STATE_DIR:
             return None
         if COPY_NAME.fullmatch(item.name):
@@ -343,15 +344,18 @@ class Storage:
             item.name.encode("utf-8")
         except (BadName, UnicodeEncodeError):
             return None  # a local name the protocol cannot carry (control chars, bad bytes)
+        link = False
         try:
             link = item.is_symlink()
             if link:
                 self._check_inside(Path(os.path.realpath(item.path)), item.name)
             st = item.stat()
-        except (OSError, StorageError):
-            return None
+        except FileNotFoundError:
+            return _other(item) if link else None  # a link to nothing; else gone since the scan
+        except (OSError, StorageError):  # a link out of the root, or an item we may not examine
+            return _other(item)
         if not (stat_module.S_ISREG(st.st_mode) or stat_module.S_ISDIR(st.st_mode)):
-            return None
+            return _other(item)
         facts = self._facts(item.name, st)
         # A link says so (spec 11.3): a client walking the tree must not follow it.
         kind = Kind.LINK if link else facts.kind
@@ -376,16 +380,16 @@ class Storage:
         try:
             with os.scandir(path) as scan:
                 items = list(scan)
-            hidden = sum(1 for item in items if self._entry(path, item) is None)
+            hidden = sum(1 for item in items if _unserved(self._entry(path, item)))
         except OSError:
             return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
         if not hidden:
             return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
         return StorageError(
             ErrorCode.BAD_REQUEST,
-            f"folder {name!r} holds {hidden} entr{'y' if hidden == 1 else 'ies'} that listings do not show"
-            " (links out of the root, FIFOs or devices, names the protocol cannot carry); remove them"
-            " on the server",
+            f"folder {name!r} holds {hidden} entr{'y' if hidden == 1 else 'ies'} the server does not serve"
+            " (FIFOs or devices, links out of the root or to nothing, unreadable items, names the"
+            " protocol cannot carry); remove them on the server",
         )
 
     def rename(self, old: str, new: str, *, replace: bool) -> None:
@@ -644,6 +648,19 @@ class Upload:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.partial)
         self.storage._release(self._key)
+
+
+def _other(item: os.DirEntry[str]) -> Entry:
+    """A listing's line for an item that is there but not served: the name is taken (spec 11.3)."""
+    try:
+        mtime_ns = max(item.stat(follow_symlinks=False).st_mtime_ns, 0)
+    except OSError:
+        mtime_ns = 0
+    return Entry(name=item.name, kind=Kind.OTHER, size=0, mtime_ns=mtime_ns)
+
+
+def _unserved(entry: Entry | None) -> bool:
+    return entry is None or entry.kind is Kind.OTHER
 
 
 def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> None:

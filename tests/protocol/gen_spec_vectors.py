@@ -158,6 +158,12 @@ def messages_group(r: Recorder) -> None:
             entries=(Entry(name="latest", kind=Kind.LINK, size=12, mtime_ns=MTIME),), last=True, stream_id=1
         ),
     )
+    r.frame(
+        "listing-other",
+        Listing(
+            entries=(Entry(name="pipe", kind=Kind.OTHER, size=0, mtime_ns=MTIME),), last=True, stream_id=1
+        ),
+    )
     r.frame("listing-last-empty", Listing(entries=(), last=True, stream_id=1))
     r.frame("stat", Stat(name="hello.txt", stream_id=11))
     r.frame("file-info", hello_info(11))
@@ -243,6 +249,7 @@ def malformed_group(r: Recorder) -> None:
         packed(FrameType.FILE_INFO, 1, {**_info_fields(), "kind": "link"}),
         note="a link is a LISTING entry's kind only: FILE_INFO says what the name leads to",
     )
+    r.bad_frame("file-info-kind-other", packed(FrameType.FILE_INFO, 1, {**_info_fields(), "kind": "other"}))
     r.bad_frame("text-over-1024-chars", packed(FrameType.GOODBYE, 0, {"message": "x" * 1025}))
     r.bad_frame("data-on-stream-0", frame(FrameType.DATA, 0, HELLO_WORLD))
     r.bad_frame("cancel-on-stream-0", packed(FrameType.CANCEL, 0, {"message": ""}))

@@ -106,10 +106,11 @@ class Kind(enum.Enum):
     FILE = "file"
     DIR = "dir"
     LINK = "link"  # in a LISTING only: a symbolic link (STAT says what it leads to)
+    OTHER = "other"  # in a LISTING only: there, but not served (a FIFO, a link out or to nothing, ...)
 
 
 def _not_link(_inst: Any, _attribute: attrs.Attribute[Any], value: Kind) -> None:
-    if value is Kind.LINK:
+    if value in (Kind.LINK, Kind.OTHER):
         raise ValueError("FILE_INFO describes what a name leads to: its kind is file or dir")
 
 

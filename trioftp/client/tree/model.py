@@ -18,6 +18,8 @@ PARTIAL_REASON = f"a {PARTIAL_SUFFIX} name is the client's partial download, not
 # Worded alike for a local and a server's symlink: the direction says which side it is on.
 FOLDER_LINK_REASON = "a symlink to a folder; not followed"
 NOWHERE_REASON = "a symlink that leads nowhere"
+# Listed by the server as "other": the name is taken, so it is kept and never copied over.
+UNSERVED_REASON = "not served by the server (a FIFO or device, a link out or to nothing, or unreadable)"
 
 
 class Direction(enum.Enum):

@@ -98,6 +98,9 @@ def _not_copied(
         if _within(path, links):  # an upload there would land in the folder the link leads to
             skipped[path] = "a symlink to a folder on the server here; not written through"
             continue
+        if path in target.skipped:  # what the server keeps there is not ours to replace
+            skipped[path] = f"the server keeps something here: {target.skipped[path]}; not replaced"
+            continue
         try:  # each name was checked by the walk; only the whole path may still be too long
             check_path(_join(remote, path))
         except BadName as exc:

@@ -9,6 +9,7 @@ from trioftp.client.tree.model import (
     DEFAULT_CONCURRENCY,
     FOLDER_LINK_REASON,
     NOWHERE_REASON,
+    UNSERVED_REASON,
     FileState,
     TreeScan,
     _join,
@@ -69,6 +70,8 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
                         next_level.append(child)
                     elif entry.kind is Kind.LINK:
                         await follow_link(child)
+                    elif entry.kind is Kind.OTHER:  # not absent: kept, never copied over
+                        skipped[child] = UNSERVED_REASON
                     else:
                         files[child] = FileState(path=child, size=entry.size, mtime_ns=entry.mtime_ns)
 
