@@ -10,7 +10,7 @@ import pytest
 import trio
 
 import trioftp
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import connect
 from trioftp.client import tree
 from trioftp.protocol import Kind
@@ -194,3 +194,56 @@ def test_an_item_the_server_cannot_examine_is_listed_as_other(server_root: Path)
     storage = Storage(server_root)
     entry = storage._entry(server_root, _Unexaminable(server_root / "photo.jpg"))  # type: ignore[arg-type]
     assert entry is not None and (entry.name, entry.kind, entry.size) == ("photo.jpg", Kind.OTHER, 0)
+
+
+async def test_a_file_replacing_a_folder_is_copied_beside_it_first(
+    make_server: MakeServer, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If the file cannot be copied, the folder it would replace is still whole (both ways)."""
+    server = await make_server(max_file_size=1000)
+    (server_root / "m" / "a").mkdir(parents=True)
+    (server_root / "m" / "a" / "theirs").write_bytes(b"the server's only copy")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "a").write_bytes(b"x" * 5000)  # over the server's max_file_size
+    (server_root / "n").mkdir()
+    (server_root / "n" / "a").write_bytes(b"a file on the server now")
+    down = tmp_path / "down"
+    (down / "a").mkdir(parents=True)
+    (down / "a" / "mine").write_bytes(b"the local only copy")
+
+    def full_disk(top: Path, path: str) -> None:
+        raise OSError(28, "No space left on device", str(top / path))
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(tree.TreeTransferError) as up:
+                await conn.sync(local, "m", delete=True)
+            monkeypatch.setattr(tree.run, "_make_room", full_disk)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(down, "n", direction=tree.Direction.DOWN, delete=True)
+            (server_root / "m" / "b.txt").write_bytes(b"b")
+    assert list(up.value.failures) == ["a"] and "TOO_LARGE" in str(up.value.failures["a"])
+    assert (server_root / "m" / "a" / "theirs").read_bytes() == b"the server's only copy"
+    assert list(caught.value.failures) == ["a"]
+    assert (down / "a" / "mine").read_bytes() == b"the local only copy"
+    assert sorted(os.listdir(server_root / "m")) == ["a", "b.txt"]  # no copy left beside
+    assert sorted(os.listdir(down)) == ["a"]
+
+
+async def test_a_file_replacing_a_folder_swaps_in_once_copied(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "m" / "a").mkdir(parents=True)
+    (server_root / "m" / "a" / "old").write_bytes(b"old")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "a").write_bytes(b"now a file")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            await conn.sync(local, "m", delete=True)
+            await conn.sync(tmp_path / "back", "m", direction=tree.Direction.DOWN, delete=True)
+            again = await conn.sync(local, "m", delete=True)
+    assert (server_root / "m" / "a").read_bytes() == b"now a file"
+    assert os.listdir(server_root / "m") == ["a"] and os.listdir(tmp_path / "back") == ["a"]
+    assert again.copy == () and again.delete == ()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import hashlib
 import os
 import stat
 from collections.abc import Awaitable, Callable, Iterable
@@ -176,8 +178,10 @@ async def carry_out(
     worked, what is in the way of `plan.replace` (as a tree: files, then
     folders deepest first; a link is never walked, since a folder holding one
     is not replaced) and right after, the copies that go in its place; last,
-    and again only if nothing failed, the other deletions. A replacement that
-    could not run is a failure of its path.
+    and again only if nothing failed, the other deletions. A file that takes
+    a folder's place is copied beside it first (`.trioftp-replace-<hex>`) and
+    renamed in once the folder is gone, so a copy that fails leaves the folder
+    whole. A replacement that could not run is a failure of its path.
 
     Raises:
         TreeTransferError: some entries failed (nothing else was deleted), or
@@ -197,7 +201,9 @@ async def carry_out(
         if progress is not None:
             progress(state)
 
-    async def copy_one(path: str) -> None:
+    async def copy_one(path: str, into: str | None = None) -> None:
+        """Copy the source's `path` to the target's `into` (by default, `path`)."""
+        into = into or path
         state.current.add(path)
         report()
 
@@ -208,27 +214,47 @@ async def carry_out(
 
         try:
             if direction is Direction.UP:
-                await conn.upload(local / path, _join(remote, path), progress=on_bytes)
+                await conn.upload(local / path, _join(remote, into), progress=on_bytes)
             else:
-                await trio.to_thread.run_sync(_make_room, local, path)
-                await conn.download(_join(remote, path), local / path, progress=on_bytes)
+                await trio.to_thread.run_sync(_make_room, local, into)
+                await conn.download(_join(remote, path), local / into, progress=on_bytes)
         finally:
             state.current.discard(path)
         state.files_done += 1
         report()
 
+    async def stage_one(path: str) -> None:
+        await copy_one(path, _staging_name(path))
+
+    async def swap_in(path: str) -> None:
+        if direction is Direction.UP:
+            await conn.rename(_join(remote, _staging_name(path)), _join(remote, path))
+        else:
+            await trio.to_thread.run_sync(os.rename, local / _staging_name(path), local / path)
+
     in_the_way = set(plan.replace)
+    # A file that takes a folder's place is copied beside it first: if that
+    # copy fails (unreadable, too large, refused), the folder is still there.
+    staged_paths = tuple(path for path in plan.replace if path in plan.copy)
 
     def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
         return tuple(path for path in paths if not _within(path, in_the_way))
 
     made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
     copied = await _each(copy_one, first(plan.copy), failures, concurrency)
+    staged = await _each(stage_one, staged_paths, failures, concurrency)
     deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
+    copied |= await _each(swap_in, [path for path in staged if path in ready], failures, concurrency)
+    for path in staged - copied:  # not swapped in: the copy beside goes, the folder stays
+        with contextlib.suppress(TrioftpError, OSError):
+            await side.delete_file(_staging_name(path))
     now_free = tuple(path for path in plan.mkdir if _within(path, ready))
     made += await _make_folders(side, now_free, failures, concurrency)
     copied |= await _each(
-        copy_one, [path for path in plan.copy if _within(path, ready)], failures, concurrency
+        copy_one,
+        [path for path in plan.copy if _within(path, ready) and path not in staged_paths],
+        failures,
+        concurrency,
     )
     if not failures:  # deleting after a failure could remove the only good copy of what failed
         more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
@@ -244,6 +270,13 @@ async def carry_out(
             bytes_to_copy=state.bytes_done,
         )
         raise TreeTransferError(failures, plan.skipped, done, folders={*plan.mkdir, *plan.rmdir})
+
+
+def _staging_name(path: str) -> str:
+    """Where a file waits beside the folder it replaces; a later sync removes it if a crash left it."""
+    folder, _, name = path.rpartition("/")
+    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    return _join(folder, f".trioftp-replace-{digest}")
 
 
 async def _clear_the_way(
