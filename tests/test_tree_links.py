@@ -247,3 +247,46 @@ async def test_a_file_replacing_a_folder_swaps_in_once_copied(
     assert (server_root / "m" / "a").read_bytes() == b"now a file"
     assert os.listdir(server_root / "m") == ["a"] and os.listdir(tmp_path / "back") == ["a"]
     assert again.copy == () and again.delete == ()
+
+
+async def test_a_folder_replacing_a_file_is_built_beside_it_first(
+    make_server: MakeServer, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await make_server(max_file_size=1000)
+    (server_root / "m").mkdir()
+    (server_root / "m" / "x").write_bytes(b"the server's file")
+    local = tmp_path / "site"
+    (local / "x" / "deep").mkdir(parents=True)
+    (local / "x" / "small.txt").write_bytes(b"fits")
+    (local / "x" / "deep" / "big.bin").write_bytes(b"x" * 5000)  # over max_file_size
+    (server_root / "n" / "x").mkdir(parents=True)
+    (server_root / "n" / "x" / "y.txt").write_bytes(b"y")
+    down = tmp_path / "down"
+    down.mkdir()
+    (down / "x").write_bytes(b"the local file")
+
+    def full_disk(top: Path, path: str) -> None:
+        raise OSError(28, "No space left on device", str(top / path))
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(tree.TreeTransferError) as up:
+                await conn.sync(local, "m", delete=True)
+            after_failure = contents(server_root / "m")
+            monkeypatch.setattr(tree.run, "_make_room", full_disk)
+            with pytest.raises(tree.TreeTransferError):
+                await conn.sync(down, "n", direction=tree.Direction.DOWN, delete=True)
+            monkeypatch.undo()
+            (local / "x" / "deep" / "big.bin").write_bytes(b"fits now")
+            await conn.sync(local, "m", delete=True)
+    assert "x/deep/big.bin" in up.value.failures
+    assert after_failure == {"x": b"the server's file"}  # still the file: nothing built beside is left
+    assert (down / "x").read_bytes() == b"the local file" and os.listdir(down) == ["x"]
+    assert sorted(os.listdir(server_root / "m")) == ["x"]  # nothing left beside
+    assert (server_root / "m" / "x" / "deep" / "big.bin").read_bytes() == b"fits now"
+    assert (server_root / "m" / "x" / "small.txt").read_bytes() == b"fits"
+
+
+def contents(folder: Path) -> dict[str, bytes]:
+    """The files directly in `folder`, with their bytes; a folder as b"<folder>"."""
+    return {p.name: b"<folder>" if p.is_dir() else p.read_bytes() for p in folder.iterdir()}

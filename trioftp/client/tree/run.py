@@ -178,10 +178,11 @@ async def carry_out(
     worked, what is in the way of `plan.replace` (as a tree: files, then
     folders deepest first; a link is never walked, since a folder holding one
     is not replaced) and right after, the copies that go in its place; last,
-    and again only if nothing failed, the other deletions. A file that takes
-    a folder's place is copied beside it first (`.trioftp-replace-<hex>`) and
-    renamed in once the folder is gone, so a copy that fails leaves the folder
-    whole. A replacement that could not run is a failure of its path.
+    and again only if nothing failed, the other deletions. What replaces an
+    entry of the other kind (a file, or a folder with all in it) is built
+    beside it first (`.trioftp-replace-<hex>`) and renamed in once the entry
+    is gone, so a copy that fails leaves that entry whole. A replacement that
+    could not run is a failure of its path.
 
     Raises:
         TreeTransferError: some entries failed (nothing else was deleted), or
@@ -223,39 +224,48 @@ async def carry_out(
         state.files_done += 1
         report()
 
-    async def stage_one(path: str) -> None:
-        await copy_one(path, _staging_name(path))
-
-    async def swap_in(path: str) -> None:
-        if direction is Direction.UP:
-            await conn.rename(_join(remote, _staging_name(path)), _join(remote, path))
-        else:
-            await trio.to_thread.run_sync(os.rename, local / _staging_name(path), local / path)
-
     in_the_way = set(plan.replace)
-    # A file that takes a folder's place is copied beside it first: if that
-    # copy fails (unreadable, too large, refused), the folder is still there.
-    staged_paths = tuple(path for path in plan.replace if path in plan.copy)
 
     def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
         return tuple(path for path in paths if not _within(path, in_the_way))
 
+    def staged_as(path: str) -> str:
+        top = next(p for p in plan.replace if path == p or path.startswith(p + "/"))
+        return _staging_name(top) + path[len(top) :]
+
     made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
     copied = await _each(copy_one, first(plan.copy), failures, concurrency)
-    staged = await _each(stage_one, staged_paths, failures, concurrency)
+    # What takes the place of the target's entry of the other kind is built
+    # beside it first (a file, or a folder with all in it): if any of that
+    # fails, the entry in the way is still whole. Only then does it go, and
+    # the new one is renamed in.
+    staged_dirs = tuple(path for path in plan.mkdir if _within(path, in_the_way))  # parents first
+    staged_files = tuple(path for path in plan.copy if _within(path, in_the_way))
+    for path in staged_dirs:
+        try:
+            await side.mkdir(staged_as(path))
+        except (TrioftpError, OSError) as exc:
+            failures[path] = exc
+    await _each(lambda path: copy_one(path, staged_as(path)), staged_files, failures, concurrency)
     deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
-    copied |= await _each(swap_in, [path for path in staged if path in ready], failures, concurrency)
-    for path in staged - copied:  # not swapped in: the copy beside goes, the folder stays
-        with contextlib.suppress(TrioftpError, OSError):
-            await side.delete_file(_staging_name(path))
-    now_free = tuple(path for path in plan.mkdir if _within(path, ready))
-    made += await _make_folders(side, now_free, failures, concurrency)
-    copied |= await _each(
-        copy_one,
-        [path for path in plan.copy if _within(path, ready) and path not in staged_paths],
-        failures,
-        concurrency,
-    )
+
+    async def swap_in(path: str) -> None:
+        if direction is Direction.UP:
+            await conn.rename(_join(remote, staged_as(path)), _join(remote, path))
+        else:
+            await trio.to_thread.run_sync(os.rename, local / staged_as(path), local / path)
+
+    swapped = await _each(swap_in, [path for path in plan.replace if path in ready], failures, concurrency)
+    made += tuple(path for path in staged_dirs if _within(path, swapped))
+    copied |= {path for path in staged_files if _within(path, swapped)}
+    for path in staged_files:  # not swapped in: what was built beside goes, the entry in the way stays
+        if not _within(path, swapped):
+            with contextlib.suppress(TrioftpError, OSError):
+                await side.delete_file(staged_as(path))
+    for path in reversed(staged_dirs):
+        if not _within(path, swapped):
+            with contextlib.suppress(TrioftpError, OSError):
+                await side.delete_folder(staged_as(path))
     if not failures:  # deleting after a failure could remove the only good copy of what failed
         more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
         deleted, removed = (*deleted, *more[0]), (*removed, *more[1])
@@ -273,7 +283,7 @@ async def carry_out(
 
 
 def _staging_name(path: str) -> str:
-    """Where a file waits beside the folder it replaces; a later sync removes it if a crash left it."""
+    """Where what replaces `path` is built beside it; a later sync --delete removes it if a crash left it."""
     folder, _, name = path.rpartition("/")
     digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return _join(folder, f".trioftp-replace-{digest}")
