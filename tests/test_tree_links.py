@@ -290,3 +290,45 @@ async def test_a_folder_replacing_a_file_is_built_beside_it_first(
 def contents(folder: Path) -> dict[str, bytes]:
     """The files directly in `folder`, with their bytes; a folder as b"<folder>"."""
     return {p.name: b"<folder>" if p.is_dir() else p.read_bytes() for p in folder.iterdir()}
+
+
+async def test_a_replacement_that_cannot_be_renamed_in_stays_where_it_was_built(
+    server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folder in the way is gone by then: what was built beside is the only copy, so it stays."""
+    (server_root / "m" / "X").mkdir(parents=True)
+    (server_root / "m" / "X" / "old").write_bytes(b"old")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "X").write_bytes(b"the new file")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+
+            async def no_rename(*_args: object, **_kwargs: object) -> None:
+                raise trioftp.PermissionDenied("PERMISSION_DENIED: no 'rename' right")
+
+            monkeypatch.setattr(conn, "rename", no_rename)
+            with pytest.raises(tree.TreeTransferError) as caught:
+                await conn.sync(local, "m", delete=True)
+    [left] = os.listdir(server_root / "m")
+    assert left.startswith(".trioftp-replace-") and (server_root / "m" / left).read_bytes() == b"the new file"
+    assert f"it is at '{left}'" in str(caught.value.failures["X"])  # relative, as reports are
+
+
+async def test_names_like_the_staging_ones_are_ordinary_files(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    """One a user has on both sides stays; one a crash left on the target goes with --delete."""
+    (server_root / "m" / "X").mkdir(parents=True)
+    (server_root / "m" / "X" / "old").write_bytes(b"old")
+    (server_root / "m" / ".trioftp-replace-4b68ab3847feda7d").write_bytes(b"mine")
+    (server_root / "m" / ".trioftp-replace-0123456789abcdef").write_bytes(b"left by a crash")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / "X").write_bytes(b"the new file")
+    (local / ".trioftp-replace-4b68ab3847feda7d").write_bytes(b"mine")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            plan = await conn.sync(local, "m", delete=True)
+    assert ".trioftp-replace-0123456789abcdef" in plan.delete
+    assert contents(server_root / "m") == {"X": b"the new file", ".trioftp-replace-4b68ab3847feda7d": b"mine"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
+from trioftp.client.targets import PARTIAL_SUFFIX, partial_of
 from trioftp.client.tree.local import _kind
 from trioftp.client.tree.model import (
     DEFAULT_CONCURRENCY,
@@ -229,9 +230,13 @@ async def carry_out(
     def first(paths: tuple[str, ...]) -> tuple[str, ...]:  # what needs nothing of the target's removed
         return tuple(path for path in paths if not _within(path, in_the_way))
 
+    # A fresh name per run and path: a fixed one could be a real entry, or the
+    # leftover of a crash that this run's deletions also name.
+    staging = {path: _staging_name(path) for path in plan.replace}
+
     def staged_as(path: str) -> str:
         top = next(p for p in plan.replace if path == p or path.startswith(p + "/"))
-        return _staging_name(top) + path[len(top) :]
+        return staging[top] + path[len(top) :]
 
     made = await _make_folders(side, first(plan.mkdir), failures, concurrency)
     copied = await _each(copy_one, first(plan.copy), failures, concurrency)
@@ -241,12 +246,15 @@ async def carry_out(
     # the new one is renamed in.
     staged_dirs = tuple(path for path in plan.mkdir if _within(path, in_the_way))  # parents first
     staged_files = tuple(path for path in plan.copy if _within(path, in_the_way))
+    staged_made: list[str] = []
     for path in staged_dirs:
         try:
             await side.mkdir(staged_as(path))
         except (TrioftpError, OSError) as exc:
             failures[path] = exc
-    await _each(lambda path: copy_one(path, staged_as(path)), staged_files, failures, concurrency)
+        else:
+            staged_made.append(path)
+    staged = await _each(lambda path: copy_one(path, staged_as(path)), staged_files, failures, concurrency)
     deleted, removed, ready = await _clear_the_way(side, plan, failures, concurrency)
 
     async def swap_in(path: str) -> None:
@@ -258,14 +266,22 @@ async def carry_out(
     swapped = await _each(swap_in, [path for path in plan.replace if path in ready], failures, concurrency)
     made += tuple(path for path in staged_dirs if _within(path, swapped))
     copied |= {path for path in staged_files if _within(path, swapped)}
+    # Where the entry in the way is gone but the rename failed (no right to
+    # rename, say), what was built beside is the only copy: it stays, named.
+    kept = {path for path in plan.replace if path in ready and path not in swapped}
+    for path in kept:
+        failures[path] = TrioftpError(f"copied, but not renamed into place: it is at {staged_as(path)!r}")
     for path in staged_files:  # not swapped in: what was built beside goes, the entry in the way stays
-        if not _within(path, swapped):
-            with contextlib.suppress(TrioftpError, OSError):
-                await side.delete_file(staged_as(path))
-    for path in reversed(staged_dirs):
-        if not _within(path, swapped):
-            with contextlib.suppress(TrioftpError, OSError):
-                await side.delete_folder(staged_as(path))
+        if _within(path, swapped | kept):
+            continue
+        if path in staged:
+            await _remove_staged(side.delete_file, staged_as(path), failures)
+        elif direction is Direction.DOWN:  # a cut download's partial: no later run resumes this name
+            with contextlib.suppress(OSError):
+                os.unlink(partial_of(local / staged_as(path), PARTIAL_SUFFIX))
+    for path in reversed(staged_made):
+        if not _within(path, swapped | kept):
+            await _remove_staged(side.delete_folder, staged_as(path), failures)
     if not failures:  # deleting after a failure could remove the only good copy of what failed
         more = await _delete_all(side, first(plan.delete), first(plan.rmdir), failures, concurrency)
         deleted, removed = (*deleted, *more[0]), (*removed, *more[1])
@@ -283,10 +299,17 @@ async def carry_out(
 
 
 def _staging_name(path: str) -> str:
-    """Where what replaces `path` is built beside it; a later sync --delete removes it if a crash left it."""
-    folder, _, name = path.rpartition("/")
-    digest = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-    return _join(folder, f".trioftp-replace-{digest}")
+    """A new name beside `path` to build its replacement under; a crash leaves it for sync --delete."""
+    return _join(path.rpartition("/")[0], f".trioftp-replace-{secrets.token_hex(8)}")
+
+
+async def _remove_staged(
+    remove: Callable[[str], Awaitable[None]], staged: str, failures: dict[str, TreeFailure]
+) -> None:
+    try:
+        await remove(staged)
+    except (TrioftpError, OSError) as exc:  # say so: it would be left beside, unexplained
+        failures.setdefault(staged, exc)
 
 
 async def _clear_the_way(
