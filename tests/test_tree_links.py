@@ -11,9 +11,10 @@ import trio
 
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
-from tests.v2_helpers import connect
+from tests.v2_helpers import RawPeer, connect
 from trioftp.client import tree
 from trioftp.protocol import Kind
+from trioftp.protocol.messages import List, Listing
 from trioftp.server import Server
 from trioftp.storage import Storage
 
@@ -332,3 +333,24 @@ async def test_names_like_the_staging_ones_are_ordinary_files(
             plan = await conn.sync(local, "m", delete=True)
     assert ".trioftp-replace-0123456789abcdef" in plan.delete
     assert contents(server_root / "m") == {"X": b"the new file", ".trioftp-replace-4b68ab3847feda7d": b"mine"}
+
+
+@pytest.mark.parametrize("reads_kinds", [False, True], ids=["older-client", "entry-kinds"])
+async def test_kinds_link_and_other_go_only_to_clients_that_read_them(
+    server: Server, server_root: Path, reads_kinds: bool
+) -> None:
+    """A client from before these kinds would take one for a broken server and drop the connection."""
+    precious(server_root)
+    (server_root / "alias").symlink_to("precious")
+    os.mkfifo(server_root / "pipe")
+    features = ("entry-kinds",) if reads_kinds else ()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server, features=features) as peer:
+            await peer.send(List(folder="", stream_id=1))
+            listing = await peer.receive()
+    assert isinstance(listing, Listing) and listing.last
+    kinds = {entry.name: entry.kind.value for entry in listing.entries}
+    if reads_kinds:
+        assert kinds == {"alias": "link", "pipe": "other", "precious": "dir"}
+    else:
+        assert kinds == {"alias": "dir", "precious": "dir"}

@@ -315,8 +315,12 @@ class Storage:
         size = 0 if kind is Kind.DIR else st.st_size
         return FileFacts(name=name, kind=kind, size=size, mtime_ns=max(st.st_mtime_ns, 0), digest=digest)
 
-    def list(self, folder: str) -> list[Entry]:
-        """Entries of a folder, sorted by name; what cannot be named on the wire is left out."""
+    def list(self, folder: str, kinds: bool = True) -> list[Entry]:
+        """Entries of a folder, sorted by name; what cannot be named on the wire is left out.
+
+        Without `kinds` (a client that does not read kinds "link" and "other"),
+        a link is listed as what it leads to and what is not served is left out.
+        """
         path = self.path_of(folder, allow_root=True)
         entries: list[Entry] = []
         try:
@@ -327,13 +331,13 @@ class Storage:
             raise _os_error(exc, folder) from None
         with scan:
             for item in scan:
-                entry = self._entry(path, item)
-                if entry is not None:
+                entry = self._entry(path, item, kinds)
+                if entry is not None and (kinds or entry.kind is not Kind.OTHER):
                     entries.append(entry)
         entries.sort(key=lambda e: e.name)
         return entries
 
-    def _entry(self, folder_path: Path, item: os.DirEntry[str]) -> Entry | None:
+    def _entry(self, folder_path: Path, item: os.DirEntry[str], kinds: bool = True) -> Entry | None:
         """The listing's line for `item`; None for what listings leave out (spec 11.3)."""
         if folder_path == self.root and item.name == STATE_DIR:
             return None
@@ -358,7 +362,7 @@ class Storage:
             return _other(item)
         facts = self._facts(item.name, st)
         # A link says so (spec 11.3): a client walking the tree must not follow it.
-        kind = Kind.LINK if link else facts.kind
+        kind = Kind.LINK if link and kinds else facts.kind
         return Entry(name=item.name, kind=kind, size=facts.size, mtime_ns=facts.mtime_ns)
 
     # ---------------------------------------------------------------- changes

@@ -65,6 +65,7 @@ from trioftp.protocol import (
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
     FEATURE_AUTH,
+    FEATURE_ENTRY_KINDS,
     Auth,
     Authorized,
     Cancel,
@@ -124,7 +125,10 @@ class ClientConnection:
     """
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
-        self.channel = Channel(stream, Connection(Role.CLIENT, settings or Settings()))
+        settings = settings or Settings()
+        if FEATURE_ENTRY_KINDS not in settings.features:  # this client reads every Entry kind
+            settings = attrs.evolve(settings, features=(*settings.features, FEATURE_ENTRY_KINDS))
+        self.channel = Channel(stream, Connection(Role.CLIENT, settings))
         self._inboxes: dict[int, StreamInbox] = {}
         self._failure: TrioftpError | None = None
         self._server_goodbye = False

@@ -29,6 +29,7 @@ MAX_RIGHT_CHARS = 32
 # HELLO features a server lists (protocol_spec.md, "Authentication").
 FEATURE_AUTH = "auth"  # the server has users and accepts AUTH
 FEATURE_ANONYMOUS = "anonymous"  # the server also serves clients that send no AUTH
+FEATURE_ENTRY_KINDS = "entry-kinds"  # the client reads Entry kinds "link" and "other" (spec 11.3)
 
 
 def _u63(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:

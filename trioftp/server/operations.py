@@ -24,6 +24,7 @@ from trioftp.concurrency import both
 from trioftp.digests import hash_file
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import (
+    FEATURE_ENTRY_KINDS,
     Cancel,
     Data,
     Delete,
@@ -452,11 +453,12 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
 
 
 async def _list(session: V2Session, request: List) -> None:
-    entries = await _server_work(session, session.storage.list, request.folder)
-    stream_id = request.stream_id
-    # Each frame must fit the client's max_frame_size, which may be as low as 16 KiB.
     hello = session.channel.machine.peer_hello
     assert hello is not None
+    kinds = FEATURE_ENTRY_KINDS in hello.features  # else the kinds an older client knows (spec 11.3)
+    entries = await _server_work(session, session.storage.list, request.folder, kinds)
+    stream_id = request.stream_id
+    # Each frame must fit the client's max_frame_size, which may be as low as 16 KiB.
     per_frame = max(1, min(LISTING_CHUNK, (hello.max_frame_size - 64) // ENTRY_MAX_BYTES))
     chunks = [entries[i : i + per_frame] for i in range(0, len(entries), per_frame)] or [[]]
     for index, chunk in enumerate(chunks):
