@@ -235,11 +235,7 @@ async def test_a_file_replacing_a_folder_is_copied_beside_it_first(
 async def test_a_file_replacing_a_folder_swaps_in_once_copied(
     server: Server, server_root: Path, tmp_path: Path
 ) -> None:
-    (server_root / "m" / "a").mkdir(parents=True)
-    (server_root / "m" / "a" / "old").write_bytes(b"old")
-    local = tmp_path / "site"
-    local.mkdir()
-    (local / "a").write_bytes(b"now a file")
+    local = file_where_a_folder_was(server_root, tmp_path, "a", b"now a file")
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             await conn.sync(local, "m", delete=True)
@@ -297,11 +293,7 @@ async def test_a_replacement_that_cannot_be_renamed_in_stays_where_it_was_built(
     server: Server, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The folder in the way is gone by then: what was built beside is the only copy, so it stays."""
-    (server_root / "m" / "X").mkdir(parents=True)
-    (server_root / "m" / "X" / "old").write_bytes(b"old")
-    local = tmp_path / "site"
-    local.mkdir()
-    (local / "X").write_bytes(b"the new file")
+    local = file_where_a_folder_was(server_root, tmp_path, "X", b"the new file")
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
 
@@ -354,3 +346,13 @@ async def test_kinds_link_and_other_go_only_to_clients_that_read_them(
         assert kinds == {"alias": "link", "pipe": "other", "precious": "dir"}
     else:
         assert kinds == {"alias": "dir", "precious": "dir"}
+
+
+def file_where_a_folder_was(server_root: Path, tmp_path: Path, name: str, body: bytes) -> Path:
+    """The server's m/NAME is a folder (holding "old"); the local site/NAME is now a file."""
+    (server_root / "m" / name).mkdir(parents=True)
+    (server_root / "m" / name / "old").write_bytes(b"old")
+    local = tmp_path / "site"
+    local.mkdir()
+    (local / name).write_bytes(body)
+    return local
