@@ -95,7 +95,7 @@ def test_which_targets_are_written_in_place(tmp_path: Path) -> None:
         3,
     )
     assert own(Path("/proc/1/fd/1")) is None and own(Path("/dev/null")) is None
-    assert targets.replaced_file(tmp_path / "link") == (tmp_path / "file").resolve()
+    assert targets.file_and_partial(tmp_path / "link")[0] == (tmp_path / "file").resolve()
 
 
 async def test_a_download_into_a_missing_folder_names_the_path_given(
@@ -194,7 +194,7 @@ async def test_a_name_too_long_for_a_partial_suffix_still_downloads_and_resumes(
 ) -> None:
     name = "n" * 250  # with ".trioftp-part" it would pass 255 bytes
     (server_root / name).write_bytes(BODY)
-    partial = targets.partial_of(tmp_path / name, targets.PARTIAL_SUFFIX)
+    partial = targets.partial_of(tmp_path / name)
     assert len(partial.name) <= 255 and partial.name.endswith(targets.PARTIAL_SUFFIX)
     partial.write_bytes(BODY[:1000])  # a cut earlier try
     with trio.fail_after(NETWORK_TIMEOUT):

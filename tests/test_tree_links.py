@@ -213,9 +213,6 @@ async def test_a_file_replacing_a_folder_is_copied_beside_it_first(
     (down / "a").mkdir(parents=True)
     (down / "a" / "mine").write_bytes(b"the local only copy")
 
-    def full_disk(top: Path, path: str) -> None:
-        raise OSError(28, "No space left on device", str(top / path))
-
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             with pytest.raises(tree.TreeTransferError) as up:
@@ -261,9 +258,6 @@ async def test_a_folder_replacing_a_file_is_built_beside_it_first(
     down = tmp_path / "down"
     down.mkdir()
     (down / "x").write_bytes(b"the local file")
-
-    def full_disk(top: Path, path: str) -> None:
-        raise OSError(28, "No space left on device", str(top / path))
 
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
@@ -356,3 +350,8 @@ def file_where_a_folder_was(server_root: Path, tmp_path: Path, name: str, body: 
     local.mkdir()
     (local / name).write_bytes(body)
     return local
+
+
+def full_disk(top: Path, path: str) -> None:
+    """In place of the download side's _make_room: the disk is full."""
+    raise OSError(28, "No space left on device", str(top / path))

@@ -448,9 +448,7 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
 
 def _reader_left(exc: BaseException) -> bool:
     """Whatever read our standard output (`get -o - | head`) stopped reading."""
-    return isinstance(exc, BrokenPipeError | OSError) and (
-        getattr(exc, "errno", None) == errno.EPIPE and getattr(exc, "filename", None) == "/dev/stdout"
-    )
+    return isinstance(exc, OSError) and exc.errno == errno.EPIPE and exc.filename == "/dev/stdout"
 
 
 def _client_problem(exc: BaseException) -> str | None:

@@ -31,7 +31,6 @@ import trio
 
 from trioftp.channel import Channel, ChannelClosed, FileChanged
 from trioftp.client import targets, tree
-from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
@@ -378,10 +377,7 @@ class ClientConnection:
         target = Path(path)
         if targets.writes_in_place(target):
             return await self._download_in_place(name, target, progress=progress)
-        target = targets.replaced_file(target)
-        if target.is_dir():  # else the whole file would arrive, then fail to replace a folder
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-        partial = targets.partial_of(target, PARTIAL_SUFFIX)
+        target, partial = targets.file_and_partial(target)
         try:
             return await self._download_once(name, target, partial, resume=resume, progress=progress)
         except ChecksumMismatch:

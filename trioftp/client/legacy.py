@@ -32,7 +32,6 @@ import trio
 
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.client import targets
-from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.config import DEFAULT_PORT
 from trioftp.errors import (
     BadName,
@@ -149,10 +148,7 @@ async def download(
         finally:
             await writer.aclose()
         return size
-    target = targets.replaced_file(target)
-    if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(target))
-    partial = targets.partial_of(target, PARTIAL_SUFFIX)
+    target, partial = targets.file_and_partial(target)
     async with _connect(host, port, timeout) as link:
         size = await link.request_file(name, header, settle)
         fd = targets.open_partial(partial, target)

@@ -23,13 +23,12 @@ import trio
 # written in place even when they lead to a regular file: the shell opened
 # that file (maybe for appending) and reads what arrives there. Other paths
 # under /dev (such as /dev/shm) are what stat says they are.
-_DESCRIPTOR = re.compile(r"/dev/(stdout|stderr|fd/\d+)|/proc/(self|\d+)/fd/\d+")
-_OWN_DESCRIPTOR = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/(\d+))|/proc/(self|\d+)/fd/(\d+)")
+_DESCRIPTOR = re.compile(r"/dev/(?:(stdout)|(stderr)|fd/(\d+))|/proc/(self|\d+)/fd/(\d+)")
 
 
 def writes_in_place(target: Path) -> bool:
     """True if `target` is not a file to replace: a pipe, a terminal, a device, /dev/stdout."""
-    if _DESCRIPTOR.fullmatch(os.path.abspath(target)):
+    if _DESCRIPTOR.fullmatch(os.path.abspath(target)):  # ours or another process's
         return True
     try:
         mode = os.stat(target).st_mode
@@ -38,24 +37,32 @@ def writes_in_place(target: Path) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
-def replaced_file(target: Path) -> Path:
-    """The file a download to `target` replaces: the end of its symlinks, if it is one."""
-    return Path(os.path.realpath(target)) if target.is_symlink() else target
+def file_and_partial(target: Path) -> tuple[Path, Path]:
+    """The file a download to `target` replaces (the end of its symlinks, if it is
+    one) and the partial file beside it that the bytes go to first.
+
+    Raises:
+        IsADirectoryError: that is a folder; found before any byte arrives.
+    """
+    file = Path(os.path.realpath(target)) if target.is_symlink() else target
+    if file.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(file))
+    return file, partial_of(file)
 
 
 NAME_MAX = 255  # bytes in one file name, on Linux and most file systems
 PARTIAL_SUFFIX = ".trioftp-part"  # a download in progress, beside its file
 
 
-def partial_of(target: Path, suffix: str) -> Path:
-    """The partial file beside `target`: its name plus `suffix`, or, where that
-    would be too long a name, a digest of its name (the same on every try, so
-    a cut download of a long name still resumes)."""
-    name = target.name + suffix
+def partial_of(target: Path) -> Path:
+    """The partial file beside `target`: its name plus PARTIAL_SUFFIX, or, where
+    that would be too long a name, a digest of its name (the same on every try,
+    so a cut download of a long name still resumes)."""
+    name = target.name + PARTIAL_SUFFIX
     if len(os.fsencode(name)) <= NAME_MAX:
         return target.with_name(name)
     digest = hashlib.sha256(os.fsencode(target.name)).hexdigest()[:32]
-    return target.with_name(f".{digest}{suffix}")
+    return target.with_name(f".{digest}{PARTIAL_SUFFIX}")
 
 
 def open_partial(partial: Path, target: Path) -> int:
@@ -63,7 +70,12 @@ def open_partial(partial: Path, target: Path) -> int:
     try:
         return os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     except OSError as exc:
-        raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+        raise _naming(exc, target) from None
+
+
+def _naming(exc: OSError, target: Path) -> OSError:
+    """`exc` again, naming `target` (the path the user gave) rather than whatever was opened."""
+    return type(exc)(exc.errno, exc.strerror, str(target))
 
 
 class InPlaceWriter:
@@ -98,7 +110,7 @@ class InPlaceWriter:
             try:
                 fd = os.dup(own)
             except OSError as exc:
-                raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+                raise _naming(exc, target) from None
             mode = os.fstat(fd).st_mode
             if stat.S_IFMT(mode) == 0 or stat.S_ISSOCK(mode):
                 # Not something a shell hands over: the client's own socket or
@@ -115,7 +127,7 @@ class InPlaceWriter:
                 break
             except OSError as exc:
                 if exc.errno != errno.ENXIO:  # ENXIO: a FIFO nobody reads yet
-                    raise type(exc)(exc.errno, exc.strerror, str(target)) from None
+                    raise _naming(exc, target) from None
                 await trio.sleep(0.05)
         writer = cls(fd, target)
         if writer._stream is None:
@@ -133,7 +145,7 @@ class InPlaceWriter:
             code = cause.errno if cause is not None and cause.errno else errno.EPIPE
             raise OSError(code, os.strerror(code), str(self.target)) from None
         except OSError as exc:
-            raise type(exc)(exc.errno, exc.strerror, str(self.target)) from None
+            raise _naming(exc, self.target) from None
 
     async def aclose(self) -> None:
         if self._stream is not None:
@@ -144,7 +156,7 @@ class InPlaceWriter:
 
 def _own_descriptor(target: Path) -> int | None:
     """N if `target` names this process's descriptor N (/dev/stdout, /dev/fd/N, /proc/self/fd/N)."""
-    found = _OWN_DESCRIPTOR.fullmatch(os.path.abspath(target))
+    found = _DESCRIPTOR.fullmatch(os.path.abspath(target))
     if found is None:
         return None
     stdout, stderr, dev_fd, process, proc_fd = found.groups()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import attrs
 import trio
 
-from trioftp.client.targets import PARTIAL_SUFFIX, partial_of
+from trioftp.client.targets import partial_of
 from trioftp.client.tree.local import _kind
 from trioftp.client.tree.model import (
     DEFAULT_CONCURRENCY,
@@ -278,7 +278,7 @@ async def carry_out(
             await _remove_staged(side.delete_file, staged_as(path), failures)
         elif direction is Direction.DOWN:  # a cut download's partial: no later run resumes this name
             with contextlib.suppress(OSError):
-                os.unlink(partial_of(local / staged_as(path), PARTIAL_SUFFIX))
+                os.unlink(partial_of(local / staged_as(path)))
     for path in reversed(staged_made):
         if not _within(path, swapped | kept):
             await _remove_staged(side.delete_folder, staged_as(path), failures)
