@@ -8,11 +8,13 @@ import os
 import random
 import re
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import trio
 
+import trioftp.storage as storage_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     MiB,
@@ -511,15 +513,14 @@ async def test_one_log_line_per_transfer(
 
 def _rename_fails_across_mounts(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """Make the server's rename out of its partial folder fail as it does into another mount."""
-    real_replace = os.replace
-    partial_folder = str(root / ".trioftp" / "partial")
+    real_replace = storage_module._replace_at
 
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        if os.fspath(src).startswith(partial_folder):
+    def replace(old_dir: int, old: str, new_dir: int, new: str) -> None:
+        if os.readlink(f"/proc/self/fd/{old_dir}").endswith("/.trioftp/partial"):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_replace(src, dst)
+        real_replace(old_dir, old, new_dir, new)
 
-    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(storage_module, "_replace_at", replace)
 
 
 @pytest.mark.parametrize("copy", ["unnamed", "named", "read-write"])
@@ -647,16 +648,17 @@ async def test_rename_across_mounts_is_a_clear_bad_request(
 ) -> None:
     (server_root / "a.txt").write_bytes(b"a")
     (server_root / "mnt").mkdir()
-    real_rename = os.rename
 
-    def rename(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        if "mnt" in os.fspath(dst):
-            raise OSError(errno.EXDEV, "Invalid cross-device link")
-        real_rename(src, dst)
+    def across(real: Callable[[int, str, int, str], None]) -> Callable[[int, str, int, str], None]:
+        def rename(old_dir: int, old: str, new_dir: int, new: str) -> None:
+            if os.readlink(f"/proc/self/fd/{new_dir}").endswith("/mnt"):
+                raise OSError(errno.EXDEV, "Invalid cross-device link")
+            real(old_dir, old, new_dir, new)
 
-    monkeypatch.setattr(os, "rename", rename)
-    monkeypatch.setattr(os, "replace", rename)
-    monkeypatch.setattr("trioftp.storage.rename_no_replace", rename)
+        return rename
+
+    monkeypatch.setattr(storage_module, "_replace_at", across(storage_module._replace_at))
+    monkeypatch.setattr(storage_module, "_rename_no_replace", across(storage_module._rename_no_replace))
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             with pytest.raises(RemoteError) as caught:

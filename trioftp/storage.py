@@ -1,10 +1,13 @@
 """The served folder: the only code that touches it.
 
-Every name is resolved inside the root, with symlinks that lead out refused.
+Every name is opened relative to an open descriptor of the root (or of a
+user's home), never by path string, so nothing a client or a local user
+swaps between a check and a use can lead outside: see `trioftp.beneath`.
+Symlinks that stay inside are followed; those that lead out are refused.
 Uploads go to a partial file under `.trioftp/partial/` and become visible only
-by an atomic rename after their size and digest check out, so a reader sees the
-old file or the new one, never a mix. All methods are synchronous; the Trio
-layer decides which run on a worker thread.
+by an atomic rename, on descriptors, after their size and digest check out, so
+a reader sees the old file or the new one, never a mix. All methods are
+synchronous; the Trio layer decides which run on a worker thread.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ import stat as stat_module
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import attrs
 
+from trioftp.beneath import MAX_LINKS, LeadsOutside, open_beneath, path_of_fd
 from trioftp.digests import hash_file, hash_range, new_hasher
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
@@ -84,41 +88,34 @@ def _parent_is_a_file(name: str) -> StorageError:
     return StorageError(ErrorCode.WRONG_KIND, f"a parent of {name!r} is a file, not a folder")
 
 
-def _no_symlink_below(base: str, relative: str) -> bool:
-    """True if no segment of `relative` under the real folder `base` is a symlink.
-
-    Like os.path.realpath (not strict), a segment that cannot be looked at
-    (missing, under a file, no permission) counts as no link; nothing below it
-    can be looked at either.
-    """
-    current = base
-    for segment in relative.split("/"):
-        current = f"{current}/{segment}"
-        try:
-            st = os.lstat(current)
-        except OSError:
-            return True
-        if stat_module.S_ISLNK(st.st_mode):
-            return False
-    return True
+def _outside(name: str) -> StorageError:
+    return StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r} leads outside the served folder")
 
 
-def _rename_no_replace(old: Path, new: Path) -> None:
-    """Rename, failing with FileExistsError if `new` exists, atomically where the OS can."""
+def _reserved(name: str = STATE_DIR) -> StorageError:
+    return StorageError(ErrorCode.PERMISSION_DENIED, f"{STATE_DIR!r} is reserved for the server")
+
+
+def _rename_no_replace(old_dir: int, old: str, new_dir: int, new: str) -> None:
+    """Rename on descriptors, failing with FileExistsError if `new` exists, atomically where the OS can."""
     try:
-        rename_no_replace(old, new)
+        rename_no_replace(old, new, old_dir_fd=old_dir, new_dir_fd=new_dir)
     except NotImplementedError:
-        if os.path.lexists(new):  # the check-then-rename race stays where renameat2 is missing
-            raise FileExistsError(errno.EEXIST, "exists", os.fspath(new)) from None
-        os.rename(old, new)
+        if _lstat_at(new_dir, new) is not None:  # the check-then-rename race stays where renameat2 is missing
+            raise FileExistsError(errno.EEXIST, "exists", new) from None
+        os.rename(old, new, src_dir_fd=old_dir, dst_dir_fd=new_dir)
 
 
-def _make_parents(path: Path, name: str) -> None:
-    """Create the missing folders above `path` (blocking)."""
+def _lstat_at(folder: int, name: str) -> os.stat_result | None:
+    """The entry `name` in `folder` itself (a link is not followed); None if there is none."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise _parent_is_a_file(name) from None
+        return os.stat(name, dir_fd=folder, follow_symlinks=False)
+    except FileNotFoundError:
+        return None
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return (st.st_dev, st.st_ino)
 
 
 class DigestCache:
@@ -149,6 +146,29 @@ class DigestCache:
                 self._entries.popitem(last=False)
 
 
+class _HeldFolders:
+    """The open root and partial folder: closed by `close()`, or when no storage holds them."""
+
+    def __init__(self, root: Path) -> None:
+        self.top = self.partial = -1
+        self.top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            self.partial = open_beneath(self.top, f"{STATE_DIR}/partial", os.O_RDONLY | os.O_DIRECTORY)
+        except BaseException:
+            os.close(self.top)
+            raise
+
+    def close(self) -> None:
+        for fd in (self.top, self.partial):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.top = self.partial = -1
+
+    def __del__(self) -> None:
+        self.close()
+
+
 class Storage:
     """The served root folder.
 
@@ -156,6 +176,10 @@ class Storage:
         root: the folder; created if missing.
         partial_ttl: seconds an interrupted upload is kept for resume.
         max_file_size: largest upload accepted.
+
+    The root is opened once: the server goes on serving that folder even if
+    it is renamed or a symlink takes its name meanwhile, as a process keeps
+    its working folder. `close()` gives the descriptors back.
     """
 
     def __init__(self, root: Path, *, partial_ttl: float = 86400.0, max_file_size: int = 2**40) -> None:
@@ -169,10 +193,20 @@ class Storage:
         self._active_partials: set[str] = set()
         self._active_lock = threading.Lock()
         self.top = self.root  # the served root, also for views scoped to a home folder
-        self._root_identity: tuple[str, int, int] | None = None  # (root, st_dev, st_ino), see path_of
+        self.home = ""  # this view's folder under the top ("" for the top itself)
+        self._folders = _HeldFolders(self.root)  # shared with the views, closed with the last of them
+        self._top_fd = self._folders.top
+        self._partial_fd = self._folders.partial
+        self._reserved_folders = frozenset(
+            _identity(os.stat(path, dir_fd=self._top_fd)) for path in (STATE_DIR, f"{STATE_DIR}/partial")
+        )
+
+    def close(self) -> None:
+        """Close the descriptors of the root and the partial folder, for this storage and its views."""
+        self._folders.close()
 
     def scoped(self, home: str) -> Storage:
-        """A view of this storage whose root is `home` (a user's home folder).
+        """A view of this storage whose root is `home` (a user's home folder), created if missing.
 
         The view shares the partial folder, the digest cache and the upload
         bookkeeping, so two users' uploads still never share a partial file.
@@ -183,86 +217,155 @@ class Storage:
         """
         if not home:
             return self
-        real = Path(os.path.realpath(self.path_of(home)))
-        real.mkdir(parents=True, exist_ok=True)
+        self._check_name(home)
+        with self._base() as base:
+            self._make_folders(base, home.split("/"), home, exist_ok=True)
+            with self._opened_folder(base, home) as folder:
+                real = path_of_fd(folder)
         view = copy.copy(self)
-        view.root = real
-        view._root_identity = None
+        view.home = f"{self.home}/{home}" if self.home else home
+        view.root = Path(real) if real else self.root / home
         return view
 
     # ------------------------------------------------------------------ names
 
-    def path_of(self, name: str, *, allow_root: bool = False, follow: bool = True) -> Path:
-        """The real path for a wire name, checked to stay inside the root.
-
-        Args:
-            follow: resolve a symlink in the last segment too (reads); False
-                for operations on the entry itself (delete, rename).
-
-        Raises:
-            StorageError: BAD_NAME for names the protocol refuses,
-                PERMISSION_DENIED for the reserved state folder or a path that
-                leads outside the root.
-        """
+    @staticmethod
+    def _check_name(name: str, *, allow_root: bool = False) -> None:
+        """Refuse names the protocol refuses (BAD_NAME) and the reserved state folder."""
         try:
             check_path(name, allow_root=allow_root)
         except BadName as exc:
             raise StorageError(ErrorCode.BAD_NAME, str(exc)) from None
-        if name == "":
-            return self.root
         if name.split("/", 1)[0] == STATE_DIR:
-            raise StorageError(ErrorCode.PERMISSION_DENIED, f"{STATE_DIR!r} is reserved for the server")
-        parent, _, last = name.rpartition("/")
-        # What os.path.realpath would give, by one lstat per segment below the
-        # root instead of one per segment of the whole path, twice: when no
-        # segment is a symlink (and the root is still the folder it was) the
-        # real path is the name itself under the root. A symlink anywhere
-        # takes the full realpath and check.
-        root = str(self.root)
-        plain = self._root_unchanged(root)
-        if plain and (not parent or _no_symlink_below(root, parent)):
-            real_parent = Path(f"{root.rstrip('/')}/{parent}") if parent else self.root
-        else:
-            real_parent = Path(os.path.realpath(self.root / parent))
-            self._check_inside(real_parent, name)
-            plain = False
-        path = real_parent / last
-        if follow and not (plain and _no_symlink_below(str(real_parent).rstrip("/"), last)):
-            self._check_inside(Path(os.path.realpath(path)), name)
-        return path
+            raise _reserved()
 
-    def _root_unchanged(self, root: str) -> bool:
-        """True if `root` is still the folder (device and inode) first seen there: one lstat."""
+    @contextlib.contextmanager
+    def _base(self) -> Iterator[int]:
+        """The descriptor every name of this view is resolved beneath: the root, or the home in it."""
+        if not self.home:
+            yield self._top_fd
+            return
         try:
-            st = os.lstat(root)
-        except OSError:
-            return False
-        if not stat_module.S_ISDIR(st.st_mode):
-            return False
-        identity = (root, st.st_dev, st.st_ino)
-        known = self._root_identity
-        if known is None or known[0] != root:
-            # First look at this root (it was just resolved: the constructor, scoped()).
-            self._root_identity = identity if os.path.realpath(root) == root else None
-            return self._root_identity is not None
-        return known == identity
+            fd = open_beneath(self._top_fd, self.home, os.O_PATH | os.O_DIRECTORY, base_path=str(self.top))
+        except LeadsOutside:
+            raise _outside(self.home) from None
+        except OSError as exc:
+            raise _os_error(exc, self.home) from None
+        try:
+            yield fd
+        finally:
+            os.close(fd)
 
-    def _check_inside(self, real: Path, name: str) -> None:
-        real_s, root = str(real), str(self.root)
-        if real_s != root and not real_s.startswith(root.rstrip("/") + "/"):
-            raise StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r} leads outside the served folder")
+    def _open(self, base: int, relative: str, flags: int, name: str, *, follow: bool = True) -> int:
+        """`relative` opened beneath `base`, with errors in the wire's words about `name`."""
+        try:
+            return open_beneath(base, relative, flags, follow=follow, base_path=str(self.root))
+        except LeadsOutside:
+            raise _outside(name) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise StorageError(ErrorCode.BAD_REQUEST, f"{name!r}: too many levels of symlinks") from None
+            raise _os_error(exc, name) from None
+
+    def _folder_fd(self, base: int, relative: str, name: str, flags: int = os.O_PATH) -> int:
+        """A folder beneath `base` (links that stay inside followed), refused if it is reserved."""
+        if not relative and flags == os.O_PATH:
+            return os.dup(base)
+        fd = self._open(base, relative, flags | os.O_DIRECTORY, name)
+        try:
+            if _identity(os.fstat(fd)) in self._reserved_folders:
+                raise _reserved()
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def _opened_folder(self, base: int, relative: str, name: str | None = None) -> Iterator[int]:
+        fd = self._folder_fd(base, relative, relative if name is None else name)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
+    def _located(self, base: int, name: str, *, follow: bool) -> Iterator[tuple[int, str]]:
+        """The folder that holds the entry `name` (open) and the entry's own name in it.
+
+        With `follow`, a symlink in the last segment is followed (beneath the
+        base, as many times as the kernel would) until the entry is not one, so
+        what the caller opens with O_NOFOLLOW in that folder is what the name
+        leads to, and its folder has been checked like any other.
+        """
+        relative = name
+        for _ in range(MAX_LINKS + 1):
+            parent, _, last = relative.rpartition("/")
+            if last in ("", ".", ".."):  # a link's text ends in a folder: resolve it all, beneath
+                parent, last = relative, "."
+            folder = self._folder_fd(base, parent, name)
+            if not follow:
+                break
+            try:
+                text = os.readlink(last, dir_fd=folder)
+            except OSError:  # not a link (EINVAL), or not there: the caller says which
+                break
+            os.close(folder)
+            if text.startswith("/"):
+                root = str(self.root).rstrip("/")
+                if not (text == root or text.startswith(root + "/")):
+                    raise _outside(name)
+                relative = text[len(root) :].lstrip("/")
+            else:
+                relative = f"{parent}/{text}" if parent else text
+        else:
+            raise StorageError(ErrorCode.BAD_REQUEST, f"{name!r}: too many levels of symlinks")
+        try:
+            yield folder, last
+        finally:
+            os.close(folder)
+
+    def _open_entry(self, name: str, flags: int, *, follow: bool = True) -> int:
+        """Open what `name` leads to (a link in the last segment followed if `follow`)."""
+        with self._base() as base, self._located(base, name, follow=follow) as (folder, last):
+            try:
+                fd = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:  # became a link since it was located: one more try
+                    return self._open_entry_again(name, flags)
+                raise _os_error(exc, name) from None
+        st = os.fstat(fd)
+        if stat_module.S_ISLNK(st.st_mode):  # O_PATH opened a link that appeared since it was located
+            os.close(fd)
+            return self._open_entry_again(name, flags)
+        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+            os.close(fd)
+            raise _reserved()
+        return fd
+
+    def _open_entry_again(self, name: str, flags: int) -> int:
+        with self._base() as base, self._located(base, name, follow=True) as (folder, last):
+            try:
+                fd = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno == errno.ELOOP:
+                    raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again") from None
+                raise _os_error(exc, name) from None
+        st = os.fstat(fd)
+        if stat_module.S_ISLNK(st.st_mode) or (
+            stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders
+        ):
+            os.close(fd)
+            raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again")
+        return fd
 
     # ------------------------------------------------------------------ reads
 
     def open_read(self, name: str) -> tuple[int, os.stat_result]:
         """Open a file for reading; the caller closes the fd."""
-        path = self.path_of(name)
-        try:
-            # O_NONBLOCK: a FIFO in the root would otherwise hold this thread
-            # until some local process writes to it; it is refused just below.
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
-        except OSError as exc:
-            raise _os_error(exc, name) from None
+        self._check_name(name)
+        # O_NONBLOCK: a FIFO in the root would otherwise hold this thread
+        # until some local process writes to it; it is refused just below.
+        fd = self._open_entry(name, os.O_RDONLY | os.O_NONBLOCK)
         try:
             st = os.fstat(fd)
         except OSError as exc:
@@ -303,14 +406,16 @@ class Storage:
         return DigestCache.key(now, "") == DigestCache.key(st, "")
 
     def stat(self, name: str) -> tuple[FileFacts, os.stat_result]:
-        path = self.path_of(name)
+        self._check_name(name)
+        fd = self._open_entry(name, os.O_PATH)
         try:
-            st = os.stat(path)
-        except OSError as exc:
-            raise _os_error(exc, name) from None
-        return self._facts(name, st), st
+            st = os.fstat(fd)
+        finally:
+            os.close(fd)
+        return self.facts(name, st), st
 
-    def _facts(self, name: str, st: os.stat_result, digest: bytes | None = None) -> FileFacts:
+    def facts(self, name: str, st: os.stat_result, digest: bytes | None = None) -> FileFacts:
+        """What a stat says of `name`, in storage terms."""
         kind = Kind.DIR if stat_module.S_ISDIR(st.st_mode) else Kind.FILE
         size = 0 if kind is Kind.DIR else st.st_size
         return FileFacts(name=name, kind=kind, size=size, mtime_ns=max(st.st_mtime_ns, 0), digest=digest)
@@ -321,25 +426,46 @@ class Storage:
         Without `kinds` (a client that does not read kinds "link" and "other"),
         a link is listed as what it leads to and what is not served is left out.
         """
-        path = self.path_of(folder, allow_root=True)
+        self._check_name(folder, allow_root=True)
+        try:
+            fd = self._open_entry(folder, os.O_RDONLY | os.O_DIRECTORY) if folder else self._base_listing()
+        except StorageError as exc:
+            if exc.code is ErrorCode.NOT_FOUND and self._is_a_file(folder):
+                raise StorageError(ErrorCode.WRONG_KIND, f"{folder!r} is not a folder") from None
+            raise
         entries: list[Entry] = []
         try:
-            scan = os.scandir(path)
+            with self._base() as base, os.scandir(fd) as scan:
+                for item in scan:
+                    entry = self._entry(folder, item, kinds, base=base)
+                    if entry is not None and (kinds or entry.kind is not Kind.OTHER):
+                        entries.append(entry)
         except OSError as exc:
-            if isinstance(exc, NotADirectoryError):
-                raise StorageError(ErrorCode.WRONG_KIND, f"{folder!r} is not a folder") from None
             raise _os_error(exc, folder) from None
-        with scan:
-            for item in scan:
-                entry = self._entry(path, item, kinds)
-                if entry is not None and (kinds or entry.kind is not Kind.OTHER):
-                    entries.append(entry)
+        finally:
+            os.close(fd)
         entries.sort(key=lambda e: e.name)
         return entries
 
-    def _entry(self, folder_path: Path, item: os.DirEntry[str], kinds: bool = True) -> Entry | None:
-        """The listing's line for `item`; None for what listings leave out (spec 11.3)."""
-        if folder_path == self.root and item.name == STATE_DIR:
+    def _base_listing(self) -> int:
+        with self._base() as base:
+            return os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=base)
+
+    def _is_a_file(self, name: str) -> bool:
+        try:
+            fd = self._open_entry(name, os.O_PATH)
+        except StorageError:
+            return False
+        try:
+            return not stat_module.S_ISDIR(os.fstat(fd).st_mode)
+        finally:
+            os.close(fd)
+
+    def _entry(
+        self, folder: str, item: os.DirEntry[str], kinds: bool = True, *, base: int | None = None
+    ) -> Entry | None:
+        """The listing's line for `item` of `folder`; None for what listings leave out (spec 11.3)."""
+        if folder == "" and item.name == STATE_DIR:
             return None
         if COPY_NAME.fullmatch(item.name):
             return None  # an upload being copied into place (see _copy_into_place)
@@ -351,40 +477,59 @@ class Storage:
         link = False
         try:
             link = item.is_symlink()
-            if link:
-                self._check_inside(Path(os.path.realpath(item.path)), item.name)
-            st = item.stat()
+            st = (
+                self._link_target(base, f"{folder}/{item.name}" if folder else item.name)
+                if link
+                else item.stat()
+            )
         except FileNotFoundError:
             return _other(item) if link else None  # a link to nothing; else gone since the scan
         except (OSError, StorageError):  # a link out of the root, or an item we may not examine
             return _other(item)
         if not (stat_module.S_ISREG(st.st_mode) or stat_module.S_ISDIR(st.st_mode)):
             return _other(item)
-        facts = self._facts(item.name, st)
+        facts = self.facts(item.name, st)
         # A link says so (spec 11.3): a client walking the tree must not follow it.
         kind = Kind.LINK if link and kinds else facts.kind
         return Entry(name=item.name, kind=kind, size=facts.size, mtime_ns=facts.mtime_ns)
 
+    def _link_target(self, base: int | None, name: str) -> os.stat_result:
+        """What the link `name` leads to, beneath the base; reserved folders count as out."""
+        if base is None:
+            with self._base() as opened:
+                return self._link_target(opened, name)
+        with self._located(base, name, follow=True) as (folder, last):
+            st = os.stat(last, dir_fd=folder, follow_symlinks=False)
+        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+            raise _reserved()
+        return st
+
     # ---------------------------------------------------------------- changes
 
     def delete(self, name: str) -> None:
-        path = self.path_of(name, follow=False)
-        try:
-            if path.is_dir() and not path.is_symlink():
-                os.rmdir(path)
-            else:
-                os.unlink(path)
-        except OSError as exc:
-            if exc.errno == errno.ENOTEMPTY:
-                raise self._not_empty(path, name) from None
-            raise _os_error(exc, name) from None
+        self._check_name(name)
+        with self._base() as base, self._located(base, name, follow=False) as (folder, last):
+            try:
+                st = os.stat(last, dir_fd=folder, follow_symlinks=False)
+                if stat_module.S_ISDIR(st.st_mode):
+                    os.rmdir(last, dir_fd=folder)
+                else:
+                    os.unlink(last, dir_fd=folder)
+            except OSError as exc:
+                if exc.errno == errno.ENOTEMPTY:
+                    raise self._not_empty(folder, last, name) from None
+                raise _os_error(exc, name) from None
 
-    def _not_empty(self, path: Path, name: str) -> StorageError:
+    def _not_empty(self, parent: int, last: str, name: str) -> StorageError:
         """Say what keeps a folder: a client that listed it empty cannot see why otherwise."""
         try:
-            with os.scandir(path) as scan:
-                items = list(scan)
-            hidden = sum(1 for item in items if _unserved(self._entry(path, item)))
+            fd = os.open(last, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
+            try:
+                with os.scandir(fd) as scan:
+                    items = list(scan)
+            finally:
+                os.close(fd)
+            hidden = sum(1 for item in items if _unserved(self._entry(name, item)))
         except OSError:
             return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
         if not hidden:
@@ -397,35 +542,64 @@ class Storage:
         )
 
     def rename(self, old: str, new: str, *, replace: bool) -> None:
-        old_path = self.path_of(old, follow=False)
-        new_path = self.path_of(new, follow=False)
-        if not os.path.lexists(old_path):
-            raise StorageError(ErrorCode.NOT_FOUND, f"{old!r} does not exist")
-        if os.path.lexists(new_path) and not replace:
-            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
-        try:
-            _make_parents(new_path, new)
-            if replace:
-                os.replace(old_path, new_path)
-            else:
-                _rename_no_replace(old_path, new_path)
-        except FileExistsError:  # appeared since the check above
-            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists") from None
-        except OSError as exc:
-            if exc.errno == errno.EINVAL:
-                raise StorageError(ErrorCode.BAD_REQUEST, f"cannot move {old!r} into itself") from None
-            raise _os_error(exc, new) from None
+        self._check_name(old)
+        self._check_name(new)
+        with self._base() as base, self._located(base, old, follow=False) as (old_folder, old_last):
+            try:
+                moving = os.stat(old_last, dir_fd=old_folder, follow_symlinks=False)
+            except OSError as exc:
+                raise _os_error(exc, old) from None
+            parent, _, last = new.rpartition("/")
+            with self._landing(base, parent, new) as landing:
+                landing.make(new)
+                there = _lstat_at(landing.fd, last)
+                if there is not None and not replace:
+                    raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
+                if there is not None and _identity(there) != _identity(moving):
+                    _check_kinds(moving, there, old, new)
+                try:
+                    if replace:
+                        _replace_at(old_folder, old_last, landing.fd, last)
+                    else:
+                        _rename_no_replace(old_folder, old_last, landing.fd, last)
+                except FileExistsError:  # appeared since the check above
+                    raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists") from None
+                except OSError as exc:
+                    if exc.errno == errno.EINVAL:
+                        raise StorageError(
+                            ErrorCode.BAD_REQUEST, f"cannot move {old!r} into itself"
+                        ) from None
+                    raise _os_error(exc, new) from None
 
     def mkdir(self, name: str) -> None:
-        path = self.path_of(name)
+        self._check_name(name)
+        with self._base() as base:
+            self._make_folders(base, name.split("/"), name, exist_ok=True)
+
+    def _make_folders(self, base: int, segments: Sequence[str], name: str, *, exist_ok: bool) -> None:
+        """Create `segments` below `base` as folders (links inside followed), like mkdir -p."""
+        with self._landing(base, "/".join(segments), name) as landing:
+            landing.make(name, last_is_target=True)
+
+    @contextlib.contextmanager
+    def _landing(self, base: int, folder: str, name: str) -> Iterator[_Landing]:
+        """The deepest existing folder on the way to `folder` (open), and the segments still missing."""
+        segments = folder.split("/") if folder else []
+        for depth in range(len(segments), -1, -1):
+            try:
+                fd = self._folder_fd(base, "/".join(segments[:depth]), name, os.O_RDONLY)
+            except StorageError as exc:
+                if exc.code is ErrorCode.NOT_FOUND:
+                    continue  # missing, or below a file: a shorter prefix tells which
+                raise
+            break
+        else:  # the base itself was not found (a home removed meanwhile)
+            raise StorageError(ErrorCode.NOT_FOUND, f"{name!r}: the folder it is in is gone")
+        landing = _Landing(fd, segments[depth:])
         try:
-            path.mkdir(parents=True, exist_ok=True)
-        except FileExistsError:
-            raise StorageError(ErrorCode.ALREADY_EXISTS, f"{name!r} exists and is not a folder") from None
-        except NotADirectoryError:
-            raise _parent_is_a_file(name) from None
-        except OSError as exc:
-            raise _os_error(exc, name) from None
+            yield landing
+        finally:
+            landing.close()
 
     # ---------------------------------------------------------------- uploads
 
@@ -434,28 +608,24 @@ class Storage:
     ) -> Upload:
         """Start an upload into a partial file (blocking: may hash a resumed prefix).
 
+        The folder the file will land in is opened now and held until the
+        commit, which renames the partial into it by descriptor: nothing done
+        to names meanwhile can make the file land anywhere else.
+
         A partial is keyed by name, size, algorithm and digest. Only one upload
         at a time may own a key; a second concurrent upload of the same key gets
         a private temporary file, so two uploads never write into one file.
         """
-        target = self.path_of(name)
+        self._check_name(name)
         if size > self.max_file_size:
             raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {self.max_file_size}")
-        if target.is_dir():
-            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
-        for parent in target.parents:  # refuse now, not after the whole file came
-            # One stat per parent: is_dir() then lexists() would race with a
-            # concurrent upload creating that very folder in between.
-            try:
-                is_folder = stat_module.S_ISDIR(os.stat(parent).st_mode)
-            except FileNotFoundError:
-                continue
-            except NotADirectoryError:
-                raise _parent_is_a_file(name) from None
-            if is_folder:
-                break
-            raise _parent_is_a_file(name)
-        where = os.fspath(target.relative_to(self.top))  # not `name`: users' homes differ
+        parent, _, last = name.rpartition("/")
+        with self._base() as base, self._landing(base, parent, name) as landing:
+            landing.refuse_a_file_on_the_way(name)
+            if not landing.missing:
+                self._refuse_a_folder(base, name)
+            held = landing.detach()
+        where = f"{self.home}/{name}" if self.home else name  # not `name` alone: users' homes differ
         key = hashlib.sha256(
             f"{where}\0{size}\0{algorithm}\0{digest.hex() if digest else ''}".encode()
         ).hexdigest()[:40]
@@ -463,14 +633,17 @@ class Storage:
             owns_key = key not in self._active_partials
             if owns_key:
                 self._active_partials.add(key)
-        partial = self.partial_dir / (f"{key}.part" if owns_key else f"{key}.{secrets.token_hex(8)}.tmp")
+        partial = f"{key}.part" if owns_key else f"{key}.{secrets.token_hex(8)}.tmp"
         try:
-            fd = os.open(partial, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(
+                partial, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._partial_fd
+            )
         except OSError as exc:
+            held.close()
             self._release(key if owns_key else None)
             raise _os_error(exc, name) from None
         upload = Upload(
-            storage=self, name=name, target=target, partial=partial, fd=fd, size=size,
+            storage=self, name=name, landing=held, last=last, partial=partial, fd=fd, size=size,
             algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
         )  # fmt: skip
         try:
@@ -479,6 +652,21 @@ class Storage:
             upload.abort(keep=False)
             raise
         return upload
+
+    def _refuse_a_folder(self, base: int, name: str) -> None:
+        """WRONG_KIND if `name` is a folder, or a link to one (an upload would not replace it)."""
+        try:
+            st = self._link_target(base, name)
+        except FileNotFoundError:
+            return
+        except StorageError as exc:
+            if exc.code is ErrorCode.NOT_FOUND:
+                return
+            raise
+        except OSError as exc:
+            raise _os_error(exc, name) from None
+        if stat_module.S_ISDIR(st.st_mode):
+            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
 
     def _release(self, key: str | None) -> None:
         if key is not None:
@@ -490,14 +678,16 @@ class Storage:
         every named copy a crash left behind)."""
         removed = 0
         now = time.time()
-        for item in os.scandir(self.partial_dir):
+        with os.scandir(self._partial_fd) as scan:
+            items = list(scan)
+        for item in items:
             if item.name.endswith(COPY_NOTE_SUFFIX):
                 if at_start:
-                    removed += self._sweep_copy(Path(item.path))
+                    removed += self._sweep_copy(item.name)
                 continue
             stale = item.name.endswith(".tmp") and at_start
             try:
-                expired = now - item.stat().st_mtime > self.partial_ttl
+                expired = now - item.stat(follow_symlinks=False).st_mtime > self.partial_ttl
             except FileNotFoundError:
                 continue
             key = item.name.split(".", 1)[0]
@@ -505,36 +695,104 @@ class Storage:
                 busy = key in self._active_partials and item.name.endswith(".part")
             if (stale or expired) and not busy:
                 try:
-                    os.unlink(item.path)
+                    os.unlink(item.name, dir_fd=self._partial_fd)
                     removed += 1
                 except FileNotFoundError:
                     pass
         return removed
 
-    def _sweep_copy(self, note: Path) -> int:
-        """Remove the copy a note names (if a crash left it) and the note; 1 if a copy went."""
+    def _sweep_copy(self, note: str) -> int:
+        """Remove the copy a note names (if a crash left it) and the note; 1 if a copy went.
+
+        The note holds the copy's name under the root (an absolute path in
+        notes from before); only a copy's name, only beneath the root, goes.
+        """
         removed = 0
         try:
-            copy = Path(note.read_text(encoding="utf-8"))
+            with open(note, encoding="utf-8", opener=self._partial_opener) as file:
+                named = file.read()
         except (OSError, UnicodeDecodeError):
-            copy = None
-        # The note is ours, but check anyway: only a copy's name, only inside the root.
-        if (
-            copy is not None
-            and COPY_NAME.fullmatch(copy.name)
-            and Path(os.path.realpath(copy.parent)).is_relative_to(self.top)
-        ):
+            named = ""
+        top = str(self.top).rstrip("/") + "/"
+        relative = named[len(top) :] if named.startswith(top) else "" if named.startswith("/") else named
+        parent, _, last = relative.rpartition("/")
+        if relative and COPY_NAME.fullmatch(last):
             try:
-                copy.unlink()
+                with self._opened_folder(self._top_fd, parent, relative) as folder:
+                    os.unlink(last, dir_fd=folder)
                 removed = 1
-                log.info("removed %s, a copy left by an interrupted upload", copy)
-            except FileNotFoundError:
+                log.info("removed %s, a copy left by an interrupted upload", relative)
+            except (FileNotFoundError, StorageError):
                 pass
             except OSError as exc:
-                log.warning("could not remove %s, a copy left by an interrupted upload: %s", copy, exc)
+                log.warning("could not remove %s, a copy left by an interrupted upload: %s", relative, exc)
                 return 0  # keep the note: the next start tries again
-        note.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(note, dir_fd=self._partial_fd)
         return removed
+
+    def _partial_opener(self, name: str, flags: int) -> int:
+        return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._partial_fd)
+
+
+class _Landing:
+    """An open folder on the way to where an entry goes, and the folders still to make below it."""
+
+    def __init__(self, fd: int, missing: list[str]) -> None:
+        self.fd = fd
+        self.missing = missing
+
+    def refuse_a_file_on_the_way(self, name: str) -> None:
+        """WRONG_KIND now, not after the whole upload, if the first missing folder is a file's name."""
+        if self.missing:
+            there = _lstat_at(self.fd, self.missing[0])
+            if there is not None and not stat_module.S_ISDIR(there.st_mode):
+                raise _parent_is_a_file(name)
+
+    def make(self, name: str, *, last_is_target: bool = False) -> None:
+        """Create the missing folders, one at a time and never through a link, and enter them."""
+        while self.missing:
+            segment = self.missing.pop(0)
+            try:
+                os.mkdir(segment, dir_fd=self.fd)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise _os_error(exc, name) from None
+            try:
+                fd = os.open(
+                    segment, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=self.fd
+                )
+            except OSError as exc:
+                if exc.errno in (errno.ENOTDIR, errno.ELOOP):
+                    if last_is_target and not self.missing:
+                        raise StorageError(
+                            ErrorCode.ALREADY_EXISTS, f"{name!r} exists and is not a folder"
+                        ) from None
+                    raise _parent_is_a_file(name) from None
+                raise _os_error(exc, name) from None
+            os.close(self.fd)
+            self.fd = fd
+
+    def detach(self) -> _Landing:
+        """Hand the open folder over to a new owner (this one then closes nothing)."""
+        held = _Landing(self.fd, list(self.missing))
+        self.fd = -1
+        return held
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def _check_kinds(moving: os.stat_result, there: os.stat_result, old: str, new: str) -> None:
+    """A file never replaces a folder, nor a folder a file (spec: WRONG_KIND, both ways)."""
+    moving_folder, there_folder = stat_module.S_ISDIR(moving.st_mode), stat_module.S_ISDIR(there.st_mode)
+    if moving_folder and not there_folder:
+        raise StorageError(ErrorCode.WRONG_KIND, f"{new!r} is a file; the folder {old!r} cannot replace it")
+    if there_folder and not moving_folder:
+        raise StorageError(ErrorCode.WRONG_KIND, f"{new!r} is a folder; {old!r} cannot replace it")
 
 
 class Upload:
@@ -545,8 +803,9 @@ class Upload:
         *,
         storage: Storage,
         name: str,
-        target: Path,
-        partial: Path,
+        landing: _Landing,
+        last: str,
+        partial: str,
         fd: int,
         size: int,
         algorithm: str,
@@ -555,13 +814,14 @@ class Upload:
     ) -> None:
         self.storage = storage
         self.name = name
-        self.target = target
-        self.partial = partial
+        self.partial = partial  # its name in the partial folder
         self.size = size
         self.algorithm = algorithm
         self.expected_digest = expected_digest
         self.offset = 0  # where the client starts sending
         self.written = 0  # bytes in the partial file so far
+        self._landing = landing
+        self._last = last
         self._fd: int | None = fd
         self._key = key
         self._hasher = new_hasher(algorithm)
@@ -593,7 +853,7 @@ class Upload:
         self._writeback.wrote_up_to(self.written)
 
     def commit(self, size: int, digest: bytes | None, mtime_ns: int | None = None) -> FileFacts:
-        """Check size and digest, then make the file visible atomically.
+        """Check size and digest, then make the file visible atomically, in the folder held since PUT.
 
         `digest` None is for the legacy protocol, which sends none: only the
         size is checked then.
@@ -613,29 +873,32 @@ class Upload:
             self.expected_digest is not None and actual != self.expected_digest
         ):
             raise StorageError(ErrorCode.CHECKSUM_MISMATCH, f"digest of {self.name!r} does not match")
+        storage = self.storage
         try:
             os.fsync(self._fd)
             if mtime_ns is not None:
                 os.utime(self._fd, ns=(mtime_ns, mtime_ns))
-            _make_parents(self.target, self.name)
-            if self.target.is_dir():
+            self._landing.make(self.name)
+            folder = self._landing.fd
+            there = _lstat_at(folder, self._last)
+            if there is not None and stat_module.S_ISDIR(there.st_mode):
                 raise StorageError(ErrorCode.WRONG_KIND, f"{self.name!r} is a folder")
             copied = False
             try:
-                os.replace(self.partial, self.target)
+                _replace_at(storage._partial_fd, self.partial, folder, self._last)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                st = _copy_into_place(self._fd, self.size, self.target, self.storage.partial_dir)
+                st = _copy_into_place(self._fd, self.size, folder, self._last, storage, self.name)
                 copied = True
             else:
                 st = os.fstat(self._fd)
-            _fsync_dir(self.target.parent)
+            _fsync_dir(folder)
         except OSError as exc:
             raise _os_error(exc, self.name) from None
-        self.storage.digests.put(st, self.algorithm, actual)
+        storage.digests.put(st, self.algorithm, actual)
         self._close(unlink=copied)
-        return self.storage._facts(self.name, st, actual)
+        return storage.facts(self.name, st, actual)
 
     def abort(self, *, keep: bool) -> None:
         """Give up. With `keep`, a resumable partial stays for a later resume."""
@@ -648,10 +911,16 @@ class Upload:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        self._landing.close()
         if unlink:
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.partial)
+                os.unlink(self.partial, dir_fd=self.storage._partial_fd)
         self.storage._release(self._key)
+
+
+def _replace_at(old_dir: int, old: str, new_dir: int, new: str) -> None:
+    """rename(2) on descriptors: `new` is replaced atomically."""
+    os.replace(old, new, src_dir_fd=old_dir, dst_dir_fd=new_dir)
 
 
 def _other(item: os.DirEntry[str]) -> Entry:
@@ -679,8 +948,10 @@ def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> No
             views[0] = views[0][n:]
 
 
-def _copy_into_place(fd: int, size: int, target: Path, notes: Path) -> os.stat_result:
-    """Put a copy of the file `fd` at `target` atomically; return the copy's stat.
+def _copy_into_place(
+    fd: int, size: int, folder: int, last: str, storage: Storage, name: str
+) -> os.stat_result:
+    """Put a copy of the file `fd` at `last` in `folder` atomically; return the copy's stat.
 
     For a target on another file system than the partial (a folder of the root
     that is a mount point), where rename fails with EXDEV: the bytes go to a
@@ -688,61 +959,66 @@ def _copy_into_place(fd: int, size: int, target: Path, notes: Path) -> os.stat_r
     target, so readers still see the old file or the whole new one. Where the
     file system can, the copy has no name until it is whole (O_TMPFILE), so a
     crash mid-copy leaves nothing behind; elsewhere it is a hidden
-    `.trioftp-*.part`, which listings leave out, and a note in `notes` (the
-    partial folder) names it until it is renamed or removed, so that the next
-    start removes what a crash left.
+    `.trioftp-*.part`, which listings leave out, and a note in the partial
+    folder names it (by its name under the root) until it is renamed or
+    removed, so that the next start removes what a crash left.
     """
     source = os.fstat(fd)
     mode = stat_module.S_IMODE(source.st_mode)
     token = secrets.token_hex(8)
-    temp = target.parent / f"{COPY_PREFIX}{token}{COPY_SUFFIX}"
-    note = notes / f"{token}{COPY_NOTE_SUFFIX}"
-    out, unnamed = _open_copy(target.parent, temp, mode, note)
+    temp = f"{COPY_PREFIX}{token}{COPY_SUFFIX}"
+    note = f"{token}{COPY_NOTE_SUFFIX}"
+    parent = name.rpartition("/")[0]
+    home = f"{storage.home}/" if storage.home else ""
+    named_as = f"{home}{parent}/{temp}" if parent else f"{home}{temp}"
+    out, unnamed = _open_copy(folder, temp, mode, storage, note, named_as)
     try:
         _copy_bytes(fd, out, size)
         os.utime(out, ns=(source.st_atime_ns, source.st_mtime_ns))
         os.fsync(out)
         if unnamed:
-            _name_unnamed(out, temp)
-        os.replace(temp, target)
+            _name_unnamed(out, folder, temp)
+        _replace_at(folder, temp, folder, last)
         return os.fstat(out)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(temp)
+            os.unlink(temp, dir_fd=folder)
         raise
     finally:
         os.close(out)
         with contextlib.suppress(OSError):
-            note.unlink(missing_ok=True)
+            os.unlink(note, dir_fd=storage._partial_fd)
 
 
-def _open_copy(folder: Path, temp: Path, mode: int, note: Path) -> tuple[int, bool]:
+def _open_copy(
+    folder: int, temp: str, mode: int, storage: Storage, note: str, named_as: str
+) -> tuple[int, bool]:
     """An fd to copy into: unnamed in `folder` if the OS and file system allow, else `temp`,
     which `note` names first (a crash may come between the two)."""
     tmpfile = getattr(os, "O_TMPFILE", 0)
     if tmpfile and os.path.isdir("/proc/self/fd"):
         try:
-            return os.open(folder, tmpfile | os.O_WRONLY | os.O_CLOEXEC, mode), True
+            return os.open(".", tmpfile | os.O_WRONLY | os.O_CLOEXEC, mode, dir_fd=folder), True
         except OSError as exc:
             if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
                 raise
-    note.write_text(str(temp), encoding="utf-8")
+    with open(note, "w", encoding="utf-8", opener=storage._partial_opener) as file:
+        file.write(named_as)
     try:
-        return os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), False
+        return os.open(
+            temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=folder
+        ), False
     except BaseException:
-        note.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(note, dir_fd=storage._partial_fd)
         raise
 
 
-def _name_unnamed(fd: int, path: Path) -> None:
+def _name_unnamed(fd: int, folder: int, name: str) -> None:
     """Give an O_TMPFILE file a name: linkat(/proc/self/fd/N, AT_SYMLINK_FOLLOW)."""
     # With a dir_fd, os.link calls linkat with the flag; without one it calls
     # link(), which would try to link the /proc symlink itself (EXDEV).
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.link(f"/proc/self/fd/{fd}", path.name, dst_dir_fd=folder, follow_symlinks=True)
-    finally:
-        os.close(folder)
+    os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=folder, follow_symlinks=True)
 
 
 def _copy_bytes(source: int, out: int, size: int) -> None:
@@ -767,9 +1043,5 @@ def _copy_bytes(source: int, out: int, size: int) -> None:
         offset += len(chunk)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def _fsync_dir(folder: int) -> None:
+    os.fsync(folder)

@@ -2,8 +2,8 @@
 
 Reached through ctypes. Where a call is missing (another OS, an old libc, not
 glibc), `sync_file_range` and `mallopt` do nothing (they are only hints) and
-`rename_no_replace` says so with NotImplementedError, so the caller can fall
-back to a check.
+`rename_no_replace` and `openat2` say so with NotImplementedError, so the
+caller can fall back to a check or a walk.
 """
 
 from __future__ import annotations
@@ -65,8 +65,16 @@ def can_start_writeback() -> bool:
     return _sync_file_range is not None
 
 
-def rename_no_replace(old: str | os.PathLike[str], new: str | os.PathLike[str]) -> None:
+def rename_no_replace(
+    old: str | os.PathLike[str],
+    new: str | os.PathLike[str],
+    *,
+    old_dir_fd: int = _AT_FDCWD,
+    new_dir_fd: int = _AT_FDCWD,
+) -> None:
     """Rename `old` to `new` in one step that fails if `new` exists (renameat2 RENAME_NOREPLACE).
+
+    Relative names are taken from `old_dir_fd` and `new_dir_fd`, as renameat2 does.
 
     Raises:
         FileExistsError: `new` exists (even if it appeared a moment ago).
@@ -75,10 +83,77 @@ def rename_no_replace(old: str | os.PathLike[str], new: str | os.PathLike[str]) 
     """
     if _renameat2 is None:
         raise NotImplementedError("renameat2 is not available")
-    result = _renameat2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD, os.fsencode(new), _RENAME_NOREPLACE)
+    result = _renameat2(old_dir_fd, os.fsencode(old), new_dir_fd, os.fsencode(new), _RENAME_NOREPLACE)
     if result == 0:
         return
     code = ctypes.get_errno()
-    if code in (errno.ENOSYS, errno.EINVAL) and os.path.lexists(old) and not os.path.lexists(new):
+    if code in (errno.ENOSYS, errno.EINVAL) and _lexists(old, old_dir_fd) and not _lexists(new, new_dir_fd):
         raise NotImplementedError(f"renameat2 RENAME_NOREPLACE: {os.strerror(code)}")
     raise OSError(code, os.strerror(code), os.fspath(old), None, os.fspath(new))
+
+
+def _lexists(path: str | os.PathLike[str], dir_fd: int) -> bool:
+    try:
+        os.stat(path, dir_fd=None if dir_fd == _AT_FDCWD else dir_fd, follow_symlinks=False)
+    except OSError:
+        return False
+    return True
+
+
+# openat2(2) and its `struct open_how`; the syscall number is the same on every architecture.
+_SYS_OPENAT2 = 437
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_BENEATH = 0x08
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def _syscall_function() -> Any | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).syscall
+    except (OSError, AttributeError):
+        return None
+    function.restype = ctypes.c_long
+    return function
+
+
+_syscall = _syscall_function()
+_openat2_missing = _syscall is None
+
+
+def openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
+    """openat2(2): open `path` relative to `dir_fd` under the `resolve` rules; returns the fd.
+
+    Raises:
+        NotImplementedError: the kernel (or a sandbox's filter) has no openat2.
+        OSError: as open(2), and EXDEV for a path that RESOLVE_BENEATH refuses.
+    """
+    global _openat2_missing
+    if _openat2_missing or _syscall is None:
+        raise NotImplementedError("openat2 is not available")
+    tmpfile = getattr(os, "O_TMPFILE", 0)  # includes O_DIRECTORY's bit: test it whole
+    creates = bool(flags & os.O_CREAT) or (tmpfile != 0 and flags & tmpfile == tmpfile)
+    how = _OpenHow(flags, mode if creates else 0, resolve)  # openat2 refuses a mode it would not use
+    fd = _syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_long(dir_fd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd >= 0:
+        return int(fd)
+    code = ctypes.get_errno()
+    if code == errno.ENOSYS:
+        _openat2_missing = True
+        raise NotImplementedError("openat2 is not available")
+    raise OSError(code, os.strerror(code), path)
+
+
+def has_openat2() -> bool:
+    """Whether openat2 is known to work here (after a first call; True until one fails with ENOSYS)."""
+    return not _openat2_missing

@@ -194,6 +194,13 @@ class Server:
             server = await nursery.start(Server(ServerConfig(port=0)).serve)
             print(server.port)
         """
+        try:
+            await self._serve(task_status)
+        finally:
+            self.storage.close()  # every session that used the root's descriptor has ended
+        log.info("server stopped")
+
+    async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
         config = self.config
         fd_limit = raise_open_file_limit()
         removed = await trio.to_thread.run_sync(lambda: self.storage.clean_partials(at_start=True))
@@ -206,7 +213,6 @@ class Server:
             watching.start_soon(self._watch_sessions)
             await self._serve_until_shutdown(listeners, slots, task_status, started)
             watching.cancel_scope.cancel()
-        log.info("server stopped")
 
     def _log_serving(self, *, fd_limit: int, removed: int) -> None:
         config = self.config

@@ -272,7 +272,7 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         digest = storage.cached_digest(st, algorithm)
         if digest is None and size <= INLINE_HASH_LIMIT:
             digest = storage.digest_of_open(fd, st, algorithm)
-        facts = storage._facts(request.name, st, digest)
+        facts = storage.facts(request.name, st, digest)
         info = _file_info(stream_id, facts)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             payload = os.pread(fd, end - request.offset, request.offset)
@@ -444,7 +444,7 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
             session.storage.digests.put(st, algorithm, digest)
         if digest != request.digest:
             return None
-        return session.storage._facts(request.name, st, digest)
+        return session.storage.facts(request.name, st, digest)
     finally:
         os.close(fd)
 
