@@ -311,38 +311,24 @@ async def run_one(number: int, duration: float, settle: float, root: Path) -> di
             await probe(port, -1)  # warm: the first request's imports and caches are not the attack's
         await trio.sleep(1)
         fresh = rss_now(server.pid)
-        attacker = await trio.lowlevel.open_process(
-            [
-                sys.executable,
-                __file__,
-                "--attacker",
-                str(number),
-                "--port",
-                str(port),
-                "--duration",
-                str(duration),
-            ],
-            stdout=subprocess.PIPE,
-        )
+        attack = ["--attacker", str(number), "--port", str(port), "--duration", str(duration)]
+        # Started from this (the main) thread: the attacker's parent-death signal fires when the
+        # thread that started it ends, and trio's open_process starts it from a worker thread.
+        attacker = subprocess.Popen([sys.executable, __file__, *attack], stdout=subprocess.PIPE)  # noqa: ASYNC220
         stop = trio.Event()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch.sampling)
             async with trio.open_nursery() as probing:
                 probing.start_soon(watch.probing, port, stop)
-                with trio.move_on_after(duration + 30):
-                    await attacker.wait()
+                try:
+                    out, _ = await trio.to_thread.run_sync(attacker.communicate, None, duration + 30)
+                except subprocess.TimeoutExpired:
+                    attacker.kill()
+                    out, _ = attacker.communicate()
                 stop.set()
             nursery.cancel_scope.cancel()
-        if attacker.returncode is None:
-            attacker.kill()
-            await attacker.wait()
-        assert attacker.stdout is not None
-        out = b""
-        with trio.move_on_after(5):
-            while chunk := await attacker.stdout.receive_some(65536):
-                out += chunk
         result_line = [line for line in out.decode().splitlines() if line.startswith("RESULT ")]
-        counts = json.loads(result_line[-1][7:]) if result_line else {"attacker": "no result"}
+        counts = json.loads(result_line[-1][7:]) if result_line else {"no result; exit": attacker.returncode}
         await trio.sleep(settle)
         after = rss_now(server.pid)
         return {
