@@ -372,7 +372,8 @@ def report(result: dict[str, Any]) -> list[str]:
     ]
     settled = result["after"] <= result["fresh"] * 1.2
     for ok, what, figure in [
-        (served, f"served: every probe within {SERVED_WITHIN:g} s", f"max {worst:.2f} s"),
+        (served, f"served: every probe within {SERVED_WITHIN:g} s",
+         f"max {worst:.2f} s, {len(watch.failures)} failed"),
         (peak_rss < rss_bound, f"rss: peak < upload_memory + 64 MiB = {rss_bound / KiB:.0f} MiB",
          f"{peak_rss / KiB:.1f} MiB"),
         (peak_fds < fd_bound, f"fds: peak < 2x{MAX_CONNECTIONS} + {MAX_STREAMS} + 64 = {fd_bound}",
