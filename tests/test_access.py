@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import blake3
 import pytest
 import trio
 import trio.testing
@@ -23,9 +24,10 @@ import trioftp
 import trioftp.auth as auth_module
 from compat import legacy_client
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
-from tests.v2_helpers import RawPeer, file_digest, write_random
+from tests.v2_helpers import RawPeer, file_digest, raw_request, write_random
 from trioftp.auth import Failure, FailureTracker, hash_password, load_users
-from trioftp.protocol import Error, ErrorCode, Get
+from trioftp.digests import new_hasher
+from trioftp.protocol import Cancel, Error, ErrorCode, FileInfo, FrameType, Get, Ready
 from trioftp.server import Server
 
 HOST = "127.0.0.1"
@@ -321,6 +323,66 @@ async def test_anonymous_access_gets_its_own_home_and_rights(
         async with connect(server, user="alice", password=ALICE_PW) as conn:  # users still log in
             await conn.put("mine.txt", b"alice")
     assert (server_root / "alice" / "mine.txt").exists()
+
+
+async def _anonymous_server(
+    make_server: Callable[..., Any], tmp_path: Path, hashes: dict[str, str], rights: str
+) -> Server:
+    anonymous = f'[anonymous]\nenabled = true\nhome = "public"\nrights = {rights}\n'
+    server: Server = await make_server(users_file=str(users_file(tmp_path, hashes, anonymous=anonymous)))
+    return server
+
+
+@pytest.mark.parametrize(("rights", "digest_given"), [('["list"]', False), ('["read", "list"]', True)])
+async def test_stat_gives_the_digest_only_with_the_read_right(
+    make_server: Callable[..., Any],
+    tmp_path: Path,
+    password_hashes: dict[str, str],
+    server_root: Path,
+    rights: str,
+    digest_given: bool,
+) -> None:
+    """The digest tells what the file holds; `list` alone gives name, kind, size and time."""
+    server = await _anonymous_server(make_server, tmp_path, password_hashes, rights)
+    (server_root / "public" / "secret.txt").write_bytes(b"the content")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            info = await conn.stat("secret.txt")
+            hasher = new_hasher(conn.digest_algorithm)
+    hasher.update(b"the content")
+    assert (info.kind.value, info.size) == ("file", len(b"the content"))
+    assert info.digest == (hasher.digest() if digest_given else None)
+
+
+def _put_with_digest(stream_id: int, name: str, data: bytes, digest: bytes) -> bytes:
+    fields = {"name": name, "size": len(data), "digest": digest, "resume": False, "mtime_ns": None}
+    return raw_request(FrameType.PUT, stream_id, **fields)
+
+
+@pytest.mark.parametrize(("rights", "short_cut"), [('["write"]', False), ('["read", "write"]', True)])
+async def test_a_put_short_cuts_only_for_a_user_who_may_read_the_file(
+    make_server: Callable[..., Any],
+    tmp_path: Path,
+    password_hashes: dict[str, str],
+    server_root: Path,
+    rights: str,
+    short_cut: bool,
+) -> None:
+    """Otherwise FILE_INFO for the right digest and READY for a wrong one would confirm a guess."""
+    server = await _anonymous_server(make_server, tmp_path, password_hashes, rights)
+    content = b"the secret content"
+    (server_root / "public" / "secret.txt").write_bytes(content)
+    right, wrong = blake3.blake3(content).digest(), blake3.blake3(b"the public content").digest()
+    guesses = {1: right, 3: wrong}
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as peer:
+            await peer.send_raw(
+                b"".join(_put_with_digest(i, "secret.txt", content, d) for i, d in guesses.items())
+            )
+            answers = {m.stream_id: type(m) for m in [await peer.receive(), await peer.receive()]}  # type: ignore[union-attr]
+            await peer.send(*(Cancel(stream_id=i) for i, kind in answers.items() if kind is Ready))
+    assert answers == {1: FileInfo if short_cut else Ready, 3: Ready}
+    assert (server_root / "public" / "secret.txt").read_bytes() == content
 
 
 async def test_legacy_clients_are_refused_when_there_are_users(users_server: Server) -> None:

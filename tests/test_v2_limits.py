@@ -47,7 +47,7 @@ from trioftp.protocol import (
 )
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.frames import PREFACE
-from trioftp.server import OVER_LIMIT_GRACE, Server
+from trioftp.server import Server
 
 
 @pytest.fixture
@@ -171,8 +171,15 @@ async def test_max_connections_per_ip(make_server: MakeServer) -> None:
     server.shutdown()
 
 
-async def test_silent_connections_over_the_per_ip_limit_are_dropped_soon(make_server: MakeServer) -> None:
-    """They would otherwise hold server-wide slots for the whole handshake timeout."""
+async def _refusal_of(stream: trio.SocketStream) -> list[Any]:
+    """What the server sends a raw connection before closing it, saying nothing itself."""
+    return await RawPeer(stream).receive_until_closed()
+
+
+async def test_silent_connections_over_the_per_ip_limit_are_refused_at_accept(
+    make_server: MakeServer,
+) -> None:
+    """Not after a wait for their first bytes: that wait held a server-wide slot each."""
     server = await make_server(max_connections_per_ip=2, handshake_timeout=60)
     with trio.fail_after(NETWORK_TIMEOUT):
         async with (
@@ -182,17 +189,62 @@ async def test_silent_connections_over_the_per_ip_limit_are_dropped_soon(make_se
             await wait_until(lambda: server.connection_count == 2)
             started = trio.current_time()
             async with await trio.open_tcp_stream(HOST, server.port) as silent:
-                assert await silent.receive_some(100) == b""  # closed by the server
+                refusal = await _refusal_of(silent)
             waited = trio.current_time() - started
-            assert OVER_LIMIT_GRACE * 0.9 <= waited < OVER_LIMIT_GRACE + 2
+            # Told in v2 without having said anything, and closed at once (the old
+            # server waited 1 s for the first bytes, then closed without a word).
+            assert [(type(m), getattr(m, "code", None)) for m in refusal] == [
+                (Error, ErrorCode.CONNECTION_LIMIT)
+            ]
+            assert waited < 0.5
             assert server.connections_refused == 1
+            assert server.connection_count == 2
             async with await trio.open_tcp_stream(HOST, server.port, local_address="127.0.0.2") as other:
-                await trio.sleep(OVER_LIMIT_GRACE + 0.2)  # another address keeps its full handshake time
+                await trio.sleep(1.2)  # another address keeps its full handshake time
                 other_peer = RawPeer(other)
                 await other_peer.send_raw(PREFACE + encode_message(
                     Hello(max_frame_size=MiB, max_streams=8, initial_window=MiB, digests=("blake3",))
                 ))  # fmt: skip
                 assert isinstance(await other_peer.receive(), Hello)
+    server.shutdown()
+
+
+async def test_refused_connections_take_no_slot(make_server: MakeServer) -> None:
+    """One address reopening connections over its limit cannot keep another address waiting.
+
+    The old server gave each refused connection a slot for up to 1 s: with 30
+    of them and one slot to spare, another address waited about 30 s.
+    """
+    server = await make_server(max_connections=3, max_connections_per_ip=2, handshake_timeout=60)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            held = [await trio.open_tcp_stream(HOST, server.port) for _ in range(2)]
+            await wait_until(lambda: server.connection_count == 2)
+            refusals: list[list[Any]] = []
+
+            async def over_the_limit() -> None:
+                # The client keeps its end open: only the server's close ends it.
+                async with await trio.open_tcp_stream(HOST, server.port) as stream:
+                    refusals.append(await _refusal_of(stream))
+
+            for _ in range(30):
+                nursery.start_soon(over_the_limit)
+            with trio.fail_after(3):  # the old server: about 30 s
+                await wait_until(lambda: len(refusals) == 30)
+                async with await trio.open_tcp_stream(HOST, server.port, local_address="127.0.0.2") as other:
+                    other_peer = RawPeer(other)
+                    await other_peer.send_raw(PREFACE + encode_message(
+                        Hello(max_frame_size=MiB, max_streams=8, initial_window=MiB, digests=("blake3",))
+                    ))  # fmt: skip
+                    assert isinstance(await other_peer.receive(), Hello)
+            assert all(
+                [(type(m), getattr(m, "code", None)) for m in refusal]
+                == [(Error, ErrorCode.CONNECTION_LIMIT)]
+                for refusal in refusals
+            )
+            assert server.connections_refused == 30
+            for stream in held:
+                await stream.aclose()
     server.shutdown()
 
 

@@ -8,8 +8,10 @@
 
 Resource handling: a connection slot (a semaphore) is taken *before* accept(),
 so connections over `max_connections` wait in the kernel's listen backlog
-rather than in our memory. Each connection runs in the connection nursery and
-closes its socket in `finally`.
+rather than in our memory. A connection from an address already at
+`max_connections_per_ip` is closed by the accept loop itself, with the slot
+kept for the next accept: it never gets a task, a slot or a wait. Each
+connection runs in the connection nursery and closes its socket in `finally`.
 
 Error handling: nothing a client does can end the server. A connection's
 failure is logged in one line and ends that connection only; accept() running
@@ -22,6 +24,7 @@ import contextlib
 import errno
 import functools
 import logging
+import os
 import resource
 import ssl
 import time
@@ -50,11 +53,13 @@ log = logging.getLogger("trioftp.server")
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CLEANUP_INTERVAL = 3600.0
 CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last ERROR
-# An address over its connection limit gets this long (not the whole handshake
-# timeout) to show its dialect, so it can be refused in words it understands; a
-# flood of silent connections from one address then holds server-wide slots for
-# at most this long each.
-OVER_LIMIT_GRACE = 1.0
+# One address reconnecting as fast as it can is refused thousands of times a
+# second: one log line per this many seconds, with the count of those not logged.
+REFUSAL_LOG_INTERVAL = 1.0
+# Preface and ERROR CONNECTION_LIMIT, sent to a refused connection without waiting.
+_V2_REFUSAL = PREFACE + encode_message(
+    Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
+)
 HASH_THREADS = 2  # whole-file hashing threads at once (GET of an uncached file, STAT, identical PUT)
 
 
@@ -113,6 +118,8 @@ class Server:
         self.port = 0
         self.ports: list[int] = []
         self._per_ip: Counter[str] = Counter()
+        self._refusals_unlogged = 0
+        self._next_refusal_log = 0.0
         self._sessions: set[V2Session | LegacySession] = set()
         self._shutdown = trio.Event()
         self.connections_refused = 0
@@ -306,15 +313,76 @@ class Server:
         while True:
             await slots.acquire()
             try:
+                stream, peer, ip = await self._accept_within_limit(listener)
+            except BaseException:
+                slots.release()
+                raise
+            connections.start_soon(self._handle_connection, stream, peer, ip, slots)
+
+    async def _accept_within_limit(self, listener: trio.SocketListener) -> tuple[trio.SocketStream, str, str]:
+        """The next connection whose address is under its limit, counted; the others are refused here.
+
+        Counting here rather than in the connection's task keeps a burst of
+        accepts from all passing the check before any task has run.
+        """
+        while True:
+            try:
                 stream = await listener.accept()
             except OSError as exc:
-                slots.release()
                 if exc.errno in _ACCEPT_RETRY_ERRNOS:
                     log.error("accept() failed (%s); retrying in 100 ms", errno.errorcode[exc.errno])
                     await trio.sleep(0.1)
                     continue
                 raise
-            connections.start_soon(self._handle_connection, stream, slots)
+            peer = peer_of(stream)
+            ip = peer.rpartition(":")[0]
+            if self._per_ip[ip] >= self.config.max_connections_per_ip:
+                self._refuse_at_accept(stream, peer)
+                continue
+            self._per_ip[ip] += 1
+            return stream, peer, ip
+
+    def _refuse_at_accept(self, stream: trio.SocketStream, peer: str) -> None:
+        """Close a connection over its address's limit at once, telling a v2 client why if that costs no wait.
+
+        Nothing here awaits: a refused connection holds no slot, task or
+        timer, so however fast one address reconnects, the accept loop keeps
+        reaching other addresses' connections in the backlog.
+        """
+        self.connections_refused += 1
+        self.metrics.connection_refused("per_ip_limit")
+        self._log_refusal(peer)
+        fd = stream.socket.fileno()
+        # Under TLS the client expects a handshake: bytes in clear would be garbage to it.
+        if self.ssl_context is None:
+            try:
+                # Whatever already arrived, read without waiting: a legacy client gets
+                # a plain close (as any legacy refusal), and an empty receive queue
+                # lets the close send FIN rather than a reset that could discard the
+                # refusal before the client reads it.
+                head = os.read(fd, 4096)
+            except OSError:  # BlockingIOError: nothing yet; a v2 client is then told anyway
+                head = b""
+            if sniff(head) in (None, Dialect.V2):
+                with contextlib.suppress(OSError):  # a full or reset socket: the close says enough
+                    if os.write(fd, _V2_REFUSAL) == len(_V2_REFUSAL):
+                        self.metrics.error_sent(ErrorCode.CONNECTION_LIMIT)
+        with contextlib.suppress(OSError):
+            stream.socket.close()
+
+    def _log_refusal(self, peer: str) -> None:
+        now = time.monotonic()
+        if now < self._next_refusal_log:
+            self._refusals_unlogged += 1
+            return
+        unlogged, self._refusals_unlogged = self._refusals_unlogged, 0
+        self._next_refusal_log = now + REFUSAL_LOG_INTERVAL
+        log.warning(
+            "%s refused: over %d connections from one address%s",
+            peer,
+            self.config.max_connections_per_ip,
+            f" ({unlogged} more refusals since the last line)" if unlogged else "",
+        )
 
     async def _clean_partials_periodically(self) -> None:
         while True:
@@ -323,16 +391,14 @@ class Server:
             if removed:
                 log.info("removed %d expired partial uploads", removed)
 
-    async def _handle_connection(self, stream: trio.SocketStream, slots: trio.Semaphore) -> None:
-        peer = peer_of(stream)
-        ip = peer.rpartition(":")[0]
-        self._per_ip[ip] += 1
+    async def _handle_connection(
+        self, stream: trio.SocketStream, peer: str, ip: str, slots: trio.Semaphore
+    ) -> None:
+        """Serve one connection, already counted against its address by the accept loop."""
         served: trio.abc.Stream = stream
         try:
             # Sessions run here, not in a helper: a coroutine frame per connection is ~300 B.
-            served, session = await self._open_session(
-                stream, peer, over_limit=self._per_ip[ip] > self.config.max_connections_per_ip
-            )
+            served, session = await self._open_session(stream, peer)
             if session is not None:
                 self._sessions.add(session)
                 opened = self._count_opened(session, peer)
@@ -359,18 +425,13 @@ class Server:
             slots.release()
 
     async def _open_session(
-        self, stream: trio.SocketStream, peer: str, *, over_limit: bool
+        self, stream: trio.SocketStream, peer: str
     ) -> tuple[trio.abc.Stream, V2Session | LegacySession | None]:
         """TLS (if on), sniff the dialect: the stream to serve, and its session (None: refused or gone)."""
         head = b""
         handshake_deadline = trio.current_time() + self.config.handshake_timeout
-        first_bytes_deadline = (
-            min(handshake_deadline, trio.current_time() + OVER_LIMIT_GRACE)
-            if over_limit
-            else handshake_deadline
-        )
         served: trio.abc.Stream = stream
-        with trio.move_on_at(first_bytes_deadline):
+        with trio.move_on_at(handshake_deadline):
             try:
                 if self.ssl_context is not None:
                     # A peer that stalls its TLS handshake costs no CPU: it waits
@@ -383,35 +444,21 @@ class Server:
                     log.info("%s TLS handshake failed: %s", peer, exc.__cause__ or exc)
                 return stream, None  # as before: only the socket is closed
         try:
-            session = await self._session_for(
-                served, head, peer, over_limit=over_limit, deadline=handshake_deadline
-            )
+            session = self._session_for(served, head, peer, deadline=handshake_deadline)
         except BaseException:
             if served is not stream:
                 await close_stream(served)
             raise
         return served, session
 
-    async def _session_for(
-        self, stream: trio.abc.Stream, head: bytes, peer: str, *, over_limit: bool, deadline: float
+    def _session_for(
+        self, stream: trio.abc.Stream, head: bytes, peer: str, *, deadline: float
     ) -> V2Session | LegacySession | None:
-        """The session for the dialect `head` shows, or None if the connection is refused (and told so).
+        """The session for the dialect `head` shows, or None if the connection is refused.
 
         It returns rather than runs the session: one coroutine frame less per idle connection.
         """
         handshake_deadline = deadline
-        if over_limit:
-            self.connections_refused += 1
-            self.metrics.connection_refused("per_ip_limit")
-            log.warning(
-                "%s refused: over %d connections from one address", peer, self.config.max_connections_per_ip
-            )
-            if head and sniff(head) is Dialect.V2:
-                self.metrics.error_sent(ErrorCode.CONNECTION_LIMIT)
-                await _send_quietly(stream, PREFACE + encode_message(
-                    Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
-                ))  # fmt: skip
-            return None
         if not head:
             log.info("%s closed or stayed silent before saying anything", peer)
             return None
@@ -446,12 +493,6 @@ def _server_ssl_context(config: ServerConfig) -> ssl.SSLContext | None:
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(config.tls_cert, config.tls_key)
     return context
-
-
-async def _send_quietly(stream: trio.abc.Stream, data: bytes) -> None:
-    with trio.move_on_after(1.0):
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await stream.send_all(data)
 
 
 async def serve(

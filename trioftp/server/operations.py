@@ -339,7 +339,9 @@ async def _send_body(
 async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord) -> None:
     channel, stream_id = session.channel, request.stream_id
     algorithm = channel.machine.digest
-    if request.digest is not None:
+    # The short-cut answers whether the file holds the bytes of the given digest:
+    # a user who may not read the file must not learn that by guessing.
+    if request.digest is not None and session.user.may(Right.READ):
         existing = await _hashing_work(session, _identical_facts, session, request, algorithm)
         if existing is not None:
             record.result = "identical file already there"
@@ -470,7 +472,8 @@ async def _list(session: V2Session, request: List) -> None:
 async def _stat(session: V2Session, request: Stat) -> None:
     storage = session.storage
     facts, st = storage.stat(request.name)
-    if facts.kind.value == "file":
+    # The digest is content information: `list` alone gives only name, kind, size and time.
+    if facts.kind.value == "file" and session.user.may(Right.READ):
         algorithm = session.channel.machine.digest
         digest = storage.cached_digest(st, algorithm)
         if digest is None:
