@@ -225,10 +225,16 @@ def test_log_level_takes_any_case() -> None:
     assert build_config({"log_level": "Warning"}, {}).log_level == "Warning"
 
 
-def test_a_file_without_a_server_table_is_read_as_settings(tmp_path: Path) -> None:
-    # Documented in load_toml: a file of settings alone, with no tables at all.
-    config = build_config(load_toml(write(tmp_path / "flat.toml", "port = 9000\nmax_streams = 3\n")), {})
-    assert (config.port, config.max_streams) == (9000, 3)
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("port = 9000\nmax_streams = 3\n", "(found: max_streams, port)"), ("", "(the file is empty)")],
+)
+def test_a_file_without_a_server_table_is_an_error(tmp_path: Path, text: str, found: str) -> None:
+    # As the README says: settings go under [server], and a file without it is not half-read.
+    path = write(tmp_path / "flat.toml", text)
+    with pytest.raises(ValueError, match=r"flat\.toml: no \[server\] table") as caught:
+        load_toml(path)
+    assert found in str(caught.value)
 
 
 def test_tilde_is_home_in_path_settings_from_files_and_flags(
