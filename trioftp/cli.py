@@ -649,10 +649,19 @@ async def _rm(args: argparse.Namespace) -> None:
 async def _mv(args: argparse.Namespace) -> None:
     old = _remote_name(args.old)
     new = folder_name(args.new)
+    last = old.rpartition("/")[2]
     if args.new.endswith("/") or not new:  # into that folder, as mv does
-        new = f"{new}/{old.rpartition('/')[2]}" if new else old.rpartition("/")[2]
+        new = f"{new}/{last}" if new else last
     async with _connect(args) as conn:
-        await conn.rename(old, new, replace=args.replace)
+        try:
+            await conn.rename(old, new, replace=args.replace)
+        except RemoteError as exc:
+            # NEW without a slash may be an existing folder: then OLD goes inside it, as
+            # with mv (and put). Asked only after a refusal, so a plain rename is one request.
+            in_the_way = exc.code in (ErrorCode.ALREADY_EXISTS, ErrorCode.WRONG_KIND)
+            if new != folder_name(args.new) or not in_the_way or not await _is_folder(conn, new):
+                raise
+            await conn.rename(old, f"{new}/{last}", replace=args.replace)
 
 
 def _remote_name(text: str) -> str:
@@ -669,15 +678,35 @@ async def _mkdir(args: argparse.Namespace) -> None:
 
 
 def _split_sync(args: argparse.Namespace) -> None:
-    """Which side is remote: the local side is an existing folder (or the target of a download)."""
+    """Which side is remote: the local side is an existing folder (or the target of a download).
+
+    Raises:
+        ValueError: both sides name a server (rsync refuses that too).
+    """
     if Path(args.source).is_dir() or ":" not in args.source:
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
+        if _looks_remote(local):
+            raise ValueError(
+                f"{args.source!r} and {args.target!r} are both remote: one side must be a local folder "
+                f"(for a local folder whose name has a colon, write ./{args.target})"
+            )
     args.host, port, folder = parse_remote(remote)
     args.port = args.port if args.port is not None else port
     args.local = Path(local)
     args.remote = folder_name(folder)
+
+
+def _looks_remote(text: str) -> bool:
+    """Whether sync would take `text` as HOST[:PORT]:FOLDER: it is no local path, and parses as one."""
+    if os.path.lexists(text) or text.startswith(("/", "./", "../", "~")):
+        return False
+    try:
+        parse_remote(text)
+    except ValueError:
+        return ":" in text  # HOST:DIGITS, refused above as ambiguous, is remote-looking too
+    return True
 
 
 def parse_remote(spec: str) -> tuple[str, int | None, str]:
@@ -750,8 +779,13 @@ async def _sync(args: argparse.Namespace) -> None:
 
 def _passwd(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass("password: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # Ctrl-D at a prompt: the user gave up, as a shell's read does
+            print("\ntrioftp: passwd: no password given", file=sys.stderr)
+            return 1
+        if again != password:
             print("trioftp: passwd: the passwords differ", file=sys.stderr)
             return 1
     else:
