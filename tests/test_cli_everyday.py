@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import pwd
+import re
 import select
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -95,7 +99,8 @@ def address(server: Server) -> str:
 
 @pytest.mark.parametrize("at", ["password: ", "again: "])
 def test_passwd_ctrl_d_at_a_prompt_is_one_line_not_a_traceback(at: str) -> None:
-    answers = [(b"password: ", b"\x04")] if at == "password: " else [(b"password: ", b"secret\n"), (b"again: ", b"\x04")]
+    typed = [(b"password: ", b"secret\n"), (b"again: ", b"\x04")]
+    answers = [(b"password: ", b"\x04")] if at == "password: " else typed
     code, shown = run_in_pty(["passwd"], answers)
     assert code == 1, shown
     assert "Traceback" not in shown and "EOFError" not in shown
@@ -142,3 +147,177 @@ async def test_mv_onto_an_existing_folder_moves_into_it(
         assert await run_cli(*argv) == 0
     assert (server_root / "archive" / "old.txt").read_bytes() == b"old"
     assert not (server_root / "old.txt").exists()
+
+
+# ------------------------------------------------------- 2: an unreadable server folder
+
+
+def _python_for(options: dict[str, object]) -> tuple[str, dict[str, str]]:
+    """An interpreter of this Python version that the other user may run, and the env that finds trioftp.
+
+    This one may live under a home that user cannot enter (pyenv's under /root): then a
+    system one of the same version runs, with this one's packages and checkout on its path.
+    """
+    project = str(Path(__file__).resolve().parent.parent)
+    paths = [project, *(path for path in sys.path if path.endswith("site-packages"))]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    version = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    for candidate in (sys.executable, f"/usr/bin/{version}", f"/usr/local/bin/{version}"):
+        try:
+            probe = subprocess.run(
+                [candidate, "-c", "import trioftp.cli"], env=env, capture_output=True, timeout=30, **options
+            )  # type: ignore[call-overload]
+        except OSError:
+            continue
+        if probe.returncode == 0:
+            return candidate, env
+    pytest.skip(f"no {version} that the user 'nobody' may run with trioftp importable")
+
+
+def _locked_root(tmp_path: Path, nobody: pwd.struct_passwd | None) -> Path:
+    """A folder holding root/{top.txt, open/a.txt, locked/s.txt}, locked/ mode 000, owned by `nobody`."""
+    if nobody is None:
+        base = tmp_path
+    else:
+        # tmp_path's parents are root's own (mode 700): nobody could not reach a root inside.
+        base = Path(tempfile.mkdtemp(prefix="trioftp-locked-"))
+        base.chmod(0o755)
+    root = base / "root"
+    (root / "open").mkdir(parents=True)
+    (root / "locked").mkdir()
+    (root / "top.txt").write_bytes(b"top")
+    (root / "open" / "a.txt").write_bytes(b"a")
+    (root / "locked" / "s.txt").write_bytes(b"secret")
+    if nobody is not None:
+        for path in [root, *root.rglob("*")]:
+            os.chown(path, nobody.pw_uid, nobody.pw_gid)
+    (root / "locked").chmod(0)
+    return base
+
+
+@pytest.fixture
+async def locked_server(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
+    """`trioftp serve` as a user that chmod 000 keeps out, over ROOT/{top.txt, open/a.txt, locked/s.txt}.
+
+    Run as root (as here), the server process is started as `nobody`: root reads anything,
+    so chmod 000 keeps out only a normal user, which is what the issue describes.
+    """
+    nobody = None
+    if os.geteuid() == 0:
+        try:
+            nobody = pwd.getpwnam("nobody")
+        except KeyError:
+            pytest.skip("running as root, with no user 'nobody' for the server: chmod 000 would not bite")
+    base = _locked_root(tmp_path, nobody)
+    root = base / "root"
+    options: dict[str, object] = {}
+    python = sys.executable
+    if nobody is not None:
+        options = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
+        python, options["env"] = _python_for(options)
+    process = await trio.lowlevel.open_process(
+        [python, "-m", "trioftp", "serve", "--root", str(root), "--port", "0", "--no-legacy"],
+        stderr=subprocess.PIPE,
+        cwd=str(base),
+        **options,  # type: ignore[arg-type]
+    )
+    try:
+        assert process.stderr is not None
+        log = b""
+        with trio.fail_after(NETWORK_TIMEOUT):
+            while b"serving" not in log:
+                chunk = await process.stderr.receive_some(4096)
+                assert chunk, log.decode(errors="replace")
+                log += chunk
+        port = int(re.search(rb"on 127\.0\.0\.1:(\d+)", log).group(1))  # type: ignore[union-attr]
+        yield port, root
+    finally:
+        process.terminate()
+        with trio.move_on_after(10):
+            await process.wait()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        os.chmod(root / "locked", 0o755)
+        if nobody is not None:
+            shutil.rmtree(base)
+
+
+@pytest.mark.parametrize("how", ["get-r", "sync"])
+async def test_an_unreadable_server_folder_is_skipped_and_the_rest_copied(
+    locked_server: tuple[int, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    port, _root = locked_server
+    out = tmp_path / "out"
+    argv = (
+        ["get", "-r", f"127.0.0.1:{port}", ".", str(out)]
+        if how == "get-r"
+        else ["sync", f"127.0.0.1:{port}:", str(out)]
+    )
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli(*argv) == 1
+    err = capsys.readouterr().err
+    assert "locked: a folder the server may not read (permission denied); not copied" in err
+    assert (out / "top.txt").read_bytes() == b"top"
+    assert (out / "open" / "a.txt").read_bytes() == b"a"
+    assert not (out / "locked").exists()
+
+
+async def test_ls_marks_an_unreadable_folder_with_a_question_mark(
+    locked_server: tuple[int, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    port, _root = locked_server
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", f"127.0.0.1:{port}") == 0
+        names = [line.split()[-1] for line in capsys.readouterr().out.splitlines()]
+        assert names == ["locked?", "open/", "top.txt"]
+        assert await run_cli("ls", "-R", f"127.0.0.1:{port}") == 0
+        out = capsys.readouterr().out
+    assert out.splitlines()[0] == ".:" and "locked?" in out and "\nopen:\n" in out and "a.txt" in out
+
+
+# -------------------------------------------------------------------- 9: arguments
+
+
+async def test_ls_takes_options_between_its_arguments_and_sync_s_address_form(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "reports").mkdir()
+    (server_root / "reports" / "2026.pdf").write_bytes(b"x" * 3000)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", "127.0.0.1", "--port", str(server.port), "reports") == 0
+        assert capsys.readouterr().out.split()[-1] == "2026.pdf"
+        assert await run_cli("ls", f"127.0.0.1:{server.port}:reports") == 0
+        assert capsys.readouterr().out.split()[-1] == "2026.pdf"
+        assert await run_cli("ls", "-l", "-h", address(server), "reports") == 0
+        line = capsys.readouterr().out.strip()
+        assert line.startswith("- ") and " 2.9KiB " in line
+        assert await run_cli("ls", "-l", address(server)) == 0
+        assert capsys.readouterr().out.startswith("d ")
+    assert capsys.readouterr().err == ""
+
+
+async def test_ls_r_lists_each_folder_under_a_header(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "a" / "b").mkdir(parents=True)
+    (server_root / "a" / "b" / "deep.txt").write_bytes(b"d")
+    (server_root / "top.txt").write_bytes(b"t")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", "-R", address(server)) == 0
+    out = capsys.readouterr().out.splitlines()
+    lines = [line.split()[-1] if line and not line.endswith(":") else line for line in out]
+    assert lines == [".:", "a/", "top.txt", "", "a:", "b/", "", "a/b:", "deep.txt"]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown"),
+    [(" lead", "' lead'"), ("trail ", "'trail '"), ("what?", "'what?'"), ("plain.txt", "plain.txt")],
+)
+async def test_ls_quotes_names_that_would_read_as_something_else(
+    server: Server, server_root: Path, capsys: pytest.CaptureFixture[str], name: str, shown: str
+) -> None:
+    (server_root / name).write_bytes(b"x")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("ls", address(server)) == 0
+    assert capsys.readouterr().out.rstrip("\n").endswith(f" {shown}")

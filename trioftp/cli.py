@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import ssl
@@ -35,11 +36,12 @@ from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
+from trioftp.concurrency import run_all
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
-from trioftp.errors import RemoteError, TrioftpError
+from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
 from trioftp.protocol import ErrorCode
-from trioftp.protocol.messages import Kind
+from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
 from trioftp.syscalls import return_freed_buffers
@@ -71,6 +73,10 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
     Raises:
         ValueError: the PORT part is not a port number.
     """
+    if _has_folder_part(address):
+        raise ValueError(
+            f"{address!r}: HOST:PORT:FOLDER is sync's (and ls's) form; here give HOST[:PORT], then the name"
+        )
     host, text = address, ""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
@@ -81,6 +87,19 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
     if chosen is not None and port is not None and chosen != port:
         raise ValueError(f"{address} and --port {port} name two ports: give one")
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
+
+
+def _has_folder_part(address: str) -> bool:
+    """Whether `address` is sync's HOST:PORT:FOLDER (or [IPv6]:PORT:FOLDER), not a bare IPv6 address."""
+    if address.startswith("["):
+        return address.partition("]")[2].count(":") >= 2
+    if address.count(":") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return True
+    return False
 
 
 def folder_name(text: str) -> str:
@@ -369,10 +388,10 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
-        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]
+        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]], **options: Any
     ) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("host", metavar="HOST[:PORT]")
+        parser = sub.add_parser(name, help=help_text, description=help_text, **options)
+        parser.add_argument("host", metavar="HOST[:PORT]", help=f"the server (default port {DEFAULT_PORT})")
         _add_connection_options(parser)
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
@@ -391,8 +410,14 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
-    p = command("ls", "list a remote folder", _ls)
-    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file")
+    # -h is ls's "human sizes", so --help alone asks for help here.
+    p = command("ls", "list a remote folder", _ls, add_help=False)
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file; "
+                   "HOST:PORT:FOLDER (as sync writes it) works too")  # fmt: skip
+    p.add_argument("-l", "--long", action="store_true", help="show each entry's kind first (d, -, l, ?)")
+    p.add_argument("-h", "--human", action="store_true", help="sizes in KiB, MiB, GiB")
+    p.add_argument("-R", "--recursive", action="store_true", help="list the folders under it too")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
@@ -431,6 +456,11 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
     """Exit status: 1 for a failed command; ValueError (a malformed argument) goes to main: 2."""
     if args.command == "sync":
         _split_sync(args)
+    elif args.command == "ls" and _has_folder_part(args.host):
+        if args.folder:
+            raise ValueError(f"{args.host!r} names a folder, and so does {args.folder!r}: give one")
+        host, port, args.folder = parse_remote(args.host)
+        args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
     try:
         args.password = _password(args)
@@ -608,11 +638,81 @@ async def _ls(args: argparse.Namespace) -> None:
             entries = [e for e in await conn.list(folder.rpartition("/")[0]) if e.name == last]
             if not entries:
                 raise
-        for entry in entries:
-            # As ls -F marks them; "?" for what the server lists but does not serve.
-            suffix = {Kind.DIR: "/", Kind.LINK: "@", Kind.OTHER: "?"}.get(entry.kind, "")
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
-            print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
+            _print_entries(args, entries, set())
+            return
+        if not args.recursive:
+            _print_entries(args, entries, await _unlistable(conn, folder, entries))
+            return
+        pending = [(folder, entries)]
+        first = True
+        while pending:
+            here, entries = pending.pop(0)
+            listed: dict[str, list[Entry]] = {}
+            refused: set[str] = set()
+            for entry in entries:  # ls -R lists the folders in each level in order
+                if entry.kind is Kind.DIR:
+                    try:
+                        listed[entry.name] = await conn.list(_join_remote(here, entry.name))
+                    except PermissionDenied:
+                        refused.add(entry.name)
+            if not first:
+                print()
+            print(f"{_quoted(here) if here else '.'}:")
+            _print_entries(args, entries, refused)
+            first = False
+            pending[:0] = [(_join_remote(here, name), listed[name]) for name in sorted(listed)]
+
+
+def _join_remote(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+async def _unlistable(conn: Any, folder: str, entries: list[Entry]) -> set[str]:
+    """The folders among `entries` that the server lists but will not open (ls marks them "?").
+
+    The server lists an unreadable folder as a folder; only a LIST of it says otherwise.
+    """
+    refused: set[str] = set()
+
+    def probe(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await conn.list(_join_remote(folder, name))
+            except PermissionDenied:
+                refused.add(name)
+            except RemoteError:  # gone since, or not a folder any more: listed as it was
+                pass
+
+        return run
+
+    folders = [entry.name for entry in entries if entry.kind is Kind.DIR]
+    await run_all([probe(name) for name in folders], limit=16)
+    return refused
+
+
+def _print_entries(args: argparse.Namespace, entries: list[Entry], refused: set[str]) -> None:
+    """One line per entry: size, time and name; with -l its kind first, with -h sizes in units."""
+    for entry in entries:
+        kind = Kind.OTHER if entry.name in refused else entry.kind
+        # As ls -F marks them; "?" for what the server lists but does not serve.
+        suffix = {Kind.DIR: "/", Kind.LINK: "@", Kind.OTHER: "?"}.get(kind, "")
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
+        size = _human(entry.size) if args.human else str(entry.size)
+        letter = {Kind.DIR: "d", Kind.LINK: "l", Kind.OTHER: "?"}.get(kind, "-")
+        lead = f"{letter} " if args.long else ""
+        print(f"{lead}{size:>14} {stamp} {_quoted(entry.name)}{suffix}")
+
+
+def _quoted(name: str) -> str:
+    """A name as ls shows it: quoted where it would read as something else.
+
+    Spaces at either end vanish on a terminal, and a last "/", "@" or "?" would read
+    as ls's marker; a name the server sent may also hold control characters, shown
+    escaped so that none drives the terminal.
+    """
+    if not name.isprintable():
+        return "'" + tree.shown(name).replace("'", "\\'") + "'"
+    return shlex.quote(name)
 
 
 async def _stat(args: argparse.Namespace) -> None:
@@ -812,7 +912,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `trioftp` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = _commands(parser)
+    if argv and argv[0] in commands:
+        # Options may come between the positionals (`ls HOST --port N FOLDER`), as get and
+        # put already took them; argparse does that only parser by parser, not through subparsers.
+        args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
+    else:
+        args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
     except ValueError as exc:  # a malformed argument or setting
@@ -823,6 +930,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         raise
     return result
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _interrupted(exc: BaseException) -> bool:

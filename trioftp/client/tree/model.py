@@ -20,6 +20,8 @@ FOLDER_LINK_REASON = "a symlink to a folder; not followed"
 NOWHERE_REASON = "a symlink that leads nowhere"
 # Listed by the server as "other": the name is taken, so it is kept and never copied over.
 UNSERVED_REASON = "not served by the server (a FIFO or device, a link out or to nothing, or unreadable)"
+# A folder the server lists but may not open: skipped as an unreadable file is; its name stays taken.
+UNLISTABLE_REASON = "a folder the server may not read (permission denied); not copied"
 
 
 class Direction(enum.Enum):
