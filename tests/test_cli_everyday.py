@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.conftest import NETWORK_TIMEOUT
+from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from trioftp.cli import main
 from trioftp.server import Server
 
@@ -321,3 +321,47 @@ async def test_ls_quotes_names_that_would_read_as_something_else(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("ls", address(server)) == 0
     assert capsys.readouterr().out.rstrip("\n").endswith(f" {shown}")
+
+
+# ------------------------------------------------------- 7: open to all, read-only
+
+
+@pytest.mark.parametrize("read_only", [False, True], ids=["open", "read-only"])
+def test_serve_beyond_loopback_without_users_warns_at_start(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], read_only: bool
+) -> None:
+    # 192.0.2.1 (TEST-NET-1) is no address of this machine: the warning comes, then the
+    # listen fails, so nothing listens beyond loopback in a test.
+    extra = ["--read-only"] if read_only else []
+    argv = ["serve", "--root", str(tmp_path), "--host", "192.0.2.1", "--port", "0", *extra]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    warning = next(line for line in err.splitlines() if "WARNING" in line)
+    if read_only:
+        assert "anyone who can reach 192.0.2.1:0 may download every file" in warning
+    else:
+        assert "NO USERS FILE: anyone who can reach 192.0.2.1:0 may download, upload" in warning
+        assert "--users-file" in warning and "--read-only" in warning
+    assert "cannot listen on 192.0.2.1:0" in err
+
+
+async def test_a_read_only_server_serves_downloads_and_refuses_changes(
+    make_server: MakeServer, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = await make_server(read_only=True)
+    (server_root / "kept.txt").write_bytes(b"kept")
+    (tmp_path / "new.txt").write_bytes(b"new")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", address(server), "kept.txt", str(tmp_path / "copy.txt")) == 0
+        assert await run_cli("ls", address(server)) == 0
+        capsys.readouterr()
+        for argv in (
+            ["put", address(server), str(tmp_path / "new.txt")],
+            ["rm", address(server), "kept.txt"],
+            ["mv", address(server), "kept.txt", "moved.txt"],
+            ["mkdir", address(server), "made"],
+        ):
+            assert await run_cli(*argv) == 1, argv
+            assert "PERMISSION_DENIED" in capsys.readouterr().err
+    assert (tmp_path / "copy.txt").read_bytes() == b"kept"
+    assert sorted(os.listdir(server_root)) == [".trioftp", "kept.txt"]

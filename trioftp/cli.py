@@ -220,6 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(_setup_problem(exc, config))
     _warn_if_passwords_in_clear(config)
+    _warn_if_open_to_all(config)
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
     try:
@@ -364,6 +365,21 @@ def _warn_if_passwords_in_clear(config: ServerConfig) -> None:
             "users log in without TLS on %s: their passwords cross the network in clear text "
             "(serve with --tls-cert and --tls-key)", config.host
         )  # fmt: skip
+
+
+def _warn_if_open_to_all(config: ServerConfig) -> None:
+    """No users file beyond loopback: anyone who reaches the port may change everything served."""
+    if config.users_file or _is_loopback(config.host):
+        return
+    where = _host_port(config.host or "every address", config.port)
+    if config.read_only:
+        log.warning("no users file and --read-only: anyone who can reach %s may download every file", where)
+        return
+    log.warning(
+        "NO USERS FILE: anyone who can reach %s may download, upload, overwrite and delete every file "
+        "under %s. Add users (trioftp passwd, then --users-file; see the README's \"Users and TLS\") "
+        "or serve with --read-only", where, config.root,
+    )  # fmt: skip
 
 
 def _is_loopback(host: str) -> bool:

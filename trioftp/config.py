@@ -103,6 +103,7 @@ class ServerConfig:
     legacy_with_users: bool = False
     tls_cert: str = ""
     tls_key: str = ""
+    read_only: bool = False
 
     def evolve(self, **changes: Any) -> ServerConfig:
         """A copy with some fields changed (validated like a new one).
@@ -142,6 +143,7 @@ FIELD_HELP: dict[str, str] = {
     "legacy_with_users": "accept legacy clients even with a users file (they get the anonymous rights)",
     "tls_cert": "PEM certificate chain: serve over TLS (with --tls-key)",
     "tls_key": "PEM private key of --tls-cert",
+    "read_only": "serve for download and listing only: no upload, delete, rename or mkdir, for anyone",
 }
 
 # What a setting of each field type may be given as, and how the error names it.
