@@ -365,3 +365,69 @@ async def test_a_read_only_server_serves_downloads_and_refuses_changes(
             assert "PERMISSION_DENIED" in capsys.readouterr().err
     assert (tmp_path / "copy.txt").read_bytes() == b"kept"
     assert sorted(os.listdir(server_root)) == [".trioftp", "kept.txt"]
+
+
+# ------------------------------------------------------------------ 6: progress bars
+
+
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07")
+
+
+def screen_lines(shown: str) -> list[str]:
+    """What the terminal shows line by line, escape sequences out, each line as its last redraw left it."""
+    lines = []
+    for line in ANSI.sub("", shown).replace("\r\n", "\n").split("\n"):
+        lines.append(line.rsplit("\r", 1)[-1])
+    return [line for line in lines if line.strip()]
+
+
+async def test_get_under_a_terminal_draws_a_bar_that_ends_once_at_100(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "big.bin").write_bytes(os.urandom(8 * 1024 * 1024))
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", address(server), "big.bin", str(tmp_path / "copy.bin")])
+        )
+    assert code == 0, shown
+    last = screen_lines(shown)
+    assert len(last) == 1 and "big.bin" in last[0] and "100.0%" in last[0], last
+    assert "8.0/8.0 MiB" in last[0]
+    assert "ss" not in last[0].split("MiB")[-1]  # no leftovers of a longer line ("ETA    1ss")
+
+
+async def test_an_error_after_a_bar_gets_a_line_of_its_own(server: Server, server_root: Path) -> None:
+    (server_root / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    with trio.fail_after(NETWORK_TIMEOUT):  # /dev/full: written in place, and full at the first block
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", address(server), "big.bin", "/dev/full"])
+        )
+    assert code == 1, shown
+    lines = screen_lines(shown)
+    assert lines[-1].startswith("trioftp: get: "), lines
+
+
+async def test_a_tree_download_shows_an_overall_bar(
+    server: Server, server_root: Path, tmp_path: Path
+) -> None:
+    (server_root / "tree").mkdir()
+    for number in range(3):
+        (server_root / "tree" / f"f{number}.bin").write_bytes(os.urandom(1024 * 1024))
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", "-r", address(server), "tree", str(tmp_path / "copy")])
+        )
+    assert code == 0, shown
+    assert any("3/3 files" in line and "100.0%" in line for line in screen_lines(shown)), shown
+
+
+def test_the_speed_leaves_out_what_a_resume_already_had(monkeypatch: pytest.MonkeyPatch) -> None:
+    from trioftp import progress
+
+    clock = [100.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    rate = progress._Rate()
+    rate.fields(900 * 1024 * 1024, 1000 * 1024 * 1024)  # resumed at 900 MiB
+    clock[0] += 10
+    fields = rate.fields(980 * 1024 * 1024, 1000 * 1024 * 1024)  # 80 MiB in 10 s
+    assert fields == {"speed": "8.0MiB/s", "left": "2s left"}

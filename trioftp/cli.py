@@ -19,7 +19,6 @@ import logging
 import os
 import re
 import shlex
-import shutil
 import signal
 import ssl
 import sys
@@ -27,7 +26,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 import trio
@@ -40,6 +39,8 @@ from trioftp.concurrency import run_all
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
 from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
+from trioftp.progress import Bars
+from trioftp.progress import human as _human
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName
@@ -109,74 +110,6 @@ def folder_name(text: str) -> str:
     "./www"); the protocol refuses them in names, so they are dropped here, for folders only.
     """
     return "/".join(part for part in text.split("/") if part not in ("", "."))
-
-
-class ProgressLine:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
-        self.label = label
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last_draw < 0.1 and done < total):
-            return
-        self._last_draw = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        fraction = done / total if total else 1.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        bar = "#" * int(fraction * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {fraction:6.1%} {_human(done)}/{_human(total)} "
-            f"{_human(rate)}/s ETA {eta:4.0f}s"
-        )
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-class TreeProgressLine:
-    """Files and bytes of a whole tree, rate, ETA and the files in flight; terminals only."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-
-    def __call__(self, state: tree.TreeProgress) -> None:
-        now = time.monotonic()
-        finished = state.files_done >= state.files_total
-        if not self.enabled or (now - self._last_draw < 0.1 and not finished):
-            return
-        self._last_draw = now
-        rate = state.bytes_done / max(now - self.started, 1e-6)
-        fraction = state.bytes_done / state.bytes_total if state.bytes_total else 1.0
-        eta = (state.bytes_total - state.bytes_done) / rate if rate > 0 else 0.0
-        current = ", ".join(sorted(state.current)[:3]) + (" ..." if len(state.current) > 3 else "")
-        width = shutil.get_terminal_size().columns
-        line = (
-            f"[{'#' * int(fraction * 20):<20}] files {state.files_done}/{state.files_total} "
-            f"{_human(state.bytes_done)}/{_human(state.bytes_total)} {_human(rate)}/s "
-            f"ETA {eta:4.0f}s {current}"
-        )
-        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-        if finished:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.1f}TiB"
 
 
 # ------------------------------------------------------------------- serve
@@ -478,9 +411,13 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         host, port, args.folder = parse_remote(args.host)
         args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
+    args.bars = Bars()
     try:
         args.password = _password(args)
-        trio.run(run, args)
+        try:
+            trio.run(run, args)
+        finally:  # the bars end their lines first: what follows (an error, Ctrl-C) gets its own
+            args.bars.close()
     except BaseException as exc:
         if _reader_left(sole_exception(exc)):
             return 128 + signal.SIGPIPE  # quietly, as `cat | head` ends
@@ -549,7 +486,7 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=TreeProgressLine())
+            await tree.download_tree(conn, folder, local, progress=args.bars.tree())
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -557,7 +494,7 @@ async def _get(args: argparse.Namespace) -> None:
     name = folder_name(args.name)  # "./a//b" as a shell user writes it
     output = _local_file(given, name)
     # The bytes are the output: a progress bar on the same terminal would mix into them.
-    progress = None if given == "-" else ProgressLine(name)
+    progress = None if given == "-" else args.bars.file(name)
     if args.legacy:
         await legacy_client.download(args.host, name, output, port=args.port, progress=progress)
         return
@@ -612,15 +549,15 @@ async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
             remote = folder_name(args.name or args.path.name)
-            await tree.upload_tree(conn, args.path, remote, progress=TreeProgressLine())
+            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree())
         return
     name = _remote_file(args.name, args.path)
     if args.legacy:
-        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
+        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=args.bars.file(name))
         return
     async with _connect(args) as conn:
         try:
-            await conn.upload(args.path, name, progress=ProgressLine(name))
+            await conn.upload(args.path, name, progress=args.bars.file(name))
         except RemoteError as exc:
             # NAME without a slash may still be an existing folder: then the file goes
             # inside it, as with cp. The server says so before any byte is sent; STAT only
@@ -628,7 +565,7 @@ async def _put(args: argparse.Namespace) -> None:
             if name != args.name or exc.code is not ErrorCode.WRONG_KIND or not await _is_folder(conn, name):
                 raise
             name = f"{name}/{args.path.name}"
-            await conn.upload(args.path, name, progress=ProgressLine(name))
+            await conn.upload(args.path, name, progress=args.bars.file(name))
 
 
 def _remote_file(name: str | None, path: Path) -> str:
@@ -862,7 +799,7 @@ async def _sync(args: argparse.Namespace) -> None:
         try:
             plan = await tree.sync(
                 conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-                dry_run=args.dry_run, progress=TreeProgressLine(),
+                dry_run=args.dry_run, progress=args.bars.tree(),
             )  # fmt: skip
         except tree.TreeTransferError as exc:  # still list what was done
             if exc.done is None:

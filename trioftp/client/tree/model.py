@@ -106,6 +106,10 @@ class TreeProgress:
     files_done: int = 0
     bytes_done: int = 0
     current: set[str] = attrs.field(factory=set)
+    # Of bytes_done, each file's first report: a resume's offset, which moved at no speed now.
+    bytes_resumed: int = 0
+    # (done, total) of each file in flight, by path.
+    file_bytes: dict[str, tuple[int, int]] = attrs.field(factory=dict)
 
 
 TreeCallback = Callable[[TreeProgress], None]
