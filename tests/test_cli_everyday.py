@@ -7,6 +7,7 @@ import pwd
 import re
 import select
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -431,3 +432,49 @@ def test_the_speed_leaves_out_what_a_resume_already_had(monkeypatch: pytest.Monk
     clock[0] += 10
     fields = rate.fields(980 * 1024 * 1024, 1000 * 1024 * 1024)  # 80 MiB in 10 s
     assert fields == {"speed": "8.0MiB/s", "left": "2s left"}
+
+
+# ------------------------------------------------------------- 8: errors that say what failed
+
+
+def _closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--ca", "{tmp}/nonexistent.pem"],
+            "trioftp: ls: --ca {tmp}/nonexistent.pem: no such file or directory",
+        ),
+        (
+            ["--ca", "{tmp}/report.pdf"],
+            "trioftp: ls: --ca {tmp}/report.pdf: no CA certificate in PEM form in it",
+        ),
+        ([], "trioftp: ls: cannot connect to 127.0.0.1:{port}: connection refused"),
+    ],
+    ids=["ca-missing", "ca-not-pem", "refused"],
+)
+def test_connection_errors_name_what_failed_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    (tmp_path / "report.pdf").write_bytes(b"%PDF-1.4 not a certificate\n")
+    fill = {"tmp": str(tmp_path), "port": str(_closed_port())}
+    assert main(["ls", "127.0.0.1:{port}".format(**fill), *[a.format(**fill) for a in argv]]) == 1
+    assert capsys.readouterr().err == expected.format(**fill) + "\n"
+
+
+def test_many_tree_failures_come_one_per_line() -> None:
+    from trioftp.client.tree import TreeTransferError
+
+    lost = OSError(5, "Input/output error")
+    text = str(TreeTransferError({"a": lost, "b": lost}))
+    assert text.splitlines() == [
+        "2 files failed:",
+        "  a: [Errno 5] Input/output error",
+        "  b: [Errno 5] Input/output error",
+    ]

@@ -35,6 +35,7 @@ from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
+from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
 from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
@@ -437,12 +438,25 @@ def _reader_left(exc: BaseException) -> bool:
 def _client_problem(exc: BaseException) -> str | None:
     """The one line for a failed client command; None for anything unexpected (a bug)."""
     if isinstance(exc, TrioftpError | CommandFailed):
-        return str(exc)
+        return _shortened(str(exc))
     if isinstance(exc, BadName):  # refused before anything is sent
-        return f"bad name: {exc}"
+        return _shortened(f"bad name: {exc}")
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        if exc.filename is None:
+            return _reason(exc)
+        kept = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and str(exc.filename).endswith(PARTIAL_SUFFIX):
+            kept = "; what arrived is kept there, and the same get resumes from it"
+        return _shortened(f"{exc.filename}: {_reason(exc)}{kept}")
     return None
+
+
+def _shortened(line: str, limit: int = 400) -> str:
+    """A line of at most about `limit` characters: a 100 KB name in it is cut in the middle, said so."""
+    if len(line) <= limit:
+        return line
+    left_out = len(line) - limit * 3 // 4
+    return f"{line[: limit // 2]}...({left_out} characters left out)...{line[-limit // 4 :]}"
 
 
 def _password(args: argparse.Namespace) -> str | None:
@@ -465,7 +479,12 @@ def _connect(args: argparse.Namespace) -> Any:
     """open_connection() with the command's --user (and its password), --tls and --ca."""
     tls: bool | ssl.SSLContext = bool(args.tls)
     if args.ca:
-        tls = ssl.create_default_context(cafile=str(args.ca))
+        try:
+            tls = ssl.create_default_context(cafile=str(args.ca))
+        except ssl.SSLError:  # read, but OpenSSL found no certificate in it
+            raise CommandFailed(f"--ca {args.ca}: no CA certificate in PEM form in it") from None
+        except OSError as exc:
+            raise CommandFailed(f"--ca {args.ca}: {_reason(exc)}") from None
     return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
 
 
