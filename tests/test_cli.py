@@ -100,7 +100,10 @@ async def test_get_writes_to_the_names_last_part_by_default(
         (["rm", "{address}", "missing.txt"], "trioftp: rm: NOT_FOUND"),
         (["ls", "{address}", "missing"], "trioftp: ls: NOT_FOUND"),
         (["stat", "{address}", ".trioftp"], "trioftp: stat: PERMISSION_DENIED"),
-        (["put", "{address}", "{tmp}/no-such-file"], "trioftp: put: No such file or directory"),
+        (
+            ["put", "{address}", "{tmp}/no-such-file"],
+            "trioftp: put: {tmp}/no-such-file: no such file or directory",
+        ),
         (["put", "{address}", "{tmp}"], "trioftp: put: '{tmp}' is a folder: put -r uploads a folder"),
         (["ls", "127.0.0.1:{closed_port}"], "trioftp: ls: cannot connect to 127.0.0.1:{closed_port}"),
         (["get", "{address}", "../escape", "-o", "{tmp}/escape"], "trioftp: get: bad name: "),

@@ -91,7 +91,8 @@ async def test_serve_that_cannot_start_exits_1_with_one_line(
     *logged, last = err.strip().splitlines()
     assert code == 1
     assert last.startswith("trioftp: " + expected.format(**fill)), err
-    assert all(" INFO trioftp." in line for line in logged), err
+    # Beyond loopback without users, the warning that anyone may change everything comes first.
+    assert all(" INFO trioftp." in line or " NO USERS FILE: " in line for line in logged), err
     assert not any("serving" in line for line in logged), err  # not even with only --metrics failing
 
 
@@ -225,10 +226,16 @@ def test_log_level_takes_any_case() -> None:
     assert build_config({"log_level": "Warning"}, {}).log_level == "Warning"
 
 
-def test_a_file_without_a_server_table_is_read_as_settings(tmp_path: Path) -> None:
-    # Documented in load_toml: a file of settings alone, with no tables at all.
-    config = build_config(load_toml(write(tmp_path / "flat.toml", "port = 9000\nmax_streams = 3\n")), {})
-    assert (config.port, config.max_streams) == (9000, 3)
+@pytest.mark.parametrize(
+    ("text", "found"),
+    [("port = 9000\nmax_streams = 3\n", "(found: max_streams, port)"), ("", "(the file is empty)")],
+)
+def test_a_file_without_a_server_table_is_an_error(tmp_path: Path, text: str, found: str) -> None:
+    # As the README says: settings go under [server], and a file without it is not half-read.
+    path = write(tmp_path / "flat.toml", text)
+    with pytest.raises(ValueError, match=r"flat\.toml: no \[server\] table") as caught:
+        load_toml(path)
+    assert found in str(caught.value)
 
 
 def test_tilde_is_home_in_path_settings_from_files_and_flags(
@@ -236,7 +243,7 @@ def test_tilde_is_home_in_path_settings_from_files_and_flags(
 ) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     paths = {"root": "~/files", "users_file": "~/users.toml", "tls_cert": "~/c.pem", "tls_key": "~/k.pem"}
-    from_file = build_config(load_toml(write(tmp_path / "t.toml", "".join(
+    from_file = build_config(load_toml(write(tmp_path / "t.toml", "[server]\n" + "".join(
         f'{name} = "{value}"\n' for name, value in paths.items()
     ))), {})  # fmt: skip
     from_flags = build_config(

@@ -419,16 +419,18 @@ async def test_put_r_and_get_r_of_a_missing_folder_exit_1(
     with trio.fail_after(NETWORK_TIMEOUT):
         assert await run_cli("put", "-r", address(server), str(tmp_path / "typo"), "backup") == 1
         assert (
-            capsys.readouterr().err == f"trioftp: put: no such folder, nothing copied: {tmp_path / 'typo'}\n"
+            capsys.readouterr().err == f"trioftp: put: {tmp_path / 'typo'}: no such folder, nothing copied\n"
         )
         assert await run_cli("put", "-r", address(server), str(tmp_path / "a-file"), "backup") == 1
         assert (
-            capsys.readouterr().err == f"trioftp: put: not a folder, nothing copied: {tmp_path / 'a-file'}\n"
+            capsys.readouterr().err == f"trioftp: put: {tmp_path / 'a-file'}: not a folder, nothing copied\n"
         )
         assert await run_cli("get", "-r", address(server), "typo", str(tmp_path / "out")) == 1
         assert capsys.readouterr().err.startswith("trioftp: get: NOT_FOUND")
         assert await run_cli("sync", str(tmp_path / "typo"), f"{address(server)}:www") == 1
-        assert capsys.readouterr().err.startswith("trioftp: sync: no such folder")
+        assert (
+            capsys.readouterr().err == f"trioftp: sync: {tmp_path / 'typo'}: no such folder, nothing copied\n"
+        )
     assert not (tmp_path / "out").exists()
     assert list(server.storage.root.iterdir()) in ([], [server.storage.root / ".trioftp"])
 

@@ -794,9 +794,9 @@ def test_the_report_names_the_top_and_counts_in_words() -> None:
     )
     lost = OSError(5, "Input/output error")
     assert str(tree.TreeTransferError({"a": lost})) == "1 file failed: a: [Errno 5] Input/output error"
-    assert str(tree.TreeTransferError({"a": lost, "b": lost})).startswith("2 files failed: a: ")
+    assert str(tree.TreeTransferError({"a": lost, "b": lost})).startswith("2 files failed:\n  a: ")
     assert str(tree.TreeTransferError({"a": lost, "big": lost}, folders={"big"})).startswith(
-        "2 entries failed: a: "
+        "2 entries failed:\n  a: "
     )
 
 

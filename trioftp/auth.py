@@ -61,6 +61,8 @@ class User:
 
 ANONYMOUS_FULL = User(name="anonymous", admin=True)
 """Who a client is when no users file is configured: everything, as before auth existed."""
+READ_ONLY_RIGHTS = frozenset({Right.READ, Right.LIST})
+"""What a read-only server (`read_only`) leaves anyone: download, list and stat."""
 NOBODY = User(name="(not logged in)", rights=frozenset())
 """Who a client is, on a server without anonymous access, until it logs in."""
 

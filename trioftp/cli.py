@@ -18,7 +18,7 @@ import ipaddress
 import logging
 import os
 import re
-import shutil
+import shlex
 import signal
 import ssl
 import sys
@@ -26,7 +26,7 @@ import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import attrs
 import trio
@@ -35,11 +35,15 @@ from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
+from trioftp.client.targets import PARTIAL_SUFFIX
+from trioftp.concurrency import run_all
 from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
-from trioftp.errors import RemoteError, TrioftpError
+from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
+from trioftp.progress import Bars
+from trioftp.progress import human as _human
 from trioftp.protocol import ErrorCode
-from trioftp.protocol.messages import Kind
+from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
 from trioftp.syscalls import return_freed_buffers
@@ -71,6 +75,10 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
     Raises:
         ValueError: the PORT part is not a port number.
     """
+    if _has_folder_part(address):
+        raise ValueError(
+            f"{address!r}: HOST:PORT:FOLDER is sync's (and ls's) form; here give HOST[:PORT], then the name"
+        )
     host, text = address, ""
     if address.startswith("["):
         host, _, rest = address[1:].partition("]")
@@ -83,6 +91,19 @@ def split_address(address: str, port: int | None) -> tuple[str, int]:
     return host, port if port is not None else (chosen if chosen is not None else DEFAULT_PORT)
 
 
+def _has_folder_part(address: str) -> bool:
+    """Whether `address` is sync's HOST:PORT:FOLDER (or [IPv6]:PORT:FOLDER), not a bare IPv6 address."""
+    if address.startswith("["):
+        return address.partition("]")[2].count(":") >= 2
+    if address.count(":") < 2:
+        return False
+    try:
+        ipaddress.IPv6Address(address)
+    except ValueError:
+        return True
+    return False
+
+
 def folder_name(text: str) -> str:
     """A remote folder argument as a wire name: "/", "." and "" are the served root.
 
@@ -90,74 +111,6 @@ def folder_name(text: str) -> str:
     "./www"); the protocol refuses them in names, so they are dropped here, for folders only.
     """
     return "/".join(part for part in text.split("/") if part not in ("", "."))
-
-
-class ProgressLine:
-    """A one-line progress bar on a terminal; silent otherwise."""
-
-    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
-        self.label = label
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self._last_draw < 0.1 and done < total):
-            return
-        self._last_draw = now
-        elapsed = max(now - self.started, 1e-6)
-        rate = done / elapsed
-        fraction = done / total if total else 1.0
-        eta = (total - done) / rate if rate > 0 else 0.0
-        bar = "#" * int(fraction * 30)
-        self.stream.write(
-            f"\r{self.label} [{bar:<30}] {fraction:6.1%} {_human(done)}/{_human(total)} "
-            f"{_human(rate)}/s ETA {eta:4.0f}s"
-        )
-        if done >= total:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-class TreeProgressLine:
-    """Files and bytes of a whole tree, rate, ETA and the files in flight; terminals only."""
-
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-
-    def __call__(self, state: tree.TreeProgress) -> None:
-        now = time.monotonic()
-        finished = state.files_done >= state.files_total
-        if not self.enabled or (now - self._last_draw < 0.1 and not finished):
-            return
-        self._last_draw = now
-        rate = state.bytes_done / max(now - self.started, 1e-6)
-        fraction = state.bytes_done / state.bytes_total if state.bytes_total else 1.0
-        eta = (state.bytes_total - state.bytes_done) / rate if rate > 0 else 0.0
-        current = ", ".join(sorted(state.current)[:3]) + (" ..." if len(state.current) > 3 else "")
-        width = shutil.get_terminal_size().columns
-        line = (
-            f"[{'#' * int(fraction * 20):<20}] files {state.files_done}/{state.files_total} "
-            f"{_human(state.bytes_done)}/{_human(state.bytes_total)} {_human(rate)}/s "
-            f"ETA {eta:4.0f}s {current}"
-        )
-        self.stream.write("\r" + line[: width - 1].ljust(width - 1))
-        if finished:
-            self.stream.write("\n")
-        self.stream.flush()
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if abs(n) < 1024:
-            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
-        n /= 1024
-    return f"{n:.1f}TiB"
 
 
 # ------------------------------------------------------------------- serve
@@ -201,6 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         return _fail(_setup_problem(exc, config))
     _warn_if_passwords_in_clear(config)
+    _warn_if_open_to_all(config)
     # The process is the server's own, so it may tune the allocator for itself.
     return_freed_buffers()
     try:
@@ -347,6 +301,21 @@ def _warn_if_passwords_in_clear(config: ServerConfig) -> None:
         )  # fmt: skip
 
 
+def _warn_if_open_to_all(config: ServerConfig) -> None:
+    """No users file beyond loopback: anyone who reaches the port may change everything served."""
+    if config.users_file or _is_loopback(config.host):
+        return
+    where = _host_port(config.host or "every address", config.port)
+    if config.read_only:
+        log.warning("no users file and --read-only: anyone who can reach %s may download every file", where)
+        return
+    log.warning(
+        "NO USERS FILE: anyone who can reach %s may download, upload, overwrite and delete every file "
+        "under %s. Add users (trioftp passwd, then --users-file; see the README's \"Users and TLS\") "
+        "or serve with --read-only", where, config.root,
+    )  # fmt: skip
+
+
 def _is_loopback(host: str) -> bool:
     if host == "localhost":
         return True
@@ -369,10 +338,10 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     def command(
-        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]]
+        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]], **options: Any
     ) -> argparse.ArgumentParser:
-        parser = sub.add_parser(name, help=help_text, description=help_text)
-        parser.add_argument("host", metavar="HOST[:PORT]")
+        parser = sub.add_parser(name, help=help_text, description=help_text, **options)
+        parser.add_argument("host", metavar="HOST[:PORT]", help=f"the server (default port {DEFAULT_PORT})")
         _add_connection_options(parser)
         parser.set_defaults(run=lambda args: _run_client(run, args))
         return parser
@@ -391,8 +360,14 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
-    p = command("ls", "list a remote folder", _ls)
-    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file")
+    # -h is ls's "human sizes", so --help alone asks for help here.
+    p = command("ls", "list a remote folder", _ls, add_help=False)
+    p.add_argument("--help", action="help", help="show this help message and exit")
+    p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file; "
+                   "HOST:PORT:FOLDER (as sync writes it) works too")  # fmt: skip
+    p.add_argument("-l", "--long", action="store_true", help="show each entry's kind first (d, -, l, ?)")
+    p.add_argument("-h", "--human", action="store_true", help="sizes in KiB, MiB, GiB")
+    p.add_argument("-R", "--recursive", action="store_true", help="list the folders under it too")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
     p.add_argument("name")
     p = command("rm", "delete a remote file or empty folder", _rm)
@@ -431,10 +406,19 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
     """Exit status: 1 for a failed command; ValueError (a malformed argument) goes to main: 2."""
     if args.command == "sync":
         _split_sync(args)
+    elif args.command == "ls" and _has_folder_part(args.host):
+        if args.folder:
+            raise ValueError(f"{args.host!r} names a folder, and so does {args.folder!r}: give one")
+        host, port, args.folder = parse_remote(args.host)
+        args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
+    args.bars = Bars()
     try:
         args.password = _password(args)
-        trio.run(run, args)
+        try:
+            trio.run(run, args)
+        finally:  # the bars end their lines first: what follows (an error, Ctrl-C) gets its own
+            args.bars.close()
     except BaseException as exc:
         if _reader_left(sole_exception(exc)):
             return 128 + signal.SIGPIPE  # quietly, as `cat | head` ends
@@ -454,12 +438,25 @@ def _reader_left(exc: BaseException) -> bool:
 def _client_problem(exc: BaseException) -> str | None:
     """The one line for a failed client command; None for anything unexpected (a bug)."""
     if isinstance(exc, TrioftpError | CommandFailed):
-        return str(exc)
+        return _shortened(str(exc))
     if isinstance(exc, BadName):  # refused before anything is sent
-        return f"bad name: {exc}"
+        return _shortened(f"bad name: {exc}")
     if isinstance(exc, OSError):
-        return f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": ")
+        if exc.filename is None:
+            return _reason(exc)
+        kept = ""
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT) and str(exc.filename).endswith(PARTIAL_SUFFIX):
+            kept = "; what arrived is kept there, and the same get resumes from it"
+        return _shortened(f"{exc.filename}: {_reason(exc)}{kept}")
     return None
+
+
+def _shortened(line: str, limit: int = 400) -> str:
+    """A line of at most about `limit` characters: a 100 KB name in it is cut in the middle, said so."""
+    if len(line) <= limit:
+        return line
+    left_out = len(line) - limit * 3 // 4
+    return f"{line[: limit // 2]}...({left_out} characters left out)...{line[-limit // 4 :]}"
 
 
 def _password(args: argparse.Namespace) -> str | None:
@@ -482,7 +479,12 @@ def _connect(args: argparse.Namespace) -> Any:
     """open_connection() with the command's --user (and its password), --tls and --ca."""
     tls: bool | ssl.SSLContext = bool(args.tls)
     if args.ca:
-        tls = ssl.create_default_context(cafile=str(args.ca))
+        try:
+            tls = ssl.create_default_context(cafile=str(args.ca))
+        except ssl.SSLError:  # read, but OpenSSL found no certificate in it
+            raise CommandFailed(f"--ca {args.ca}: no CA certificate in PEM form in it") from None
+        except OSError as exc:
+            raise CommandFailed(f"--ca {args.ca}: {_reason(exc)}") from None
     return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
 
 
@@ -503,7 +505,7 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=TreeProgressLine())
+            await tree.download_tree(conn, folder, local, progress=args.bars.tree())
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -511,7 +513,7 @@ async def _get(args: argparse.Namespace) -> None:
     name = folder_name(args.name)  # "./a//b" as a shell user writes it
     output = _local_file(given, name)
     # The bytes are the output: a progress bar on the same terminal would mix into them.
-    progress = None if given == "-" else ProgressLine(name)
+    progress = None if given == "-" else args.bars.file(name)
     if args.legacy:
         await legacy_client.download(args.host, name, output, port=args.port, progress=progress)
         return
@@ -566,15 +568,15 @@ async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
             remote = folder_name(args.name or args.path.name)
-            await tree.upload_tree(conn, args.path, remote, progress=TreeProgressLine())
+            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree())
         return
     name = _remote_file(args.name, args.path)
     if args.legacy:
-        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=ProgressLine(name))
+        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=args.bars.file(name))
         return
     async with _connect(args) as conn:
         try:
-            await conn.upload(args.path, name, progress=ProgressLine(name))
+            await conn.upload(args.path, name, progress=args.bars.file(name))
         except RemoteError as exc:
             # NAME without a slash may still be an existing folder: then the file goes
             # inside it, as with cp. The server says so before any byte is sent; STAT only
@@ -582,7 +584,7 @@ async def _put(args: argparse.Namespace) -> None:
             if name != args.name or exc.code is not ErrorCode.WRONG_KIND or not await _is_folder(conn, name):
                 raise
             name = f"{name}/{args.path.name}"
-            await conn.upload(args.path, name, progress=ProgressLine(name))
+            await conn.upload(args.path, name, progress=args.bars.file(name))
 
 
 def _remote_file(name: str | None, path: Path) -> str:
@@ -608,11 +610,81 @@ async def _ls(args: argparse.Namespace) -> None:
             entries = [e for e in await conn.list(folder.rpartition("/")[0]) if e.name == last]
             if not entries:
                 raise
-        for entry in entries:
-            # As ls -F marks them; "?" for what the server lists but does not serve.
-            suffix = {Kind.DIR: "/", Kind.LINK: "@", Kind.OTHER: "?"}.get(entry.kind, "")
-            stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
-            print(f"{entry.size:>14} {stamp} {entry.name}{suffix}")
+            _print_entries(args, entries, set())
+            return
+        if not args.recursive:
+            _print_entries(args, entries, await _unlistable(conn, folder, entries))
+            return
+        pending = [(folder, entries)]
+        first = True
+        while pending:
+            here, entries = pending.pop(0)
+            listed: dict[str, list[Entry]] = {}
+            refused: set[str] = set()
+            for entry in entries:  # ls -R lists the folders in each level in order
+                if entry.kind is Kind.DIR:
+                    try:
+                        listed[entry.name] = await conn.list(_join_remote(here, entry.name))
+                    except PermissionDenied:
+                        refused.add(entry.name)
+            if not first:
+                print()
+            print(f"{_quoted(here) if here else '.'}:")
+            _print_entries(args, entries, refused)
+            first = False
+            pending[:0] = [(_join_remote(here, name), listed[name]) for name in sorted(listed)]
+
+
+def _join_remote(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
+
+
+async def _unlistable(conn: Any, folder: str, entries: list[Entry]) -> set[str]:
+    """The folders among `entries` that the server lists but will not open (ls marks them "?").
+
+    The server lists an unreadable folder as a folder; only a LIST of it says otherwise.
+    """
+    refused: set[str] = set()
+
+    def probe(name: str) -> Callable[[], Awaitable[None]]:
+        async def run() -> None:
+            try:
+                await conn.list(_join_remote(folder, name))
+            except PermissionDenied:
+                refused.add(name)
+            except RemoteError:  # gone since, or not a folder any more: listed as it was
+                pass
+
+        return run
+
+    folders = [entry.name for entry in entries if entry.kind is Kind.DIR]
+    await run_all([probe(name) for name in folders], limit=16)
+    return refused
+
+
+def _print_entries(args: argparse.Namespace, entries: list[Entry], refused: set[str]) -> None:
+    """One line per entry: size, time and name; with -l its kind first, with -h sizes in units."""
+    for entry in entries:
+        kind = Kind.OTHER if entry.name in refused else entry.kind
+        # As ls -F marks them; "?" for what the server lists but does not serve.
+        suffix = {Kind.DIR: "/", Kind.LINK: "@", Kind.OTHER: "?"}.get(kind, "")
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.mtime_ns / 1e9))
+        size = _human(entry.size) if args.human else str(entry.size)
+        letter = {Kind.DIR: "d", Kind.LINK: "l", Kind.OTHER: "?"}.get(kind, "-")
+        lead = f"{letter} " if args.long else ""
+        print(f"{lead}{size:>14} {stamp} {_quoted(entry.name)}{suffix}")
+
+
+def _quoted(name: str) -> str:
+    """A name as ls shows it: quoted where it would read as something else.
+
+    Spaces at either end vanish on a terminal, and a last "/", "@" or "?" would read
+    as ls's marker; a name the server sent may also hold control characters, shown
+    escaped so that none drives the terminal.
+    """
+    if not name.isprintable():
+        return "'" + tree.shown(name).replace("'", "\\'") + "'"
+    return shlex.quote(name)
 
 
 async def _stat(args: argparse.Namespace) -> None:
@@ -649,10 +721,19 @@ async def _rm(args: argparse.Namespace) -> None:
 async def _mv(args: argparse.Namespace) -> None:
     old = _remote_name(args.old)
     new = folder_name(args.new)
+    last = old.rpartition("/")[2]
     if args.new.endswith("/") or not new:  # into that folder, as mv does
-        new = f"{new}/{old.rpartition('/')[2]}" if new else old.rpartition("/")[2]
+        new = f"{new}/{last}" if new else last
     async with _connect(args) as conn:
-        await conn.rename(old, new, replace=args.replace)
+        try:
+            await conn.rename(old, new, replace=args.replace)
+        except RemoteError as exc:
+            # NEW without a slash may be an existing folder: then OLD goes inside it, as
+            # with mv (and put). Asked only after a refusal, so a plain rename is one request.
+            in_the_way = exc.code in (ErrorCode.ALREADY_EXISTS, ErrorCode.WRONG_KIND)
+            if new != folder_name(args.new) or not in_the_way or not await _is_folder(conn, new):
+                raise
+            await conn.rename(old, f"{new}/{last}", replace=args.replace)
 
 
 def _remote_name(text: str) -> str:
@@ -669,15 +750,35 @@ async def _mkdir(args: argparse.Namespace) -> None:
 
 
 def _split_sync(args: argparse.Namespace) -> None:
-    """Which side is remote: the local side is an existing folder (or the target of a download)."""
+    """Which side is remote: the local side is an existing folder (or the target of a download).
+
+    Raises:
+        ValueError: both sides name a server (rsync refuses that too).
+    """
     if Path(args.source).is_dir() or ":" not in args.source:
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
+        if _looks_remote(local):
+            raise ValueError(
+                f"{args.source!r} and {args.target!r} are both remote: one side must be a local folder "
+                f"(for a local folder whose name has a colon, write ./{args.target})"
+            )
     args.host, port, folder = parse_remote(remote)
     args.port = args.port if args.port is not None else port
     args.local = Path(local)
     args.remote = folder_name(folder)
+
+
+def _looks_remote(text: str) -> bool:
+    """Whether sync would take `text` as HOST[:PORT]:FOLDER: it is no local path, and parses as one."""
+    if os.path.lexists(text) or text.startswith(("/", "./", "../", "~")):
+        return False
+    try:
+        parse_remote(text)
+    except ValueError:
+        return ":" in text  # HOST:DIGITS, refused above as ambiguous, is remote-looking too
+    return True
 
 
 def parse_remote(spec: str) -> tuple[str, int | None, str]:
@@ -717,7 +818,7 @@ async def _sync(args: argparse.Namespace) -> None:
         try:
             plan = await tree.sync(
                 conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-                dry_run=args.dry_run, progress=TreeProgressLine(),
+                dry_run=args.dry_run, progress=args.bars.tree(),
             )  # fmt: skip
         except tree.TreeTransferError as exc:  # still list what was done
             if exc.done is None:
@@ -750,8 +851,13 @@ async def _sync(args: argparse.Namespace) -> None:
 
 def _passwd(args: argparse.Namespace) -> int:
     if sys.stdin.isatty():
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
+        try:
+            password = getpass.getpass("password: ")
+            again = getpass.getpass("again: ")
+        except EOFError:  # Ctrl-D at a prompt: the user gave up, as a shell's read does
+            print("\ntrioftp: passwd: no password given", file=sys.stderr)
+            return 1
+        if again != password:
             print("trioftp: passwd: the passwords differ", file=sys.stderr)
             return 1
     else:
@@ -778,7 +884,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `trioftp` command; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    commands = _commands(parser)
+    if argv and argv[0] in commands:
+        # Options may come between the positionals (`ls HOST --port N FOLDER`), as get and
+        # put already took them; argparse does that only parser by parser, not through subparsers.
+        args = commands[argv[0]].parse_intermixed_args(argv[1:], argparse.Namespace(command=argv[0]))
+    else:
+        args = parser.parse_args(argv)
     try:
         result: int = args.run(args)
     except ValueError as exc:  # a malformed argument or setting
@@ -789,6 +902,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 130
         raise
     return result
+
+
+def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    return {}
 
 
 def _interrupted(exc: BaseException) -> bool:

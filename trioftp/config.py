@@ -103,6 +103,7 @@ class ServerConfig:
     legacy_with_users: bool = False
     tls_cert: str = ""
     tls_key: str = ""
+    read_only: bool = False
 
     def evolve(self, **changes: Any) -> ServerConfig:
         """A copy with some fields changed (validated like a new one).
@@ -142,6 +143,7 @@ FIELD_HELP: dict[str, str] = {
     "legacy_with_users": "accept legacy clients even with a users file (they get the anonymous rights)",
     "tls_cert": "PEM certificate chain: serve over TLS (with --tls-key)",
     "tls_key": "PEM private key of --tls-cert",
+    "read_only": "serve for download and listing only: no upload, delete, rename or mkdir, for anyone",
 }
 
 # What a setting of each field type may be given as, and how the error names it.
@@ -181,23 +183,28 @@ def _did_you_mean(name: str) -> str:
 
 
 def load_toml(path: Path) -> dict[str, Any]:
-    """The `[server]` table of a TOML file (or, in a file without one, its top-level settings).
+    """The `[server]` table of a TOML file.
 
     Raises:
         OSError: the file cannot be read.
-        ValueError: not TOML, a setting outside `[server]`, or an unknown or mistyped setting;
-            the message starts with the file's path.
+        ValueError: not TOML, no `[server]` table, a setting outside it, or an unknown or
+            mistyped setting; the message starts with the file's path.
     """
     with path.open("rb") as f:
         try:
             data = tomllib.load(f)
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path}: {exc}") from None
-    table = data.get("server", data)
+    if "server" not in data:
+        # Settings at the top level were once read as they are; one table, always, keeps
+        # a file that also holds other tables (or a misspelt header) from being half-read.
+        found = f" (found: {', '.join(sorted(data))})" if data else " (the file is empty)"
+        raise ValueError(f"{path}: no [server] table: put the settings under a [server] header{found}")
+    table = data["server"]
     if not isinstance(table, dict):
         raise ValueError(f"{path}: [server] must be a table")
     # Keys above the [server] header would otherwise be silently ignored.
-    outside = sorted(set(data) - {"server"}) if "server" in data else []
+    outside = sorted(set(data) - {"server"})
     if outside:
         raise ValueError(f"{path}: outside the [server] table: {', '.join(outside)} (move under [server])")
     unknown = sorted(set(table) - set(_FIELD_TYPES))

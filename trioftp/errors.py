@@ -6,6 +6,9 @@ Each one that comes from the server carries the wire `code`; a script can catch
 
 from __future__ import annotations
 
+import errno
+import os
+
 from trioftp.protocol.errors import ErrorCode
 
 
@@ -110,3 +113,10 @@ def remote_error(code: ErrorCode, message: str) -> RemoteError:
     """The exception for an ERROR frame from the server."""
     cls = _BY_CODE.get(code, RemoteError)
     return cls(f"{code.name}: {message}" if message else code.name, code)
+
+
+def connect_reason(exc: OSError | OverflowError) -> str:
+    """Why a connection failed, in words, without the address again (the caller names it once)."""
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno in errno.errorcode:
+        return os.strerror(exc.errno)[:1].lower() + os.strerror(exc.errno)[1:]
+    return str(exc)

@@ -46,6 +46,7 @@ from trioftp.errors import (
     RemoteError,
     TransferTimeout,
     TrioftpError,
+    connect_reason,
     remote_error,
 )
 from trioftp.inbox import StreamInbox
@@ -912,7 +913,7 @@ async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc
     try:
         tcp = await _open_tcp(host, port)
     except (OSError, OverflowError) as exc:  # OverflowError: a port outside 0-65535
-        raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
+        raise ConnectionClosed(f"cannot connect to {host}:{port}: {connect_reason(exc)}") from None
     if tls is False:
         return tcp
     context = tls if isinstance(tls, ssl.SSLContext) else ssl.create_default_context()

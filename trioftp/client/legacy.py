@@ -40,6 +40,7 @@ from trioftp.errors import (
     ProtocolViolation,
     TransferTimeout,
     TrioftpError,
+    connect_reason,
 )
 from trioftp.protocol.legacy import (
     MAX_HEADER_BYTES,
@@ -276,7 +277,7 @@ async def _connect(host: str, port: int, stall: float) -> AsyncIterator[_Link]:
     except trio.TooSlowError:
         raise TransferTimeout(f"cannot connect to {host}:{port} within {stall:g} s") from None
     except OSError as exc:
-        raise ConnectionClosed(f"cannot connect to {host}:{port}: {exc}") from None
+        raise ConnectionClosed(f"cannot connect to {host}:{port}: {connect_reason(exc)}") from None
     try:
         yield _Link(stream, f"{host}:{port}", stall)
     finally:

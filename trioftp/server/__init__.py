@@ -32,10 +32,11 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import attrs
 import trio
 
 from trioftp._version import __version__
-from trioftp.auth import FailureTracker, Users, load_users
+from trioftp.auth import ANONYMOUS_FULL, READ_ONLY_RIGHTS, FailureTracker, User, Users, load_users
 from trioftp.budget import ByteBudget
 from trioftp.channel import close_stream, peer_of
 from trioftp.config import ServerConfig, parse_address
@@ -128,6 +129,15 @@ class Server:
         self.metrics_port = 0  # bound once serving, if config.metrics is set
         self._started = time.monotonic()
         self.users: Users | None = load_users(Path(config.users_file)) if config.users_file else None
+        # Who a client is without a users file; read_only caps every user's rights as well.
+        self.open_user: User = ANONYMOUS_FULL
+        if config.read_only:
+            self.open_user = _read_only(ANONYMOUS_FULL)
+            if self.users is not None:
+                self.users = Users(
+                    users={name: _read_only(user) for name, user in self.users.users.items()},
+                    anonymous=None if self.users.anonymous is None else _read_only(self.users.anonymous),
+                )
         self._make_homes()
         self.auth_failures = FailureTracker()
         self.hash_limiter = trio.CapacityLimiter(HASH_THREADS)  # threads hashing whole files at once
@@ -224,10 +234,11 @@ class Server:
     def _log_serving(self, *, fd_limit: int, removed: int) -> None:
         config = self.config
         log.info(
-            "serving %s on %s:%d (%s; %s; legacy clients %s; open-file limit %d; "
+            "serving %s on %s:%d (%s; %s%s; legacy clients %s; open-file limit %d; "
             "%d stale partial uploads removed)",
             self.storage.root, config.host, self.port,
             "TLS" if self.ssl_context is not None else "no TLS",
+            "read-only; " if config.read_only else "",
             "no login" if self.users is None else
             f"{len(self.users.users)} users, anonymous {'on' if self.users.anonymous else 'off'}",
             "accepted" if self._legacy_refusal() is None else f"refused: {self._legacy_refusal()}",
@@ -512,3 +523,7 @@ async def serve(
         trio.run(trioftp.serve, trioftp.ServerConfig(root=Path("/srv/files"), host="0.0.0.0"))
     """
     await Server(config).serve(task_status=task_status)
+
+
+def _read_only(user: User) -> User:
+    return attrs.evolve(user, rights=user.rights & READ_ONLY_RIGHTS)

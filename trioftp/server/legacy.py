@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, NOBODY, Right
+from trioftp.auth import NOBODY, Right
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.digests import DEFAULT
 from trioftp.protocol.errors import ErrorCode
@@ -78,7 +78,7 @@ class LegacySession:
         self.server = server
         self.config = server.config
         # With users, a legacy client is the anonymous user: its home, its rights.
-        self.user = ANONYMOUS_FULL if server.users is None else (server.users.anonymous or NOBODY)
+        self.user = server.open_user if server.users is None else (server.users.anonymous or NOBODY)
         self.storage = server.storage.scoped(self.user.home)
         self.stream = stream
         self.peer = peer

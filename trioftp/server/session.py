@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import ANONYMOUS_FULL, NOBODY, Failure, User, Users
+from trioftp.auth import NOBODY, Failure, User, Users
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -86,10 +86,10 @@ class V2Session:
         self.server = server
         self.storage = server.storage
         self.peer = peer
-        # Who the client is: with no users file, everyone may do everything;
+        # Who the client is: with no users file, everyone may do everything (read_only: read);
         # with one, the anonymous user (if enabled) until AUTH proves otherwise.
         users = server.users
-        self.user: User = ANONYMOUS_FULL if users is None else (users.anonymous or NOBODY)
+        self.user: User = server.open_user if users is None else (users.anonymous or NOBODY)
         self._must_log_in = users is not None and users.anonymous is None
         if self.user.home:
             self.storage = server.storage.scoped(self.user.home)

@@ -20,6 +20,8 @@ FOLDER_LINK_REASON = "a symlink to a folder; not followed"
 NOWHERE_REASON = "a symlink that leads nowhere"
 # Listed by the server as "other": the name is taken, so it is kept and never copied over.
 UNSERVED_REASON = "not served by the server (a FIFO or device, a link out or to nothing, or unreadable)"
+# A folder the server lists but may not open: skipped as an unreadable file is; its name stays taken.
+UNLISTABLE_REASON = "a folder the server may not read (permission denied); not copied"
 
 
 class Direction(enum.Enum):
@@ -104,6 +106,10 @@ class TreeProgress:
     files_done: int = 0
     bytes_done: int = 0
     current: set[str] = attrs.field(factory=set)
+    # Of bytes_done, each file's first report: a resume's offset, which moved at no speed now.
+    bytes_resumed: int = 0
+    # (done, total) of each file in flight, by path.
+    file_bytes: dict[str, tuple[int, int]] = attrs.field(factory=dict)
 
 
 TreeCallback = Callable[[TreeProgress], None]
@@ -143,19 +149,20 @@ class TreeTransferError(TrioftpError):
         """`folders`: the paths of `failures` that are folders (the message then says entries, not files)."""
         parts = []
         if failures or not skipped:
-            listed = "; ".join(
-                f"{shown(path)}: {_printable(str(error))}" for path, error in sorted(failures.items())[:5]
-            )
-            more = f" (+{len(failures) - 5} more)" if len(failures) > 5 else ""
+            # One line each, as the skips below: a person must be able to find every one of them.
+            each = [f"{shown(path)}: {_printable(str(error))}" for path, error in sorted(failures.items())]
             one, many = (
                 ("entry", "entries") if any(path in folders for path in failures) else ("file", "files")
             )
-            parts.append(f"{len(failures)} {one if len(failures) == 1 else many} failed: {listed}{more}")
+            if len(each) == 1:
+                parts.append(f"1 {one} failed: {each[0]}")
+            else:
+                parts.append(f"{len(each)} {many} failed:" + "".join(f"\n  {line}" for line in each))
         if skipped:
             # One line each: a person must be able to find every one of them.
             lines = "".join(f"\n  {shown(entry.path)}: {_printable(entry.reason)}" for entry in skipped)
             parts.append(f"{len(skipped)} skipped, not copied:{lines}")
-        super().__init__("; ".join(parts))
+        super().__init__("\n".join(parts))
         self.failures = failures
         self.skipped = skipped
         self.done = done

@@ -9,13 +9,14 @@ from trioftp.client.tree.model import (
     DEFAULT_CONCURRENCY,
     FOLDER_LINK_REASON,
     NOWHERE_REASON,
+    UNLISTABLE_REASON,
     UNSERVED_REASON,
     FileState,
     TreeScan,
     _join,
 )
 from trioftp.concurrency import run_all
-from trioftp.errors import NotFound, remote_error
+from trioftp.errors import NotFound, PermissionDenied, remote_error
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Kind
 
@@ -37,6 +38,7 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
     skipped: dict[str, str] = {}
     links: set[str] = set()
     missing: list[str] = []
+    unlistable: list[str] = []
     level = [""]
     while level:
         next_level: list[str] = []
@@ -63,6 +65,13 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
                 except NotFound:  # the top is missing, or a folder went away while we walked
                     missing.append(relative)
                     return
+                except PermissionDenied:
+                    if not relative:
+                        raise  # an unreadable top read as empty would copy nothing, or delete everything
+                    # As the local walk does: the rest is copied, and the name counts as taken.
+                    unlistable.append(relative)
+                    skipped[relative] = UNLISTABLE_REASON
+                    return
                 for entry in entries:
                     child = _join(relative, entry.name)
                     if entry.kind is Kind.DIR:
@@ -81,7 +90,7 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
         level = next_level
     return TreeScan(
         files=files,
-        folders=frozenset(folders - set(missing)),
+        folders=frozenset(folders - set(missing) - set(unlistable)),
         skipped=skipped,
         exists="" not in missing,
         links=frozenset(links),

@@ -209,9 +209,16 @@ async def carry_out(
         state.current.add(path)
         report()
 
-        def on_bytes(done: int, _total: int) -> None:
+        first = [True]
+
+        def on_bytes(done: int, total: int) -> None:
+            # A first report holds a resume's offset (and the first block): not moved at any speed now.
+            if first[0]:
+                state.bytes_resumed += done
+            first[0] = False
             state.bytes_done += done - sizes[path]
             sizes[path] = done
+            state.file_bytes[path] = (done, total)
             report()
 
         try:
@@ -222,6 +229,7 @@ async def carry_out(
                 await conn.download(_join(remote, path), local / into, progress=on_bytes)
         finally:
             state.current.discard(path)
+            state.file_bytes.pop(path, None)
         state.files_done += 1
         report()
 
