@@ -196,6 +196,7 @@ class Channel:
         self._sinks: dict[int, BlockSink] = {}
         self._body_sink: BlockSink | None = None  # where the payload of the current DATA frame goes
         self.bytes_received = 0
+        self.payload_received = 0  # DATA payload read into sinks: bytes that did a transfer's work
         self.eof_received = False  # the peer closed (or the network cut) its side
         self.bytes_sent = 0
 
@@ -226,6 +227,10 @@ class Channel:
             data = b"".join([self.machine.send(m) for m in messages])
         await self._emit(data)
         return True
+
+    async def wait_for_room(self) -> None:
+        """Wait until the output buffer has room: before reading what is to be sent into memory."""
+        await self._before_append()
 
     async def acknowledge(self, stream_id: int, consumed: int) -> None:
         """Tell the machine DATA was consumed; send the WINDOW it asks for, if any."""
@@ -530,6 +535,7 @@ class Channel:
             if not n:
                 return
             sink.filled(n)
+            self.payload_received += n
 
     async def _receive_once(self) -> None:
         sock = self._plain_socket
@@ -561,6 +567,7 @@ class Channel:
         self.eof_received = self.eof_received or n == 0
         if remaining and n:
             taken = min(n, len(buffers[0]))
+            self.payload_received += taken
             self.machine.data_received(taken)
             assert self._body_sink is not None
             self._body_sink.filled(taken)

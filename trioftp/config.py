@@ -86,6 +86,7 @@ class ServerConfig:
     max_frame_size: int = attrs.field(default=1024 * 1024, validator=_positive)
     initial_window: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     upload_memory: int = attrs.field(default=256 * 1024 * 1024, validator=_positive)
+    send_memory: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     idle_timeout: float = attrs.field(default=300.0, validator=_positive)
     min_rate: float = attrs.field(default=1024.0, validator=_non_negative)
@@ -125,7 +126,14 @@ FIELD_HELP: dict[str, str] = {
     "max_file_size": "largest file accepted by put, in bytes",
     "max_frame_size": "largest frame payload accepted, in bytes",
     "initial_window": "bytes a client may send on one upload before the server grants more",
-    "upload_memory": "bytes of upload buffers held at once, server-wide; more uploads wait for READY",
+    "upload_memory": (
+        "bytes of upload buffers held at once, server-wide (v2 and legacy); more uploads wait for READY, "
+        "then get BUSY; one connection holds at most a quarter, one address half"
+    ),
+    "send_memory": (
+        "bytes of file contents read into memory for sending at once, server-wide (small downloads); "
+        "more wait, then get BUSY"
+    ),
     "handshake_timeout": "seconds a new connection has to finish its hello",
     "idle_timeout": "seconds a connection may sit with nothing in flight",
     "min_rate": "bytes/s a transfer must keep up (averaged over min_rate_window), else it is dropped",

@@ -37,7 +37,7 @@ import trio
 
 from trioftp._version import __version__
 from trioftp.auth import ANONYMOUS_FULL, READ_ONLY_RIGHTS, FailureTracker, User, Users, load_users
-from trioftp.budget import ByteBudget
+from trioftp.budget import ByteBudget, give_memory_back
 from trioftp.channel import close_stream, peer_of
 from trioftp.config import ServerConfig, parse_address
 from trioftp.metrics import Metrics, serve_metrics
@@ -141,7 +141,10 @@ class Server:
         self._make_homes()
         self.auth_failures = FailureTracker()
         self.hash_limiter = trio.CapacityLimiter(HASH_THREADS)  # threads hashing whole files at once
-        self.upload_budget = ByteBudget(config.upload_memory)  # upload buffers, server-wide
+        # Buffers of uploads (v2 and legacy) and of file bytes read for sending, server-wide;
+        # the connections from one address hold at most half of each.
+        self.upload_budget = ByteBudget(config.upload_memory, group_limit=config.upload_memory // 2)
+        self.send_budget = ByteBudget(config.send_memory, group_limit=config.send_memory // 2)
         self.ssl_context = _server_ssl_context(config)
 
     @property
@@ -282,12 +285,18 @@ class Server:
     async def _watch_sessions(self) -> None:
         """The one watchdog of every v2 connection: idle timeout and minimum transfer rate."""
         interval = watch_interval(self.config)
+        was_busy = False
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
             for session in list(self._sessions):
                 if isinstance(session, V2Session):
                     session.check_timers(now)
+            # After a burst, glibc would keep the freed buffers: give them back once idle.
+            busy = self.metrics.running > 0
+            if was_busy and not busy:
+                give_memory_back()
+            was_busy = busy
 
     def _count_opened(self, session: V2Session | LegacySession, peer: str) -> float:
         """Count a connection that got a session, with a log line; returns when it opened.

@@ -19,11 +19,14 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
 
 from trioftp.auth import NOBODY, Right
+from trioftp.budget import BudgetTimeout
 from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.digests import DEFAULT
 from trioftp.protocol.errors import ErrorCode
@@ -82,6 +85,7 @@ class LegacySession:
         self.storage = server.storage.scoped(self.user.home)
         self.stream = stream
         self.peer = peer
+        self.address = peer.rpartition(":")[0]  # who shares the server's budgets with this connection
         self._buffer = bytearray(initial)
         self._eof = False
         self._draining = False
@@ -216,8 +220,11 @@ class LegacySession:
             record.log()
             raise LegacyClosed(f"put {name!r} refused: {exc}") from None
         try:
-            await self._send(OK)
-            await self._receive_body(upload, size, record)
+            # The same budget as v2 uploads: the body is gathered in blocks of WRITE_BLOCK
+            # plus what one receive adds. OK is the legacy READY: sent once there is room.
+            async with self._upload_memory(min(size, WRITE_BLOCK + RECEIVE_SIZE)):
+                await self._send(OK)
+                await self._receive_body(upload, size, record)
             facts = await trio.to_thread.run_sync(upload.commit, size, None)
             record.digest = facts.digest
         except StorageError as exc:
@@ -229,6 +236,21 @@ class LegacySession:
         finally:
             upload.abort(keep=False)  # a no-op once committed
             record.log()
+
+    @asynccontextmanager
+    async def _upload_memory(self, amount: int) -> AsyncIterator[None]:
+        """Reserve a put's buffers from upload_memory; past min_rate_window, close (legacy has no BUSY)."""
+        budget = self.server.upload_budget
+        patience = self.config.min_rate_window
+        try:
+            amount = await budget.acquire(amount, group=self.address, patience=patience)
+        except BudgetTimeout:
+            why = f"no upload memory free within {patience:g} s (upload_memory in use)"
+            raise LegacyClosed(why) from None
+        try:
+            yield
+        finally:
+            budget.release(amount, group=self.address)
 
     async def _receive_body(self, upload: Upload, size: int, record: TransferRecord) -> None:
         received = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Callable
@@ -19,6 +20,7 @@ import attrs
 import trio
 
 from trioftp.auth import Right
+from trioftp.budget import BudgetTimeout, ByteBudget
 from trioftp.channel import ChannelClosed
 from trioftp.concurrency import both
 from trioftp.digests import hash_file
@@ -44,6 +46,7 @@ from trioftp.protocol.messages import (
     Status,
     StatusInfo,
 )
+from trioftp.server.rate import RateFloor
 from trioftp.sink import BlockSink, next_piece
 from trioftp.storage import FileFacts, StorageError, Upload
 
@@ -57,6 +60,8 @@ T = TypeVar("T")
 
 INLINE_HASH_LIMIT = 256 * 1024  # below this, hashing on the loop beats a thread hop
 SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one write
+READ_HANDLES = 8  # files one connection's downloads hold open at once; more GETs wait their turn
+CONNECTION_SHARE = 4  # one connection holds at most 1/4 of upload_memory (or one upload's need)
 WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
 LISTING_CHUNK = 256  # entries per LISTING frame at most
 ENTRY_MAX_BYTES = 320  # an encoded Entry: a 255-byte name, kind, size and mtime, with their keys
@@ -261,6 +266,15 @@ def _name_of(request: Message) -> str:
 
 
 async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
+    if session.read_handles is None:
+        session.read_handles = trio.Semaphore(READ_HANDLES)
+    # Opened only in turn: a peer that asks for many files and reads none holds a
+    # few descriptors and buffers, not one per request.
+    async with session.read_handles:
+        await _get_opened(session, request, inbox, record)
+
+
+async def _get_opened(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
     fd, st = storage.open_read(request.name)
     try:
@@ -275,10 +289,13 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         facts = storage.facts(request.name, st, digest)
         info = _file_info(stream_id, facts)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
-            payload = os.pread(fd, end - request.offset, request.offset)
-            if len(payload) != end - request.offset:
-                raise StorageError(ErrorCode.BUSY, "the file changed while being read; try again")
-            await _send_small_file(session, info, payload, End(size=size, digest=digest, stream_id=stream_id))
+            await channel.wait_for_room()  # read nothing into memory that could not be sent now
+            async with _reserved(session, session.server.send_budget, end - request.offset, "to send"):
+                payload = os.pread(fd, end - request.offset, request.offset)
+                if len(payload) != end - request.offset:
+                    raise StorageError(ErrorCode.BUSY, "the file changed while being read; try again")
+                end_message = End(size=size, digest=digest, stream_id=stream_id)
+                await _send_small_file(session, info, payload, end_message)
             record.bytes = len(payload)
             record.digest = digest
             return
@@ -353,23 +370,41 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
     # a window under two blocks, waiting for a whole block would stall both.
     block = min(WRITE_BLOCK, max(1, window // 2))
     # The sink holds at most the window (flow control) plus the block being filled.
-    async with _upload_memory(session, min(window + block, request.size)):
+    need = min(window + block, request.size)
+    if session.upload_share is None:
+        total = session.server.config.upload_memory
+        session.upload_share = ByteBudget(max(window + block, total // CONNECTION_SHARE))
+    # First this connection's share: a wait behind its own uploads, which the peer
+    # moves (or the rate checks end), so it is not counted as the server's slowness.
+    async with (
+        session.upload_share.reserve(need),
+        _reserved(session, session.server.upload_budget, need, "for uploads"),
+    ):
         await _receive_upload(session, request, inbox, record, block)
 
 
 @asynccontextmanager
-async def _upload_memory(session: V2Session, amount: int) -> AsyncIterator[None]:
-    """Reserve an upload's buffer memory from the server-wide budget, waiting for it in turn."""
-    budget = session.server.upload_budget
-    session.server_busy += 1  # waiting for our memory, not for the peer
+async def _reserved(session: V2Session, budget: ByteBudget, amount: int, use: str) -> AsyncIterator[None]:
+    """Reserve buffer memory from a server-wide budget, waiting in turn; BUSY if none comes in time.
+
+    The wait is the server's slowness, not the peer's, so the rate check skips it;
+    and it ends after `min_rate_window`: by then every holder has either moved
+    bytes at `min_rate` or been dropped, so a longer wait is the server at capacity.
+    """
+    patience = session.server.config.min_rate_window
+    session.server_busy += 1
     try:
-        amount = await budget.acquire(amount)
+        amount = await budget.acquire(amount, group=session.address, patience=patience)
+    except BudgetTimeout:
+        raise StorageError(
+            ErrorCode.BUSY, f"the server has no memory free {use} (waited {patience:g} s); try again later"
+        ) from None
     finally:
         session.server_busy -= 1
     try:
         yield
     finally:
-        budget.release(amount)
+        budget.release(amount, group=session.address)
 
 
 async def _receive_upload(
@@ -391,18 +426,39 @@ async def _receive_upload(
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
             return
+        config = session.server.config
+        # The memory reserved for this upload is held only while its own bytes come at
+        # min_rate: a peer cannot park reservations behind one stream that moves. (A
+        # stream alone on its connection is the connection's check: TIMEOUT for both.)
+        floor = RateFloor(config.min_rate, config.min_rate_window, trio.current_time())
+        from_messages = 0  # payload that came as Data messages; the sink counts its own
         while True:
-            piece = await next_piece(inbox, sink)
+            with trio.move_on_at(floor.since + floor.window if floor.rate else math.inf) as waiting:
+                piece = await next_piece(inbox, sink)
+            if waiting.cancelled_caught:
+                now, moved = trio.current_time(), sink.received + from_messages
+                slow = floor.too_slow(now, moved)
+                if slow is not None and session.open_streams > 1:
+                    raise StorageError(
+                        ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later"
+                    )
+                if slow is not None:
+                    floor = RateFloor(config.min_rate, config.min_rate_window, now, moved)
+                continue
             if isinstance(piece, memoryview | Data):
                 payload = piece if isinstance(piece, memoryview) else piece.payload
+                if isinstance(piece, Data):
+                    from_messages += len(payload)
                 if upload.written + len(payload) > upload.size:
                     keep = False
                     raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
+                started = trio.current_time()
                 try:
                     await _flush(session, stream_id, upload, payload)
                 finally:
                     if isinstance(piece, memoryview):
                         sink.release(piece)
+                floor.pause(trio.current_time() - started)  # the disk's time, not the peer's
                 record.bytes += len(payload)
             elif isinstance(piece, End):
                 keep = False

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from trioftp.auth import NOBODY, Failure, User, Users
+from trioftp.budget import ByteBudget
 from trioftp.channel import Channel, ChannelClosed
 from trioftp.digests import SUPPORTED
 from trioftp.inbox import StreamInbox
@@ -60,6 +61,15 @@ if TYPE_CHECKING:
 # Seconds a connection closed with an ERROR keeps reading (and dropping) what the
 # peer still sends, so the peer reads the ERROR instead of a reset.
 CLOSE_LINGER = 1.0
+# Frames that do no work (WINDOW, CANCEL, END or ERROR for a stream already
+# closed, empty DATA) cost the server as much as useful ones. A few are normal
+# (one sent before the peer saw the stream end), a flood is not (RFC 9113
+# section 10.5): a connection starts with NO_OP_ALLOWANCE of them, each request
+# earns NO_OP_PER_REQUEST more (up to NO_OP_MOST), and a connection that sends
+# more is closed with PROTOCOL_ERROR.
+NO_OP_ALLOWANCE = 256
+NO_OP_PER_REQUEST = 2
+NO_OP_MOST = 1024
 
 log = logging.getLogger("trioftp.server")
 
@@ -86,6 +96,7 @@ class V2Session:
         self.server = server
         self.storage = server.storage
         self.peer = peer
+        self.address = peer.rpartition(":")[0]  # who shares the server's budgets with this connection
         # Who the client is: with no users file, everyone may do everything (read_only: read);
         # with one, the anonymous user (if enabled) until AUTH proves otherwise.
         users = server.users
@@ -111,7 +122,12 @@ class V2Session:
         self._last_activity = trio.current_time()
         self._ending: tuple[ErrorCode, str] | None = None
         self._lost: str | None = None
-        self.server_busy = 0  # streams waiting on our own disk work, not on the peer
+        self.server_busy = 0  # streams waiting on our own work (disk, memory), not on the peer
+        # This connection's part of upload_memory and its open files for downloads, made at first use.
+        self.upload_share: ByteBudget | None = None
+        self.read_handles: trio.Semaphore | None = None
+        self._no_op_allowance = NO_OP_ALLOWANCE
+        self._payload_delivered = 0  # DATA payload bytes handed to streams as messages
         self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
         self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
         # The min-rate window being measured (None: not measuring: no streams, or our own work).
@@ -153,6 +169,11 @@ class V2Session:
     def ending(self) -> tuple[ErrorCode, str] | None:
         """Why the connection is ending (code and message), once that is decided."""
         return self._ending
+
+    @property
+    def open_streams(self) -> int:
+        """Streams whose tasks are running."""
+        return len(self._inboxes)
 
     @property
     def lost(self) -> str | None:
@@ -253,21 +274,38 @@ class V2Session:
                 return
             new_inbox = self._inboxes[stream_id] = StreamInbox(stream_id)
             nursery.start_soon(self._run_stream, message, new_inbox)
+            self._no_op_allowance = min(NO_OP_MOST, self._no_op_allowance + NO_OP_PER_REQUEST)
             return
         if isinstance(message, Error):  # on stream 0: the client gives up on us
             raise ChannelClosed(f"client sent {message.code.name}: {message.message}", broken=True)
         if isinstance(message, Goodbye | Hello):
             return
         inbox = self._inboxes.get(stream_id)
-        if inbox is None:
-            return  # the stream's task already finished; a late frame
-        if isinstance(message, Data | End):
+        if inbox is None:  # the stream's task already finished; a late frame
+            if not isinstance(message, Data) or not message.payload:  # payload is the peer's own cost
+                self._count_no_op(message)
+            return
+        if isinstance(message, Data):
+            if not message.payload:
+                self._count_no_op(message)
+            self._payload_delivered += len(message.payload)
+            inbox.deliver(message)
+        elif isinstance(message, End):
             inbox.deliver(message)
         elif isinstance(message, Cancel):
             inbox.cancel()
             inbox.deliver(message)
         elif isinstance(message, Window):
             inbox.notify()
+
+    def _count_no_op(self, message: Message) -> None:
+        self._no_op_allowance -= 1
+        if self._no_op_allowance < 0:
+            raise CloseConnection(
+                ErrorCode.PROTOCOL_ERROR,
+                f"too many frames that do nothing (the last: {type(message).__name__.upper()} "
+                f"on stream {message.stream_id})",
+            )
 
     async def _authenticate(self, auth: Auth) -> None:
         """Check AUTH; on success answer AUTHORIZED, else wait out a delay and close.
@@ -387,8 +425,9 @@ class V2Session:
         if self._scope is None:
             return  # handshaking (its own deadline) or ending
         config = self.server.config
-        if self._inboxes and self.server_busy:
-            # Hashing, writing, fsync: our slowness, not the peer's. Measure afresh after.
+        if self._inboxes and self.server_busy >= len(self._inboxes):
+            # Every stream waits for hashing, writing, fsync, memory: our slowness, not the
+            # peer's. Measure afresh after. While any stream waits for the peer, it is measured.
             self._rate = None
             self._last_activity = now
             return
@@ -398,7 +437,10 @@ class V2Session:
                 self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")
             return
         self._last_activity = now
-        moved = self.channel.bytes_received + self.channel.bytes_sent
+        # What the peer took (written to its socket) and the payload it sent: frames
+        # that do no work (a CANCEL for a closed stream, say) keep nothing alive.
+        channel = self.channel
+        moved = channel.payload_received + self._payload_delivered + channel.bytes_sent
         if self._rate is None:
             self._rate = RateFloor(config.min_rate, config.min_rate_window, now, moved)
             return
