@@ -285,7 +285,7 @@ class Server:
     async def _watch_sessions(self) -> None:
         """The one watchdog of every v2 connection: idle timeout and minimum transfer rate."""
         interval = watch_interval(self.config)
-        was_busy = False
+        trimmed_at = 0  # bytes moved by transfers when the heap was last trimmed
         while True:
             await trio.sleep(interval)
             now = trio.current_time()
@@ -293,10 +293,10 @@ class Server:
                 if isinstance(session, V2Session):
                     session.check_timers(now)
             # After a burst, glibc would keep the freed buffers: give them back once idle.
-            busy = self.metrics.running > 0
-            if was_busy and not busy:
+            moved = self.metrics.received + self.metrics.sent
+            if not self.metrics.running and moved != trimmed_at:
+                trimmed_at = moved
                 give_memory_back()
-            was_busy = busy
 
     def _count_opened(self, session: V2Session | LegacySession, peer: str) -> float:
         """Count a connection that got a session, with a log line; returns when it opened.
