@@ -1,4 +1,4 @@
-"""ByteBudget: first come, first served; cancellation reserves nothing; oversize requests run alone."""
+"""ByteBudget: in turn; a cancelled wait reserves nothing; oversize runs alone; group limits; patience."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioftp.budget import ByteBudget
+from trioftp.budget import BudgetTimeout, ByteBudget
 
 
 async def test_requests_that_fit_are_granted_at_once() -> None:
@@ -72,3 +72,41 @@ async def test_a_request_over_the_whole_budget_gets_all_of_it() -> None:
 def test_an_empty_budget_is_refused() -> None:
     with pytest.raises(ValueError):
         ByteBudget(0)
+
+
+async def test_a_group_over_its_limit_waits_for_its_own_releases_without_holding_up_others() -> None:
+    budget = ByteBudget(100, group_limit=50)
+    await budget.acquire(40, group="a")
+    granted: list[int] = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_acquire_grouped, budget, 20, "a", granted)  # 60 > 50 for "a": waits
+            await trio.testing.wait_all_tasks_blocked()
+            assert granted == [] and budget.waiting == 1
+            assert await budget.acquire(30, group="b") == 30  # another group is not held up
+            budget.release(40, group="a")
+    assert granted == [20] and budget.held_by("a") == 20 and budget.held_by("b") == 30
+
+
+async def test_a_group_may_always_take_one_request() -> None:
+    budget = ByteBudget(100, group_limit=10)
+    assert await budget.acquire(60, group="a") == 60  # over the group limit, but all it holds
+    budget.release(60, group="a")
+    assert budget.held_by("a") == 0 and budget.available == 100
+
+
+async def test_a_wait_past_its_patience_is_refused_and_reserves_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    budget = ByteBudget(100)
+    await budget.acquire(90)
+    start = trio.current_time()
+    with pytest.raises(BudgetTimeout):
+        await budget.acquire(50, patience=3)
+    assert trio.current_time() - start == pytest.approx(3)
+    assert budget.waiting == 0 and budget.available == 10
+    assert await budget.acquire(10, patience=3) == 10  # nothing left behind in the queue
+
+
+async def _acquire_grouped(budget: ByteBudget, amount: int, group: str, granted: list[int]) -> None:
+    granted.append(await budget.acquire(amount, group=group))
