@@ -348,7 +348,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file (or a folder with -r)", _get)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file (with -r: folder), as a path under the served root")
     p.add_argument(
         "local", nargs="?", help="where to write it (default: the name's last part; into a folder; -: stdout)"
     )
@@ -356,7 +356,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="the local file (with -r: folder)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
@@ -369,16 +369,16 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-h", "--human", action="store_true", help="sizes in KiB, MiB, GiB")
     p.add_argument("-R", "--recursive", action="store_true", help="list the folders under it too")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file or folder")
     p = command("rm", "delete a remote file or empty folder", _rm)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file or folder (with -r: and all under it)")
     p.add_argument("-r", "--recursive", action="store_true", help="delete the folder NAME and all under it")
     p = command("mv", "rename a remote file or folder", _mv)
-    p.add_argument("old")
-    p.add_argument("new")
+    p.add_argument("old", help="the remote file or folder to rename")
+    p.add_argument("new", help="its new name; into it if an existing folder (or ends in /)")
     p.add_argument("--replace", action="store_true", help="replace an existing NEW")
     p = command("mkdir", "create a remote folder (and its parents)", _mkdir)
-    p.add_argument("folder")
+    p.add_argument("folder", help="the remote folder to create")
 
     p = sub.add_parser(
         "sync",
@@ -388,8 +388,8 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "(by size, then digest) are sent; a cut run resumes. HOST:PORT: is the served root; "
         "HOST:DIGITS alone is refused (a port, or a folder named DIGITS?).",
     )
-    p.add_argument("source")
-    p.add_argument("target")
+    p.add_argument("source", help="a local folder, or HOST[:PORT]:FOLDER")
+    p.add_argument("target", help="HOST[:PORT]:FOLDER, or a local folder (the other kind than SOURCE)")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
     _add_connection_options(p)
