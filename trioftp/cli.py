@@ -37,7 +37,14 @@ from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
 from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
-from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
+from trioftp.config import (
+    DEFAULT_PORT,
+    FIELD_HELP,
+    ServerConfig,
+    build_config,
+    load_toml,
+    setting_from_text,
+)
 from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
 from trioftp.progress import Bars
@@ -132,8 +139,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {default})")  # fmt: skip
         else:
-            kind = {"int": int, "float": float, "Path": Path}.get(str(field.type), str)
-            parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=field.name.upper(),
+            # Converted in _serve, not by argparse: a bad value is then one line naming the flag,
+            # not the whole (long) usage.
+            parser.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
                                 help=f"{help_text} (default: {default})")  # fmt: skip
     parser.set_defaults(run=_serve)
 
@@ -141,6 +149,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _serve(args: argparse.Namespace) -> int:
     """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start, see run_server."""
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
+    for name, value in flags.items():
+        if isinstance(value, str):
+            flags[name] = setting_from_text(name, value, "--" + name.replace("_", "-"))
     file_settings: dict[str, Any] = {}
     if args.config:
         try:
