@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
+
+import trioftp
 
 from tests.conftest import NETWORK_TIMEOUT
 from tests.test_cli import start_serve
@@ -106,3 +109,45 @@ async def test_serve_with_a_size_in_units_refuses_a_larger_put(
             process.terminate()
             await process.wait()
     assert (root / "small.bin").stat().st_size == 1024 and not (root / "big.bin").exists()
+
+
+# -------------------------------------------------------------------- 10: --timeout
+
+
+@pytest.fixture
+async def silent_port(nursery: trio.Nursery) -> int:
+    """A port that accepts connections and never says a word (a hung server)."""
+    held: list[trio.SocketStream] = []
+
+    async def hold(stream: trio.SocketStream) -> None:
+        held.append(stream)
+        await trio.sleep_forever()
+
+    listeners = await nursery.start(partial(trio.serve_tcp, hold, 0, host="127.0.0.1"))
+    port: int = listeners[0].socket.getsockname()[1]
+    return port
+
+
+async def test_timeout_bounds_a_server_that_never_answers_hello(
+    silent_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        started = trio.current_time()
+        assert await run_cli("ls", f"127.0.0.1:{silent_port}", "--timeout", "0.5") == 1
+        took = trio.current_time() - started
+    assert 0.5 <= took < 5, took
+    assert capsys.readouterr().err == f"trioftp: ls: no answer from 127.0.0.1:{silent_port} within 0.5 s\n"
+
+
+async def test_the_api_takes_a_timeout_too(silent_port: int) -> None:
+    with trio.fail_after(NETWORK_TIMEOUT):
+        started = trio.current_time()
+        with pytest.raises(trioftp.TransferTimeout, match="within 0.3 s"):
+            await trioftp.get("127.0.0.1", "x", port=silent_port, timeout=0.3)
+        assert trio.current_time() - started < 5
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "soon", "nan", "inf"])
+def test_a_bad_timeout_is_one_line(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ls", "127.0.0.1:9", "--timeout", value]) == 2
+    assert capsys.readouterr().err == f"trioftp: --timeout: {value!r} is not a positive number of seconds\n"

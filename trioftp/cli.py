@@ -16,6 +16,7 @@ import errno
 import getpass
 import ipaddress
 import logging
+import math
 import os
 import re
 import shlex
@@ -35,6 +36,7 @@ from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
 from trioftp.client import open_connection, tree
+from trioftp.client.connection import DEFAULT_TIMEOUT
 from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
 from trioftp.config import (
@@ -345,6 +347,10 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
     parser.add_argument("--tls", action="store_true", help="connect over TLS")
     parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
+    parser.add_argument(
+        "--timeout", metavar="SECONDS", help=f"seconds the server has to let us in (default {DEFAULT_TIMEOUT:g}); "
+        "with --legacy, to make any progress"
+    )  # fmt: skip
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -423,6 +429,7 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         host, port, args.folder = parse_remote(args.host)
         args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
+    args.timeout = _timeout(args.timeout)
     args.bars = Bars()
     try:
         args.password = _password(args)
@@ -439,6 +446,19 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _timeout(text: str | None) -> float:
+    """--timeout as seconds; checked here, not by argparse, so a bad one is one line, not the usage."""
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"--timeout: {text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _reader_left(exc: BaseException) -> bool:
@@ -496,7 +516,9 @@ def _connect(args: argparse.Namespace) -> Any:
             raise CommandFailed(f"--ca {args.ca}: no CA certificate in PEM form in it") from None
         except OSError as exc:
             raise CommandFailed(f"--ca {args.ca}: {_reason(exc)}") from None
-    return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
+    return open_connection(
+        args.host, args.port, user=args.user, password=args.password, tls=tls, timeout=args.timeout
+    )
 
 
 async def _is_folder(conn: Any, name: str) -> bool:
@@ -526,7 +548,9 @@ async def _get(args: argparse.Namespace) -> None:
     # The bytes are the output: a progress bar on the same terminal would mix into them.
     progress = None if given == "-" else args.bars.file(name)
     if args.legacy:
-        await legacy_client.download(args.host, name, output, port=args.port, progress=progress)
+        await legacy_client.download(
+            args.host, name, output, port=args.port, progress=progress, timeout=args.timeout
+        )
         return
     async with _connect(args) as conn:
         try:
@@ -583,7 +607,9 @@ async def _put(args: argparse.Namespace) -> None:
         return
     name = _remote_file(args.name, args.path)
     if args.legacy:
-        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=args.bars.file(name))
+        await legacy_client.upload(
+            args.host, args.path, name, port=args.port, progress=args.bars.file(name), timeout=args.timeout
+        )
         return
     async with _connect(args) as conn:
         try:

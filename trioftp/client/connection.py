@@ -101,6 +101,7 @@ Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
 WRITE_BLOCK = 1024 * 1024
+DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
 _RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
@@ -997,7 +998,8 @@ async def open_connection(
     user: str | None = None,
     password: str | None = None,
     tls: bool | ssl.SSLContext = False,
-    connect_timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (bounds the connecting only, not the operations)
+    connect_timeout: float | None = None,
     settings: Settings | None = None,
 ) -> AsyncIterator[ClientConnection]:
     """Connect to a trioftp server; use as `async with open_connection(host) as conn:`.
@@ -1013,7 +1015,10 @@ async def open_connection(
             HELLO exchange; use TLS so they do not cross the network in clear).
         tls: True for TLS with the system's trusted certificates, or an
             ssl.SSLContext (e.g. one that trusts a private CA).
-        connect_timeout: seconds for TCP connect, TLS, HELLO and login.
+        timeout: seconds the server has to let us in: TCP connect, TLS, HELLO and
+            login together. Operations are not bounded by it: the server may
+            legitimately take long to answer (a STAT hashes the whole file).
+        connect_timeout: the former name of `timeout`; wins if given.
         settings: the limits this client advertises (window, frame size, digests).
 
     Yields:
@@ -1022,11 +1027,15 @@ async def open_connection(
     Raises:
         ConnectionClosed: cannot connect, or the server refused us.
         AuthenticationFailed: wrong credentials, or the server needs some.
-        TransferTimeout: connecting took longer than connect_timeout.
+        TransferTimeout: connecting took longer than `timeout`.
         ProtocolViolation: the peer is not a trioftp v2 server.
     """
+    if connect_timeout is not None:
+        timeout = connect_timeout
+    if not timeout > 0:  # also NaN
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     try:
-        with trio.fail_after(connect_timeout):
+        with trio.fail_after(timeout):
             stream = await _connect(host, port, tls)
             conn = ClientConnection(stream, settings or Settings(features=(FEATURE_AUTH,)))
             try:
@@ -1035,7 +1044,7 @@ async def open_connection(
                 await conn.channel.aclose()
                 raise
     except trio.TooSlowError:
-        raise TransferTimeout(f"no answer from {host}:{port} within {connect_timeout:g} s") from None
+        raise TransferTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._reader)
