@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
+import tempfile
 from functools import partial
 from pathlib import Path
 
@@ -15,6 +19,7 @@ from tests.conftest import NETWORK_TIMEOUT
 from tests.test_cli import start_serve
 from trioftp.cli import build_parser, main
 from trioftp.config import build_config, load_toml, setting_from_text
+from trioftp.server import Server
 
 
 async def run_cli(*argv: str) -> int:
@@ -151,3 +156,38 @@ async def test_the_api_takes_a_timeout_too(silent_port: int) -> None:
 def test_a_bad_timeout_is_one_line(value: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["ls", "127.0.0.1:9", "--timeout", value]) == 2
     assert capsys.readouterr().err == f"trioftp: --timeout: {value!r} is not a positive number of seconds\n"
+
+
+# ----------------------------------------------------------- 10: put from standard input
+
+
+def run_cli_process(*argv: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    """`python -m trioftp ARGV` with `stdin` as its standard input (a pipe)."""
+    return subprocess.run(
+        [sys.executable, "-m", "trioftp", *argv], input=stdin, capture_output=True, timeout=NETWORK_TIMEOUT
+    )
+
+
+async def test_put_dash_uploads_standard_input_under_the_name_given(
+    server: Server, server_root: Path
+) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 17)  # more than one read of the pipe
+    with trio.fail_after(NETWORK_TIMEOUT):
+        result = await trio.to_thread.run_sync(
+            lambda: run_cli_process("put", f"127.0.0.1:{server.port}", "-", "in/piped.bin", stdin=data)
+        )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    assert (server_root / "in" / "piped.bin").read_bytes() == data
+    leftovers = [
+        p for p in Path(tempfile.gettempdir()).glob("trioftp-stdin-*") if p.stat().st_uid == os.getuid()
+    ]
+    assert leftovers == []
+
+
+@pytest.mark.parametrize("name", [[], ["folder/"]], ids=["no-name", "a-folder"])
+def test_put_dash_needs_a_file_name(name: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["put", "127.0.0.1:9", "-", *name]) == 2
+    assert capsys.readouterr().err == (
+        "trioftp: put HOST - NAME: standard input has no name of its own: give the remote NAME\n"
+    )

@@ -23,11 +23,12 @@ import shlex
 import signal
 import ssl
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import trio
@@ -373,7 +374,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
-    p.add_argument("path", type=Path, help="the local file (with -r: folder)")
+    p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
@@ -431,12 +432,17 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
     args.host, args.port = split_address(args.host, args.port)
     args.timeout = _timeout(args.timeout)
     args.bars = Bars()
+    args.stdin_copy = None
     try:
         args.password = _password(args)
         try:
+            if args.command == "put" and str(args.path) == "-":
+                args.stdin_copy = _spool_stdin(args)
             trio.run(run, args)
         finally:  # the bars end their lines first: what follows (an error, Ctrl-C) gets its own
             args.bars.close()
+            if args.stdin_copy is not None:
+                args.stdin_copy.close()
     except BaseException as exc:
         if _reader_left(sole_exception(exc)):
             return 128 + signal.SIGPIPE  # quietly, as `cat | head` ends
@@ -446,6 +452,44 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _spool_stdin(args: argparse.Namespace) -> IO[bytes]:
+    """`put HOST - NAME`: standard input, copied whole into a temporary file that the upload sends.
+
+    A PUT states the file's size before its first byte (and the digest of all of it at
+    the end), so a stream of unknown length cannot be sent as it comes. On disk rather
+    than in memory: it may be larger than memory. The file is deleted when closed.
+    """
+    if args.recursive:
+        raise ValueError("put -r uploads a folder; '-' (standard input) is one file")
+    if args.name is None or args.name.endswith("/") or not folder_name(args.name):
+        raise ValueError("put HOST - NAME: standard input has no name of its own: give the remote NAME")
+    if sys.stdin is None or not _is_open(0):
+        raise CommandFailed("standard input is closed")
+    copy = tempfile.NamedTemporaryFile(prefix="trioftp-stdin-")  # noqa: SIM115 (closed by the caller)
+    try:
+        while block := _read_stdin(1024 * 1024):
+            try:
+                copy.write(block)
+            except OSError as exc:  # a full temporary folder, say: name the file that did not fit
+                raise OSError(exc.errno, exc.strerror, copy.name) from None
+        try:
+            copy.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, copy.name) from None
+    except BaseException:
+        copy.close()
+        raise
+    args.path = Path(copy.name)
+    return copy
+
+
+def _read_stdin(size: int) -> bytes:
+    try:
+        return sys.stdin.buffer.read1(size)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, "standard input") from None
 
 
 def _timeout(text: str | None) -> float:
