@@ -17,6 +17,7 @@ import trioftp
 
 from tests.conftest import NETWORK_TIMEOUT
 from tests.test_cli import start_serve
+from tests.test_cli_everyday import address, run_in_pty
 from trioftp.cli import build_parser, main
 from trioftp.config import build_config, load_toml, setting_from_text
 from trioftp.server import Server
@@ -191,3 +192,46 @@ def test_put_dash_needs_a_file_name(name: list[str], capsys: pytest.CaptureFixtu
     assert capsys.readouterr().err == (
         "trioftp: put HOST - NAME: standard input has no name of its own: give the remote NAME\n"
     )
+
+
+# ------------------------------------------------------- 10: binary onto a terminal
+
+
+@pytest.mark.parametrize("size", [100, 8 * 1024 * 1024], ids=["small", "8MiB"])
+async def test_get_to_a_terminal_refuses_a_binary_file(server: Server, server_root: Path, size: int) -> None:
+    (server_root / "photo.jpg").write_bytes(b"\xff\xd8\xff\xe0\0\x10JFIF" + os.urandom(size))
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", address(server), "photo.jpg", "-o", "-"])
+        )
+    assert code == 1, shown
+    assert shown == (
+        "trioftp: get: photo.jpg looks binary and standard output is a terminal: "
+        "give -o FILE, or --force to show it there anyway\r\n"
+    )
+
+
+async def test_get_to_a_terminal_shows_text_and_with_force_binary(server: Server, server_root: Path) -> None:
+    (server_root / "notes.txt").write_bytes("héllo wörld\n".encode() * 2000)  # longer than the sample
+    (server_root / "blob.bin").write_bytes(b"\0\1\2binary")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", address(server), "notes.txt", "-o", "-"])
+        )
+        assert code == 0, shown
+        assert shown == "héllo wörld\r\n" * 2000
+        code, shown = await trio.to_thread.run_sync(
+            lambda: run_in_pty(["get", address(server), "blob.bin", "-", "--force"])
+        )
+    assert code == 0, shown
+    assert "binary" in shown and "trioftp" not in shown
+
+
+async def test_get_to_a_pipe_is_never_judged(server: Server, server_root: Path, tmp_path: Path) -> None:
+    data = b"\0" + os.urandom(1000)
+    (server_root / "blob.bin").write_bytes(data)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        result = await trio.to_thread.run_sync(
+            lambda: run_cli_process("get", address(server), "blob.bin", "-o", "-")
+        )
+    assert result.returncode == 0 and result.stdout == data

@@ -36,7 +36,7 @@ import trio
 from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
-from trioftp.client import open_connection, tree
+from trioftp.client import open_connection, targets, tree
 from trioftp.client.connection import DEFAULT_TIMEOUT
 from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
@@ -372,6 +372,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("-o", "--output", help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
+    p.add_argument("--force", action="store_true", help="with -o - on a terminal: show a file that looks binary")
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
@@ -591,18 +592,100 @@ async def _get(args: argparse.Namespace) -> None:
     output = _local_file(given, name)
     # The bytes are the output: a progress bar on the same terminal would mix into them.
     progress = None if given == "-" else args.bars.file(name)
+    to_a_terminal = given == "-" and not args.force and sys.stdout.isatty()
     if args.legacy:
-        await legacy_client.download(
-            args.host, name, output, port=args.port, progress=progress, timeout=args.timeout
-        )
+
+        async def fetch_legacy(target: Path) -> None:
+            await legacy_client.download(
+                args.host, name, target, port=args.port, progress=progress, timeout=args.timeout
+            )
+
+        await (_to_terminal(fetch_legacy, name) if to_a_terminal else fetch_legacy(output))
         return
     async with _connect(args) as conn:
+
+        async def fetch(target: Path) -> None:
+            await conn.download(name, target, progress=progress)
+
         try:
-            await conn.download(name, output, progress=progress)
+            await (_to_terminal(fetch, name) if to_a_terminal else fetch(output))
         except RemoteError as exc:
             if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, name):
                 raise CommandFailed(use_r) from None
             raise
+
+
+TEXT_SAMPLE = 8192  # bytes looked at before a download is let onto a terminal
+
+
+async def _to_terminal(fetch: Callable[[Path], Awaitable[None]], name: str) -> None:
+    """`get -o -` onto a terminal: refused if the file's first bytes are not text.
+
+    Binary bytes on a terminal show as garbage, and some sequences change its state
+    (a charset switch, the title, keys). Only the first bytes can be looked at before
+    anything is shown, so the download goes through a pipe that this task reads and
+    passes on once it has judged them.
+    """
+    read_end, write_end = os.pipe()
+    refused = False
+
+    def refuse() -> None:
+        nonlocal refused
+        refused = True
+
+    async def fetch_into_pipe() -> None:
+        try:
+            await fetch(Path(f"/dev/fd/{write_end}"))
+        except OSError as exc:
+            if not (refused and exc.errno == errno.EPIPE):  # we stopped reading on purpose
+                raise
+        finally:
+            os.close(write_end)  # the reader's end of file
+
+    try:
+        await _judge_and_pass_on(fetch_into_pipe, read_end, name, refuse)
+    except BaseExceptionGroup as group:
+        alone = sole_exception(group)
+        if alone is group:
+            raise
+        raise alone from None  # as the plain download raises it (get's WRONG_KIND hint needs that)
+
+
+async def _judge_and_pass_on(
+    fetch: Callable[[], Awaitable[None]], read_end: int, name: str, refuse: Callable[[], None]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        async with trio.lowlevel.FdStream(read_end) as source:
+            sample = b""
+            while len(sample) < TEXT_SAMPLE and (chunk := await source.receive_some(TEXT_SAMPLE)):
+                sample += chunk
+            if _looks_binary(sample):
+                refuse()
+                raise CommandFailed(
+                    f"{tree.shown(name)} looks binary and standard output is a terminal: "
+                    "give -o FILE, or --force to show it there anyway"
+                )
+            writer = await targets.InPlaceWriter.open(Path("/dev/stdout"))
+            try:
+                while sample:
+                    await writer.write(sample)
+                    sample = await source.receive_some(1024 * 1024)
+            finally:
+                await writer.aclose()
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """A NUL byte, or bytes that are not UTF-8 (a character cut at the end of the sample aside)."""
+    if b"\0" in sample:
+        return True
+    for cut in range(4):  # a UTF-8 character is at most 4 bytes: up to 3 may be missing
+        try:
+            sample[: len(sample) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return False
+    return True
 
 
 def _output(args: argparse.Namespace) -> str | None:
