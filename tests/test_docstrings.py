@@ -35,6 +35,8 @@ PUBLIC: list[tuple[str, Any]] = [
     *_members(trioftp.Server),
     ("ServerConfig", trioftp.ServerConfig),
     ("ServerConfig.evolve", trioftp.ServerConfig.evolve),
+    ("Rules.excludes", trioftp.Rules.excludes),
+    ("Rules.from_options", trioftp.Rules.from_options),
     *[(f"trioftp.legacy.{name}", getattr(trioftp.legacy, name)) for name in trioftp.legacy.__all__],
     *[
         (f"tree.{name}", getattr(tree, name))
@@ -42,7 +44,15 @@ PUBLIC: list[tuple[str, Any]] = [
     ],
     *[
         (name, getattr(trioftp, name))
-        for name in ("Direction", "Plan", "TreeProgress", "TreeTransferError", "TrioftpError", "RemoteError")
+        for name in (
+            "Direction",
+            "Plan",
+            "TreeProgress",
+            "TreeTransferError",
+            "TrioftpError",
+            "RemoteError",
+            "Rules",
+        )
     ],
 ]
 

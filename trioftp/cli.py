@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
+import io
 import ipaddress
 import logging
 import math
@@ -349,9 +350,32 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls", action="store_true", help="connect over TLS")
     parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
     parser.add_argument(
-        "--timeout", metavar="SECONDS", help=f"seconds the server has to let us in (default {DEFAULT_TIMEOUT:g}); "
-        "with --legacy, to make any progress"
+        "--timeout", metavar="SECONDS",
+        help=f"seconds the server has to let us in (default {DEFAULT_TIMEOUT:g}); with --legacy, to make "
+        "any progress",
     )  # fmt: skip
+
+
+def _add_rule_options(parser: argparse.ArgumentParser) -> None:
+    """--exclude and --include, kept in the order given (rsync's rules: the first match decides)."""
+    for kind, what in (("exclude", "leave out"), ("include", "keep, though a later --exclude matches")):
+        parser.add_argument(
+            f"--{kind}", dest="rules", action="append", type=_tagged(kind), metavar="PATTERN", default=[],
+            help=f"{what} what PATTERN matches (rsync's rules; repeatable)",
+        )  # fmt: skip
+
+
+def _tagged(kind: str) -> Callable[[str], tuple[str, str]]:
+    return lambda pattern: (kind, pattern)
+
+
+def _rules(args: argparse.Namespace) -> tree.Rules | None:
+    """The command's --exclude and --include rules; they need a folder (-r, sync)."""
+    if not args.rules:
+        return None
+    if not getattr(args, "recursive", True):
+        raise ValueError(f"--{args.rules[0][0]} applies to folders: give -r")
+    return tree.Rules.from_options(args.rules)
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -372,12 +396,16 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     p.add_argument("-o", "--output", help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
-    p.add_argument("--force", action="store_true", help="with -o - on a terminal: show a file that looks binary")
+    p.add_argument(
+        "--force", action="store_true", help="with -o - on a terminal: show a file that looks binary"
+    )
+    _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
+    _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     # -h is ls's "human sizes", so --help alone asks for help here.
     p = command("ls", "list a remote folder", _ls, add_help=False)
@@ -411,6 +439,7 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("target", help="HOST[:PORT]:FOLDER, or a local folder (the other kind than SOURCE)")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
+    _add_rule_options(p)
     _add_connection_options(p)
     p.set_defaults(run=lambda args: _run_client(_sync, args))
 
@@ -432,6 +461,7 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
     args.timeout = _timeout(args.timeout)
+    args.rules = _rules(args) if "rules" in args else None
     args.bars = Bars()
     args.stdin_copy = None
     try:
@@ -487,8 +517,9 @@ def _spool_stdin(args: argparse.Namespace) -> IO[bytes]:
 
 
 def _read_stdin(size: int) -> bytes:
+    stream: io.BufferedReader = sys.stdin.buffer  # type: ignore[assignment]
     try:
-        return sys.stdin.buffer.read1(size)
+        return stream.read1(size)
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, "standard input") from None
 
@@ -583,7 +614,7 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=args.bars.tree())
+            await tree.download_tree(conn, folder, local, progress=args.bars.tree(), rules=args.rules)
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -730,7 +761,7 @@ async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
             remote = folder_name(args.name or args.path.name)
-            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree())
+            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree(), rules=args.rules)
         return
     name = _remote_file(args.name, args.path)
     if args.legacy:
@@ -982,7 +1013,7 @@ async def _sync(args: argparse.Namespace) -> None:
         try:
             plan = await tree.sync(
                 conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-                dry_run=args.dry_run, progress=args.bars.tree(),
+                dry_run=args.dry_run, progress=args.bars.tree(), rules=args.rules,
             )  # fmt: skip
         except tree.TreeTransferError as exc:  # still list what was done
             if exc.done is None:

@@ -775,6 +775,7 @@ class ClientConnection:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Upload every file under a local folder, skipping files already identical on the server.
 
@@ -786,6 +787,8 @@ class ClientConnection:
             remote: the remote folder to fill ("" is the root); created as needed.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan carried out: `copy` (the files sent), `unchanged`, `bytes_to_copy`.
@@ -801,7 +804,9 @@ class ClientConnection:
             plan = await conn.upload_tree("photos", "backup/photos")
             print(len(plan.copy), "files sent,", plan.unchanged, "already there")
         """
-        return await tree.upload_tree(self, local, remote, concurrency=concurrency, progress=progress)
+        return await tree.upload_tree(
+            self, local, remote, concurrency=concurrency, progress=progress, rules=rules
+        )
 
     async def download_tree(
         self,
@@ -810,6 +815,7 @@ class ClientConnection:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Download every file under a remote folder, skipping files already identical here.
 
@@ -820,6 +826,8 @@ class ClientConnection:
             local: the local folder to fill; created as needed.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
@@ -833,7 +841,9 @@ class ClientConnection:
         Example:
             await conn.download_tree("backup/photos", "photos-restored")
         """
-        return await tree.download_tree(self, remote, local, concurrency=concurrency, progress=progress)
+        return await tree.download_tree(
+            self, remote, local, concurrency=concurrency, progress=progress, rules=rules
+        )
 
     async def sync(
         self,
@@ -845,6 +855,7 @@ class ClientConnection:
         dry_run: bool = False,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Make `remote` match `local` (Direction.UP) or `local` match `remote` (Direction.DOWN).
 
@@ -859,6 +870,8 @@ class ClientConnection:
             dry_run: only compute the plan; change nothing on either side.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan: `copy` and `delete` (relative paths), `unchanged`, `bytes_to_copy`.
@@ -884,6 +897,7 @@ class ClientConnection:
             dry_run=dry_run,
             concurrency=concurrency,
             progress=progress,
+            rules=rules,
         )
 
     async def remove_tree(self, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
