@@ -36,6 +36,10 @@ PUBLIC: list[tuple[str, Any]] = [
     ("ServerConfig", trioftp.ServerConfig),
     ("ServerConfig.evolve", trioftp.ServerConfig.evolve),
     ("Rules.excludes", trioftp.Rules.excludes),
+    ("trioftp.blocking.get", trioftp.blocking.get),
+    ("trioftp.blocking.put", trioftp.blocking.put),
+    ("blocking.Client", trioftp.blocking.Client),
+    *_members(trioftp.blocking.Client),
     ("Rules.from_options", trioftp.Rules.from_options),
     *[(f"trioftp.legacy.{name}", getattr(trioftp.legacy, name)) for name in trioftp.legacy.__all__],
     *[
