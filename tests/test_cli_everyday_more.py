@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import subprocess
 import sys
@@ -231,3 +232,81 @@ async def test_get_to_a_pipe_is_never_judged(server: Server, server_root: Path, 
             lambda: run_cli_process("get", address(server), "blob.bin", "-o", "-")
         )
     assert result.returncode == 0 and result.stdout == data
+
+
+# ------------------------------------------------------- 8: errors that say what failed
+
+
+async def test_local_file_errors_lead_with_the_path(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (server_root / "f.txt").write_bytes(b"f")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("put", address(server), str(tmp_path / "missing.txt")) == 1
+        assert capsys.readouterr().err == f"trioftp: put: {tmp_path}/missing.txt: no such file or directory\n"
+        assert await run_cli("get", address(server), "f.txt", str(tmp_path / "no" / "f.txt")) == 1
+        assert capsys.readouterr().err == f"trioftp: get: {tmp_path}/no/f.txt: no such file or directory\n"
+
+
+async def test_a_full_disk_names_the_partial_kept_and_the_same_get_resumes(
+    server: Server,
+    server_root: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    data = os.urandom(5 * 1024 * 1024)
+    (server_root / "big.bin").write_bytes(data)
+    real_pwrite = os.pwrite
+    written: list[int] = []
+
+    def full_after_two_blocks(fd: int, block: bytes, offset: int) -> int:
+        # Only the download's own partial file fills up; the server (in this process) is untouched.
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".trioftp-part"):
+            if offset >= 2 * 1024 * 1024:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            written.append(len(block))
+        return real_pwrite(fd, block, offset)
+
+    target = tmp_path / "big.bin"
+    partial = tmp_path / "big.bin.trioftp-part"
+    monkeypatch.setattr(os, "pwrite", full_after_two_blocks)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        assert await run_cli("get", address(server), "big.bin", str(target)) == 1
+        assert capsys.readouterr().err == (
+            f"trioftp: get: {partial}: no space left on device; "
+            "what arrived is kept there, and the same get resumes from it\n"
+        )
+        assert partial.stat().st_size == 2 * 1024 * 1024 and not target.exists()
+        monkeypatch.setattr(os, "pwrite", real_pwrite)
+        assert await run_cli("get", address(server), "big.bin", str(target)) == 0
+    assert target.read_bytes() == data and not partial.exists()
+
+
+LONG = "n" * 100_000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["get", "{address}", LONG],  # the local file of that name cannot be made
+        ["get", "{address}", "f.txt", "{tmp}/" + LONG],
+        ["put", "{address}", "{tmp}/" + LONG],
+        ["rm", "-r", "{address}", LONG],  # the server's NOT_FOUND carries the name
+        ["stat", "{address}", "a/" + LONG],
+        ["sync", "{tmp}/" + LONG, "{address}:x"],  # was a traceback (os.stat: name too long)
+        ["sync", "{address}:" + LONG, "{tmp}/q"],
+    ],
+    ids=["get-name", "get-local", "put-local", "rm-r", "stat", "sync-up", "sync-down"],
+)
+async def test_a_100_kb_name_is_cut_in_the_middle_saying_so(
+    server: Server, server_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str]
+) -> None:
+    (server_root / "f.txt").write_bytes(b"f")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        code = await run_cli(*[arg.format(address=address(server), tmp=tmp_path) for arg in argv])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert len(err.splitlines()) == 1 and len(err) < 500, err[:1000]
+    assert err.startswith(f"trioftp: {argv[0]}: ") and "Traceback" not in err
+    assert "bad name" in err or "characters left out" in err

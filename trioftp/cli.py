@@ -950,7 +950,7 @@ def _split_sync(args: argparse.Namespace) -> None:
     Raises:
         ValueError: both sides name a server (rsync refuses that too).
     """
-    if Path(args.source).is_dir() or ":" not in args.source:
+    if os.path.isdir(args.source) or ":" not in args.source:  # os.path's: False for a name too long
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source

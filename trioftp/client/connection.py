@@ -414,9 +414,12 @@ class ClientConnection:
 
                 async def write(block: bytes | memoryview, hasher: Hasher) -> None:
                     nonlocal position
-                    position = await trio.to_thread.run_sync(
-                        _write_and_hash, fd, block, position, hasher, writeback
-                    )
+                    try:
+                        position = await trio.to_thread.run_sync(
+                            _write_and_hash, fd, block, position, hasher, writeback
+                        )
+                    except OSError as exc:  # a full disk, say: name the partial, which keeps what came
+                        raise OSError(exc.errno, exc.strerror, str(partial)) from None
 
                 try:
                     digest = await self._receive_body(
@@ -425,7 +428,10 @@ class ClientConnection:
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
-            await trio.to_thread.run_sync(os.fsync, fd)
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+            except OSError as exc:  # a delayed allocation can fail only here
+                raise OSError(exc.errno, exc.strerror, str(partial)) from None
             if info.mtime_ns:
                 os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))
             os.replace(partial, target)
