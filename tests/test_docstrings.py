@@ -35,6 +35,12 @@ PUBLIC: list[tuple[str, Any]] = [
     *_members(trioftp.Server),
     ("ServerConfig", trioftp.ServerConfig),
     ("ServerConfig.evolve", trioftp.ServerConfig.evolve),
+    ("Rules.excludes", trioftp.Rules.excludes),
+    ("trioftp.blocking.get", trioftp.blocking.get),
+    ("trioftp.blocking.put", trioftp.blocking.put),
+    ("blocking.Client", trioftp.blocking.Client),
+    *_members(trioftp.blocking.Client),
+    ("Rules.from_options", trioftp.Rules.from_options),
     *[(f"trioftp.legacy.{name}", getattr(trioftp.legacy, name)) for name in trioftp.legacy.__all__],
     *[
         (f"tree.{name}", getattr(tree, name))
@@ -42,7 +48,15 @@ PUBLIC: list[tuple[str, Any]] = [
     ],
     *[
         (name, getattr(trioftp, name))
-        for name in ("Direction", "Plan", "TreeProgress", "TreeTransferError", "TrioftpError", "RemoteError")
+        for name in (
+            "Direction",
+            "Plan",
+            "TreeProgress",
+            "TreeTransferError",
+            "TrioftpError",
+            "RemoteError",
+            "Rules",
+        )
     ],
 ]
 

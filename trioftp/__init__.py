@@ -4,6 +4,10 @@ One file, one call::
 
     data = await trioftp.get("127.0.0.1", "reports/2026.csv")
 
+Without async (trioftp.blocking)::
+
+    data = trioftp.blocking.get("127.0.0.1", "reports/2026.csv")
+
 Many transfers over one connection::
 
     async with trioftp.open_connection("127.0.0.1") as conn:
@@ -12,13 +16,14 @@ Many transfers over one connection::
             print(entry.name, entry.size)
 """
 
-from trioftp import legacy
+from trioftp import blocking, legacy
 from trioftp._version import __version__
 from trioftp.client import (
     ClientConnection,
     Direction,
     Plan,
     Progress,
+    Rules,
     TreeProgress,
     TreeTransferError,
     get,
@@ -62,6 +67,7 @@ __all__ = [
     "ProtocolViolation",
     "RemoteChecksumMismatch",
     "RemoteError",
+    "Rules",
     "Server",
     "ServerConfig",
     "TransferTimeout",
@@ -69,6 +75,7 @@ __all__ = [
     "TreeTransferError",
     "TrioftpError",
     "__version__",
+    "blocking",
     "get",
     "legacy",
     "open_connection",

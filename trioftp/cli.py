@@ -14,19 +14,22 @@ from __future__ import annotations
 import argparse
 import errno
 import getpass
+import io
 import ipaddress
 import logging
+import math
 import os
 import re
 import shlex
 import signal
 import ssl
 import sys
+import tempfile
 import time
 import tomllib
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import attrs
 import trio
@@ -34,10 +37,18 @@ import trio
 from trioftp._version import __version__
 from trioftp.auth import hash_password
 from trioftp.client import legacy as legacy_client
-from trioftp.client import open_connection, tree
+from trioftp.client import open_connection, targets, tree
+from trioftp.client.connection import DEFAULT_TIMEOUT
 from trioftp.client.targets import PARTIAL_SUFFIX
 from trioftp.concurrency import run_all
-from trioftp.config import DEFAULT_PORT, FIELD_HELP, ServerConfig, build_config, load_toml
+from trioftp.config import (
+    DEFAULT_PORT,
+    FIELD_HELP,
+    ServerConfig,
+    build_config,
+    load_toml,
+    setting_from_text,
+)
 from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
 from trioftp.progress import Bars
@@ -132,8 +143,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
             parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
                                 help=f"{help_text} (default: {default})")  # fmt: skip
         else:
-            kind = {"int": int, "float": float, "Path": Path}.get(str(field.type), str)
-            parser.add_argument(flag, dest=field.name, type=kind, default=None, metavar=field.name.upper(),
+            # Converted in _serve, not by argparse: a bad value is then one line naming the flag,
+            # not the whole (long) usage.
+            parser.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
                                 help=f"{help_text} (default: {default})")  # fmt: skip
     parser.set_defaults(run=_serve)
 
@@ -141,6 +153,9 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def _serve(args: argparse.Namespace) -> int:
     """Exit status: 2 for a bad setting (raised to main), 1 if the server cannot start, see run_server."""
     flags = {f.name: getattr(args, f.name) for f in attrs.fields(ServerConfig)}
+    for name, value in flags.items():
+        if isinstance(value, str):
+            flags[name] = setting_from_text(name, value, "--" + name.replace("_", "-"))
     file_settings: dict[str, Any] = {}
     if args.config:
         try:
@@ -334,6 +349,33 @@ def _add_connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
     parser.add_argument("--tls", action="store_true", help="connect over TLS")
     parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
+    parser.add_argument(
+        "--timeout", metavar="SECONDS",
+        help=f"seconds the server has to let us in (default {DEFAULT_TIMEOUT:g}); with --legacy, to make "
+        "any progress",
+    )  # fmt: skip
+
+
+def _add_rule_options(parser: argparse.ArgumentParser) -> None:
+    """--exclude and --include, kept in the order given (rsync's rules: the first match decides)."""
+    for kind, what in (("exclude", "leave out"), ("include", "keep, though a later --exclude matches")):
+        parser.add_argument(
+            f"--{kind}", dest="rules", action="append", type=_tagged(kind), metavar="PATTERN", default=[],
+            help=f"{what} what PATTERN matches (rsync's rules; repeatable)",
+        )  # fmt: skip
+
+
+def _tagged(kind: str) -> Callable[[str], tuple[str, str]]:
+    return lambda pattern: (kind, pattern)
+
+
+def _rules(args: argparse.Namespace) -> tree.Rules | None:
+    """The command's --exclude and --include rules; they need a folder (-r, sync)."""
+    if not args.rules:
+        return None
+    if not getattr(args, "recursive", True):
+        raise ValueError(f"--{args.rules[0][0]} applies to folders: give -r")
+    return tree.Rules.from_options(args.rules)
 
 
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -348,17 +390,22 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
 
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
     p = command("get", "download a file (or a folder with -r)", _get)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file (with -r: folder), as a path under the served root")
     p.add_argument(
         "local", nargs="?", help="where to write it (default: the name's last part; into a folder; -: stdout)"
     )
     p.add_argument("-o", "--output", help="same as LOCAL")
     p.add_argument("-r", "--recursive", action="store_true", help="download the folder NAME and all under it")
+    p.add_argument(
+        "--force", action="store_true", help="with -o - on a terminal: show a file that looks binary"
+    )
+    _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     p = command("put", "upload a file (or a folder with -r)", _put)
-    p.add_argument("path", type=Path)
+    p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
+    _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     # -h is ls's "human sizes", so --help alone asks for help here.
     p = command("ls", "list a remote folder", _ls, add_help=False)
@@ -369,16 +416,16 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-h", "--human", action="store_true", help="sizes in KiB, MiB, GiB")
     p.add_argument("-R", "--recursive", action="store_true", help="list the folders under it too")
     p = command("stat", "show a remote file's size, mtime and digest", _stat)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file or folder")
     p = command("rm", "delete a remote file or empty folder", _rm)
-    p.add_argument("name")
+    p.add_argument("name", help="the remote file or folder (with -r: and all under it)")
     p.add_argument("-r", "--recursive", action="store_true", help="delete the folder NAME and all under it")
     p = command("mv", "rename a remote file or folder", _mv)
-    p.add_argument("old")
-    p.add_argument("new")
+    p.add_argument("old", help="the remote file or folder to rename")
+    p.add_argument("new", help="its new name; into it if an existing folder (or ends in /)")
     p.add_argument("--replace", action="store_true", help="replace an existing NEW")
     p = command("mkdir", "create a remote folder (and its parents)", _mkdir)
-    p.add_argument("folder")
+    p.add_argument("folder", help="the remote folder to create")
 
     p = sub.add_parser(
         "sync",
@@ -388,10 +435,11 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
         "(by size, then digest) are sent; a cut run resumes. HOST:PORT: is the served root; "
         "HOST:DIGITS alone is refused (a port, or a folder named DIGITS?).",
     )
-    p.add_argument("source")
-    p.add_argument("target")
+    p.add_argument("source", help="a local folder, or HOST[:PORT]:FOLDER")
+    p.add_argument("target", help="HOST[:PORT]:FOLDER, or a local folder (the other kind than SOURCE)")
     p.add_argument("--delete", action="store_true", help="delete what the source does not have")
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
+    _add_rule_options(p)
     _add_connection_options(p)
     p.set_defaults(run=lambda args: _run_client(_sync, args))
 
@@ -412,13 +460,20 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         host, port, args.folder = parse_remote(args.host)
         args.host = host if port is None else _host_port(host, port)
     args.host, args.port = split_address(args.host, args.port)
+    args.timeout = _timeout(args.timeout)
+    args.rules = _rules(args) if "rules" in args else None
     args.bars = Bars()
+    args.stdin_copy = None
     try:
         args.password = _password(args)
         try:
+            if args.command == "put" and str(args.path) == "-":
+                args.stdin_copy = _spool_stdin(args)
             trio.run(run, args)
         finally:  # the bars end their lines first: what follows (an error, Ctrl-C) gets its own
             args.bars.close()
+            if args.stdin_copy is not None:
+                args.stdin_copy.close()
     except BaseException as exc:
         if _reader_left(sole_exception(exc)):
             return 128 + signal.SIGPIPE  # quietly, as `cat | head` ends
@@ -428,6 +483,58 @@ def _run_client(run: Callable[[argparse.Namespace], Awaitable[None]], args: argp
         print(f"trioftp: {args.command}: {problem}", file=sys.stderr)
         return 1
     return 0
+
+
+def _spool_stdin(args: argparse.Namespace) -> IO[bytes]:
+    """`put HOST - NAME`: standard input, copied whole into a temporary file that the upload sends.
+
+    A PUT states the file's size before its first byte (and the digest of all of it at
+    the end), so a stream of unknown length cannot be sent as it comes. On disk rather
+    than in memory: it may be larger than memory. The file is deleted when closed.
+    """
+    if args.recursive:
+        raise ValueError("put -r uploads a folder; '-' (standard input) is one file")
+    if args.name is None or args.name.endswith("/") or not folder_name(args.name):
+        raise ValueError("put HOST - NAME: standard input has no name of its own: give the remote NAME")
+    if sys.stdin is None or not _is_open(0):
+        raise CommandFailed("standard input is closed")
+    copy = tempfile.NamedTemporaryFile(prefix="trioftp-stdin-")  # noqa: SIM115 (closed by the caller)
+    try:
+        while block := _read_stdin(1024 * 1024):
+            try:
+                copy.write(block)
+            except OSError as exc:  # a full temporary folder, say: name the file that did not fit
+                raise OSError(exc.errno, exc.strerror, copy.name) from None
+        try:
+            copy.flush()
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, copy.name) from None
+    except BaseException:
+        copy.close()
+        raise
+    args.path = Path(copy.name)
+    return copy
+
+
+def _read_stdin(size: int) -> bytes:
+    stream: io.BufferedReader = sys.stdin.buffer  # type: ignore[assignment]
+    try:
+        return stream.read1(size)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, "standard input") from None
+
+
+def _timeout(text: str | None) -> float:
+    """--timeout as seconds; checked here, not by argparse, so a bad one is one line, not the usage."""
+    if text is None:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"--timeout: {text!r} is not a positive number of seconds")
+    return seconds
 
 
 def _reader_left(exc: BaseException) -> bool:
@@ -485,7 +592,9 @@ def _connect(args: argparse.Namespace) -> Any:
             raise CommandFailed(f"--ca {args.ca}: no CA certificate in PEM form in it") from None
         except OSError as exc:
             raise CommandFailed(f"--ca {args.ca}: {_reason(exc)}") from None
-    return open_connection(args.host, args.port, user=args.user, password=args.password, tls=tls)
+    return open_connection(
+        args.host, args.port, user=args.user, password=args.password, tls=tls, timeout=args.timeout
+    )
 
 
 async def _is_folder(conn: Any, name: str) -> bool:
@@ -505,7 +614,7 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=args.bars.tree())
+            await tree.download_tree(conn, folder, local, progress=args.bars.tree(), rules=args.rules)
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -514,16 +623,100 @@ async def _get(args: argparse.Namespace) -> None:
     output = _local_file(given, name)
     # The bytes are the output: a progress bar on the same terminal would mix into them.
     progress = None if given == "-" else args.bars.file(name)
+    to_a_terminal = given == "-" and not args.force and sys.stdout.isatty()
     if args.legacy:
-        await legacy_client.download(args.host, name, output, port=args.port, progress=progress)
+
+        async def fetch_legacy(target: Path) -> None:
+            await legacy_client.download(
+                args.host, name, target, port=args.port, progress=progress, timeout=args.timeout
+            )
+
+        await (_to_terminal(fetch_legacy, name) if to_a_terminal else fetch_legacy(output))
         return
     async with _connect(args) as conn:
+
+        async def fetch(target: Path) -> None:
+            await conn.download(name, target, progress=progress)
+
         try:
-            await conn.download(name, output, progress=progress)
+            await (_to_terminal(fetch, name) if to_a_terminal else fetch(output))
         except RemoteError as exc:
             if exc.code is ErrorCode.WRONG_KIND and await _is_folder(conn, name):
                 raise CommandFailed(use_r) from None
             raise
+
+
+TEXT_SAMPLE = 8192  # bytes looked at before a download is let onto a terminal
+
+
+async def _to_terminal(fetch: Callable[[Path], Awaitable[None]], name: str) -> None:
+    """`get -o -` onto a terminal: refused if the file's first bytes are not text.
+
+    Binary bytes on a terminal show as garbage, and some sequences change its state
+    (a charset switch, the title, keys). Only the first bytes can be looked at before
+    anything is shown, so the download goes through a pipe that this task reads and
+    passes on once it has judged them.
+    """
+    read_end, write_end = os.pipe()
+    refused = False
+
+    def refuse() -> None:
+        nonlocal refused
+        refused = True
+
+    async def fetch_into_pipe() -> None:
+        try:
+            await fetch(Path(f"/dev/fd/{write_end}"))
+        except OSError as exc:
+            if not (refused and exc.errno == errno.EPIPE):  # we stopped reading on purpose
+                raise
+        finally:
+            os.close(write_end)  # the reader's end of file
+
+    try:
+        await _judge_and_pass_on(fetch_into_pipe, read_end, name, refuse)
+    except BaseExceptionGroup as group:
+        alone = sole_exception(group)
+        if alone is group:
+            raise
+        raise alone from None  # as the plain download raises it (get's WRONG_KIND hint needs that)
+
+
+async def _judge_and_pass_on(
+    fetch: Callable[[], Awaitable[None]], read_end: int, name: str, refuse: Callable[[], None]
+) -> None:
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(fetch)
+        async with trio.lowlevel.FdStream(read_end) as source:
+            sample = b""
+            while len(sample) < TEXT_SAMPLE and (chunk := await source.receive_some(TEXT_SAMPLE)):
+                sample += chunk
+            if _looks_binary(sample):
+                refuse()
+                raise CommandFailed(
+                    f"{tree.shown(name)} looks binary and standard output is a terminal: "
+                    "give -o FILE, or --force to show it there anyway"
+                )
+            writer = await targets.InPlaceWriter.open(Path("/dev/stdout"))
+            try:
+                while sample:
+                    await writer.write(sample)
+                    sample = await source.receive_some(1024 * 1024)
+            finally:
+                await writer.aclose()
+
+
+def _looks_binary(sample: bytes) -> bool:
+    """A NUL byte, or bytes that are not UTF-8 (a character cut at the end of the sample aside)."""
+    if b"\0" in sample:
+        return True
+    for cut in range(4):  # a UTF-8 character is at most 4 bytes: up to 3 may be missing
+        try:
+            sample[: len(sample) - cut].decode("utf-8")
+        except UnicodeDecodeError:
+            continue
+        return False
+    return True
 
 
 def _output(args: argparse.Namespace) -> str | None:
@@ -568,11 +761,13 @@ async def _put(args: argparse.Namespace) -> None:
     if args.recursive:
         async with _connect(args) as conn:
             remote = folder_name(args.name or args.path.name)
-            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree())
+            await tree.upload_tree(conn, args.path, remote, progress=args.bars.tree(), rules=args.rules)
         return
     name = _remote_file(args.name, args.path)
     if args.legacy:
-        await legacy_client.upload(args.host, args.path, name, port=args.port, progress=args.bars.file(name))
+        await legacy_client.upload(
+            args.host, args.path, name, port=args.port, progress=args.bars.file(name), timeout=args.timeout
+        )
         return
     async with _connect(args) as conn:
         try:
@@ -755,7 +950,7 @@ def _split_sync(args: argparse.Namespace) -> None:
     Raises:
         ValueError: both sides name a server (rsync refuses that too).
     """
-    if Path(args.source).is_dir() or ":" not in args.source:
+    if os.path.isdir(args.source) or ":" not in args.source:  # os.path's: False for a name too long
         args.direction, local, remote = tree.Direction.UP, args.source, args.target
     else:
         args.direction, local, remote = tree.Direction.DOWN, args.target, args.source
@@ -818,7 +1013,7 @@ async def _sync(args: argparse.Namespace) -> None:
         try:
             plan = await tree.sync(
                 conn, args.local, args.remote, direction=args.direction, delete=args.delete,
-                dry_run=args.dry_run, progress=args.bars.tree(),
+                dry_run=args.dry_run, progress=args.bars.tree(), rules=args.rules,
             )  # fmt: skip
         except tree.TreeTransferError as exc:  # still list what was done
             if exc.done is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,30 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 # Settings that name a file or folder: "~" in them is the user's home, as in a shell.
 PATH_SETTINGS = frozenset({"root", "users_file", "tls_cert", "tls_key"})
+# Settings counted in bytes: a number, or a string with a unit ("1G", "64MiB").
+SIZE_SETTINGS = frozenset({"max_file_size", "max_frame_size", "initial_window", "upload_memory", "send_memory"})
+
+# As rsync and GNU coreutils read them: a bare letter (and KiB...) counts in 1024s, KB... in 1000s.
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?b)?|(b))?\s*", re.IGNORECASE)
+_UNIT_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+SIZE_FORM = "a size: bytes, or a number with K, M, G or T (powers of 1024, as KiB...; KB... are 1000s)"
+
+
+def parse_size(text: str) -> int:
+    """Bytes from "1048576", "64K", "1.5G", "64MiB" (1024s) or "10MB" (1000s), any case.
+
+    Raises:
+        ValueError: not of that form; the message says what is.
+
+    Example:
+        assert parse_size("64MiB") == parse_size("64M") == 64 * 1024 * 1024
+    """
+    match = _SIZE.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not {SIZE_FORM}")
+    number, letter, suffix, _bytes = match.groups()
+    base = 1000 if suffix and suffix.lower() == "b" else 1024
+    return int(float(number) * base ** _UNIT_POWERS[letter.lower()]) if letter else int(float(number))
 
 
 def _positive(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -123,16 +148,16 @@ FIELD_HELP: dict[str, str] = {
     "max_connections": "connections served at once; the excess waits in the backlog",
     "max_connections_per_ip": "connections served at once from one address",
     "max_streams": "operations in flight on one connection",
-    "max_file_size": "largest file accepted by put, in bytes",
-    "max_frame_size": "largest frame payload accepted, in bytes",
-    "initial_window": "bytes a client may send on one upload before the server grants more",
+    "max_file_size": "largest file accepted by put, in bytes (or 1G, 500M, 2TiB: K, M, G, T are 1024s)",
+    "max_frame_size": "largest frame payload accepted, in bytes (or 1M, 64KiB, ...)",
+    "initial_window": "bytes a client may send on one upload before the server grants more (or 8M, ...)",
     "upload_memory": (
-        "bytes of upload buffers held at once, server-wide (v2 and legacy); more uploads wait for READY, "
-        "then get BUSY; one connection holds at most a quarter, one address half"
+        "bytes of upload buffers held at once, server-wide (v2 and legacy; or 256M, 1GiB, ...); more "
+        "uploads wait for READY, then get BUSY; one connection holds at most a quarter, one address half"
     ),
     "send_memory": (
-        "bytes of file contents read into memory for sending at once, server-wide (small downloads); "
-        "more wait, then get BUSY"
+        "bytes of file contents read into memory for sending at once, server-wide (small downloads; "
+        "or 64M, ...); more wait, then get BUSY"
     ),
     "handshake_timeout": "seconds a new connection has to finish its hello",
     "idle_timeout": "seconds a connection may sit with nothing in flight",
@@ -173,6 +198,11 @@ def check_setting(name: str, value: Any) -> Any:
     """
     if name not in _FIELD_TYPES:
         raise ValueError(f"unknown setting {name}{_did_you_mean(name)}")
+    if name in SIZE_SETTINGS and isinstance(value, str):
+        try:
+            return parse_size(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
     kinds, expected = _ACCEPTS[_FIELD_TYPES[name]]
     # bool is an int subclass, but `port = true` is a mistake, not port 1.
     if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
@@ -183,6 +213,28 @@ def check_setting(name: str, value: Any) -> Any:
         expanded = os.path.expanduser(str(value))
         return Path(expanded) if isinstance(value, os.PathLike) else expanded
     return value
+
+
+def setting_from_text(name: str, text: str, where: str) -> Any:
+    """A setting typed as text (a command-line flag) as its field's type; errors name `where`.
+
+    Raises:
+        ValueError: not a number where one is needed, e.g. "--port: 'abc' is not a whole number".
+    """
+    kind = _FIELD_TYPES[name]
+    if name in SIZE_SETTINGS:
+        try:
+            return parse_size(text)
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+    convert: dict[str, tuple[Any, str]] = {"int": (int, "a whole number"), "float": (float, "a number")}
+    if kind not in convert:
+        return Path(text) if kind == "Path" else text
+    make, expected = convert[kind]
+    try:
+        return make(text)
+    except ValueError:
+        raise ValueError(f"{where}: {text!r} is not {expected}") from None
 
 
 def _did_you_mean(name: str) -> str:

@@ -101,6 +101,7 @@ Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
 WRITE_BLOCK = 1024 * 1024
+DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
 _RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
@@ -413,9 +414,12 @@ class ClientConnection:
 
                 async def write(block: bytes | memoryview, hasher: Hasher) -> None:
                     nonlocal position
-                    position = await trio.to_thread.run_sync(
-                        _write_and_hash, fd, block, position, hasher, writeback
-                    )
+                    try:
+                        position = await trio.to_thread.run_sync(
+                            _write_and_hash, fd, block, position, hasher, writeback
+                        )
+                    except OSError as exc:  # a full disk, say: name the partial, which keeps what came
+                        raise OSError(exc.errno, exc.strerror, str(partial)) from None
 
                 try:
                     digest = await self._receive_body(
@@ -424,7 +428,10 @@ class ClientConnection:
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
-            await trio.to_thread.run_sync(os.fsync, fd)
+            try:
+                await trio.to_thread.run_sync(os.fsync, fd)
+            except OSError as exc:  # a delayed allocation can fail only here
+                raise OSError(exc.errno, exc.strerror, str(partial)) from None
             if info.mtime_ns:
                 os.utime(fd, ns=(info.mtime_ns, info.mtime_ns))
             os.replace(partial, target)
@@ -774,6 +781,7 @@ class ClientConnection:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Upload every file under a local folder, skipping files already identical on the server.
 
@@ -785,6 +793,8 @@ class ClientConnection:
             remote: the remote folder to fill ("" is the root); created as needed.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan carried out: `copy` (the files sent), `unchanged`, `bytes_to_copy`.
@@ -800,7 +810,9 @@ class ClientConnection:
             plan = await conn.upload_tree("photos", "backup/photos")
             print(len(plan.copy), "files sent,", plan.unchanged, "already there")
         """
-        return await tree.upload_tree(self, local, remote, concurrency=concurrency, progress=progress)
+        return await tree.upload_tree(
+            self, local, remote, concurrency=concurrency, progress=progress, rules=rules
+        )
 
     async def download_tree(
         self,
@@ -809,6 +821,7 @@ class ClientConnection:
         *,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Download every file under a remote folder, skipping files already identical here.
 
@@ -819,6 +832,8 @@ class ClientConnection:
             local: the local folder to fill; created as needed.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
@@ -832,7 +847,9 @@ class ClientConnection:
         Example:
             await conn.download_tree("backup/photos", "photos-restored")
         """
-        return await tree.download_tree(self, remote, local, concurrency=concurrency, progress=progress)
+        return await tree.download_tree(
+            self, remote, local, concurrency=concurrency, progress=progress, rules=rules
+        )
 
     async def sync(
         self,
@@ -844,6 +861,7 @@ class ClientConnection:
         dry_run: bool = False,
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
+        rules: tree.Rules | None = None,
     ) -> Plan:
         """Make `remote` match `local` (Direction.UP) or `local` match `remote` (Direction.DOWN).
 
@@ -858,6 +876,8 @@ class ClientConnection:
             dry_run: only compute the plan; change nothing on either side.
             concurrency: how many files are in flight at once.
             progress: called with a `TreeProgress` after every change.
+            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
+                out is neither copied nor, on the target, deleted.
 
         Returns:
             The plan: `copy` and `delete` (relative paths), `unchanged`, `bytes_to_copy`.
@@ -883,6 +903,7 @@ class ClientConnection:
             dry_run=dry_run,
             concurrency=concurrency,
             progress=progress,
+            rules=rules,
         )
 
     async def remove_tree(self, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
@@ -997,7 +1018,8 @@ async def open_connection(
     user: str | None = None,
     password: str | None = None,
     tls: bool | ssl.SSLContext = False,
-    connect_timeout: float = 30.0,
+    timeout: float = DEFAULT_TIMEOUT,  # noqa: ASYNC109 (bounds the connecting only, not the operations)
+    connect_timeout: float | None = None,
     settings: Settings | None = None,
 ) -> AsyncIterator[ClientConnection]:
     """Connect to a trioftp server; use as `async with open_connection(host) as conn:`.
@@ -1013,7 +1035,10 @@ async def open_connection(
             HELLO exchange; use TLS so they do not cross the network in clear).
         tls: True for TLS with the system's trusted certificates, or an
             ssl.SSLContext (e.g. one that trusts a private CA).
-        connect_timeout: seconds for TCP connect, TLS, HELLO and login.
+        timeout: seconds the server has to let us in: TCP connect, TLS, HELLO and
+            login together. Operations are not bounded by it: the server may
+            legitimately take long to answer (a STAT hashes the whole file).
+        connect_timeout: the former name of `timeout`; wins if given.
         settings: the limits this client advertises (window, frame size, digests).
 
     Yields:
@@ -1022,11 +1047,15 @@ async def open_connection(
     Raises:
         ConnectionClosed: cannot connect, or the server refused us.
         AuthenticationFailed: wrong credentials, or the server needs some.
-        TransferTimeout: connecting took longer than connect_timeout.
+        TransferTimeout: connecting took longer than `timeout`.
         ProtocolViolation: the peer is not a trioftp v2 server.
     """
+    if connect_timeout is not None:
+        timeout = connect_timeout
+    if not timeout > 0:  # also NaN
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     try:
-        with trio.fail_after(connect_timeout):
+        with trio.fail_after(timeout):
             stream = await _connect(host, port, tls)
             conn = ClientConnection(stream, settings or Settings(features=(FEATURE_AUTH,)))
             try:
@@ -1035,7 +1064,7 @@ async def open_connection(
                 await conn.channel.aclose()
                 raise
     except trio.TooSlowError:
-        raise TransferTimeout(f"no answer from {host}:{port} within {connect_timeout:g} s") from None
+        raise TransferTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
     try:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(conn._reader)

@@ -15,7 +15,7 @@ async def get(host: str, name: str, *, port: int = DEFAULT_PORT, **connect: Any)
         host: the server's name or address.
         name: the remote file, a '/'-separated path under the server's root.
         port: the server's port.
-        **connect: passed to open_connection(): user, password, tls, connect_timeout.
+        **connect: passed to open_connection(): user, password, tls, timeout.
 
     Returns:
         The file's bytes, checked against the server's digest.
@@ -39,7 +39,7 @@ async def put(host: str, name: str, data: bytes, *, port: int = DEFAULT_PORT, **
         name: the remote file; missing folders are created.
         data: its bytes.
         port: the server's port.
-        **connect: passed to open_connection(): user, password, tls, connect_timeout.
+        **connect: passed to open_connection(): user, password, tls, timeout.
 
     Raises:
         RemoteChecksumMismatch: the server received other bytes; it kept nothing.

@@ -31,6 +31,7 @@ from trioftp.client.tree.model import (
 )
 from trioftp.client.tree.plan import plan_sync
 from trioftp.client.tree.remote import scan_remote, walk_remote
+from trioftp.client.tree.rules import Rules, filter_scan
 from trioftp.client.tree.run import carry_out, download_tree, remove_tree, sync, upload_tree
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "FOLDER_LINK_REASON",
     "NOWHERE_REASON",
     "PARTIAL_REASON",
+    "Rules",
     "Direction",
     "FileState",
     "Plan",
@@ -51,6 +53,7 @@ __all__ = [
     "UNSERVED_REASON",
     "carry_out",
     "download_tree",
+    "filter_scan",
     "plan_sync",
     "remove_tree",
     "scan_local",

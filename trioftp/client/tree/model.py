@@ -211,3 +211,5 @@ class TreeScan:
     skipped: dict[str, str] = attrs.field(factory=dict)
     exists: bool = True  # whether the top folder itself is there
     links: frozenset[str] = frozenset()  # remote symbolic links to folders: in `skipped`, never walked
+    # Left out by the include/exclude rules (see rules.py): never copied, and on the target never deleted.
+    excluded: frozenset[str] = frozenset()

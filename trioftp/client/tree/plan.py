@@ -24,6 +24,7 @@ from trioftp.client.tree.model import (
     _join,
 )
 from trioftp.client.tree.remote import scan_remote
+from trioftp.client.tree.rules import Rules, filter_scan
 from trioftp.concurrency import run_all
 from trioftp.digests import hash_file
 from trioftp.protocol.names import BadName, check_path
@@ -152,7 +153,7 @@ def _in_the_way(
     for path, what in sorted(clashes.items()):
         if not delete:
             skipped[path] = f"{what} is in the way {where}; --delete replaces it"
-        elif any(kept.startswith(f"{path}/") for kept in target.skipped):
+        elif any(kept.startswith(f"{path}/") for kept in (*target.skipped, *target.excluded)):
             skipped[path] = f"{what} is in the way {where}, holding an entry sync never deletes; not replaced"
         else:
             replace.append(path)
@@ -170,7 +171,7 @@ def _removals(
     """
     files = [path for path in target.files if path not in source_files and not _within(path, skipped)]
     gone = set(files)
-    kept = [path for path in target.files if path not in gone] + list(target.skipped)
+    kept = [path for path in target.files if path not in gone] + list(target.skipped) + list(target.excluded)
     holding = {folder for path in kept for folder in _ancestors(path)}
     folders = [
         folder
@@ -181,21 +182,30 @@ def _removals(
 
 
 async def plan_sync(
-    conn: ClientConnection, local: Path, remote: str, *, direction: Direction, delete: bool = False
+    conn: ClientConnection,
+    local: Path,
+    remote: str,
+    *,
+    direction: Direction,
+    delete: bool = False,
+    rules: Rules | None = None,
 ) -> Plan:
     """Compare both sides: by size first, and by digest where the sizes agree.
 
     The source's entries that cannot be copied go to `skipped`; with delete,
     the target's copies of them (and all under a skipped folder) are kept.
     Folders, empty ones too, are created and (with delete) deleted as files are.
+    What `rules` leave out is left out on both sides: neither copied nor deleted.
 
     Example:
         plan = await plan_sync(conn, Path("site"), "www", direction=Direction.UP, delete=True)
     """
     await _check_source(conn, local, remote, direction)
     as_target = direction is Direction.DOWN
-    local_scan = await trio.to_thread.run_sync(lambda: scan_local(local, target=as_target))
-    remote_scan = await scan_remote(conn, remote)
+    local_scan = await trio.to_thread.run_sync(
+        lambda: filter_scan(scan_local(local, target=as_target), rules)
+    )
+    remote_scan = filter_scan(await scan_remote(conn, remote), rules)
     source, target = (local_scan, remote_scan) if direction is Direction.UP else (remote_scan, local_scan)
     skipped = _not_copied(source, target, remote, direction, delete=delete)
 

@@ -28,6 +28,7 @@ from trioftp.client.tree.model import (
 )
 from trioftp.client.tree.plan import _ancestors, _children_first, _within, plan_sync
 from trioftp.client.tree.remote import _kind_of, scan_remote
+from trioftp.client.tree.rules import Rules
 from trioftp.concurrency import run_all
 from trioftp.errors import ConnectionClosed, TrioftpError
 from trioftp.protocol.messages import Kind
@@ -362,6 +363,7 @@ async def sync(
     dry_run: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
+    rules: Rules | None = None,
 ) -> Plan:
     """Make `remote` match `local` (UP) or `local` match `remote` (DOWN); return the plan.
 
@@ -372,7 +374,7 @@ async def sync(
         print(len(plan.copy), "files sent,", plan.unchanged, "already there")
     """
     local_path = Path(local)
-    plan = await plan_sync(conn, local_path, remote, direction=direction, delete=delete)
+    plan = await plan_sync(conn, local_path, remote, direction=direction, delete=delete, rules=rules)
     if not dry_run:
         await carry_out(
             conn, plan, local_path, remote, direction=direction, concurrency=concurrency, progress=progress
@@ -387,6 +389,7 @@ async def upload_tree(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
+    rules: Rules | None = None,
 ) -> Plan:
     """Upload every file under `local` into `remote`, skipping files already identical there.
 
@@ -395,7 +398,9 @@ async def upload_tree(
     Example:
         plan = await upload_tree(conn, "photos", "backup/photos")
     """
-    return await sync(conn, local, remote, direction=Direction.UP, concurrency=concurrency, progress=progress)
+    return await sync(
+        conn, local, remote, direction=Direction.UP, concurrency=concurrency, progress=progress, rules=rules
+    )
 
 
 async def download_tree(
@@ -405,6 +410,7 @@ async def download_tree(
     *,
     concurrency: int = DEFAULT_CONCURRENCY,
     progress: TreeCallback | None = None,
+    rules: Rules | None = None,
 ) -> Plan:
     """Download every file under `remote` into `local`, skipping files already identical here.
 
@@ -414,7 +420,7 @@ async def download_tree(
         plan = await download_tree(conn, "backup/photos", "photos-restored")
     """
     return await sync(
-        conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress
+        conn, local, remote, direction=Direction.DOWN, concurrency=concurrency, progress=progress, rules=rules
     )
 
 
