@@ -18,7 +18,9 @@ LOG_FORMATS = ("text", "json")
 # Settings that name a file or folder: "~" in them is the user's home, as in a shell.
 PATH_SETTINGS = frozenset({"root", "users_file", "tls_cert", "tls_key"})
 # Settings counted in bytes: a number, or a string with a unit ("1G", "64MiB").
-SIZE_SETTINGS = frozenset({"max_file_size", "max_frame_size", "initial_window", "upload_memory", "send_memory"})
+SIZE_SETTINGS = frozenset(
+    {"max_file_size", "max_frame_size", "initial_window", "upload_memory", "send_memory"}
+)
 
 # As rsync and GNU coreutils read them: a bare letter (and KiB...) counts in 1024s, KB... in 1000s.
 _SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(i?b)?|(b))?\s*", re.IGNORECASE)
