@@ -26,10 +26,10 @@ from trioftp.channel import ChannelClosed
 from trioftp.cli import main
 from trioftp.logs import JsonFormatter
 from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Put, Ready
-from trioftp.protocol.frames import HEADER
+from trioftp.protocol.frames import HEADER, FrameType
 from trioftp.server import Server, operations
 
-GARBAGE_FRAME = HEADER.pack(0, 0x7E, 0, 0)  # an unknown frame type: PROTOCOL_ERROR, connection closed
+GARBAGE_FRAME = HEADER.pack(0, FrameType.DONE, 0x01, 1)  # flags set: PROTOCOL_ERROR, connection closed
 
 
 class Scrape:

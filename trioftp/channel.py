@@ -87,7 +87,15 @@ class ChannelClosed(Exception):
 
 
 class FileChanged(Exception):
-    """The file ended before the bytes we announced were sent."""
+    """The file ended before the bytes we announced were sent.
+
+    Attributes:
+        missing: how many announced bytes could not be read from the file.
+    """
+
+    def __init__(self, message: str, *, missing: int = 0) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 def socket_of(stream: trio.abc.Stream) -> trio.socket.SocketType | None:
@@ -150,7 +158,7 @@ async def send_file_range(stream: trio.abc.Stream, fd: int, offset: int, count: 
         except OSError as exc:
             raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
         if sent == 0:
-            raise FileChanged("file ended before the announced size")
+            raise FileChanged("file ended before the announced size", missing=count)
         offset += sent
         count -= sent
         await trio.lowlevel.cancel_shielded_checkpoint()
@@ -163,7 +171,7 @@ async def _send_file_through(stream: trio.abc.Stream, fd: int, offset: int, coun
     while count:
         n = os.preadv(fd, [view[: min(count, len(buffer))]], offset)
         if n == 0:
-            raise FileChanged("file ended before the announced size")
+            raise FileChanged("file ended before the announced size", missing=count)
         try:
             await stream.send_all(view[:n])
         except trio.BrokenResourceError as exc:
@@ -216,6 +224,13 @@ class Channel:
         await self._before_append()
         with self._telling():
             data = b"".join([self.machine.send(m) for m in messages])
+        await self._emit(data)
+
+    async def send_grease(self, frame_type: int, payload: bytes) -> None:
+        """Send a frame of a reserved GREASE type (see Connection.send_grease)."""
+        await self._before_append()
+        with self._telling():
+            data = self.machine.send_grease(frame_type, payload)
         await self._emit(data)
 
     async def send_if_open(self, *messages: Message) -> bool:
@@ -279,7 +294,9 @@ class Channel:
         Returns False if the stream closed meanwhile.
 
         Raises:
-            FileChanged: the file is shorter than offset + count.
+            FileChanged: the file is shorter than offset + count; the frame was
+                filled up with zeros, so the connection goes on and the caller
+                ends this stream (BUSY).
         """
         async with self._holding_wire():
             with self._telling():
@@ -457,6 +474,12 @@ class Channel:
     async def _sendfile(self, fd: int, offset: int, count: int) -> None:
         try:
             await send_file_range(self.stream, fd, offset, count)
+        except FileChanged as exc:
+            # The DATA header announced `count` bytes: fill the frame up, so the
+            # framing stays whole and only this stream ends (spec 11.1).
+            await self._write(bytes(exc.missing))
+            self.bytes_sent += count - exc.missing
+            raise
         except BaseException as exc:
             self._broken = f"sendfile interrupted: {type(exc).__name__}"
             self._wake_writers()
@@ -487,8 +510,11 @@ class Channel:
             ChannelClosed: the connection broke.
         """
         while True:
+            ignored = self.machine.ignored_frames
             events = self._drain()
-            if events:
+            # Frames of unknown types return too (with no events), so the caller can
+            # count them against a peer that sends nothing else (spec 4.1).
+            if events or self.machine.ignored_frames != ignored:
                 return events
             await self._receive_once()
 

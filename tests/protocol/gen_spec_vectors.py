@@ -210,8 +210,6 @@ def malformed_group(r: Recorder) -> None:
         limit=1048576,
         note="one byte over the receiver's advertised max_frame_size",
     )
-    r.bad_frame("unknown-type", frame(0x0A, 0, b"\x80"))
-    r.bad_frame("type-zero", frame(0x00, 1, b""))
     r.bad_frame("nonzero-flags", frame(FrameType.DONE, 1, b"\x80", flags=0x01))
     r.bad_frame("reserved-stream-bit", frame(FrameType.DONE, 0x80000001, b"\x80"))
     r.bad_frame("bad-msgpack", frame(FrameType.GET, 1, b"\xc1"))
@@ -234,6 +232,10 @@ def malformed_group(r: Recorder) -> None:
     r.bad_frame("str-for-array", packed(FrameType.HELLO, 0, {**_hello_fields(), "digests": "blake3"}))
     r.bad_frame("too-many-digests", packed(FrameType.HELLO, 0, {**_hello_fields(), "digests": ["x"] * 17}))
     r.bad_frame("no-digests", packed(FrameType.HELLO, 0, {**_hello_fields(), "digests": []}))
+    r.bad_frame("digest-name-empty", packed(FrameType.HELLO, 0, {**_hello_fields(), "digests": [""]}))
+    r.bad_frame("digest-name-33", packed(FrameType.HELLO, 0, {**_hello_fields(), "digests": ["x" * 33]}))
+    r.bad_frame("too-many-features", packed(FrameType.HELLO, 0, {**_hello_fields(), "features": ["f"] * 33}))
+    r.bad_frame("feature-65", packed(FrameType.HELLO, 0, {**_hello_fields(), "features": ["f" * 65]}))
     r.bad_frame("digest-empty", packed(FrameType.END, 1, {"size": 12, "digest": b""}))
     r.bad_frame("digest-65-bytes", packed(FrameType.END, 1, {"size": 12, "digest": b"\x00" * 65}))
     r.bad_frame("negative-size", packed(FrameType.PUT, 1, _put_fields(size=-1)))
@@ -241,7 +243,11 @@ def malformed_group(r: Recorder) -> None:
     r.bad_frame("window-zero", packed(FrameType.WINDOW, 1, {"increment": 0}))
     r.bad_frame("window-2-31", packed(FrameType.WINDOW, 1, {"increment": 2**31}))
     r.bad_frame("initial-window-zero", packed(FrameType.HELLO, 0, {**_hello_fields(), "initial_window": 0}))
-    r.bad_frame("unknown-error-code", packed(FrameType.ERROR, 1, {"code": 99, "message": ""}))
+    r.frame("unknown-stream-error-code", Error(code=ErrorCode(99), message="", stream_id=1))
+    r.frame("unknown-connection-error-code", Error(code=ErrorCode(31), message="", stream_id=0))
+    r.frame("grease-error-code", Error(code=ErrorCode(0x2A2A), message="", stream_id=1))
+    r.bad_frame("error-code-zero", packed(FrameType.ERROR, 1, {"code": 0, "message": ""}))
+    r.bad_frame("error-code-2-32", packed(FrameType.ERROR, 1, {"code": 2**32, "message": ""}))
     r.bad_frame("bool-error-code", packed(FrameType.ERROR, 1, {"code": True, "message": ""}))
     r.bad_frame("unknown-kind", packed(FrameType.FILE_INFO, 1, {**_info_fields(), "kind": "folder"}))
     r.bad_frame(
@@ -372,9 +378,56 @@ def handshake_group(r: Recorder) -> None:
         [("recv", PREFACE + packed(FrameType.HELLO, 0, {**_hello_fields(), "max_frame_size": 2**24 + 1}))],
     )
     r.transcript(
-        "request-before-hello-exchange",
+        "request-pipelined-behind-the-client-hello",
         Role.SERVER,
-        [("recv", CLIENT_OPENING + enc(Get(name="hello.txt", stream_id=1)))],
+        [
+            ("recv", CLIENT_OPENING + enc(Get(name="hello.txt", stream_id=1))),
+            ("send", SERVER_HELLO),
+        ],
+    )
+    r.transcript(
+        "client-pipelines-one-request",
+        Role.CLIENT,
+        [
+            ("send", CLIENT_HELLO),
+            ("send", Get(name="hello.txt", stream_id=1)),
+            ("refuse", Get(name="other.txt", stream_id=2)),
+            ("refuse", Window(increment=1024, stream_id=1)),
+            ("recv", SERVER_OPENING),
+            ("send", Get(name="other.txt", stream_id=2)),
+        ],
+    )
+    r.transcript(
+        "request-before-the-client-hello",
+        Role.SERVER,
+        [("recv", PREFACE + enc(Get(name="hello.txt", stream_id=1)))],
+    )
+    r.transcript(
+        "hello-unknown-key-ignored",
+        Role.SERVER,
+        [("recv", PREFACE + packed(FrameType.HELLO, 0, {**_hello_fields(), "compression": ["zstd"]}))],
+    )
+    r.transcript(
+        "unknown-frame-types-ignored",
+        Role.SERVER,
+        [
+            *SERVER_HANDSHAKE,
+            (
+                "recv",
+                frame(0x0A, 0, b"\x80")
+                + frame(0x00, 1, b"")
+                + frame(0x7F, 0x80000001, b"\x01\x02", flags=0xFF),
+            ),
+            ("recv", frame(0x1F, 3, b"grease") + enc(Stat(name="hello.txt", stream_id=1))),
+        ],
+    )
+    r.transcript(
+        "window-with-a-get",
+        Role.SERVER,
+        [
+            *SERVER_HANDSHAKE,
+            ("recv", enc(Get(name="hello.txt", stream_id=1), Window(increment=65536, stream_id=1))),
+        ],
     )
     r.transcript(
         "server-speaks-first",
@@ -493,14 +546,19 @@ def auth_group(r: Recorder) -> None:
         ],
     )
     r.transcript(
-        "auth-before-the-server-hello",
+        "auth-pipelined-behind-the-client-hello",
         Role.SERVER,
-        [("recv", AUTH_CLIENT_OPENING + enc(ALICE))],
+        [("recv", AUTH_CLIENT_OPENING + enc(ALICE)), ("send", AUTH_SERVER_HELLO)],
     )
     r.transcript(
-        "auth-not-sent-before-the-server-hello",
+        "auth-before-the-client-hello",
+        Role.SERVER,
+        [("recv", PREFACE + enc(ALICE))],
+    )
+    r.transcript(
+        "auth-sent-behind-the-client-hello",
         Role.CLIENT,
-        [("send", AUTH_CLIENT_HELLO), ("refuse", ALICE)],
+        [("send", AUTH_CLIENT_HELLO), ("send", ALICE)],
     )
     r.transcript(
         "auth-from-the-server",

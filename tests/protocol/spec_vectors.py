@@ -135,6 +135,8 @@ def describe_error(exc: RemoteProtocolError) -> str:
 
 def render(value: Any) -> str:
     """A Python expression for `value` that `evaluate` turns back into it."""
+    if isinstance(value, ErrorCode) and value.name.startswith("UNKNOWN_"):
+        return f"ErrorCode({int(value)})"  # a code read by its range (spec 12.1): no name to give
     if isinstance(value, enum.Enum):
         return f"{type(value).__name__}.{value.name}"
     if attrs.has(type(value)):
@@ -395,25 +397,31 @@ class Recorder:
         machine = Connection(role, evaluate(settings) if settings else None)
         lines: list[tuple[str, str]] = [("settings", settings)] if settings else []
         failed = False
+
+        def read_events() -> None:
+            nonlocal failed
+            while not failed:
+                try:
+                    event = machine.next_event()
+                except RemoteProtocolError as exc:
+                    lines.append(("error", describe_error(exc)))
+                    failed = exc.ends_connection
+                    continue
+                if event is NEED_DATA:
+                    break
+                lines.append(("event", render(event) if event is not PEER_CLOSED else "PEER_CLOSED"))
+                if event is PEER_CLOSED:
+                    break
+
         for step, value in steps:
             if step == "recv":
                 machine.receive_data(value if value is not None else b"")
                 shown = spaced_frames(value, at_frame=False) if value is not None else "eof"
                 lines.append(("recv", shown))
-                while not failed:
-                    try:
-                        event = machine.next_event()
-                    except RemoteProtocolError as exc:
-                        lines.append(("error", describe_error(exc)))
-                        failed = exc.ends_connection
-                        continue
-                    if event is NEED_DATA:
-                        break
-                    lines.append(("event", render(event) if event is not PEER_CLOSED else "PEER_CLOSED"))
-                    if event is PEER_CLOSED:
-                        break
+                read_events()
             elif step == "send":
                 lines += [("send", render(value)), ("hex", spaced_frames(machine.send(value)))]
+                read_events()  # what waited for this send (the server's HELLO: spec 7)
             elif step == "refuse":
                 try:
                     machine.send(value)

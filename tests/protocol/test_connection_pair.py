@@ -590,15 +590,42 @@ def test_a_cancelled_refusal_is_not_answered(pair: ConnectionPair) -> None:
 # -------------------------------------------------------- connection errors
 
 
-def test_request_before_hello_is_refused_both_ways() -> None:
+def test_one_request_may_follow_the_client_hello_before_the_server_answers() -> None:
+    """v2.1 pipelining (spec 7): the client may send one request behind its HELLO; the server
+    reads it only once its own HELLO is sent, and the client's credit comes with that HELLO."""
     p = ConnectionPair()
     with pytest.raises(LocalProtocolError):
-        p.client.send(Get(name="a", stream_id=1))
-    p.deliver(SERVER, p.client.initiate())
+        p.client.send(Get(name="a", stream_id=1))  # before its own HELLO: never
+    early = p.client.initiate() + p.client.send(Get(name="a", stream_id=1))
     with pytest.raises(LocalProtocolError):
-        p.client.send(Get(name="a", stream_id=1))  # still waiting for the server's HELLO
-    p.server.receive_data(encode_message(Get(name="a", stream_id=1)))
+        p.client.send(Get(name="b", stream_id=3))  # a second one waits for the server's HELLO
+    with pytest.raises(LocalProtocolError):
+        p.client.send_data(1, b"x")
+    assert p.deliver(SERVER, early) == [p.client.settings.hello()]  # the GET waits behind it
+    assert p.server.next_event() is NEED_DATA
+    answer = p.server.send(p.server.settings.hello(digests=(p.digest,)))
+    assert p.server.next_event() == Get(name="a", stream_id=1)
+    assert p.deliver(CLIENT, answer) == [p.server.settings.hello(digests=(p.digest,))]
+    assert p.client.send_credit(1) == min(p.server.settings.initial_window, p.server.settings.max_frame_size)
+    p.send(CLIENT, Get(name="b", stream_id=3))  # open now: as many as max_streams
+
+
+def test_a_request_before_the_client_hello_is_refused() -> None:
+    p = ConnectionPair()
+    p.server.receive_data(PREFACE + encode_message(Get(name="a", stream_id=1)))
     expect_remote(p.server, ErrorCode.PROTOCOL_ERROR)
+
+
+def test_window_may_come_with_a_get(pair: ConnectionPair) -> None:
+    """v2.1: credit for a GET may be granted from the request on (spec 9)."""
+    assert pair.send(CLIENT, Get(name="a", stream_id=1), Window(increment=1000, stream_id=1)) == [
+        Get(name="a", stream_id=1),
+        Window(increment=1000, stream_id=1),
+    ]
+    pair.send(SERVER, info(1))
+    assert pair.server.send_credit(1) == min(
+        pair.client.settings.initial_window + 1000, pair.client.settings.max_frame_size
+    )
 
 
 def test_request_on_a_reused_stream_id(pair: ConnectionPair) -> None:
@@ -609,14 +636,43 @@ def test_request_on_a_reused_stream_id(pair: ConnectionPair) -> None:
 
 
 @pytest.mark.parametrize("type_byte", [0x00, 0x0A, 0x0F, 0x18, 0x1F, 0x25, 0x7F, 0xFF])
-def test_unknown_frame_type(pair: ConnectionPair, type_byte: int) -> None:
-    pair.server.receive_data(HEADER.pack(1, type_byte, 0, 1) + b"\x80")
-    expect_remote(pair.server, ErrorCode.PROTOCOL_ERROR)
+def test_an_unknown_frame_type_is_stepped_over(pair: ConnectionPair, type_byte: int) -> None:
+    """v2.1 (spec 4.1): unknown types, GREASE among them, are ignored whatever their flags or
+    stream, even when their payload comes in pieces; the frames around them are read."""
+    unknown = HEADER.pack(5, type_byte, 0xFF, 0xFFFFFFFF) + b"\x80abcd"
+    stat = encode_message(Stat(name="a", stream_id=1))
+    assert pair.deliver(SERVER, unknown[:12]) == []
+    assert pair.deliver(SERVER, unknown[12:] + stat) == [Stat(name="a", stream_id=1)]
+    assert pair.server.ignored_frames == 1
+    assert pair.server.state is ConnectionState.OPEN
+
+
+def test_an_unknown_frame_over_the_size_limit_is_still_refused(pair: ConnectionPair) -> None:
+    pair.server.receive_data(HEADER.pack(pair.server.settings.max_frame_size + 1, 0x0F, 0, 0))
+    expect_remote(pair.server, ErrorCode.FRAME_TOO_LARGE)
+
+
+@pytest.mark.parametrize(("code", "ends_connection"), [(31, True), (9, True), (45, False), (0x2A2A, False)])
+def test_an_unknown_error_code_is_read_by_its_range(
+    pair: ConnectionPair, code: int, ends_connection: bool
+) -> None:
+    """v2.1 (spec 12.1): below 32 it ends the connection, from 32 up the stream it names."""
+    pair.send(CLIENT, Stat(name="a", stream_id=1))
+    payload = msgpack.packb({"code": code, "message": "from a newer peer"})
+    stream_id = 0 if ends_connection else 1
+    [error] = pair.deliver(CLIENT, HEADER.pack(len(payload), FrameType.ERROR, 0, stream_id) + payload)
+    assert isinstance(error, Error) and error.code == code and error.code.ends_connection is ends_connection
+    assert error.code.name == f"UNKNOWN_{code}"
+    if ends_connection:
+        assert pair.client.state is ConnectionState.CLOSED
+    else:
+        assert pair.client.stream_state(1) is StreamState.CLOSED
+        assert pair.client.state is ConnectionState.OPEN
 
 
 def test_connection_errors_are_sticky(pair: ConnectionPair) -> None:
     pair.send(CLIENT, Get(name="a", stream_id=1))
-    pair.server.receive_data(HEADER.pack(1, 0x7F, 0, 1) + b"\x80")
+    pair.server.receive_data(HEADER.pack(1, FrameType.GET, 0, 1) + b"\x80")  # a GET that is not a map
     expect_remote(pair.server, ErrorCode.PROTOCOL_ERROR)
     assert pair.server.state is ConnectionState.ERROR
     # Good frames after the bad one are not read ...
@@ -742,10 +798,22 @@ def test_server_goodbye_leaves_crossing_requests_to_the_application(pair: Connec
 
 def test_goodbye_only_when_open() -> None:
     p = ConnectionPair()
+    with pytest.raises(LocalProtocolError):
+        p.client.send(Goodbye())
     p.deliver(SERVER, p.client.initiate())
     with pytest.raises(LocalProtocolError):
         p.client.send(Goodbye())
+    # A server reads what follows the client's HELLO only after its own HELLO, so a GOODBYE
+    # there is one on an open connection.
     p.server.receive_data(encode_message(Goodbye()))
+    assert p.server.next_event() is NEED_DATA
+    p.server.send(p.server.settings.hello(digests=(p.digest,)))
+    assert p.server.next_event() == Goodbye()
+
+
+def test_a_goodbye_before_the_client_hello_is_refused() -> None:
+    p = ConnectionPair()
+    p.server.receive_data(PREFACE + encode_message(Goodbye()))
     expect_remote(p.server, ErrorCode.PROTOCOL_ERROR)
 
 
@@ -863,11 +931,18 @@ def test_auth_before_the_hello_exchange() -> None:
     p = ConnectionPair(Settings(features=(FEATURE_AUTH,)), Settings(features=(FEATURE_AUTH,)))
     with pytest.raises(LocalProtocolError):
         p.client.send(ALICE)  # not even the preface is out
-    opening = p.client.initiate()
-    with pytest.raises(LocalProtocolError, match="HELLO exchange"):
-        p.client.send(ALICE)  # the server's HELLO has not come yet
-    p.server.receive_data(opening + encode_message(ALICE))
+    # v2.1: AUTH may be pipelined behind the client's HELLO; the server reads it after its own.
+    opening = p.client.initiate() + p.client.send(ALICE)
+    p.server.receive_data(opening)
     assert isinstance(p.server.next_event(), Hello)
+    assert p.server.next_event() is NEED_DATA
+    p.server.send(p.server.settings.hello(digests=(p.digest,)))
+    assert p.server.next_event() == ALICE
+
+
+def test_auth_before_the_client_hello_is_refused() -> None:
+    p = ConnectionPair(Settings(features=(FEATURE_AUTH,)), Settings(features=(FEATURE_AUTH,)))
+    p.server.receive_data(PREFACE + encode_message(ALICE))
     expect_remote(p.server, ErrorCode.PROTOCOL_ERROR)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import os
+import random
 import socket
 import ssl
 import stat as stat_module
@@ -62,10 +63,12 @@ from trioftp.protocol import (
     Settings,
     names,
 )
+from trioftp.protocol.frames import GREASE_FRAME_TYPES
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
     FEATURE_AUTH,
     FEATURE_ENTRY_KINDS,
+    FEATURE_V2_1,
     Auth,
     Authorized,
     Cancel,
@@ -101,6 +104,7 @@ Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
 WRITE_BLOCK = 1024 * 1024
+GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HELLO exchange
 DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
@@ -127,8 +131,10 @@ class ClientConnection:
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
         settings = settings or Settings()
-        if FEATURE_ENTRY_KINDS not in settings.features:  # this client reads every Entry kind
-            settings = attrs.evolve(settings, features=(*settings.features, FEATURE_ENTRY_KINDS))
+        # This client reads every Entry kind, and follows v2.1's rules.
+        missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
+        if missing:
+            settings = attrs.evolve(settings, features=(*settings.features, *missing))
         self.channel = Channel(stream, Connection(Role.CLIENT, settings))
         self._inboxes: dict[int, StreamInbox] = {}
         self._failure: TrioftpError | None = None
@@ -172,6 +178,11 @@ class ClientConnection:
         await self.channel.send(self.channel.machine.settings.hello())
         hello = await self._handshake_event(Hello)
         self._slots = trio.Semaphore(max(1, hello.max_streams))
+        if FEATURE_V2_1 in hello.features and random.random() < GREASE_CHANCE:
+            # Now and then a frame of a reserved type, so a server that chokes on
+            # unknown frames is found by its users' everyday traffic (spec 4.1).
+            frame_type = random.choice(GREASE_FRAME_TYPES)
+            await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
         offers_auth = FEATURE_AUTH in hello.features
         if user is None:
             if offers_auth and FEATURE_ANONYMOUS not in hello.features:

@@ -18,7 +18,7 @@ from cattrs.preconf.msgpack import make_converter
 
 from trioftp.protocol.errors import ErrorCode, RemoteProtocolError
 from trioftp.protocol.frames import Frame, FrameType, encode_frame
-from trioftp.protocol.messages import BY_FRAME_TYPE, MESSAGE_TYPES, Data, Message
+from trioftp.protocol.messages import BY_FRAME_TYPE, MESSAGE_TYPES, Data, Hello, Message
 from trioftp.protocol.names import BadName
 
 
@@ -110,6 +110,12 @@ def decode_message(frame: Frame) -> Message:
         ) from None
     if not isinstance(fields, dict):
         raise RemoteProtocolError(f"{frame.type.name} payload must be a map", stream_id=frame.stream_id)
+    if cls is Hello:
+        # HELLO is where a later version adds fields: a receiver ignores keys it
+        # does not know (spec 5.2). Every other map is closed.
+        fields = {
+            key: value for key, value in fields.items() if key in _WIRE_FIELDS[cls] or key == "stream_id"
+        }
     missing = _WIRE_FIELDS[cls] - fields.keys()
     if missing:
         # Defaults are for building messages in code; on the wire every field is

@@ -23,7 +23,9 @@ from trioftp.protocol.errors import (
     RemoteProtocolError,
 )
 from trioftp.protocol.frames import (
+    GREASE_FRAME_TYPES,
     HANDSHAKE_MAX_PAYLOAD,
+    HEADER,
     HEADER_SIZE,
     MAX_MAX_FRAME_SIZE,
     MIN_MAX_FRAME_SIZE,
@@ -36,6 +38,7 @@ from trioftp.protocol.frames import (
 from trioftp.protocol.messages import (
     BY_FRAME_TYPE,
     FEATURE_AUTH,
+    FEATURE_V2_1,
     REQUEST_TYPES,
     U31,
     Auth,
@@ -62,9 +65,13 @@ class _Sentinel(enum.Enum):
 
 
 NEED_DATA: Final = _Sentinel.NEED_DATA
-"""next_event(): no complete frame is buffered; feed more bytes."""
+"""next_event(): no complete frame is buffered; feed more bytes. Also, server side, while the
+client's HELLO waits for ours: what the client pipelined behind it (spec 7) stays buffered
+until our HELLO is sent, as h11 holds a pipelined request until the response is out."""
 PEER_CLOSED: Final = _Sentinel.PEER_CLOSED
 """next_event(): the peer closed its side cleanly, between frames."""
+
+EARLY_REQUESTS = 1  # requests a client may send before the server's HELLO arrives (spec 7)
 
 Event = Message | _Sentinel
 
@@ -159,6 +166,12 @@ class Connection:
         return hello.digests[0]
 
     @property
+    def ignored_frames(self) -> int:
+        """Frames of unknown types received and stepped over (spec 4.1); a flood of them is the
+        application's to count against the peer."""
+        return self._decoder.ignored_frames
+
+    @property
     def open_stream_ids(self) -> list[int]:
         return list(self._streams)
 
@@ -216,6 +229,26 @@ class Connection:
         else:
             self._on_stream_message(message, self.role, sent=True)
         return self._with_preface(frame)
+
+    def send_grease(self, frame_type: int, payload: bytes) -> bytes:
+        """Return a frame of a reserved GREASE type (spec 4.1), which the peer must step over.
+
+        Sent now and then, it finds peers that choke on unknown frame types
+        before a real new type does. Only once the HELLO exchange is done, and
+        only to a peer whose HELLO lists "v2.1" (a v2.0 peer refuses unknown types).
+
+        Raises:
+            LocalProtocolError: not a GREASE type, not open, the peer is not v2.1, or too large.
+        """
+        if frame_type not in GREASE_FRAME_TYPES:
+            raise LocalProtocolError(f"0x{frame_type:02x} is not a GREASE frame type")
+        if self.state is not ConnectionState.OPEN or self.peer_hello is None:
+            raise LocalProtocolError(f"cannot send GREASE: connection is {self.state.value}")
+        if FEATURE_V2_1 not in self.peer_hello.features:
+            raise LocalProtocolError("the peer's HELLO does not list v2.1: it would refuse GREASE")
+        if len(payload) > self.peer_hello.max_frame_size:
+            raise LocalProtocolError("GREASE payload over the peer's frame limit")
+        return self._with_preface(_grease(frame_type, payload))
 
     def send_data_header(self, stream_id: int, length: int) -> bytes:
         """Return a DATA frame header alone; the caller sends `length` body bytes after it.
@@ -351,6 +384,8 @@ class Connection:
     def _next_event(self, split_streams: Container[int]) -> Event | DataHeader:
         if not self._preface_received and not self._take_preface():
             return self._need_data()
+        if self.role is Role.SERVER and self.peer_hello is not None and self.our_hello is None:
+            return NEED_DATA  # our HELLO answers the client's before anything behind it is read
         if split_streams:
             header = self._decoder.next_header()
             if header is None:
@@ -447,9 +482,11 @@ class Connection:
     def _on_auth(self, message: Auth | Authorized, sender: Role, *, sent: bool) -> None:
         error = LocalProtocolError if sent else RemoteProtocolError
         name = type(message).__name__.upper()
-        if self.state is ConnectionState.HANDSHAKE:
+        # v2.1: a client may pipeline its AUTH behind its HELLO, as it may one request.
+        early = sent and isinstance(message, Auth) and self.role is Role.CLIENT and self.our_hello is not None
+        if self.state is ConnectionState.HANDSHAKE and not early:
             raise error(f"{name} before the HELLO exchange is complete")
-        if self.state is not ConnectionState.OPEN:
+        if self.state not in (ConnectionState.OPEN, ConnectionState.HANDSHAKE):
             raise error(f"{name} on a connection in state {self.state.value}")
         if isinstance(message, Auth):
             if sender is not Role.CLIENT:
@@ -493,6 +530,8 @@ class Connection:
             self._decoder.max_payload = max(HANDSHAKE_MAX_PAYLOAD, hello.max_frame_size)
         else:
             self.peer_hello = hello
+            for stream in self._streams.values():  # pipelined before this HELLO (client only)
+                stream.send_credit = hello.initial_window
         if self.our_hello is not None and self.peer_hello is not None:
             self.state = ConnectionState.OPEN
 
@@ -502,7 +541,7 @@ class Connection:
         error = LocalProtocolError if sent else RemoteProtocolError
         stream_id = message.stream_id
         name = type(message).__name__
-        if self.state is not ConnectionState.OPEN:
+        if self.state is not ConnectionState.OPEN and not (sent and self._may_send_early(message)):
             raise error(f"{name} before the HELLO exchange is complete")
         if isinstance(message, Error) and message.code.ends_connection:
             raise error(f"ERROR on stream {stream_id} must carry a stream code, not {message.code.name}")
@@ -557,6 +596,16 @@ class Connection:
         else:
             stream.state = new_state
 
+    def _may_send_early(self, message: Message) -> bool:
+        """A client's request pipelined behind its HELLO, within what the protocol's minimum limits allow."""
+        return (
+            self.role is Role.CLIENT
+            and self.state is ConnectionState.HANDSHAKE
+            and self.our_hello is not None
+            and type(message) in OPERATION_OF_REQUEST
+            and len(self._streams) < EARLY_REQUESTS
+        )
+
     def _open_stream(self, operation: Operation, message: Any, sender: Role, *, sent: bool) -> None:
         error = LocalProtocolError if sent else RemoteProtocolError
         stream_id = message.stream_id
@@ -568,24 +617,25 @@ class Connection:
         if client_goodbye:
             raise error("the client opened a stream after its GOODBYE")
         self._highest_stream_id = stream_id
-        server_hello = self.peer_hello if sent else self.our_hello
-        assert server_hello is not None
-        over_limit = not sent and len(self._streams) >= server_hello.max_streams
+        # A request we send before the server's HELLO is held to EARLY_REQUESTS instead.
+        limit = self.our_hello.max_streams if not sent and self.our_hello is not None else None
+        over_limit = limit is not None and len(self._streams) >= limit
         self._add_stream(stream_id, operation)
         if over_limit:
             # The stream stays open until the server's ERROR answers it.
             raise RemoteProtocolError(
-                f"stream {stream_id} is over the limit of {server_hello.max_streams} open streams",
+                f"stream {stream_id} is over the limit of {limit} open streams",
                 error_code=ErrorCode.LIMIT_REACHED,
                 stream_id=stream_id,
             )
 
     def _add_stream(self, stream_id: int, operation: Operation) -> None:
-        assert self.our_hello is not None and self.peer_hello is not None
+        assert self.our_hello is not None
         self._streams[stream_id] = _Stream(
             operation=operation,
             state=StreamState.REQUESTED,
-            send_credit=self.peer_hello.initial_window,
+            # A request sent before the server's HELLO gets its credit when that HELLO comes.
+            send_credit=self.peer_hello.initial_window if self.peer_hello is not None else 0,
             receive_window=self.our_hello.initial_window,
         )
 
@@ -611,3 +661,7 @@ class Connection:
             return exc
         code = exc.error_code if exc.error_code.ends_connection else ErrorCode.PROTOCOL_ERROR
         return RemoteProtocolError(str(exc), error_code=code, stream_id=0)
+
+
+def _grease(frame_type: int, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), frame_type, 0, 0) + payload

@@ -41,6 +41,24 @@ class ErrorCode(enum.IntEnum):
     def ends_connection(self) -> bool:
         return self < 32
 
+    @classmethod
+    def _missing_(cls, value: object) -> ErrorCode | None:
+        """A code this side does not know (a newer peer's, or GREASE) is read by its range.
+
+        It becomes a pseudo-member named UNKNOWN_<n>: below 32 it ends the
+        connection, from 32 up one stream, as HTTP/2 and QUIC treat unknown codes.
+        """
+        if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_ERROR_CODE:
+            return None
+        member = int.__new__(cls, value)
+        member._name_ = f"UNKNOWN_{value}"
+        member._value_ = value
+        return member
+
+
+MAX_ERROR_CODE = 2**32 - 1  # codes are unsigned 32-bit numbers (spec 12.1)
+GREASE_ERROR_CODES = (0x2A2A, 0x4A4A)  # never assigned: a peer must read them by range (spec 12.1)
+
 
 class ProtocolError(Exception):
     """A violation of the protocol, by us or by the peer.

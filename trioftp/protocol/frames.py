@@ -59,6 +59,12 @@ class FrameType(enum.IntEnum):
     STATUS_INFO = 0x24
 
 
+# Frame types never assigned (spec 4.1): every type whose low four bits are all set.
+# A peer sends them now and then so that receivers that choke on unknown types are
+# found early (the idea of RFC 8701's GREASE).
+GREASE_FRAME_TYPES = tuple(range(0x0F, 0x100, 0x10))
+
+
 @attrs.frozen
 class Frame:
     type: FrameType
@@ -91,6 +97,8 @@ class FrameDecoder:
         self._buffer = bytearray()
         self._header: tuple[int, FrameType, int, int] | None = None
         self.body_remaining = 0  # payload bytes of a frame the caller takes itself (`start_body`)
+        self._skipping = 0  # payload bytes of an unknown frame still to drop
+        self.ignored_frames = 0  # frames of unknown types dropped so far (spec 4.1)
 
     @property
     def buffered(self) -> int:
@@ -102,11 +110,21 @@ class FrameDecoder:
         The payload stays where it is: follow with `next_frame()` (the whole
         frame) or `start_body()` (the caller takes the payload itself).
         """
-        if self._header is None:
+        while self._header is None:
+            if self._skipping:
+                dropped = min(self._skipping, len(self._buffer))
+                del self._buffer[:dropped]
+                self._skipping -= dropped
+                if self._skipping:
+                    return None
             if len(self._buffer) < HEADER_SIZE:
                 return None
-            self._header = self._parse_header()
+            header = self._parse_header()
             del self._buffer[:HEADER_SIZE]
+            if header is None:  # an unknown type: its payload is dropped, whatever its flags
+                self.ignored_frames += 1
+                continue
+            self._header = header
         return self._header
 
     def start_body(self) -> int:
@@ -155,7 +173,8 @@ class FrameDecoder:
         self._header = None
         return Frame(type=frame_type, stream_id=stream_id, payload=payload, flags=flags)
 
-    def _parse_header(self) -> tuple[int, FrameType, int, int]:
+    def _parse_header(self) -> tuple[int, FrameType, int, int] | None:
+        """The header's fields, or None for a frame of a type this side does not know."""
         length, type_byte, flags, stream_id = HEADER.unpack_from(self._buffer)
         if length > self.max_payload:
             raise FrameTooLarge(
@@ -164,7 +183,10 @@ class FrameDecoder:
         try:
             frame_type = FrameType(type_byte)
         except ValueError:
-            raise RemoteProtocolError(f"unknown frame type 0x{type_byte:02x}") from None
+            # Ignored, as HTTP/2 (RFC 9113 section 5.5) and QUIC do, so a later
+            # version can add frame types that older peers step over.
+            self._skipping = length
+            return None
         if flags != 0:
             raise RemoteProtocolError(f"flags must be 0 in v2, got 0x{flags:02x}")
         if stream_id > MAX_STREAM_ID:

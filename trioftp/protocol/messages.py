@@ -25,8 +25,13 @@ MAX_TEXT_CHARS = 1024
 MAX_USER_CHARS = 255
 MAX_RIGHTS = 16
 MAX_RIGHT_CHARS = 32
+MAX_DIGEST_NAMES = 16
+MAX_DIGEST_NAME_CHARS = 32
+MAX_FEATURES = 32
+MAX_FEATURE_CHARS = 64
 
 # HELLO features a server lists (protocol_spec.md, "Authentication").
+FEATURE_V2_1 = "v2.1"  # this side follows v2.1's rules (spec "Changes"): pipelining, unknown frames...
 FEATURE_AUTH = "auth"  # the server has users and accepts AUTH
 FEATURE_ANONYMOUS = "anonymous"  # the server also serves clients that send no AUTH
 FEATURE_ENTRY_KINDS = "entry-kinds"  # the client reads Entry kinds "link" and "other" (spec 11.3)
@@ -134,8 +139,21 @@ class Hello:
 
     @digests.validator
     def _check_digests(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
-        if not 1 <= len(value) <= 16:
-            raise ValueError("digests must name 1 to 16 algorithms")
+        if not 1 <= len(value) <= MAX_DIGEST_NAMES:
+            raise ValueError(f"digests must name 1 to {MAX_DIGEST_NAMES} algorithms")
+        _check_names("digests", value, MAX_DIGEST_NAME_CHARS)
+
+    @features.validator
+    def _check_features(self, _attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+        if len(value) > MAX_FEATURES:
+            raise ValueError(f"features may name at most {MAX_FEATURES}")
+        _check_names("features", value, MAX_FEATURE_CHARS)
+
+
+def _check_names(what: str, names: tuple[str, ...], longest: int) -> None:
+    for name in names:
+        if not 1 <= len(name) <= longest:
+            raise ValueError(f"each of {what} must be 1..{longest} characters")
 
 
 @frozen

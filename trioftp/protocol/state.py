@@ -82,6 +82,7 @@ _REQ, _XFER, _COMMIT, _CLOSED = (
 
 STREAM_TRANSITIONS: dict[tuple[Operation, StreamState, Role, type[Any]], StreamState] = {
     (Operation.GET, _REQ, _S, FileInfo): _XFER,
+    (Operation.GET, _REQ, _C, Window): _REQ,  # credit may come with the request (v2.1)
     (Operation.GET, _XFER, _S, Data): _XFER,
     (Operation.GET, _XFER, _C, Window): _XFER,
     (Operation.GET, _XFER, _S, End): _CLOSED,

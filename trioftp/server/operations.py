@@ -21,7 +21,7 @@ import trio
 
 from trioftp.auth import Right
 from trioftp.budget import BudgetTimeout, ByteBudget
-from trioftp.channel import ChannelClosed
+from trioftp.channel import ChannelClosed, FileChanged
 from trioftp.concurrency import both
 from trioftp.digests import hash_file
 from trioftp.protocol import ErrorCode
@@ -343,7 +343,11 @@ async def _send_body(
             await inbox.wait_change()
             continue
         count = min(credit, end - position)
-        if not await channel.send_file_data(stream_id, fd, position, count):
+        try:
+            sent = await channel.send_file_data(stream_id, fd, position, count)
+        except FileChanged:
+            raise StorageError(ErrorCode.BUSY, "the file shrank while being sent; try again") from None
+        if not sent:
             break
         position += count
         record.bytes = position - start  # as it goes, so a cut transfer logs what it sent
@@ -502,6 +506,12 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
             session.storage.digests.put(st, algorithm, digest)
         if digest != request.digest:
             return None
+        if request.mtime_ns is not None and st.st_mtime_ns != request.mtime_ns:
+            # The bytes are there; the time the client brings is not, and a sync tool
+            # comparing times would send the file again on every run (spec 11.2).
+            os.utime(fd, ns=(st.st_atime_ns, request.mtime_ns))
+            st = os.fstat(fd)
+            session.storage.digests.put(st, algorithm, digest)
         return session.storage.facts(request.name, st, digest)
     finally:
         os.close(fd)

@@ -39,6 +39,7 @@ from trioftp.protocol.connection import Event
 from trioftp.protocol.messages import (
     FEATURE_ANONYMOUS,
     FEATURE_AUTH,
+    FEATURE_V2_1,
     REQUEST_TYPES,
     Auth,
     Authorized,
@@ -104,9 +105,9 @@ class V2Session:
         self._must_log_in = users is not None and users.anonymous is None
         if self.user.home:
             self.storage = server.storage.scoped(self.user.home)
-        features: tuple[str, ...] = ()
+        features: tuple[str, ...] = (FEATURE_V2_1,)
         if users is not None:
-            features = (FEATURE_AUTH, FEATURE_ANONYMOUS) if users.anonymous else (FEATURE_AUTH,)
+            features += (FEATURE_AUTH, FEATURE_ANONYMOUS) if users.anonymous else (FEATURE_AUTH,)
         settings = Settings(
             max_frame_size=config.max_frame_size,
             max_streams=config.max_streams,
@@ -127,6 +128,7 @@ class V2Session:
         self.upload_share: ByteBudget | None = None
         self.read_handles: trio.Semaphore | None = None
         self._no_op_allowance = NO_OP_ALLOWANCE
+        self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
         self._payload_delivered = 0  # DATA payload bytes handed to streams as messages
         self._scope: trio.CancelScope | None = None  # set while the reader runs (the watchdog looks then)
         self._nursery: trio.Nursery | None = None  # the stream tasks', opened at the first request
@@ -260,6 +262,7 @@ class V2Session:
                 pending = []
                 await self._refuse(exc.stream_id, exc.error_code, str(exc))
                 continue
+            self._count_ignored_frames()
             self._last_activity = trio.current_time()
 
     def _dispatch(self, message: Message) -> None:
@@ -297,6 +300,16 @@ class V2Session:
             inbox.deliver(message)
         elif isinstance(message, Window):
             inbox.notify()
+
+    def _count_ignored_frames(self) -> None:
+        """Frames of unknown types (GREASE among them) do no work either: they share the allowance."""
+        ignored = self.channel.machine.ignored_frames
+        new, self._ignored_seen = ignored - self._ignored_seen, ignored
+        self._no_op_allowance -= new
+        if self._no_op_allowance < 0:
+            raise CloseConnection(
+                ErrorCode.PROTOCOL_ERROR, "too many frames that do nothing (of unknown types)"
+            )
 
     def _count_no_op(self, message: Message) -> None:
         self._no_op_allowance -= 1
