@@ -162,6 +162,26 @@ def test_links_into_the_state_folder_are_refused(tree: Storage, root: Path, way:
     upload.abort(keep=False)
 
 
+def test_the_state_folder_itself_cannot_be_moved_or_deleted_through_a_link(
+    tree: Storage, root: Path, way: str
+) -> None:
+    """RENAME and DELETE act on the entry, not through it: `a/up/.trioftp` (a/up -> ..) is the
+    state folder under another name, and must be refused as `.trioftp` is (it was moved away)."""
+    (root / "empty").mkdir()
+    for name in ("a/up/.trioftp", "rootlink/.trioftp"):
+        for attempt in (
+            lambda n: tree.rename(n, "stolen", replace=False),
+            lambda n: tree.rename("empty", n, replace=True),
+            lambda n: tree.rename("file", n, replace=True),
+            tree.delete,
+        ):
+            with pytest.raises(StorageError) as caught:
+                attempt(name)
+            assert caught.value.code is ErrorCode.PERMISSION_DENIED, name
+    assert sorted(os.listdir(root / ".trioftp")) == ["partial"]
+    assert not os.path.lexists(root / "stolen") and (root / "empty").is_dir() and (root / "file").is_file()
+
+
 def test_an_upload_lands_in_the_folder_held_since_put(tree: Storage, root: Path, way: str) -> None:
     """The remote attack of issue 11.1, at the storage: the folder is moved away and its name
     given to a link out between PUT and commit."""

@@ -511,6 +511,7 @@ class Storage:
         with self._base() as base, self._located(base, name, follow=False) as (folder, last):
             try:
                 st = os.stat(last, dir_fd=folder, follow_symlinks=False)
+                self._refuse_reserved(st)
                 if stat_module.S_ISDIR(st.st_mode):
                     os.rmdir(last, dir_fd=folder)
                 else:
@@ -519,6 +520,12 @@ class Storage:
                 if exc.errno == errno.ENOTEMPTY:
                     raise self._not_empty(folder, last, name) from None
                 raise _os_error(exc, name) from None
+
+    def _refuse_reserved(self, st: os.stat_result) -> None:
+        """PERMISSION_DENIED for the state folders themselves, reached by a link to the root
+        (`me/.trioftp` with `me` -> `.`): the first segment's name alone does not catch that."""
+        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+            raise _reserved()
 
     def _not_empty(self, parent: int, last: str, name: str) -> StorageError:
         """Say what keeps a folder: a client that listed it empty cannot see why otherwise."""
@@ -549,10 +556,13 @@ class Storage:
                 moving = os.stat(old_last, dir_fd=old_folder, follow_symlinks=False)
             except OSError as exc:
                 raise _os_error(exc, old) from None
+            self._refuse_reserved(moving)
             parent, _, last = new.rpartition("/")
             with self._landing(base, parent, new) as landing:
                 landing.make(new)
                 there = _lstat_at(landing.fd, last)
+                if there is not None:
+                    self._refuse_reserved(there)
                 if there is not None and not replace:
                     raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
                 if there is not None and _identity(there) != _identity(moving):
