@@ -114,6 +114,46 @@ def test_absolute_links_back_inside_need_the_base_path(root: Path, way: str) -> 
         os.close(base)
 
 
+def test_absolute_links_by_the_configured_root_path_still_work(tmp_path: Path, way: str) -> None:
+    """A root configured through a link (/srv -> /data/srv) and absolute links inside written
+    with that path: realpath put them inside, so they worked before 11.1 and must still; so
+    must a home's links written with its path under that root, and `..` still cannot leave."""
+    real = tmp_path.resolve() / "data" / "files"
+    (real / "docs").mkdir(parents=True)
+    (real / "docs" / "a.txt").write_bytes(b"A")
+    (real / "shared" / "alice").mkdir(parents=True)
+    (real / "shared" / "alice" / "x.txt").write_bytes(b"X")
+    (real / "homes").mkdir()
+    (real / "homes" / "alice").symlink_to("../shared/alice")
+    (tmp_path / "srv").symlink_to(real.parent)
+    configured = tmp_path / "srv" / "files"
+    (real / "via-config").symlink_to(configured / "docs" / "a.txt")
+    (real / "folder-via-config").symlink_to(configured / "docs")
+    (real / "climbs").symlink_to(f"{configured}/docs/../../files/docs/a.txt")
+    (real / "shared" / "alice" / "via-home").symlink_to(configured / "homes" / "alice" / "x.txt")
+    (real / "shared" / "alice" / "to-docs").symlink_to(configured / "docs" / "a.txt")
+    storage = Storage(configured)
+    try:
+        for name in ("via-config", "folder-via-config/a.txt"):
+            fd, _ = storage.open_read(name)
+            assert os.read(fd, 5) == b"A", name
+            os.close(fd)
+        kinds = {e.name: e.kind.name for e in storage.list("")}
+        assert kinds["via-config"] == kinds["folder-via-config"] == "LINK"
+        with pytest.raises(StorageError) as caught:
+            storage.open_read("climbs")  # `..` above the root, even spelt with the root's path
+        assert caught.value.code is ErrorCode.PERMISSION_DENIED
+        home = storage.scoped("homes/alice")
+        fd, _ = home.open_read("via-home")
+        assert os.read(fd, 5) == b"X"
+        os.close(fd)
+        with pytest.raises(StorageError) as caught:
+            home.open_read("to-docs")  # inside the root, but outside the home
+        assert caught.value.code is ErrorCode.PERMISSION_DENIED
+    finally:
+        storage.close()
+
+
 def test_a_root_swapped_for_a_symlink_out_is_not_followed(tree: Storage, root: Path, way: str) -> None:
     """The root is held open: renamed, and its name given to a link out, it is still what is served."""
     assert tree.stat("a/b/f.txt")[0].size == 1

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from trioftp.beneath import MAX_LINKS, LeadsOutside, open_beneath, path_of_fd
+from trioftp.beneath import MAX_LINKS, LeadsOutside, beneath_path, open_beneath, path_of_fd
 from trioftp.digests import hash_file, hash_range, new_hasher
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
@@ -185,6 +185,10 @@ class Storage:
     def __init__(self, root: Path, *, partial_ttl: float = 86400.0, max_file_size: int = 2**40) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
+        # Absolute links inside may name the root by its real path or by the path it was
+        # configured as (through a link, e.g. /srv -> /data/srv): both count as inside.
+        self._top_paths = tuple(dict.fromkeys((str(self.root), os.path.abspath(root))))
+        self._root_paths = self._top_paths  # the same for this view's own root (its home)
         self.partial_dir = self.root / STATE_DIR / "partial"
         self.partial_dir.mkdir(parents=True, exist_ok=True)
         self.partial_ttl = partial_ttl
@@ -225,6 +229,9 @@ class Storage:
         view = copy.copy(self)
         view.home = f"{self.home}/{home}" if self.home else home
         view.root = Path(real) if real else self.root / home
+        view._root_paths = tuple(
+            dict.fromkeys((str(view.root), *(f"{path.rstrip('/')}/{home}" for path in self._root_paths)))
+        )
         return view
 
     # ------------------------------------------------------------------ names
@@ -246,7 +253,7 @@ class Storage:
             yield self._top_fd
             return
         try:
-            fd = open_beneath(self._top_fd, self.home, os.O_PATH | os.O_DIRECTORY, base_path=str(self.top))
+            fd = open_beneath(self._top_fd, self.home, os.O_PATH | os.O_DIRECTORY, base_path=self._top_paths)
         except LeadsOutside:
             raise _outside(self.home) from None
         except OSError as exc:
@@ -259,7 +266,7 @@ class Storage:
     def _open(self, base: int, relative: str, flags: int, name: str, *, follow: bool = True) -> int:
         """`relative` opened beneath `base`, with errors in the wire's words about `name`."""
         try:
-            return open_beneath(base, relative, flags, follow=follow, base_path=str(self.root))
+            return open_beneath(base, relative, flags, follow=follow, base_path=self._root_paths)
         except LeadsOutside:
             raise _outside(name) from None
         except OSError as exc:
@@ -311,10 +318,10 @@ class Storage:
                 break
             os.close(folder)
             if text.startswith("/"):
-                root = str(self.root).rstrip("/")
-                if not (text == root or text.startswith(root + "/")):
+                rest = beneath_path(text, self._root_paths)
+                if rest is None:
                     raise _outside(name)
-                relative = text[len(root) :].lstrip("/")
+                relative = rest
             else:
                 relative = f"{parent}/{text}" if parent else text
         else:
