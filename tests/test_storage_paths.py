@@ -222,6 +222,18 @@ def test_the_state_folder_itself_cannot_be_moved_or_deleted_through_a_link(
     assert not os.path.lexists(root / "stolen") and (root / "empty").is_dir() and (root / "file").is_file()
 
 
+def test_a_refused_upload_keeps_no_descriptor_nor_key(tree: Storage, root: Path) -> None:
+    """Upload() refusing the algorithm after the folder and the partial were opened."""
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError):
+        tree.begin_upload("a/new.bin", 1, algorithm="md5")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert os.listdir(root / ".trioftp" / "partial") == []
+    upload = tree.begin_upload("a/new.bin", 1, algorithm="blake3")
+    assert upload.partial.endswith(".part")  # the key was given back: resumable again
+    upload.abort(keep=False)
+
+
 def test_an_upload_lands_in_the_folder_held_since_put(tree: Storage, root: Path, way: str) -> None:
     """The remote attack of issue 11.1, at the storage: the folder is moved away and its name
     given to a link out between PUT and commit."""

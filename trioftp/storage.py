@@ -659,10 +659,18 @@ class Storage:
             held.close()
             self._release(key if owns_key else None)
             raise _os_error(exc, name) from None
-        upload = Upload(
-            storage=self, name=name, landing=held, last=last, partial=partial, fd=fd, size=size,
-            algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
-        )  # fmt: skip
+        try:
+            upload = Upload(
+                storage=self, name=name, landing=held, last=last, partial=partial, fd=fd, size=size,
+                algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
+            )  # fmt: skip
+        except BaseException:  # an unknown algorithm: give back what was taken above
+            os.close(fd)
+            held.close()
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=self._partial_fd)
+            self._release(key if owns_key else None)
+            raise
         try:
             upload.start(resume=resume and owns_key)
         except BaseException:
