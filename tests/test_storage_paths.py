@@ -234,6 +234,20 @@ def test_a_refused_upload_keeps_no_descriptor_nor_key(tree: Storage, root: Path)
     upload.abort(keep=False)
 
 
+def test_delete_of_a_folder_of_plain_entries_says_only_not_empty(tree: Storage, root: Path) -> None:
+    """The entries were examined after their folder's descriptor was closed (EBADF), so every
+    one counted as "not served" and DELETE blamed FIFOs and links that are not there."""
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "z").write_bytes(b"z")
+    with pytest.raises(StorageError) as caught:
+        tree.delete("x")
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert str(caught.value) == "folder 'x' is not empty"
+    os.mkfifo(root / "x" / "fifo")
+    with pytest.raises(StorageError, match="holds 1 entry the server does not serve"):
+        tree.delete("x")
+
+
 def test_an_upload_lands_in_the_folder_held_since_put(tree: Storage, root: Path, way: str) -> None:
     """The remote attack of issue 11.1, at the storage: the folder is moved away and its name
     given to a link out between PUT and commit."""

@@ -540,10 +540,10 @@ class Storage:
             fd = os.open(last, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             try:
                 with os.scandir(fd) as scan:
-                    items = list(scan)
+                    # While `fd` is open: a DirEntry's stat() is an fstatat on it.
+                    hidden = sum(1 for item in scan if _unserved(self._entry(name, item)))
             finally:
                 os.close(fd)
-            hidden = sum(1 for item in items if _unserved(self._entry(name, item)))
         except OSError:
             return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
         if not hidden:
