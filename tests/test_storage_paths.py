@@ -248,6 +248,18 @@ def test_delete_of_a_folder_of_plain_entries_says_only_not_empty(tree: Storage, 
         tree.delete("x")
 
 
+def test_a_state_folder_that_is_a_link_out_makes_nothing_outside(tmp_path: Path) -> None:
+    """`.trioftp` swapped for a link out before a start: the partial folder was made through it
+    by path (mkdir -p), outside the root, before the open beneath refused it."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / ".trioftp").symlink_to(outside)
+    with pytest.raises(OSError):
+        Storage(root)
+    assert os.listdir(outside) == []
+
+
 def test_an_upload_lands_in_the_folder_held_since_put(tree: Storage, root: Path, way: str) -> None:
     """The remote attack of issue 11.1, at the storage: the folder is moved away and its name
     given to a link out between PUT and commit."""

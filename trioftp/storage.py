@@ -146,6 +146,13 @@ class DigestCache:
                 self._entries.popitem(last=False)
 
 
+def _make_and_enter(folder: int, name: str) -> int:
+    """The folder `name` in `folder`, made if missing, opened never through a link (ELOOP/ENOTDIR)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=folder)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+
+
 class _HeldFolders:
     """The open root and partial folder: closed by `close()`, or when no storage holds them."""
 
@@ -153,7 +160,11 @@ class _HeldFolders:
         self.top = self.partial = -1
         self.top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self.partial = open_beneath(self.top, f"{STATE_DIR}/partial", os.O_RDONLY | os.O_DIRECTORY)
+            state = _make_and_enter(self.top, STATE_DIR)
+            try:
+                self.partial = _make_and_enter(state, "partial")
+            finally:
+                os.close(state)
         except BaseException:
             os.close(self.top)
             raise
@@ -189,8 +200,7 @@ class Storage:
         # configured as (through a link, e.g. /srv -> /data/srv): both count as inside.
         self._top_paths = tuple(dict.fromkeys((str(self.root), os.path.abspath(root))))
         self._root_paths = self._top_paths  # the same for this view's own root (its home)
-        self.partial_dir = self.root / STATE_DIR / "partial"
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        self.partial_dir = self.root / STATE_DIR / "partial"  # made, beneath the root, by _HeldFolders
         self.partial_ttl = partial_ttl
         self.max_file_size = max_file_size
         self.digests = DigestCache()
