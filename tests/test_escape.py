@@ -101,3 +101,22 @@ async def test_racing_renames_of_a_link_out_never_serve_outside_bytes(
     assert swaps > 10
     assert got.get(b"inside", 0) > 0
     assert b"SECRET" not in got, got
+
+
+async def test_the_state_folder_cannot_be_renamed_away_through_a_link_to_the_root(
+    server: Server, server_root: Path
+) -> None:
+    """A link to the root inside it (here `sub/up` -> `..`) reaches `.trioftp` under another
+    name: RENAME must refuse it as it refuses `.trioftp` itself."""
+    (server_root / "sub").mkdir()
+    (server_root / "sub" / "up").symlink_to("..")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            with pytest.raises(RemoteError) as caught:
+                await conn.rename("sub/up/.trioftp", "stolen")
+            assert caught.value.code is ErrorCode.PERMISSION_DENIED
+            with pytest.raises(RemoteError) as caught:
+                await conn.delete("sub/up/.trioftp")
+            assert caught.value.code is ErrorCode.PERMISSION_DENIED
+    assert (server_root / ".trioftp" / "partial").is_dir()
+    assert "stolen" not in os.listdir(server_root)

@@ -114,6 +114,46 @@ def test_absolute_links_back_inside_need_the_base_path(root: Path, way: str) -> 
         os.close(base)
 
 
+def test_absolute_links_by_the_configured_root_path_still_work(tmp_path: Path, way: str) -> None:
+    """A root configured through a link (/srv -> /data/srv) and absolute links inside written
+    with that path: realpath put them inside, so they worked before 11.1 and must still; so
+    must a home's links written with its path under that root, and `..` still cannot leave."""
+    real = tmp_path.resolve() / "data" / "files"
+    (real / "docs").mkdir(parents=True)
+    (real / "docs" / "a.txt").write_bytes(b"A")
+    (real / "shared" / "alice").mkdir(parents=True)
+    (real / "shared" / "alice" / "x.txt").write_bytes(b"X")
+    (real / "homes").mkdir()
+    (real / "homes" / "alice").symlink_to("../shared/alice")
+    (tmp_path / "srv").symlink_to(real.parent)
+    configured = tmp_path / "srv" / "files"
+    (real / "via-config").symlink_to(configured / "docs" / "a.txt")
+    (real / "folder-via-config").symlink_to(configured / "docs")
+    (real / "climbs").symlink_to(f"{configured}/docs/../../files/docs/a.txt")
+    (real / "shared" / "alice" / "via-home").symlink_to(configured / "homes" / "alice" / "x.txt")
+    (real / "shared" / "alice" / "to-docs").symlink_to(configured / "docs" / "a.txt")
+    storage = Storage(configured)
+    try:
+        for name in ("via-config", "folder-via-config/a.txt"):
+            fd, _ = storage.open_read(name)
+            assert os.read(fd, 5) == b"A", name
+            os.close(fd)
+        kinds = {e.name: e.kind.name for e in storage.list("")}
+        assert kinds["via-config"] == kinds["folder-via-config"] == "LINK"
+        with pytest.raises(StorageError) as caught:
+            storage.open_read("climbs")  # `..` above the root, even spelt with the root's path
+        assert caught.value.code is ErrorCode.PERMISSION_DENIED
+        home = storage.scoped("homes/alice")
+        fd, _ = home.open_read("via-home")
+        assert os.read(fd, 5) == b"X"
+        os.close(fd)
+        with pytest.raises(StorageError) as caught:
+            home.open_read("to-docs")  # inside the root, but outside the home
+        assert caught.value.code is ErrorCode.PERMISSION_DENIED
+    finally:
+        storage.close()
+
+
 def test_a_root_swapped_for_a_symlink_out_is_not_followed(tree: Storage, root: Path, way: str) -> None:
     """The root is held open: renamed, and its name given to a link out, it is still what is served."""
     assert tree.stat("a/b/f.txt")[0].size == 1
@@ -160,6 +200,64 @@ def test_links_into_the_state_folder_are_refused(tree: Storage, root: Path, way:
     assert [e.name for e in tree.list("") if e.name == "state"] == ["state"]
     assert {e.kind.name for e in tree.list("") if e.name in ("state", "parts", "one")} == {"OTHER"}
     upload.abort(keep=False)
+
+
+def test_the_state_folder_itself_cannot_be_moved_or_deleted_through_a_link(
+    tree: Storage, root: Path, way: str
+) -> None:
+    """RENAME and DELETE act on the entry, not through it: `a/up/.trioftp` (a/up -> ..) is the
+    state folder under another name, and must be refused as `.trioftp` is (it was moved away)."""
+    (root / "empty").mkdir()
+    for name in ("a/up/.trioftp", "rootlink/.trioftp"):
+        for attempt in (
+            lambda n: tree.rename(n, "stolen", replace=False),
+            lambda n: tree.rename("empty", n, replace=True),
+            lambda n: tree.rename("file", n, replace=True),
+            tree.delete,
+        ):
+            with pytest.raises(StorageError) as caught:
+                attempt(name)
+            assert caught.value.code is ErrorCode.PERMISSION_DENIED, name
+    assert sorted(os.listdir(root / ".trioftp")) == ["partial"]
+    assert not os.path.lexists(root / "stolen") and (root / "empty").is_dir() and (root / "file").is_file()
+
+
+def test_a_refused_upload_keeps_no_descriptor_nor_key(tree: Storage, root: Path) -> None:
+    """Upload() refusing the algorithm after the folder and the partial were opened."""
+    before = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(ValueError):
+        tree.begin_upload("a/new.bin", 1, algorithm="md5")
+    assert len(os.listdir("/proc/self/fd")) == before
+    assert os.listdir(root / ".trioftp" / "partial") == []
+    upload = tree.begin_upload("a/new.bin", 1, algorithm="blake3")
+    assert upload.partial.endswith(".part")  # the key was given back: resumable again
+    upload.abort(keep=False)
+
+
+def test_delete_of_a_folder_of_plain_entries_says_only_not_empty(tree: Storage, root: Path) -> None:
+    """The entries were examined after their folder's descriptor was closed (EBADF), so every
+    one counted as "not served" and DELETE blamed FIFOs and links that are not there."""
+    (root / "x" / "y").mkdir(parents=True)
+    (root / "x" / "z").write_bytes(b"z")
+    with pytest.raises(StorageError) as caught:
+        tree.delete("x")
+    assert caught.value.code is ErrorCode.BAD_REQUEST
+    assert str(caught.value) == "folder 'x' is not empty"
+    os.mkfifo(root / "x" / "fifo")
+    with pytest.raises(StorageError, match="holds 1 entry the server does not serve"):
+        tree.delete("x")
+
+
+def test_a_state_folder_that_is_a_link_out_makes_nothing_outside(tmp_path: Path) -> None:
+    """`.trioftp` swapped for a link out before a start: the partial folder was made through it
+    by path (mkdir -p), outside the root, before the open beneath refused it."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (root / ".trioftp").symlink_to(outside)
+    with pytest.raises(OSError):
+        Storage(root)
+    assert os.listdir(outside) == []
 
 
 def test_an_upload_lands_in_the_folder_held_since_put(tree: Storage, root: Path, way: str) -> None:

@@ -21,6 +21,7 @@ import errno
 import os
 import stat
 from collections import deque
+from collections.abc import Sequence
 
 from trioftp.syscalls import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 
@@ -40,7 +41,7 @@ def open_beneath(
     *,
     mode: int = 0o644,
     follow: bool = True,
-    base_path: str | None = None,
+    base_path: str | Sequence[str] | None = None,
 ) -> int:
     """Open `name` (relative, `/`-separated; "" is the base itself) without leaving `base_fd`.
 
@@ -48,8 +49,10 @@ def open_beneath(
         flags: as os.open; O_CLOEXEC is added.
         follow: follow a symlink in the last component (else it is opened itself, with
             O_PATH, or refused with ELOOP).
-        base_path: the base folder's absolute path, for absolute symlinks that lead back
-            inside it; without it such links are refused.
+        base_path: the base folder's absolute path (or its paths: the real one and the one it
+            was configured by, through a link), for absolute symlinks that lead back inside
+            it; without it such links are refused. Only the text is compared: the rest of
+            the link is then walked beneath `base_fd`, never by path.
 
     Raises:
         LeadsOutside: a `..` or a symlink on the way leads out of the base.
@@ -69,7 +72,18 @@ def open_beneath(
     return _walk(base_fd, name, flags, mode, base_path)
 
 
-def _walk(base_fd: int, name: str, flags: int, mode: int, base_path: str | None) -> int:
+def beneath_path(text: str, base_path: str | Sequence[str] | None) -> str | None:
+    """What follows the base in the absolute `text` ("" for the base itself); None if it is
+    not under any of the base's paths."""
+    paths = [base_path] if isinstance(base_path, str) else list(base_path or ())
+    for path in paths:
+        top = path.rstrip("/")
+        if text == top or text.startswith(top + "/"):
+            return text[len(top) :].lstrip("/")
+    return None
+
+
+def _walk(base_fd: int, name: str, flags: int, mode: int, base_path: str | Sequence[str] | None) -> int:
     parts = deque(part for part in name.split("/") if part not in ("", "."))
     folders = [os.dup(base_fd)]  # from the base down to the folder we are in; `..` pops
     links = 0
@@ -91,12 +105,10 @@ def _walk(base_fd: int, name: str, flags: int, mode: int, base_path: str | None)
             if links > MAX_LINKS:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), name)
             if text.startswith("/"):
-                inside = base_path is not None and (
-                    text == base_path or text.startswith(base_path.rstrip("/") + "/")
-                )
-                if not inside or base_path is None:
+                rest = beneath_path(text, base_path)
+                if rest is None:
                     raise LeadsOutside(name)
-                text = text[len(base_path) :]
+                text = rest
                 for fd in folders[1:]:
                     os.close(fd)
                 del folders[1:]

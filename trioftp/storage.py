@@ -29,7 +29,7 @@ from pathlib import Path
 
 import attrs
 
-from trioftp.beneath import MAX_LINKS, LeadsOutside, open_beneath, path_of_fd
+from trioftp.beneath import MAX_LINKS, LeadsOutside, beneath_path, open_beneath, path_of_fd
 from trioftp.digests import hash_file, hash_range, new_hasher
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
@@ -146,6 +146,13 @@ class DigestCache:
                 self._entries.popitem(last=False)
 
 
+def _make_and_enter(folder: int, name: str) -> int:
+    """The folder `name` in `folder`, made if missing, opened never through a link (ELOOP/ENOTDIR)."""
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(name, dir_fd=folder)
+    return os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
+
+
 class _HeldFolders:
     """The open root and partial folder: closed by `close()`, or when no storage holds them."""
 
@@ -153,7 +160,11 @@ class _HeldFolders:
         self.top = self.partial = -1
         self.top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         try:
-            self.partial = open_beneath(self.top, f"{STATE_DIR}/partial", os.O_RDONLY | os.O_DIRECTORY)
+            state = _make_and_enter(self.top, STATE_DIR)
+            try:
+                self.partial = _make_and_enter(state, "partial")
+            finally:
+                os.close(state)
         except BaseException:
             os.close(self.top)
             raise
@@ -185,8 +196,11 @@ class Storage:
     def __init__(self, root: Path, *, partial_ttl: float = 86400.0, max_file_size: int = 2**40) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.root = root.resolve()
-        self.partial_dir = self.root / STATE_DIR / "partial"
-        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        # Absolute links inside may name the root by its real path or by the path it was
+        # configured as (through a link, e.g. /srv -> /data/srv): both count as inside.
+        self._top_paths = tuple(dict.fromkeys((str(self.root), os.path.abspath(root))))
+        self._root_paths = self._top_paths  # the same for this view's own root (its home)
+        self.partial_dir = self.root / STATE_DIR / "partial"  # made, beneath the root, by _HeldFolders
         self.partial_ttl = partial_ttl
         self.max_file_size = max_file_size
         self.digests = DigestCache()
@@ -225,6 +239,9 @@ class Storage:
         view = copy.copy(self)
         view.home = f"{self.home}/{home}" if self.home else home
         view.root = Path(real) if real else self.root / home
+        view._root_paths = tuple(
+            dict.fromkeys((str(view.root), *(f"{path.rstrip('/')}/{home}" for path in self._root_paths)))
+        )
         return view
 
     # ------------------------------------------------------------------ names
@@ -246,7 +263,7 @@ class Storage:
             yield self._top_fd
             return
         try:
-            fd = open_beneath(self._top_fd, self.home, os.O_PATH | os.O_DIRECTORY, base_path=str(self.top))
+            fd = open_beneath(self._top_fd, self.home, os.O_PATH | os.O_DIRECTORY, base_path=self._top_paths)
         except LeadsOutside:
             raise _outside(self.home) from None
         except OSError as exc:
@@ -259,7 +276,7 @@ class Storage:
     def _open(self, base: int, relative: str, flags: int, name: str, *, follow: bool = True) -> int:
         """`relative` opened beneath `base`, with errors in the wire's words about `name`."""
         try:
-            return open_beneath(base, relative, flags, follow=follow, base_path=str(self.root))
+            return open_beneath(base, relative, flags, follow=follow, base_path=self._root_paths)
         except LeadsOutside:
             raise _outside(name) from None
         except OSError as exc:
@@ -311,10 +328,10 @@ class Storage:
                 break
             os.close(folder)
             if text.startswith("/"):
-                root = str(self.root).rstrip("/")
-                if not (text == root or text.startswith(root + "/")):
+                rest = beneath_path(text, self._root_paths)
+                if rest is None:
                     raise _outside(name)
-                relative = text[len(root) :].lstrip("/")
+                relative = rest
             else:
                 relative = f"{parent}/{text}" if parent else text
         else:
@@ -511,6 +528,7 @@ class Storage:
         with self._base() as base, self._located(base, name, follow=False) as (folder, last):
             try:
                 st = os.stat(last, dir_fd=folder, follow_symlinks=False)
+                self._refuse_reserved(st)
                 if stat_module.S_ISDIR(st.st_mode):
                     os.rmdir(last, dir_fd=folder)
                 else:
@@ -520,16 +538,22 @@ class Storage:
                     raise self._not_empty(folder, last, name) from None
                 raise _os_error(exc, name) from None
 
+    def _refuse_reserved(self, st: os.stat_result) -> None:
+        """PERMISSION_DENIED for the state folders themselves, reached by a link to the root
+        (`me/.trioftp` with `me` -> `.`): the first segment's name alone does not catch that."""
+        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+            raise _reserved()
+
     def _not_empty(self, parent: int, last: str, name: str) -> StorageError:
         """Say what keeps a folder: a client that listed it empty cannot see why otherwise."""
         try:
             fd = os.open(last, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=parent)
             try:
                 with os.scandir(fd) as scan:
-                    items = list(scan)
+                    # While `fd` is open: a DirEntry's stat() is an fstatat on it.
+                    hidden = sum(1 for item in scan if _unserved(self._entry(name, item)))
             finally:
                 os.close(fd)
-            hidden = sum(1 for item in items if _unserved(self._entry(name, item)))
         except OSError:
             return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
         if not hidden:
@@ -549,10 +573,13 @@ class Storage:
                 moving = os.stat(old_last, dir_fd=old_folder, follow_symlinks=False)
             except OSError as exc:
                 raise _os_error(exc, old) from None
+            self._refuse_reserved(moving)
             parent, _, last = new.rpartition("/")
             with self._landing(base, parent, new) as landing:
                 landing.make(new)
                 there = _lstat_at(landing.fd, last)
+                if there is not None:
+                    self._refuse_reserved(there)
                 if there is not None and not replace:
                     raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
                 if there is not None and _identity(there) != _identity(moving):
@@ -642,10 +669,18 @@ class Storage:
             held.close()
             self._release(key if owns_key else None)
             raise _os_error(exc, name) from None
-        upload = Upload(
-            storage=self, name=name, landing=held, last=last, partial=partial, fd=fd, size=size,
-            algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
-        )  # fmt: skip
+        try:
+            upload = Upload(
+                storage=self, name=name, landing=held, last=last, partial=partial, fd=fd, size=size,
+                algorithm=algorithm, expected_digest=digest, key=key if owns_key else None,
+            )  # fmt: skip
+        except BaseException:  # an unknown algorithm: give back what was taken above
+            os.close(fd)
+            held.close()
+            with contextlib.suppress(OSError):
+                os.unlink(partial, dir_fd=self._partial_fd)
+            self._release(key if owns_key else None)
+            raise
         try:
             upload.start(resume=resume and owns_key)
         except BaseException:
