@@ -341,38 +341,33 @@ class Storage:
         finally:
             os.close(folder)
 
-    def _open_entry(self, name: str, flags: int, *, follow: bool = True) -> int:
-        """Open what `name` leads to (a link in the last segment followed if `follow`)."""
-        with self._base() as base, self._located(base, name, follow=follow) as (folder, last):
-            try:
-                fd = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
-            except OSError as exc:
-                if exc.errno == errno.ELOOP:  # became a link since it was located: one more try
-                    return self._open_entry_again(name, flags)
-                raise _os_error(exc, name) from None
-        st = os.fstat(fd)
-        if stat_module.S_ISLNK(st.st_mode):  # O_PATH opened a link that appeared since it was located
-            os.close(fd)
-            return self._open_entry_again(name, flags)
-        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
-            os.close(fd)
-            raise _reserved()
-        return fd
+    def _open_entry(self, name: str, flags: int, *, again: bool = True) -> int:
+        """Open what `name` leads to, a link in its last segment followed (beneath the base).
 
-    def _open_entry_again(self, name: str, flags: int) -> int:
+        The entry is located, then opened with O_NOFOLLOW: if it became a link in
+        between, it is located once more, and a second change is BUSY.
+        """
         with self._base() as base, self._located(base, name, follow=True) as (folder, last):
             try:
                 fd = os.open(last, flags | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=folder)
             except OSError as exc:
-                if exc.errno == errno.ELOOP:
-                    raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again") from None
-                raise _os_error(exc, name) from None
-        st = os.fstat(fd)
-        if stat_module.S_ISLNK(st.st_mode) or (
-            stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders
-        ):
+                if exc.errno != errno.ELOOP:
+                    raise _os_error(exc, name) from None
+                fd = -1
+        try:
+            st = os.fstat(fd) if fd >= 0 else None
+        except OSError as exc:
             os.close(fd)
+            raise _os_error(exc, name) from None
+        if st is None or stat_module.S_ISLNK(st.st_mode):  # a link appeared since it was located
+            if fd >= 0:
+                os.close(fd)
+            if again:
+                return self._open_entry(name, flags, again=False)
             raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again")
+        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+            os.close(fd)
+            raise _reserved()
         return fd
 
     # ------------------------------------------------------------------ reads
