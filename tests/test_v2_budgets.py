@@ -21,6 +21,7 @@ from tests.v2_helpers import MiB, RawPeer, connect, raw_request, wait_until
 from trioftp.protocol import (
     Cancel,
     Data,
+    End,
     Error,
     ErrorCode,
     FileInfo,
@@ -198,6 +199,68 @@ async def test_unread_small_downloads_keep_memory_and_files_bounded(
 
 
 _SMALL_RECEIVE_BUFFER = (trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
+
+
+def v2_sessions(server: Server) -> list[Any]:
+    return [session for session in server._sessions if isinstance(session, server_module.V2Session)]
+
+
+async def test_unread_downloads_hold_a_few_tasks_not_one_per_request(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """GETs over the connection's read handles wait as requests alone: no task, inbox or record each."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server()
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as peer:
+            peer.stream.setsockopt(*_SMALL_RECEIVE_BUFFER)
+            await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(128)))
+            await trio.sleep(0.2)
+            for _ in range(20):  # and it stays so while the peer reads nothing
+                [session] = v2_sessions(server)
+                assert session.open_streams == 8
+                assert server.metrics.running == 8
+                assert session.queued_gets == 120
+                await trio.sleep(0.01)
+    await wait_until(lambda: server.metrics.running == 0)
+    # The queued GETs end as the started ones do: counted and logged as transfers.
+    assert sum(n for (op, _), n in server.metrics.finished.items() if op == "GET") == 128
+    server.shutdown()
+
+
+async def test_a_queued_get_can_be_cancelled_and_the_rest_are_served(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    data = os.urandom(60_000)
+    (server_root / "s.bin").write_bytes(data)
+    server: Server = await make_server()
+    streams = [1 + 2 * i for i in range(40)]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        # A 16 KiB window: each running GET sends that much, then waits for WINDOW.
+        async with RawPeer.connect(server, initial_window=16384, max_frame_size=16384) as peer:
+            await peer.send_raw(b"".join(get_request(stream, "s.bin") for stream in streams))
+            received: dict[int, int] = {}
+            while len(received) < 8:  # the 8 running GETs send their first 16 KiB and wait
+                message = await peer.receive()
+                if isinstance(message, Data):
+                    received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
+            # Stream 61 is the 31st GET: queued. A WINDOW for it is no frame that does nothing.
+            await peer.send(Window(increment=1024, stream_id=61), Cancel(stream_id=61))
+            # Credit for every other stream, queued or not: the machine keeps it for those not started.
+            await peer.send(*(Window(increment=MiB, stream_id=s) for s in streams if s != 61))
+            ended: set[int] = set()
+            while len(ended) < 39:
+                message = await peer.receive()
+                assert message is not None and not isinstance(message, Error), message
+                if isinstance(message, Data):
+                    received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
+                elif isinstance(message, End):
+                    ended.add(message.stream_id)
+            assert ended == set(streams) - {61} and all(received[s] == len(data) for s in ended)
+    await wait_until(lambda: server.metrics.running == 0)
+    assert server.metrics.finished["GET", "cancelled"] == 1
+    assert server.metrics.finished["GET", "ok"] == 39
+    server.shutdown()
 
 
 async def test_a_download_kept_alive_by_useless_frames_is_dropped(

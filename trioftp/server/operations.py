@@ -60,7 +60,10 @@ T = TypeVar("T")
 
 INLINE_HASH_LIMIT = 256 * 1024  # below this, hashing on the loop beats a thread hop
 SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one write
-READ_HANDLES = 8  # files one connection's downloads hold open at once; more GETs wait their turn
+# GETs one connection runs at once (each holds its file open); the session keeps those
+# over it as bare requests until one ends: a peer that asks for many files and reads
+# none holds a few descriptors, buffers and tasks, not one of each per request.
+READ_HANDLES = 8
 CONNECTION_SHARE = 4  # one connection holds at most 1/4 of upload_memory (or one upload's need)
 WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
 LISTING_CHUNK = 256  # entries per LISTING frame at most
@@ -163,7 +166,7 @@ def interruption(exc: BaseException, *, cancelled: tuple[str, str]) -> tuple[str
     return ErrorCode.INTERNAL.name, f"failed: internal error: {detail}"
 
 
-def _why_cancelled(session: V2Session) -> tuple[str, str]:
+def why_cancelled(session: V2Session) -> tuple[str, str]:
     """Why the session cancelled its stream tasks, as (outcome, reason)."""
     if session.ending is not None:  # the ERROR it closes with: SHUTTING_DOWN, TIMEOUT, ...
         code, message = session.ending
@@ -171,6 +174,16 @@ def _why_cancelled(session: V2Session) -> tuple[str, str]:
     if session.lost is not None:
         return "connection_lost", f"interrupted: {session.lost}"
     return "interrupted", "interrupted: cancelled"  # from outside the session: the server's task
+
+
+def never_started(session: V2Session, request: Get, outcome: str, reason: str) -> None:
+    """The log line and metrics of a GET that ended while waiting for a read handle (no task ran)."""
+    record = TransferRecord(
+        peer=session.peer, operation="GET", name=request.name, metrics=session.server.metrics,
+        user=session.user.name,
+    )  # fmt: skip
+    record.fail(outcome, reason)
+    record.log()
 
 
 async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
@@ -202,7 +215,7 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
         )
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
-        record.fail(*interruption(exc, cancelled=_why_cancelled(session)))
+        record.fail(*interruption(exc, cancelled=why_cancelled(session)))
         raise
     finally:
         if inbox.cancelled and record.result == "ok":
@@ -266,15 +279,6 @@ def _name_of(request: Message) -> str:
 
 
 async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
-    if session.read_handles is None:
-        session.read_handles = trio.Semaphore(READ_HANDLES)
-    # Opened only in turn: a peer that asks for many files and reads none holds a
-    # few descriptors and buffers, not one per request.
-    async with session.read_handles:
-        await _get_opened(session, request, inbox, record)
-
-
-async def _get_opened(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
     fd, st = storage.open_read(request.name)
     try:

@@ -47,12 +47,13 @@ from trioftp.protocol.messages import (
     Data,
     End,
     Error,
+    Get,
     Goodbye,
     Hello,
     Message,
     Window,
 )
-from trioftp.server.operations import run_request
+from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
 from trioftp.server.rate import RateFloor
 
 if TYPE_CHECKING:
@@ -124,9 +125,12 @@ class V2Session:
         self._ending: tuple[ErrorCode, str] | None = None
         self._lost: str | None = None
         self.server_busy = 0  # streams waiting on our own work (disk, memory), not on the peer
-        # This connection's part of upload_memory and its open files for downloads, made at first use.
+        # This connection's part of upload_memory, made at first use.
         self.upload_share: ByteBudget | None = None
-        self.read_handles: trio.Semaphore | None = None
+        # GETs run READ_HANDLES at a time (each holds its file open); those over that wait
+        # here as their request alone (no task, inbox or record), oldest first, by stream id.
+        self._gets_running = 0
+        self._queued_gets: dict[int, Get] = {}
         self._no_op_allowance = NO_OP_ALLOWANCE
         self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
         self._payload_delivered = 0  # DATA payload bytes handed to streams as messages
@@ -163,6 +167,7 @@ class V2Session:
                         except Exception as exc:
                             self._note_ending(exc)
                         nursery.cancel_scope.cancel()
+                    self._drop_queued_gets()
             self._scope = self._nursery = None
         if self._ending is not None:
             await self._close_with(*self._ending)
@@ -176,6 +181,11 @@ class V2Session:
     def open_streams(self) -> int:
         """Streams whose tasks are running."""
         return len(self._inboxes)
+
+    @property
+    def queued_gets(self) -> int:
+        """GETs waiting for one of the connection's READ_HANDLES, with no task yet."""
+        return len(self._queued_gets)
 
     @property
     def lost(self) -> str | None:
@@ -252,7 +262,7 @@ class V2Session:
                 if self._nursery is None and isinstance(event, REQUEST_TYPES) and not self._must_log_in:
                     return pending[index:]
                 self._dispatch(event)
-            if (machine.goodbye_received or self._draining) and not self._inboxes:
+            if (machine.goodbye_received or self._draining) and not self._inboxes and not self._queued_gets:
                 return None
             try:
                 pending = await self.channel.receive_events()
@@ -275,15 +285,20 @@ class V2Session:
             if self._draining:
                 nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
                 return
-            new_inbox = self._inboxes[stream_id] = StreamInbox(stream_id)
-            nursery.start_soon(self._run_stream, message, new_inbox)
             self._no_op_allowance = min(NO_OP_MOST, self._no_op_allowance + NO_OP_PER_REQUEST)
+            if isinstance(message, Get) and self._gets_running >= READ_HANDLES:
+                self._queued_gets[stream_id] = message  # started when a running GET ends
+                return
+            self._start(message)
             return
         if isinstance(message, Error):  # on stream 0: the client gives up on us
             raise ChannelClosed(f"client sent {message.code.name}: {message.message}", broken=True)
         if isinstance(message, Goodbye | Hello):
             return
         inbox = self._inboxes.get(stream_id)
+        if inbox is None and stream_id in self._queued_gets:
+            self._to_queued_get(message)
+            return
         if inbox is None:  # the stream's task already finished; a late frame
             if not isinstance(message, Data) or not message.payload:  # payload is the peer's own cost
                 self._count_no_op(message)
@@ -300,6 +315,31 @@ class V2Session:
             inbox.deliver(message)
         elif isinstance(message, Window):
             inbox.notify()
+
+    def _start(self, request: Message) -> None:
+        """Give a request its inbox and task."""
+        assert self._nursery is not None
+        if isinstance(request, Get):
+            self._gets_running += 1
+        new_inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
+        self._nursery.start_soon(self._run_stream, request, new_inbox)
+
+    def _to_queued_get(self, message: Message) -> None:
+        """A frame for a GET not started yet: CANCEL drops it; the rest, as a running GET would."""
+        if isinstance(message, Cancel):
+            request = self._queued_gets.pop(message.stream_id)
+            never_started(self, request, "cancelled", "cancelled by the client")
+        elif isinstance(message, Data):  # a GET reads no DATA: dropped, as its inbox would keep it unread
+            if not message.payload:
+                self._count_no_op(message)
+            self._payload_delivered += len(message.payload)
+        # END, WINDOW: nothing for the GET to do before it starts (the machine keeps the credit)
+
+    def _drop_queued_gets(self) -> None:
+        """The connection ended: the GETs never started end as a started one would have."""
+        queued, self._queued_gets = self._queued_gets, {}
+        for request in queued.values():
+            never_started(self, request, *why_cancelled(self))
 
     def _count_ignored_frames(self) -> None:
         """Frames of unknown types (GREASE among them) do no work either: they share the allowance."""
@@ -401,6 +441,11 @@ class V2Session:
                 # peer would wait forever for its end, so the connection is over.
                 self._lost = self._lost or "the connection broke while sending"
                 self._nursery.cancel_scope.cancel()
+            if isinstance(request, Get):
+                self._gets_running -= 1
+                nursery = self._nursery
+                if self._queued_gets and nursery is not None and not nursery.cancel_scope.cancel_called:
+                    self._start(self._queued_gets.pop(next(iter(self._queued_gets))))
             if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
                 # After a GOODBYE no stream can start: the last one done ends the
                 # connection, instead of leaving it open until the drain deadline.
@@ -417,7 +462,7 @@ class V2Session:
             await self.channel.send(Goodbye(message="server shutting down"))
         except (ChannelClosed, Exception):
             return
-        if not self._inboxes:
+        if not self._inboxes and not self._queued_gets:
             await self.channel.aclose()
         elif self._nursery is not None:
             # In the session's nursery, so it ends with the session, not at the deadline.
@@ -438,7 +483,8 @@ class V2Session:
         if self._scope is None:
             return  # handshaking (its own deadline) or ending
         config = self.server.config
-        if self._inboxes and self.server_busy >= len(self._inboxes):
+        streams = len(self._inboxes) + len(self._queued_gets)  # a queued GET waits on the others
+        if streams and self.server_busy >= streams:
             # Every stream waits for hashing, writing, fsync, memory: our slowness, not the
             # peer's. Measure afresh after. While any stream waits for the peer, it is measured.
             self._rate = None
