@@ -21,9 +21,10 @@ Attacks:
 
 Targets (PASS/MISS):
   served   every probe done (connect to get) within 1 s, none failed
-  rss      peak RSS below upload_memory + 64 MiB (this tree has no send-budget setting)
-  fds      peak descriptors below 2 x max_connections + max_streams + 64 (this tree has
-           no per-connection read-handle cap: max_streams stands for it)
+  rss      peak RSS below upload_memory + send_memory + 64 MiB
+  fds      peak descriptors below the bound protocol_spec.md section 20 gives: per
+           connection its socket and 8 files open for GETs, per upload holding memory
+           its partial file and its folder, + 64 (listeners, logs, the interpreter)
   settled  RSS `--settle` s after the attack within 20 % of the fresh server's
 
 Every loop is bounded in count and in time; only loopback addresses are used.
@@ -58,6 +59,9 @@ from trioftp.protocol.codec import encode_message
 
 SERVER_HOST, PROBE_FROM = "127.0.0.1", "127.0.0.2"
 MAX_CONNECTIONS, MAX_STREAMS, DEFAULT_UPLOAD_MEMORY = 1000, 128, 256 * MiB
+SEND_MEMORY = 64 * MiB  # the server's default send_memory
+READ_HANDLES = 8  # files one connection holds open for GETs (trioftp/server/operations.py)
+UPLOAD_RESERVATION = 8 * MiB + MiB  # initial_window + one block: the least an upload reserves
 PROBE_SIZE, PROBE_EVERY, PROBE_TIMEOUT, SERVED_WITHIN = 4 * KiB, 0.5, 10.0, 1.0
 SAMPLE_EVERY = 0.25
 ATTACKS = {
@@ -348,8 +352,9 @@ async def run_one(number: int, duration: float, settle: float, root: Path) -> di
 def report(result: dict[str, Any]) -> list[str]:
     number, watch = result["number"], result["watch"]
     upload_memory = UPLOAD_MEMORY.get(number, DEFAULT_UPLOAD_MEMORY)
-    rss_bound = (upload_memory + 64 * MiB) / KiB
-    fd_bound = 2 * MAX_CONNECTIONS + MAX_STREAMS + 64
+    rss_bound = (upload_memory + SEND_MEMORY + 64 * MiB) / KiB
+    uploads = upload_memory // min(UPLOAD_RESERVATION, upload_memory)
+    fd_bound = MAX_CONNECTIONS * (1 + READ_HANDLES) + 2 * uploads + 64
     peak_rss = max(watch.rss, default=0)
     peak_fds = max(watch.fds, default=0)
     totals = [sum(p) for p in watch.probes]
@@ -374,9 +379,9 @@ def report(result: dict[str, Any]) -> list[str]:
     for ok, what, figure in [
         (served, f"served: every probe within {SERVED_WITHIN:g} s",
          f"max {worst:.2f} s, {len(watch.failures)} failed"),
-        (peak_rss < rss_bound, f"rss: peak < upload_memory + 64 MiB = {rss_bound / KiB:.0f} MiB",
+        (peak_rss < rss_bound, f"rss: peak < upload + send memory + 64 MiB = {rss_bound / KiB:.0f} MiB",
          f"{peak_rss / KiB:.1f} MiB"),
-        (peak_fds < fd_bound, f"fds: peak < 2x{MAX_CONNECTIONS} + {MAX_STREAMS} + 64 = {fd_bound}",
+        (peak_fds < fd_bound, f"fds: peak < {MAX_CONNECTIONS}x{1 + READ_HANDLES}+2x{uploads}+64 = {fd_bound}",
          str(peak_fds)),
         (settled, "settled: RSS after <= 1.2x fresh", f"{result['after'] / max(result['fresh'], 1):.2f}x"),
     ]:  # fmt: skip
