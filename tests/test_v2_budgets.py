@@ -40,6 +40,16 @@ def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 
 
+async def most_fds_opened_within(seconds: float, before: int) -> int:
+    """The most descriptors open above `before`, sampled every 10 ms for `seconds`."""
+    most = 0
+    with trio.move_on_after(seconds):
+        while True:
+            most = max(most, open_fds() - before)
+            await trio.sleep(0.01)
+    return most
+
+
 def get_request(stream_id: int, name: str) -> bytes:
     return raw_request(FrameType.GET, stream_id, name=name, offset=0, length=None)
 
@@ -166,11 +176,7 @@ async def test_unread_downloads_hold_few_files(make_server: MakeServer, server_r
             peer.stream.setsockopt(*_SMALL_RECEIVE_BUFFER)
             before = open_fds()
             await peer.send_raw(b"".join(get_request(1 + 2 * i, "f.bin") for i in range(128)))
-            most = 0
-            with trio.move_on_after(1.0):
-                while True:
-                    most = max(most, open_fds() - before)
-                    await trio.sleep(0.01)
+            most = await most_fds_opened_within(1.0, before)
     assert most <= 8 + 2  # the connection's read handles (and a moment's slack)
     server.shutdown()
 
@@ -186,11 +192,7 @@ async def test_unread_small_downloads_keep_memory_and_files_bounded(
             for peer in (a, b, c):
                 peer.stream.setsockopt(*_SMALL_RECEIVE_BUFFER)
                 await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(128)))
-            most = 0
-            with trio.move_on_after(1.0):
-                while True:
-                    most = max(most, open_fds() - before)
-                    await trio.sleep(0.01)
+            most = await most_fds_opened_within(1.0, before)
     assert most <= 3 * 8 + 2
     # Bytes read for sending: never more than send_memory, and per connection its handles' worth.
     assert 0 < server.send_budget.peak <= min(MiB, 3 * 8 * 60_000)

@@ -233,7 +233,7 @@ class Storage:
             return self
         self._check_name(home)
         with self._base() as base:
-            self._make_folders(base, home.split("/"), home, exist_ok=True)
+            self._make_folders(base, home)
             with self._opened_folder(base, home) as folder:
                 real = path_of_fd(folder)
         view = copy.copy(self)
@@ -290,8 +290,7 @@ class Storage:
             return os.dup(base)
         fd = self._open(base, relative, flags | os.O_DIRECTORY, name)
         try:
-            if _identity(os.fstat(fd)) in self._reserved_folders:
-                raise _reserved()
+            self._refuse_reserved(os.fstat(fd))
         except BaseException:
             os.close(fd)
             raise
@@ -365,9 +364,11 @@ class Storage:
             if again:
                 return self._open_entry(name, flags, again=False)
             raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again")
-        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
+        try:
+            self._refuse_reserved(st)
+        except StorageError:
             os.close(fd)
-            raise _reserved()
+            raise
         return fd
 
     # ------------------------------------------------------------------ reads
@@ -512,8 +513,7 @@ class Storage:
                 return self._link_target(opened, name)
         with self._located(base, name, follow=True) as (folder, last):
             st = os.stat(last, dir_fd=folder, follow_symlinks=False)
-        if stat_module.S_ISDIR(st.st_mode) and _identity(st) in self._reserved_folders:
-            raise _reserved()
+        self._refuse_reserved(st)
         return st
 
     # ---------------------------------------------------------------- changes
@@ -596,11 +596,11 @@ class Storage:
     def mkdir(self, name: str) -> None:
         self._check_name(name)
         with self._base() as base:
-            self._make_folders(base, name.split("/"), name, exist_ok=True)
+            self._make_folders(base, name)
 
-    def _make_folders(self, base: int, segments: Sequence[str], name: str, *, exist_ok: bool) -> None:
-        """Create `segments` below `base` as folders (links inside followed), like mkdir -p."""
-        with self._landing(base, "/".join(segments), name) as landing:
+    def _make_folders(self, base: int, name: str) -> None:
+        """Create the folder `name` and its parents below `base` (links inside followed), like mkdir -p."""
+        with self._landing(base, name, name) as landing:
             landing.make(name, last_is_target=True)
 
     @contextlib.contextmanager

@@ -152,8 +152,3 @@ def openat2(dir_fd: int, path: str, flags: int, mode: int, resolve: int) -> int:
         _openat2_missing = True
         raise NotImplementedError("openat2 is not available")
     raise OSError(code, os.strerror(code), path)
-
-
-def has_openat2() -> bool:
-    """Whether openat2 is known to work here (after a first call; True until one fails with ENOSYS)."""
-    return not _openat2_missing
