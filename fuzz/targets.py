@@ -11,7 +11,7 @@ import contextlib
 
 from trioftp.protocol import NEED_DATA, PEER_CLOSED, Connection, ProtocolError, Role, Settings
 from trioftp.protocol.frames import HEADER_SIZE
-from trioftp.protocol.legacy import LegacyError, complete_if_settled, parse_get_reply, parse_header
+from trioftp.protocol.legacy_codec import LegacyError, complete_if_settled, parse_get_reply, parse_header
 
 _CLIENT_HELLO = Connection(Role.CLIENT).initiate()
 

@@ -21,14 +21,14 @@ import trio.testing
 import trustme
 
 import trioftp
-import trioftp.auth as auth_module
+import trioftp.server.auth as auth_module
 from compat import legacy_client
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import RawPeer, file_digest, raw_request, write_random
-from trioftp.auth import Failure, FailureTracker, hash_password, load_users
-from trioftp.digests import new_hasher
+from trioftp.disk.digests import new_hasher
 from trioftp.protocol import Cancel, Error, ErrorCode, FileInfo, FrameType, Get, Ready
 from trioftp.server import Server
+from trioftp.server.auth import Failure, FailureTracker, hash_password, load_users
 
 HOST = "127.0.0.1"
 ALICE_PW = "correct horse"
@@ -430,7 +430,7 @@ def test_importing_trioftp_runs_no_scrypt() -> None:
         "def refuse(*args, **kwargs):\n"
         "    raise AssertionError('scrypt at import')\n"
         "hashlib.scrypt = refuse\n"
-        "import trioftp, trioftp.cli, trioftp.auth\n"
+        "import trioftp, trioftp.cli, trioftp.server.auth\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
 

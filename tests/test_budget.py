@@ -6,7 +6,7 @@ import pytest
 import trio
 import trio.testing
 
-from trioftp.budget import BudgetTimeout, ByteBudget
+from trioftp.server.budget import BudgetTimeout, ByteBudget
 
 
 async def test_requests_that_fit_are_granted_at_once() -> None:

@@ -6,9 +6,9 @@ import trio
 
 from tests.conftest import NETWORK_TIMEOUT
 from tests.test_sink import _pair
-from trioftp.channel import EAGER_WRITE_FRAMES
 from trioftp.protocol import NEED_DATA
 from trioftp.protocol.messages import Window
+from trioftp.transport.channel import EAGER_WRITE_FRAMES
 
 
 async def test_every_sender_returns_when_an_early_write_took_the_whole_pass() -> None:

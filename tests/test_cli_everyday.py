@@ -427,7 +427,7 @@ async def test_a_tree_download_shows_an_overall_bar(
 
 
 def test_the_speed_leaves_out_what_a_resume_already_had(monkeypatch: pytest.MonkeyPatch) -> None:
-    from trioftp import progress
+    from trioftp.cli import progress
 
     clock = [100.0]
     monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])

@@ -22,9 +22,9 @@ from tests.test_tree import (
     read_tree,
 )
 from trioftp import __version__
-from trioftp.auth import hash_password, verify_password
 from trioftp.cli import main
 from trioftp.server import Server
+from trioftp.server.auth import hash_password, verify_password
 
 PASSWORD = "correct horse"
 

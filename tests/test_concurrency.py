@@ -1,11 +1,11 @@
-"""trioftp.concurrency: failures come out as themselves, not wrapped in exception groups."""
+"""trioftp.transport.concurrency: failures come out as themselves, not wrapped in exception groups."""
 
 from __future__ import annotations
 
 import pytest
 import trio
 
-from trioftp.concurrency import both
+from trioftp.transport.concurrency import both
 
 
 async def test_both_raises_a_failure_itself_when_a_cancel_from_outside_lands_with_it() -> None:

@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-import trioftp.storage as storage_module
+import trioftp.storage.local as storage_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, start_serve
 from tests.v2_helpers import (
@@ -35,7 +35,6 @@ from tests.v2_helpers import (
     wait_until,
     write_random,
 )
-from trioftp.channel import Channel, ChannelClosed
 from trioftp.errors import RemoteError
 from trioftp.protocol import (
     PREFACE,
@@ -54,6 +53,7 @@ from trioftp.protocol import (
 )
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED
+from trioftp.transport.channel import Channel, ChannelClosed
 
 
 def put_request(stream_id: int, name: str, size: int, *, resume: bool = False) -> bytes:

@@ -21,7 +21,7 @@ import trio
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT
 from trioftp import cli
-from trioftp.client import legacy as legacy_client
+from trioftp.client import legacy_servers as legacy_client
 from trioftp.server import Server
 
 

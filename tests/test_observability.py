@@ -21,13 +21,13 @@ from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, run_cli, start_serve
 from tests.test_legacy_server import in_thread, receive_exactly, receive_until_closed, wait_until_idle
 from tests.v2_helpers import HOST, RawPeer, connect, write_random
-from trioftp.auth import hash_password
-from trioftp.channel import ChannelClosed
 from trioftp.cli import main
 from trioftp.logs import JsonFormatter
 from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Put, Ready
 from trioftp.protocol.frames import HEADER, FrameType
 from trioftp.server import Server, operations
+from trioftp.server.auth import hash_password
+from trioftp.transport.channel import ChannelClosed
 
 GARBAGE_FRAME = HEADER.pack(0, FrameType.DONE, 0x01, 1)  # flags set: PROTOCOL_ERROR, connection closed
 
@@ -417,7 +417,7 @@ async def test_status_command(server: Server, capsys: pytest.CaptureFixture[str]
 
 
 def test_duration_histogram_buckets_are_cumulative_and_include_their_bound() -> None:
-    from trioftp.metrics import Metrics
+    from trioftp.server.metrics import Metrics
 
     metrics = Metrics()
     for seconds in (0.001, 0.002, 0.5, 4000.0):

@@ -20,10 +20,10 @@ import trio
 
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT
-from trioftp.auth import hash_password, load_users
 from trioftp.cli import build_parser, main
 from trioftp.config import DEFAULT_PORT, ServerConfig, build_config, load_toml
 from trioftp.server import Server
+from trioftp.server.auth import hash_password, load_users
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.MULTILINE | re.DOTALL)

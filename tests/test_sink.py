@@ -7,11 +7,11 @@ import gc
 import trio
 import trio.testing
 
-from trioftp.channel import Channel
-from trioftp.inbox import StreamInbox
 from trioftp.protocol import Connection, Role, Settings
 from trioftp.protocol.messages import Cancel, Data, End, Put, Ready
-from trioftp.sink import BlockPool, BlockSink, next_piece
+from trioftp.transport.channel import Channel
+from trioftp.transport.inbox import StreamInbox
+from trioftp.transport.sink import BlockPool, BlockSink, next_piece
 
 
 def test_two_blocks_alternate() -> None:

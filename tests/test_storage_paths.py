@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-import trioftp.beneath as beneath_module
-from trioftp.beneath import LeadsOutside, open_beneath
+import trioftp.disk.beneath as beneath_module
+from trioftp.disk.beneath import LeadsOutside, open_beneath
 from trioftp.protocol.errors import ErrorCode
-from trioftp.storage import Storage, StorageError
+from trioftp.storage.local import Storage, StorageError
 
 
 def _reference(root: Path, name: str, *, follow: bool = True) -> Path | None:

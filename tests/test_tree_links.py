@@ -16,7 +16,7 @@ from trioftp.client import tree
 from trioftp.protocol import Kind
 from trioftp.protocol.messages import List, Listing
 from trioftp.server import Server
-from trioftp.storage import Storage
+from trioftp.storage.local import Storage
 
 
 def precious(root: Path) -> Path:

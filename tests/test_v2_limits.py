@@ -15,7 +15,7 @@ import trio
 import trio.testing
 
 import trioftp.server.operations as operations_module
-import trioftp.storage as storage_module
+import trioftp.storage.local as storage_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     HOST,

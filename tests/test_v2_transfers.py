@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import trio
 
-import trioftp.storage as storage_module
+import trioftp.storage.local as storage_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     MiB,
@@ -29,7 +29,7 @@ from tests.v2_helpers import (
 from trioftp.errors import ConnectionClosed, NotFound, PermissionDenied, RemoteError
 from trioftp.protocol import Settings
 from trioftp.server import Server
-from trioftp.storage import Storage
+from trioftp.storage.local import Storage
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ async def test_many_small_gets_answered_in_one_pass_are_written_early(
 ) -> None:
     # 64 answers built in one scheduler pass go out every few frames, not in one
     # write at the end of the pass; every sender must still learn its bytes left.
-    from trioftp.channel import Channel
+    from trioftp.transport.channel import Channel
 
     originals = {f"s{i:03d}": os.urandom(4096 + i) for i in range(200)}
     for name, data in originals.items():
@@ -606,7 +606,7 @@ async def test_a_copy_a_crash_left_is_removed_at_the_next_start(
         monkeypatch.setattr(os, "unlink", lambda *_args, **_kwargs: None)
         raise OSError(errno.EIO, "the machine went down")
 
-    monkeypatch.setattr("trioftp.storage._copy_bytes", crash_mid_copy)
+    monkeypatch.setattr("trioftp.storage.local._copy_bytes", crash_mid_copy)
     with trio.fail_after(NETWORK_TIMEOUT):
         first = await make_server()
         async with connect(first) as conn:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from trioftp import syscalls
-from trioftp.writeback import EarlyWriteback
+from trioftp.disk import syscalls
+from trioftp.disk.writeback import EarlyWriteback
 
 
 def test_writeback_is_requested_per_gathered_range(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -77,7 +77,7 @@ def test_freed_transfer_buffers_go_back_to_the_os() -> None:
     # live objects between them keep their memory after they are freed.
     code = """
 import sys
-from trioftp.syscalls import return_freed_buffers
+from trioftp.disk.syscalls import return_freed_buffers
 if sys.argv[1] == "fixed" and not return_freed_buffers():
     print("unsupported")
     sys.exit()

@@ -16,7 +16,7 @@ Many transfers over one connection::
             print(entry.name, entry.size)
 """
 
-from trioftp import blocking, legacy
+from trioftp import _moved, blocking, legacy
 from trioftp._version import __version__
 from trioftp.client import (
     ClientConnection,
@@ -82,3 +82,5 @@ __all__ = [
     "put",
     "serve",
 ]
+
+_moved.install()

@@ -7,9 +7,9 @@
 
 No checksum, no authentication and no confirmation of a put: use these only
 until the server runs trioftp, then switch to `trioftp.get` / `trioftp.put`.
-The implementation is `trioftp.client.legacy`.
+The implementation is `trioftp.client.legacy_servers`.
 """
 
-from trioftp.client.legacy import download, get, put, upload
+from trioftp.client.legacy_servers import download, get, put, upload
 
 __all__ = ["download", "get", "put", "upload"]

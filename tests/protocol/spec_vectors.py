@@ -20,7 +20,8 @@ from typing import Any
 import attrs
 import msgpack
 
-from trioftp.protocol import legacy, messages
+from trioftp.protocol import legacy_codec as legacy
+from trioftp.protocol import messages
 from trioftp.protocol.codec import decode_message, encode_message
 from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED, Connection, ConnectionState, Settings
 from trioftp.protocol.errors import ErrorCode, LocalProtocolError, RemoteProtocolError

@@ -13,7 +13,7 @@ import blake3
 import msgpack
 import pytest
 
-from trioftp.protocol import legacy
+from trioftp.protocol import legacy_codec as legacy
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED, Connection, ConnectionState, Settings
 from trioftp.protocol.errors import ErrorCode, FrameTooLarge, LocalProtocolError, RemoteProtocolError

@@ -30,12 +30,11 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
-from trioftp.channel import Channel, ChannelClosed, FileChanged
 from trioftp.client import targets, tree
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
-from trioftp.concurrency import both
 from trioftp.config import DEFAULT_PORT
-from trioftp.digests import Hasher, hash_range, new_hasher
+from trioftp.disk.digests import Hasher, hash_range, new_hasher
+from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import (
     AuthenticationFailed,
     BadName,
@@ -50,7 +49,6 @@ from trioftp.errors import (
     connect_reason,
     remote_error,
 )
-from trioftp.inbox import StreamInbox
 from trioftp.protocol import (
     NEED_DATA,
     PEER_CLOSED,
@@ -95,8 +93,10 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.protocol.state import StreamState
-from trioftp.sink import BlockPool, BlockSink, next_piece
-from trioftp.writeback import EarlyWriteback
+from trioftp.transport.channel import Channel, ChannelClosed, FileChanged
+from trioftp.transport.concurrency import both
+from trioftp.transport.inbox import StreamInbox
+from trioftp.transport.sink import BlockPool, BlockSink, next_piece
 
 T = TypeVar("T")
 
@@ -485,7 +485,7 @@ class ClientConnection:
         """Receive DATA up to END and check it; return the verified digest.
 
         The payload is read from the socket straight into blocks of a sink
-        (trioftp.sink): `write` gets each block (a view of a reused buffer).
+        (trioftp.transport.sink): `write` gets each block (a view of a reused buffer).
         """
         if offset > info.size:
             raise ChecksumMismatch(

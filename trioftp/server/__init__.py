@@ -36,18 +36,18 @@ import attrs
 import trio
 
 from trioftp._version import __version__
-from trioftp.auth import ANONYMOUS_FULL, READ_ONLY_RIGHTS, FailureTracker, User, Users, load_users
-from trioftp.budget import ByteBudget, give_memory_back
-from trioftp.channel import close_stream, peer_of
 from trioftp.config import ServerConfig, parse_address
-from trioftp.metrics import Metrics, serve_metrics
 from trioftp.protocol import PREFACE, ErrorCode
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.messages import Error
 from trioftp.protocol.sniff import Dialect, sniff
-from trioftp.server.legacy import LegacySession
+from trioftp.server.auth import ANONYMOUS_FULL, READ_ONLY_RIGHTS, FailureTracker, User, Users, load_users
+from trioftp.server.budget import ByteBudget, give_memory_back
+from trioftp.server.legacy_session import LegacySession
+from trioftp.server.metrics import Metrics, serve_metrics
 from trioftp.server.session import V2Session, watch_interval
-from trioftp.storage import Storage, StorageError
+from trioftp.storage.local import Storage, StorageError
+from trioftp.transport.channel import close_stream, peer_of
 
 log = logging.getLogger("trioftp.server")
 

@@ -19,11 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from trioftp.auth import Right
-from trioftp.budget import BudgetTimeout, ByteBudget
-from trioftp.channel import ChannelClosed, FileChanged
-from trioftp.concurrency import both
-from trioftp.digests import hash_file
+from trioftp.disk.digests import hash_file
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import (
     FEATURE_ENTRY_KINDS,
@@ -46,14 +42,18 @@ from trioftp.protocol.messages import (
     Status,
     StatusInfo,
 )
+from trioftp.server.auth import Right
+from trioftp.server.budget import BudgetTimeout, ByteBudget
 from trioftp.server.rate import RateFloor
-from trioftp.sink import BlockSink, next_piece
-from trioftp.storage import FileFacts, StorageError, Upload
+from trioftp.storage.local import FileFacts, StorageError, Upload
+from trioftp.transport.channel import ChannelClosed, FileChanged
+from trioftp.transport.concurrency import both
+from trioftp.transport.sink import BlockSink, next_piece
 
 if TYPE_CHECKING:
-    from trioftp.inbox import StreamInbox
-    from trioftp.metrics import Metrics
+    from trioftp.server.metrics import Metrics
     from trioftp.server.session import V2Session
+    from trioftp.transport.inbox import StreamInbox
 
 log = logging.getLogger("trioftp.transfer")
 T = TypeVar("T")

@@ -21,11 +21,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import NOBODY, Failure, User, Users
-from trioftp.budget import ByteBudget
-from trioftp.channel import Channel, ChannelClosed
-from trioftp.digests import SUPPORTED
-from trioftp.inbox import StreamInbox
+from trioftp.disk.digests import SUPPORTED
 from trioftp.protocol import (
     NEED_DATA,
     PEER_CLOSED,
@@ -53,8 +49,12 @@ from trioftp.protocol.messages import (
     Message,
     Window,
 )
+from trioftp.server.auth import NOBODY, Failure, User, Users
+from trioftp.server.budget import ByteBudget
 from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
 from trioftp.server.rate import RateFloor
+from trioftp.transport.channel import Channel, ChannelClosed
+from trioftp.transport.inbox import StreamInbox
 
 if TYPE_CHECKING:
     from trioftp.config import ServerConfig

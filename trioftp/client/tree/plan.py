@@ -25,9 +25,9 @@ from trioftp.client.tree.model import (
 )
 from trioftp.client.tree.remote import scan_remote
 from trioftp.client.tree.rules import Rules, filter_scan
-from trioftp.concurrency import run_all
-from trioftp.digests import hash_file
+from trioftp.disk.digests import hash_file
 from trioftp.protocol.names import BadName, check_path
+from trioftp.transport.concurrency import run_all
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection

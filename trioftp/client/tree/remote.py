@@ -15,10 +15,10 @@ from trioftp.client.tree.model import (
     TreeScan,
     _join,
 )
-from trioftp.concurrency import run_all
 from trioftp.errors import NotFound, PermissionDenied, remote_error
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Kind
+from trioftp.transport.concurrency import run_all
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection

@@ -29,9 +29,9 @@ from trioftp.client.tree.model import (
 from trioftp.client.tree.plan import _ancestors, _children_first, _within, plan_sync
 from trioftp.client.tree.remote import _kind_of, scan_remote
 from trioftp.client.tree.rules import Rules
-from trioftp.concurrency import run_all
 from trioftp.errors import ConnectionClosed, TrioftpError
 from trioftp.protocol.messages import Kind
+from trioftp.transport.concurrency import run_all
 
 if TYPE_CHECKING:
     from trioftp.client.connection import ClientConnection

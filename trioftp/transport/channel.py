@@ -22,7 +22,7 @@ sent.
 Receiving: a single reader task calls `receive_events()`. It reads with
 `os.readv` into one buffer shared by every connection of the process: the bytes
 are handed to the machine before the next await, so an idle connection holds no
-receive buffer at all. A transfer that adds a sink (`add_sink`, trioftp.sink)
+receive buffer at all. A transfer that adds a sink (`add_sink`, trioftp.transport.sink)
 gets its DATA payload another way: the machine checks each DATA header as usual
 and hands the payload over, and the reader reads it from the socket straight
 into the sink's block (one copy, no Data message).
@@ -53,7 +53,7 @@ from trioftp.protocol import (
 from trioftp.protocol.connection import DataHeader, Event
 from trioftp.protocol.messages import Message
 from trioftp.protocol.state import StreamState
-from trioftp.sink import BlockSink
+from trioftp.transport.sink import BlockSink
 
 RECEIVE_BUFFER_SIZE = 256 * 1024
 BODY_READ_AHEAD = 16 * 1024  # read past a sink's payload (the next header, a small frame) in the same call

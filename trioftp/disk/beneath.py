@@ -23,7 +23,7 @@ import stat
 from collections import deque
 from collections.abc import Sequence
 
-from trioftp.syscalls import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
+from trioftp.disk.syscalls import RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, openat2
 
 MAX_LINKS = 40  # as the kernel's own limit on links followed in one lookup (ELOOP past it)
 _OPENAT2_RETRIES = 8  # EAGAIN: a rename raced with the lookup, and the kernel asks us to try again

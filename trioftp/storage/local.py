@@ -2,7 +2,7 @@
 
 Every name is opened relative to an open descriptor of the root (or of a
 user's home), never by path string, so nothing a client or a local user
-swaps between a check and a use can lead outside: see `trioftp.beneath`.
+swaps between a check and a use can lead outside: see `trioftp.disk.beneath`.
 Symlinks that stay inside are followed; those that lead out are refused.
 Uploads go to a partial file under `.trioftp/partial/` and become visible only
 by an atomic rename, on descriptors, after their size and digest check out, so
@@ -29,13 +29,13 @@ from pathlib import Path
 
 import attrs
 
-from trioftp.beneath import MAX_LINKS, LeadsOutside, beneath_path, open_beneath, path_of_fd
-from trioftp.digests import hash_file, hash_range, new_hasher
+from trioftp.disk.beneath import MAX_LINKS, LeadsOutside, beneath_path, open_beneath, path_of_fd
+from trioftp.disk.digests import hash_file, hash_range, new_hasher
+from trioftp.disk.syscalls import rename_no_replace
+from trioftp.disk.writeback import EarlyWriteback
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName, check_path, check_segment
-from trioftp.syscalls import rename_no_replace
-from trioftp.writeback import EarlyWriteback
 
 log = logging.getLogger("trioftp.storage")
 

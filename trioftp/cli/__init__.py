@@ -35,12 +35,12 @@ import attrs
 import trio
 
 from trioftp._version import __version__
-from trioftp.auth import hash_password
-from trioftp.client import legacy as legacy_client
+from trioftp.cli.progress import Bars
+from trioftp.cli.progress import human as _human
+from trioftp.client import legacy_servers as legacy_client
 from trioftp.client import open_connection, targets, tree
 from trioftp.client.connection import DEFAULT_TIMEOUT
 from trioftp.client.targets import PARTIAL_SUFFIX
-from trioftp.concurrency import run_all
 from trioftp.config import (
     DEFAULT_PORT,
     FIELD_HELP,
@@ -49,15 +49,15 @@ from trioftp.config import (
     load_toml,
     setting_from_text,
 )
+from trioftp.disk.syscalls import return_freed_buffers
 from trioftp.errors import PermissionDenied, RemoteError, TrioftpError
 from trioftp.logs import setup_logging
-from trioftp.progress import Bars
-from trioftp.progress import human as _human
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName
 from trioftp.server import Server
-from trioftp.syscalls import return_freed_buffers
+from trioftp.server.auth import hash_password
+from trioftp.transport.concurrency import run_all
 
 log = logging.getLogger("trioftp")
 

@@ -16,8 +16,8 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-from trioftp.inbox import StreamInbox
 from trioftp.protocol.messages import Data, End, Message
+from trioftp.transport.inbox import StreamInbox
 
 
 class BlockPool:

@@ -9,13 +9,13 @@ the writes and does not wait for them) overlaps the disk with the network, and
 the final fsync finds almost nothing left (measured: 0.38 s -> 0.26 s for
 write + fsync of 512 MiB).
 
-Python has no binding for sync_file_range (see `trioftp.syscalls`). It is a hint: where
+Python has no binding for sync_file_range (see `trioftp.disk.syscalls`). It is a hint: where
 it is missing (not Linux) or fails, nothing changes but the fsync's length.
 """
 
 from __future__ import annotations
 
-from trioftp.syscalls import start_writeback
+from trioftp.disk.syscalls import start_writeback
 
 DEFAULT_EVERY = 8 << 20  # bytes between requests: one syscall per 8 MiB costs nothing measurable
 

@@ -10,7 +10,7 @@ of a put; use the v2 client (`trioftp.get`/`trioftp.put`) with a trioftp server.
 A trioftp server speaks this protocol too, so these work against it as well.
 
 This module is the Trio side of it; the wire format (header, replies) is in
-`trioftp.protocol.legacy`, which does no I/O.
+`trioftp.protocol.legacy_codec`, which does no I/O.
 
 Error handling: every failure is a TrioftpError: NotFound for `NO|0`,
 ConnectionClosed when the server closes without an answer (the old server's
@@ -30,9 +30,9 @@ from pathlib import Path
 
 import trio
 
-from trioftp.channel import ChannelClosed, FileChanged, send_file_range
 from trioftp.client import targets
 from trioftp.config import DEFAULT_PORT
+from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import (
     BadName,
     ConnectionClosed,
@@ -42,7 +42,7 @@ from trioftp.errors import (
     TrioftpError,
     connect_reason,
 )
-from trioftp.protocol.legacy import (
+from trioftp.protocol.legacy_codec import (
     MAX_HEADER_BYTES,
     OK,
     SECOND_ACTIVE,
@@ -53,7 +53,7 @@ from trioftp.protocol.legacy import (
 )
 from trioftp.protocol.names import BadName as InvalidName
 from trioftp.protocol.names import check_path
-from trioftp.writeback import EarlyWriteback
+from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
 
 DEFAULT_SETTLE = 0.05  # quiet time that ends a `YES|size` answer (it has no terminator)
 DEFAULT_TIMEOUT = 30.0  # seconds the server may make no progress

@@ -25,12 +25,9 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from trioftp.auth import NOBODY, Right
-from trioftp.budget import BudgetTimeout
-from trioftp.channel import ChannelClosed, FileChanged, send_file_range
-from trioftp.digests import DEFAULT
+from trioftp.disk.digests import DEFAULT
 from trioftp.protocol.errors import ErrorCode
-from trioftp.protocol.legacy import (
+from trioftp.protocol.legacy_codec import (
     NOT_FOUND_REPLY,
     OK,
     SECOND_ACTIVE,
@@ -41,9 +38,12 @@ from trioftp.protocol.legacy import (
     found_reply,
     parse_header,
 )
+from trioftp.server.auth import NOBODY, Right
+from trioftp.server.budget import BudgetTimeout
 from trioftp.server.operations import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.server.rate import RateFloor
-from trioftp.storage import StorageError, Upload
+from trioftp.storage.local import StorageError, Upload
+from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
 
 if TYPE_CHECKING:
     from trioftp.server import Server

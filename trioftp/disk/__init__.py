@@ -1,0 +1,1 @@
+"""Operating-system helpers for files: syscalls, early writeback, digests, beneath-root opens."""

@@ -1,0 +1,1 @@
+"""Byte moving shared by server and client: the v2 channel, inboxes, sinks, task helpers."""
