@@ -46,7 +46,8 @@ from trioftp.server.budget import ByteBudget, give_memory_back
 from trioftp.server.legacy_session import LegacySession
 from trioftp.server.metrics import Metrics, serve_metrics
 from trioftp.server.session import V2Session, watch_interval
-from trioftp.storage.local import Storage, StorageError
+from trioftp.server.stores import open_store
+from trioftp.storage.interface import StorageError, Store
 from trioftp.transport.channel import close_stream, peer_of
 
 log = logging.getLogger("trioftp.server")
@@ -112,9 +113,7 @@ class Server:
 
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
-        self.storage = Storage(
-            config.root, partial_ttl=config.partial_ttl, max_file_size=config.max_file_size
-        )
+        self.storage: Store = open_store(config)
         self.agent = f"trioftp/{__version__}"
         self.port = 0
         self.ports: list[int] = []
@@ -239,7 +238,7 @@ class Server:
         log.info(
             "serving %s on %s:%d (%s; %s%s; legacy clients %s; open-file limit %d; "
             "%d stale partial uploads removed)",
-            self.storage.root, config.host, self.port,
+            self.storage.describe(), config.host, self.port,
             "TLS" if self.ssl_context is not None else "no TLS",
             "read-only; " if config.read_only else "",
             "no login" if self.users is None else

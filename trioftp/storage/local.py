@@ -27,15 +27,12 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import attrs
-
 from trioftp.disk.beneath import MAX_LINKS, LeadsOutside, beneath_path, open_beneath, path_of_fd
 from trioftp.disk.digests import hash_file, hash_range, new_hasher
 from trioftp.disk.syscalls import rename_no_replace
 from trioftp.disk.writeback import EarlyWriteback
-from trioftp.protocol.errors import ErrorCode
-from trioftp.protocol.messages import Entry, Kind
 from trioftp.protocol.names import BadName, check_path, check_segment
+from trioftp.storage.interface import FileFacts, Kind, Listed, Problem, StorageError
 
 log = logging.getLogger("trioftp.storage")
 
@@ -45,55 +42,36 @@ COPY_NAME = re.compile(rf"{re.escape(COPY_PREFIX)}[0-9a-f]{{16}}{re.escape(COPY_
 COPY_NOTE_SUFFIX = ".copy"  # in the partial folder: names a named copy, for the sweep after a crash
 
 
-class StorageError(Exception):
-    """A refused or failed storage operation, with the wire code to answer with."""
-
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@attrs.frozen
-class FileFacts:
-    name: str
-    kind: Kind
-    size: int
-    mtime_ns: int
-    digest: bytes | None = None
-
-
 def _os_error(exc: OSError, name: str) -> StorageError:
     if isinstance(exc, FileNotFoundError | NotADirectoryError):
-        return StorageError(ErrorCode.NOT_FOUND, f"{name!r} does not exist")
+        return StorageError(Problem.NOT_FOUND, f"{name!r} does not exist")
     if isinstance(exc, PermissionError):
-        return StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r}: permission denied")
+        return StorageError(Problem.DENIED, f"{name!r}: permission denied")
     if isinstance(exc, IsADirectoryError):
-        return StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
+        return StorageError(Problem.WRONG_KIND, f"{name!r} is a folder")
     if isinstance(exc, FileExistsError):
-        return StorageError(ErrorCode.ALREADY_EXISTS, f"{name!r} already exists")
+        return StorageError(Problem.EXISTS, f"{name!r} already exists")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return StorageError(ErrorCode.NO_SPACE, "no space left on the server")
+        return StorageError(Problem.NO_SPACE, "no space left on the server")
     if exc.errno == errno.ENOTEMPTY:
-        return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
+        return StorageError(Problem.NOT_EMPTY, f"folder {name!r} is not empty")
     if exc.errno == errno.ENAMETOOLONG:
-        return StorageError(ErrorCode.BAD_NAME, f"{name!r} is too long for the server's file system")
+        return StorageError(Problem.BAD_NAME, f"{name!r} is too long for the server's file system")
     if exc.errno == errno.EXDEV:
-        return StorageError(
-            ErrorCode.BAD_REQUEST, f"{name!r}: cannot move between file systems of the server"
-        )
-    return StorageError(ErrorCode.INTERNAL, f"{name!r}: {exc.strerror or exc}")
+        return StorageError(Problem.BAD_REQUEST, f"{name!r}: cannot move between file systems of the server")
+    return StorageError(Problem.INTERNAL, f"{name!r}: {exc.strerror or exc}")
 
 
 def _parent_is_a_file(name: str) -> StorageError:
-    return StorageError(ErrorCode.WRONG_KIND, f"a parent of {name!r} is a file, not a folder")
+    return StorageError(Problem.WRONG_KIND, f"a parent of {name!r} is a file, not a folder")
 
 
 def _outside(name: str) -> StorageError:
-    return StorageError(ErrorCode.PERMISSION_DENIED, f"{name!r} leads outside the served folder")
+    return StorageError(Problem.DENIED, f"{name!r} leads outside the served folder")
 
 
 def _reserved(name: str = STATE_DIR) -> StorageError:
-    return StorageError(ErrorCode.PERMISSION_DENIED, f"{STATE_DIR!r} is reserved for the server")
+    return StorageError(Problem.DENIED, f"{STATE_DIR!r} is reserved for the server")
 
 
 def _rename_no_replace(old_dir: int, old: str, new_dir: int, new: str) -> None:
@@ -180,7 +158,7 @@ class _HeldFolders:
         self.close()
 
 
-class Storage:
+class LocalStore:
     """The served root folder.
 
     Args:
@@ -192,6 +170,8 @@ class Storage:
     it is renamed or a symlink takes its name meanwhile, as a process keeps
     its working folder. `close()` gives the descriptors back.
     """
+
+    quick = True  # opens and stats are local syscalls: cheaper inline than on a thread
 
     def __init__(self, root: Path, *, partial_ttl: float = 86400.0, max_file_size: int = 2**40) -> None:
         root.mkdir(parents=True, exist_ok=True)
@@ -219,7 +199,7 @@ class Storage:
         """Close the descriptors of the root and the partial folder, for this storage and its views."""
         self._folders.close()
 
-    def scoped(self, home: str) -> Storage:
+    def scoped(self, home: str) -> LocalStore:
         """A view of this storage whose root is `home` (a user's home folder), created if missing.
 
         The view shares the partial folder, the digest cache and the upload
@@ -252,7 +232,7 @@ class Storage:
         try:
             check_path(name, allow_root=allow_root)
         except BadName as exc:
-            raise StorageError(ErrorCode.BAD_NAME, str(exc)) from None
+            raise StorageError(Problem.BAD_NAME, str(exc)) from None
         if name.split("/", 1)[0] == STATE_DIR:
             raise _reserved()
 
@@ -281,7 +261,7 @@ class Storage:
             raise _outside(name) from None
         except OSError as exc:
             if exc.errno == errno.ELOOP:
-                raise StorageError(ErrorCode.BAD_REQUEST, f"{name!r}: too many levels of symlinks") from None
+                raise StorageError(Problem.BAD_REQUEST, f"{name!r}: too many levels of symlinks") from None
             raise _os_error(exc, name) from None
 
     def _folder_fd(self, base: int, relative: str, name: str, flags: int = os.O_PATH) -> int:
@@ -334,7 +314,7 @@ class Storage:
             else:
                 relative = f"{parent}/{text}" if parent else text
         else:
-            raise StorageError(ErrorCode.BAD_REQUEST, f"{name!r}: too many levels of symlinks")
+            raise StorageError(Problem.BAD_REQUEST, f"{name!r}: too many levels of symlinks")
         try:
             yield folder, last
         finally:
@@ -363,7 +343,7 @@ class Storage:
                 os.close(fd)
             if again:
                 return self._open_entry(name, flags, again=False)
-            raise StorageError(ErrorCode.BUSY, f"{name!r} is changing; try again")
+            raise StorageError(Problem.CHANGED, f"{name!r} is changing; try again")
         try:
             self._refuse_reserved(st)
         except StorageError:
@@ -373,8 +353,8 @@ class Storage:
 
     # ------------------------------------------------------------------ reads
 
-    def open_read(self, name: str) -> tuple[int, os.stat_result]:
-        """Open a file for reading; the caller closes the fd."""
+    def open_read(self, name: str) -> LocalReadHandle:
+        """Open a file for reading; the caller closes the handle."""
         self._check_name(name)
         # O_NONBLOCK: a FIFO in the root would otherwise hold this thread
         # until some local process writes to it; it is refused just below.
@@ -386,72 +366,64 @@ class Storage:
             raise _os_error(exc, name) from None
         if not stat_module.S_ISREG(st.st_mode):
             os.close(fd)
-            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is not a file")
+            raise StorageError(Problem.WRONG_KIND, f"{name!r} is not a file")
         os.set_blocking(fd, True)
-        return fd, st
+        return LocalReadHandle(self, name, fd, st)
 
-    def cached_digest(self, st: os.stat_result, algorithm: str) -> bytes | None:
-        return self.digests.get(st, algorithm)
-
-    def digest_of_open(self, fd: int, st: os.stat_result, algorithm: str) -> bytes:
-        """The digest of an open file, from the cache or by reading it (blocking)."""
-        digest = self.digests.get(st, algorithm)
-        if digest is None:
-            try:
-                digest = hash_file(fd, st.st_size, algorithm)
-            except EOFError:
-                raise StorageError(
-                    ErrorCode.BUSY, "the file shrank while it was being hashed; try again"
-                ) from None
-            if self.unchanged(fd, st):
-                self.digests.put(st, algorithm, digest)
-            else:
-                raise StorageError(ErrorCode.BUSY, "the file changed while it was being hashed; try again")
-        return digest
-
-    @staticmethod
-    def unchanged(fd: int, st: os.stat_result) -> bool:
-        now = os.fstat(fd)
-        if now.st_nlink != st.st_nlink:
-            # Replaced by an upload's rename, or deleted: that moves ctime, not the
-            # bytes still open here, so a reader finishes with the old file.
-            return (now.st_ino, now.st_size, now.st_mtime_ns) == (st.st_ino, st.st_size, st.st_mtime_ns)
-        return DigestCache.key(now, "") == DigestCache.key(st, "")
-
-    def stat(self, name: str) -> tuple[FileFacts, os.stat_result]:
+    def stat(self, name: str, algorithm: str | None = None) -> FileFacts:
         self._check_name(name)
         fd = self._open_entry(name, os.O_PATH)
         try:
             st = os.fstat(fd)
         finally:
             os.close(fd)
-        return self.facts(name, st), st
+        digest = None
+        if algorithm is not None and stat_module.S_ISREG(st.st_mode):
+            digest = self.digests.get(st, algorithm)
+        return self.facts(name, st, digest)
+
+    def identical(
+        self, name: str, size: int, digest: bytes, algorithm: str, mtime_ns: int | None
+    ) -> FileFacts | None:
+        handle = self.open_read(name)
+        try:
+            st = handle._st
+            if st.st_size != size or handle.digest(algorithm) != digest:
+                return None
+            if mtime_ns is not None and st.st_mtime_ns != mtime_ns:
+                # The bytes are there; the time the client brings is not, and a sync tool
+                # comparing times would send the file again on every run (spec 11.2).
+                os.utime(handle.fileno(), ns=(st.st_atime_ns, mtime_ns))
+                st = os.fstat(handle.fileno())
+                self.digests.put(st, algorithm, digest)
+            return self.facts(name, st, digest)
+        finally:
+            handle.close()
+
+    def describe(self) -> str:
+        return str(self.root)
 
     def facts(self, name: str, st: os.stat_result, digest: bytes | None = None) -> FileFacts:
         """What a stat says of `name`, in storage terms."""
-        kind = Kind.DIR if stat_module.S_ISDIR(st.st_mode) else Kind.FILE
-        size = 0 if kind is Kind.DIR else st.st_size
+        kind = Kind.FOLDER if stat_module.S_ISDIR(st.st_mode) else Kind.FILE
+        size = 0 if kind is Kind.FOLDER else st.st_size
         return FileFacts(name=name, kind=kind, size=size, mtime_ns=max(st.st_mtime_ns, 0), digest=digest)
 
-    def list(self, folder: str, kinds: bool = True) -> list[Entry]:
-        """Entries of a folder, sorted by name; what cannot be named on the wire is left out.
-
-        Without `kinds` (a client that does not read kinds "link" and "other"),
-        a link is listed as what it leads to and what is not served is left out.
-        """
+    def list(self, folder: str) -> list[Listed]:
+        """Entries of a folder, sorted by name; what cannot be named on the wire is left out."""
         self._check_name(folder, allow_root=True)
         try:
             fd = self._open_entry(folder, os.O_RDONLY | os.O_DIRECTORY) if folder else self._base_listing()
         except StorageError as exc:
-            if exc.code is ErrorCode.NOT_FOUND and self._is_a_file(folder):
-                raise StorageError(ErrorCode.WRONG_KIND, f"{folder!r} is not a folder") from None
+            if exc.problem is Problem.NOT_FOUND and self._is_a_file(folder):
+                raise StorageError(Problem.WRONG_KIND, f"{folder!r} is not a folder") from None
             raise
-        entries: list[Entry] = []
+        entries: list[Listed] = []
         try:
             with self._base() as base, os.scandir(fd) as scan:
                 for item in scan:
-                    entry = self._entry(folder, item, kinds, base=base)
-                    if entry is not None and (kinds or entry.kind is not Kind.OTHER):
+                    entry = self._entry(folder, item, base=base)
+                    if entry is not None:
                         entries.append(entry)
         except OSError as exc:
             raise _os_error(exc, folder) from None
@@ -474,9 +446,7 @@ class Storage:
         finally:
             os.close(fd)
 
-    def _entry(
-        self, folder: str, item: os.DirEntry[str], kinds: bool = True, *, base: int | None = None
-    ) -> Entry | None:
+    def _entry(self, folder: str, item: os.DirEntry[str], *, base: int | None = None) -> Listed | None:
         """The listing's line for `item` of `folder`; None for what listings leave out (spec 11.3)."""
         if folder == "" and item.name == STATE_DIR:
             return None
@@ -503,8 +473,11 @@ class Storage:
             return _other(item)
         facts = self.facts(item.name, st)
         # A link says so (spec 11.3): a client walking the tree must not follow it.
-        kind = Kind.LINK if link and kinds else facts.kind
-        return Entry(name=item.name, kind=kind, size=facts.size, mtime_ns=facts.mtime_ns)
+        if link:
+            return Listed(
+                name=item.name, kind=Kind.LINK, size=facts.size, mtime_ns=facts.mtime_ns, leads_to=facts.kind
+            )
+        return Listed(name=item.name, kind=facts.kind, size=facts.size, mtime_ns=facts.mtime_ns)
 
     def _link_target(self, base: int | None, name: str) -> os.stat_result:
         """What the link `name` leads to, beneath the base; reserved folders count as out."""
@@ -552,9 +525,9 @@ class Storage:
         except OSError:
             return _os_error(OSError(errno.ENOTEMPTY, "not empty"), name)
         if not hidden:
-            return StorageError(ErrorCode.BAD_REQUEST, f"folder {name!r} is not empty")
+            return StorageError(Problem.NOT_EMPTY, f"folder {name!r} is not empty")
         return StorageError(
-            ErrorCode.BAD_REQUEST,
+            Problem.NOT_EMPTY,
             f"folder {name!r} holds {hidden} entr{'y' if hidden == 1 else 'ies'} the server does not serve"
             " (FIFOs or devices, links out of the root or to nothing, unreadable items, names the"
             " protocol cannot carry); remove them on the server",
@@ -576,7 +549,7 @@ class Storage:
                 if there is not None:
                     self._refuse_reserved(there)
                 if there is not None and not replace:
-                    raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists")
+                    raise StorageError(Problem.EXISTS, f"{new!r} already exists")
                 if there is not None and _identity(there) != _identity(moving):
                     _check_kinds(moving, there, old, new)
                 try:
@@ -585,12 +558,10 @@ class Storage:
                     else:
                         _rename_no_replace(old_folder, old_last, landing.fd, last)
                 except FileExistsError:  # appeared since the check above
-                    raise StorageError(ErrorCode.ALREADY_EXISTS, f"{new!r} already exists") from None
+                    raise StorageError(Problem.EXISTS, f"{new!r} already exists") from None
                 except OSError as exc:
                     if exc.errno == errno.EINVAL:
-                        raise StorageError(
-                            ErrorCode.BAD_REQUEST, f"cannot move {old!r} into itself"
-                        ) from None
+                        raise StorageError(Problem.BAD_REQUEST, f"cannot move {old!r} into itself") from None
                     raise _os_error(exc, new) from None
 
     def mkdir(self, name: str) -> None:
@@ -611,12 +582,12 @@ class Storage:
             try:
                 fd = self._folder_fd(base, "/".join(segments[:depth]), name, os.O_RDONLY)
             except StorageError as exc:
-                if exc.code is ErrorCode.NOT_FOUND:
+                if exc.problem is Problem.NOT_FOUND:
                     continue  # missing, or below a file: a shorter prefix tells which
                 raise
             break
         else:  # the base itself was not found (a home removed meanwhile)
-            raise StorageError(ErrorCode.NOT_FOUND, f"{name!r}: the folder it is in is gone")
+            raise StorageError(Problem.NOT_FOUND, f"{name!r}: the folder it is in is gone")
         landing = _Landing(fd, segments[depth:])
         try:
             yield landing
@@ -640,7 +611,7 @@ class Storage:
         """
         self._check_name(name)
         if size > self.max_file_size:
-            raise StorageError(ErrorCode.TOO_LARGE, f"{size} bytes is over the limit of {self.max_file_size}")
+            raise StorageError(Problem.TOO_LARGE, f"{size} bytes is over the limit of {self.max_file_size}")
         parent, _, last = name.rpartition("/")
         with self._base() as base, self._landing(base, parent, name) as landing:
             landing.refuse_a_file_on_the_way(name)
@@ -690,13 +661,13 @@ class Storage:
         except FileNotFoundError:
             return
         except StorageError as exc:
-            if exc.code is ErrorCode.NOT_FOUND:
+            if exc.problem is Problem.NOT_FOUND:
                 return
             raise
         except OSError as exc:
             raise _os_error(exc, name) from None
         if stat_module.S_ISDIR(st.st_mode):
-            raise StorageError(ErrorCode.WRONG_KIND, f"{name!r} is a folder")
+            raise StorageError(Problem.WRONG_KIND, f"{name!r} is a folder")
 
     def _release(self, key: str | None) -> None:
         if key is not None:
@@ -765,6 +736,59 @@ class Storage:
         return os.open(name, flags | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=self._partial_fd)
 
 
+class LocalReadHandle:
+    """A file of the local store, open for reading: `fileno()` lets the server sendfile it."""
+
+    def __init__(self, store: LocalStore, name: str, fd: int, st: os.stat_result) -> None:
+        self._store = store
+        self._fd = fd
+        self._st = st
+        self.facts = store.facts(name, st)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read(self, offset: int, count: int) -> bytes:
+        data = os.pread(self._fd, count, offset)
+        if len(data) != count:
+            raise StorageError(Problem.CHANGED, f"{self.facts.name!r} shrank while being read; try again")
+        return data
+
+    def cached_digest(self, algorithm: str) -> bytes | None:
+        return self._store.digests.get(self._st, algorithm)
+
+    def digest(self, algorithm: str) -> bytes:
+        digest = self._store.digests.get(self._st, algorithm)
+        if digest is None:
+            try:
+                digest = hash_file(self._fd, self._st.st_size, algorithm)
+            except EOFError:
+                raise StorageError(
+                    Problem.CHANGED, "the file shrank while it was being hashed; try again"
+                ) from None
+            if not self.unchanged():
+                raise StorageError(Problem.CHANGED, "the file changed while it was being hashed; try again")
+            self._store.digests.put(self._st, algorithm, digest)
+        return digest
+
+    def remember_digest(self, algorithm: str, digest: bytes) -> None:
+        if self.unchanged():
+            self._store.digests.put(self._st, algorithm, digest)
+
+    def unchanged(self) -> bool:
+        now, then = os.fstat(self._fd), self._st
+        if now.st_nlink != then.st_nlink:
+            # Replaced by an upload's rename, or deleted: that moves ctime, not the
+            # bytes still open here, so a reader finishes with the old file.
+            return (now.st_ino, now.st_size, now.st_mtime_ns) == (then.st_ino, then.st_size, then.st_mtime_ns)
+        return DigestCache.key(now, "") == DigestCache.key(then, "")
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
 class _Landing:
     """An open folder on the way to where an entry goes, and the folders still to make below it."""
 
@@ -796,9 +820,7 @@ class _Landing:
             except OSError as exc:
                 if exc.errno in (errno.ENOTDIR, errno.ELOOP):
                     if last_is_target and not self.missing:
-                        raise StorageError(
-                            ErrorCode.ALREADY_EXISTS, f"{name!r} exists and is not a folder"
-                        ) from None
+                        raise StorageError(Problem.EXISTS, f"{name!r} exists and is not a folder") from None
                     raise _parent_is_a_file(name) from None
                 raise _os_error(exc, name) from None
             os.close(self.fd)
@@ -820,9 +842,9 @@ def _check_kinds(moving: os.stat_result, there: os.stat_result, old: str, new: s
     """A file never replaces a folder, nor a folder a file (spec: WRONG_KIND, both ways)."""
     moving_folder, there_folder = stat_module.S_ISDIR(moving.st_mode), stat_module.S_ISDIR(there.st_mode)
     if moving_folder and not there_folder:
-        raise StorageError(ErrorCode.WRONG_KIND, f"{new!r} is a file; the folder {old!r} cannot replace it")
+        raise StorageError(Problem.WRONG_KIND, f"{new!r} is a file; the folder {old!r} cannot replace it")
     if there_folder and not moving_folder:
-        raise StorageError(ErrorCode.WRONG_KIND, f"{new!r} is a folder; {old!r} cannot replace it")
+        raise StorageError(Problem.WRONG_KIND, f"{new!r} is a folder; {old!r} cannot replace it")
 
 
 class Upload:
@@ -831,7 +853,7 @@ class Upload:
     def __init__(
         self,
         *,
-        storage: Storage,
+        storage: LocalStore,
         name: str,
         landing: _Landing,
         last: str,
@@ -872,7 +894,7 @@ class Upload:
         assert self._fd is not None
         total = sum(len(b) for b in blocks)
         if self.written + total > self.size:
-            raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {self.size} bytes")
+            raise StorageError(Problem.BAD_REQUEST, f"more than the announced {self.size} bytes")
         try:
             _write_all(self._fd, blocks, self.written)
         except OSError as exc:
@@ -895,14 +917,14 @@ class Upload:
         assert self._fd is not None
         if size != self.size or self.written != self.size:
             raise StorageError(
-                ErrorCode.BAD_REQUEST,
+                Problem.BAD_REQUEST,
                 f"END says {size} bytes, PUT announced {self.size}, {self.written} arrived",
             )
         actual = self._hasher.digest()
         if (digest is not None and actual != digest) or (
             self.expected_digest is not None and actual != self.expected_digest
         ):
-            raise StorageError(ErrorCode.CHECKSUM_MISMATCH, f"digest of {self.name!r} does not match")
+            raise StorageError(Problem.CHECKSUM_MISMATCH, f"digest of {self.name!r} does not match")
         storage = self.storage
         try:
             os.fsync(self._fd)
@@ -912,7 +934,7 @@ class Upload:
             folder = self._landing.fd
             there = _lstat_at(folder, self._last)
             if there is not None and stat_module.S_ISDIR(there.st_mode):
-                raise StorageError(ErrorCode.WRONG_KIND, f"{self.name!r} is a folder")
+                raise StorageError(Problem.WRONG_KIND, f"{self.name!r} is a folder")
             copied = False
             try:
                 _replace_at(storage._partial_fd, self.partial, folder, self._last)
@@ -953,16 +975,16 @@ def _replace_at(old_dir: int, old: str, new_dir: int, new: str) -> None:
     os.replace(old, new, src_dir_fd=old_dir, dst_dir_fd=new_dir)
 
 
-def _other(item: os.DirEntry[str]) -> Entry:
+def _other(item: os.DirEntry[str]) -> Listed:
     """A listing's line for an item that is there but not served: the name is taken (spec 11.3)."""
     try:
         mtime_ns = max(item.stat(follow_symlinks=False).st_mtime_ns, 0)
     except OSError:
         mtime_ns = 0
-    return Entry(name=item.name, kind=Kind.OTHER, size=0, mtime_ns=mtime_ns)
+    return Listed(name=item.name, kind=Kind.OTHER, size=0, mtime_ns=mtime_ns)
 
 
-def _unserved(entry: Entry | None) -> bool:
+def _unserved(entry: Listed | None) -> bool:
     return entry is None or entry.kind is Kind.OTHER
 
 
@@ -979,7 +1001,7 @@ def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> No
 
 
 def _copy_into_place(
-    fd: int, size: int, folder: int, last: str, storage: Storage, name: str
+    fd: int, size: int, folder: int, last: str, storage: LocalStore, name: str
 ) -> os.stat_result:
     """Put a copy of the file `fd` at `last` in `folder` atomically; return the copy's stat.
 
@@ -1021,7 +1043,7 @@ def _copy_into_place(
 
 
 def _open_copy(
-    folder: int, temp: str, mode: int, storage: Storage, note: str, named_as: str
+    folder: int, temp: str, mode: int, storage: LocalStore, note: str, named_as: str
 ) -> tuple[int, bool]:
     """An fd to copy into: unnamed in `folder` if the OS and file system allow, else `temp`,
     which `note` names first (a crash may come between the two)."""
@@ -1075,3 +1097,6 @@ def _copy_bytes(source: int, out: int, size: int) -> None:
 
 def _fsync_dir(folder: int) -> None:
     os.fsync(folder)
+
+
+Storage = LocalStore  # the name before the S3 store came
