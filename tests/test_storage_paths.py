@@ -16,8 +16,8 @@ import pytest
 
 import trioftp.disk.beneath as beneath_module
 from trioftp.disk.beneath import LeadsOutside, open_beneath
-from trioftp.storage.interface import Problem
-from trioftp.storage.local import Storage, StorageError
+from trioftp.storage.interface import Problem, StorageError
+from trioftp.storage.local import Storage
 
 
 def _reference(root: Path, name: str, *, follow: bool = True) -> Path | None:
