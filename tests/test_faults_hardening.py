@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 
-import trioftp.storage.local as storage_module
+import trioftp.storage.local.uploads as uploads_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import read_rest, start_serve
 from tests.v2_helpers import (
@@ -167,7 +167,7 @@ async def test_a_full_disk_answers_no_space_and_keeps_the_old_file(
     make_server: MakeServer, server_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     left_on_disk = MiB + 12345
-    write = storage_module._write_all
+    write = uploads_module._write_all
 
     def fill_up(fd: int, blocks: Any, offset: int) -> None:
         end = offset + sum(len(b) for b in blocks)
@@ -176,7 +176,7 @@ async def test_a_full_disk_answers_no_space_and_keeps_the_old_file(
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         write(fd, blocks, offset)
 
-    monkeypatch.setattr(storage_module, "_write_all", fill_up)
+    monkeypatch.setattr(uploads_module, "_write_all", fill_up)
     server = await make_server()
     (server_root / "f.bin").write_bytes(b"old content")
     source = tmp_path / "big.bin"

@@ -16,6 +16,7 @@ from trioftp.client import tree
 from trioftp.protocol import Kind
 from trioftp.protocol.messages import List, Listing
 from trioftp.server import Server
+from trioftp.storage.interface import Kind as StoreKind
 from trioftp.storage.local import Storage
 
 
@@ -194,7 +195,7 @@ class _Unexaminable:
 def test_an_item_the_server_cannot_examine_is_listed_as_other(server_root: Path) -> None:
     storage = Storage(server_root)
     entry = storage._entry(server_root, _Unexaminable(server_root / "photo.jpg"))  # type: ignore[arg-type]
-    assert entry is not None and (entry.name, entry.kind, entry.size) == ("photo.jpg", Kind.OTHER, 0)
+    assert entry is not None and (entry.name, entry.kind, entry.size) == ("photo.jpg", StoreKind.OTHER, 0)
 
 
 async def test_a_file_replacing_a_folder_is_copied_beside_it_first(

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import trio
 
-import trioftp.server as server_module
+import trioftp.server.server as server_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_v2_limits import put_request
 from tests.v2_helpers import MiB, RawPeer, connect, raw_request, wait_until

@@ -14,8 +14,8 @@ import pytest
 import trio
 import trio.testing
 
-import trioftp.server.operations as operations_module
-import trioftp.storage.local as storage_module
+import trioftp.storage.local.reading as reading_module
+import trioftp.storage.local.uploads as uploads_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     HOST,
@@ -409,10 +409,9 @@ async def test_slow_work_of_the_server_is_not_held_against_the_peer(
         key = hashlib.sha256(f"up.bin\0{len(data)}\0blake3\0".encode()).hexdigest()[:40]
         (server_root / ".trioftp" / "partial" / f"{key}.part").write_bytes(data[:MiB])
     for module, name in [
-        (storage_module, "_fsync_dir"),  # commit
-        (storage_module, "hash_file"),  # stat
-        (storage_module, "hash_range"),  # the prefix of a resumed upload
-        (operations_module, "hash_file"),  # the file already there, for an identical-file answer
+        (uploads_module, "fsync_dir"),  # commit
+        (reading_module, "hash_file"),  # stat, and the file already there for an identical-file answer
+        (uploads_module, "hash_range"),  # the prefix of a resumed upload
     ]:
         monkeypatch.setattr(module, name, _slowly(getattr(module, name)))
     with trio.fail_after(NETWORK_TIMEOUT):

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-import trioftp.storage.local as storage_module
+import trioftp.storage.local.store as store_module
+import trioftp.storage.local.uploads as uploads_module
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import (
     MiB,
@@ -513,14 +514,14 @@ async def test_one_log_line_per_transfer(
 
 def _rename_fails_across_mounts(monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
     """Make the server's rename out of its partial folder fail as it does into another mount."""
-    real_replace = storage_module._replace_at
+    real_replace = uploads_module.replace_at
 
     def replace(old_dir: int, old: str, new_dir: int, new: str) -> None:
         if os.readlink(f"/proc/self/fd/{old_dir}").endswith("/.trioftp/partial"):
             raise OSError(errno.EXDEV, "Invalid cross-device link")
         real_replace(old_dir, old, new_dir, new)
 
-    monkeypatch.setattr(storage_module, "_replace_at", replace)
+    monkeypatch.setattr(uploads_module, "replace_at", replace)
 
 
 @pytest.mark.parametrize("copy", ["unnamed", "named", "read-write"])
@@ -606,7 +607,7 @@ async def test_a_copy_a_crash_left_is_removed_at_the_next_start(
         monkeypatch.setattr(os, "unlink", lambda *_args, **_kwargs: None)
         raise OSError(errno.EIO, "the machine went down")
 
-    monkeypatch.setattr("trioftp.storage.local._copy_bytes", crash_mid_copy)
+    monkeypatch.setattr("trioftp.storage.local.uploads._copy_bytes", crash_mid_copy)
     with trio.fail_after(NETWORK_TIMEOUT):
         first = await make_server()
         async with connect(first) as conn:
@@ -657,8 +658,8 @@ async def test_rename_across_mounts_is_a_clear_bad_request(
 
         return rename
 
-    monkeypatch.setattr(storage_module, "_replace_at", across(storage_module._replace_at))
-    monkeypatch.setattr(storage_module, "_rename_no_replace", across(storage_module._rename_no_replace))
+    monkeypatch.setattr(store_module, "replace_at", across(store_module.replace_at))
+    monkeypatch.setattr(store_module, "rename_at_no_replace", across(store_module.rename_at_no_replace))
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             with pytest.raises(RemoteError) as caught:

@@ -18,10 +18,9 @@ be served; the connection stays usable after it.
 from __future__ import annotations
 
 import logging
-import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -40,9 +39,10 @@ from trioftp.protocol.legacy_codec import (
 )
 from trioftp.server.auth import NOBODY, Right
 from trioftp.server.budget import BudgetTimeout
+from trioftp.server.mapping import Refusal, error_code
 from trioftp.server.operations import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.server.rate import RateFloor
-from trioftp.storage.local import StorageError, Upload
+from trioftp.storage.interface import ReadHandle, StorageError, Upload
 from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
 
 if TYPE_CHECKING:
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("trioftp.legacy")
 
 RECEIVE_SIZE = 64 * 1024  # receive_some allocates this much per call; 64 KiB is its sweet spot
+T = TypeVar("T")
 SEND_STEP = 1024 * 1024  # a get's body goes out in steps of this much, each under legacy_timeout
 
 
@@ -210,13 +211,14 @@ class LegacySession:
         )
         try:
             if not self.user.may(Right.WRITE):
-                raise StorageError(ErrorCode.PERMISSION_DENIED, "legacy clients may not upload here")
+                raise Refusal(ErrorCode.PERMISSION_DENIED, "legacy clients may not upload here")
             upload: Upload = await trio.to_thread.run_sync(
                 lambda: self.storage.begin_upload(name, size, algorithm=DEFAULT)
             )
-        except StorageError as exc:
+        except (StorageError, Refusal) as exc:
             # The legacy protocol has no error reply: the old server closed too.
-            record.fail(exc.code.name, f"refused: {exc.code.name}: {exc}")
+            code = error_code(exc)
+            record.fail(code.name, f"refused: {code.name}: {exc}")
             record.log()
             raise LegacyClosed(f"put {name!r} refused: {exc}") from None
         try:
@@ -228,7 +230,8 @@ class LegacySession:
             facts = await trio.to_thread.run_sync(upload.commit, size, None)
             record.digest = facts.digest
         except StorageError as exc:
-            record.fail(exc.code.name, f"failed: {exc.code.name}: {exc}")
+            code = error_code(exc)
+            record.fail(code.name, f"failed: {code.name}: {exc}")
             raise LegacyClosed(f"put {name!r} failed: {exc}") from None
         except BaseException as exc:
             record.fail(*_interruption(exc, draining=self._draining))
@@ -286,26 +289,28 @@ class LegacySession:
         )
         try:
             if not self.user.may(Right.READ):
-                raise StorageError(ErrorCode.PERMISSION_DENIED, "legacy clients may not download here")
-            fd, st = self.storage.open_read(name)
-        except StorageError as exc:
-            record.fail(exc.code.name, f"{exc.code.name}: answered NO|0")
+                raise Refusal(ErrorCode.PERMISSION_DENIED, "legacy clients may not download here")
+            handle = await self._store_work(self.storage.open_read, name)
+        except (StorageError, Refusal) as exc:
+            code = error_code(exc)
+            record.fail(code.name, f"{code.name}: answered NO|0")
             record.log()
             await self._send(NOT_FOUND_REPLY)
             self._after_not_found = True
             return
         try:
-            await self._send(found_reply(st.st_size))
+            size = handle.facts.size
+            await self._send(found_reply(size))
             await self._expect_second_active()
-            await self._send_file(fd, st.st_size, record)
-        except FileChanged:
+            await self._send_file(handle, size, record)
+        except (FileChanged, StorageError):
             record.fail("BUSY", "failed: the file shrank while it was sent")
             raise LegacyClosed(f"{name!r} shrank while it was sent; the client got too few bytes") from None
         except BaseException as exc:
             record.fail(*_interruption(exc, draining=self._draining))
             raise
         finally:
-            os.close(fd)
+            handle.close()
             record.log()
 
     async def _expect_second_active(self) -> None:
@@ -317,13 +322,22 @@ class LegacySession:
             raise LegacyClosed(f"expected second_active, got {bytes(self._buffer[:20])!r}")
         del self._buffer[: len(SECOND_ACTIVE)]
 
-    async def _send_file(self, fd: int, size: int, record: TransferRecord) -> None:
+    async def _store_work(self, function: Callable[..., T], *args: Any) -> T:
+        if self.storage.quick:  # see operations._store_work
+            return function(*args)
+        return await trio.to_thread.run_sync(function, *args)
+
+    async def _send_file(self, handle: ReadHandle, size: int, record: TransferRecord) -> None:
+        fd = handle.fileno()
         offset = 0
         while offset < size:
             step = min(SEND_STEP, size - offset)
             try:
                 with trio.fail_after(self.config.legacy_timeout):
-                    await send_file_range(self.stream, fd, offset, step)
+                    if fd is not None:
+                        await send_file_range(self.stream, fd, offset, step)
+                    else:
+                        await self.stream.send_all(await trio.to_thread.run_sync(handle.read, offset, step))
                     self.bytes_sent += step
             except trio.TooSlowError:
                 raise LegacyClosed(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import builtins
 import logging
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -19,7 +18,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import trio
 
-from trioftp.disk.digests import hash_file
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import (
     FEATURE_ENTRY_KINDS,
@@ -44,8 +42,9 @@ from trioftp.protocol.messages import (
 )
 from trioftp.server.auth import Right
 from trioftp.server.budget import BudgetTimeout, ByteBudget
+from trioftp.server.mapping import Refusal, entry, error_code, file_info
 from trioftp.server.rate import RateFloor
-from trioftp.storage.local import FileFacts, StorageError, Upload
+from trioftp.storage.interface import FileFacts, Kind, Problem, ReadHandle, StorageError, Upload
 from trioftp.transport.channel import ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
 from trioftp.transport.sink import BlockSink, next_piece
@@ -65,16 +64,10 @@ SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one
 # none holds a few descriptors, buffers and tasks, not one of each per request.
 READ_HANDLES = 8
 CONNECTION_SHARE = 4  # one connection holds at most 1/4 of upload_memory (or one upload's need)
+READ_PIECE = 1024 * 1024  # a download from a store without sendfile is read in pieces of this much
 WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
 LISTING_CHUNK = 256  # entries per LISTING frame at most
 ENTRY_MAX_BYTES = 320  # an encoded Entry: a 255-byte name, kind, size and mtime, with their keys
-
-
-def _file_info(stream_id: int, facts: FileFacts) -> FileInfo:
-    return FileInfo(
-        name=facts.name, kind=facts.kind, size=facts.size, mtime_ns=facts.mtime_ns,
-        digest=facts.digest, stream_id=stream_id,
-    )  # fmt: skip
 
 
 def _count_bytes(record: TransferRecord, _attribute: attrs.Attribute[int], value: int) -> int:
@@ -158,8 +151,9 @@ def interruption(exc: BaseException, *, cancelled: tuple[str, str]) -> tuple[str
     if not causes:
         return cancelled
     cause = causes[0]
-    if isinstance(cause, StorageError):
-        return cause.code.name, f"{cause.code.name}: {cause}"
+    if isinstance(cause, StorageError | Refusal):
+        code = error_code(cause)
+        return code.name, f"{code.name}: {cause}"
     if isinstance(cause, ChannelClosed):
         return "connection_lost", f"interrupted: {cause}"
     detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
@@ -208,12 +202,11 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             await _status(session, request)
         else:  # pragma: no cover - the machine only opens streams for requests
             raise AssertionError(request)
-    except StorageError as exc:
-        record.fail(exc.code.name, f"{exc.code.name}: {exc}")
-        session.server.metrics.error_sent(exc.code)
-        await session.channel.send_if_open(
-            Error(code=exc.code, message=str(exc), stream_id=request.stream_id)
-        )
+    except (StorageError, Refusal) as exc:
+        code = error_code(exc)
+        record.fail(code.name, f"{code.name}: {exc}")
+        session.server.metrics.error_sent(code)
+        await session.channel.send_if_open(Error(code=code, message=str(exc), stream_id=request.stream_id))
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
         record.fail(*interruption(exc, cancelled=why_cancelled(session)))
         raise
@@ -233,6 +226,14 @@ async def _server_work(session: V2Session, function: Callable[..., T], *args: An
         return await trio.to_thread.run_sync(function, *args)
     finally:
         session.server_busy -= 1
+
+
+async def _store_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
+    """Store calls that are quick on a local disk run inline (a thread hop would cost more
+    than the call); on a networked store they are round trips, and go to a thread."""
+    if session.storage.quick:
+        return function(*args)
+    return await _server_work(session, function, *args)
 
 
 async def _hashing_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
@@ -262,9 +263,7 @@ RIGHT_OF_REQUEST: dict[type[Any], Right] = {
 def _check_right(session: V2Session, request: Message) -> None:
     right = RIGHT_OF_REQUEST.get(type(request))
     if right is not None and not session.user.may(right):
-        raise StorageError(
-            ErrorCode.PERMISSION_DENIED, f"user {session.user.name!r} has no {right.value!r} right"
-        )
+        raise Refusal(ErrorCode.PERMISSION_DENIED, f"user {session.user.name!r} has no {right.value!r} right")
 
 
 def _name_of(request: Message) -> str:
@@ -280,24 +279,22 @@ def _name_of(request: Message) -> str:
 
 async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
-    fd, st = storage.open_read(request.name)
+    handle = await _store_work(session, storage.open_read, request.name)
     try:
-        size = st.st_size
+        facts = handle.facts
+        size = facts.size
         if request.offset > size:
-            raise StorageError(ErrorCode.BAD_REQUEST, f"offset {request.offset} is past the end ({size})")
+            raise Refusal(ErrorCode.BAD_REQUEST, f"offset {request.offset} is past the end ({size})")
         end = size if request.length is None else min(size, request.offset + request.length)
         algorithm = channel.machine.digest
-        digest = storage.cached_digest(st, algorithm)
+        digest = handle.cached_digest(algorithm)
         if digest is None and size <= INLINE_HASH_LIMIT:
-            digest = storage.digest_of_open(fd, st, algorithm)
-        facts = storage.facts(request.name, st, digest)
-        info = _file_info(stream_id, facts)
+            digest = await _store_work(session, handle.digest, algorithm)
+        info = file_info(stream_id, facts, digest)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
             async with _reserved(session, session.server.send_budget, end - request.offset, "to send"):
-                payload = os.pread(fd, end - request.offset, request.offset)
-                if len(payload) != end - request.offset:
-                    raise StorageError(ErrorCode.BUSY, "the file changed while being read; try again")
+                payload = await _store_work(session, handle.read, request.offset, end - request.offset)
                 end_message = End(size=size, digest=digest, stream_id=stream_id)
                 await _send_small_file(session, info, payload, end_message)
             record.bytes = len(payload)
@@ -309,19 +306,19 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
             # Hash on a worker thread while sendfile moves the same pages: the
             # digest costs no extra wall time on a second core.
             _, digest = await both(
-                lambda: _send_body(session, inbox, fd, request.offset, end, record),
-                lambda: _hashing_work(session, storage.digest_of_open, fd, st, algorithm),
+                lambda: _send_body(session, inbox, handle, request.offset, end, record),
+                lambda: _hashing_work(session, handle.digest, algorithm),
             )
         else:
-            await _send_body(session, inbox, fd, request.offset, end, record)
+            await _send_body(session, inbox, handle, request.offset, end, record)
         if inbox.cancelled:
             return
-        if not storage.unchanged(fd, st):
-            raise StorageError(ErrorCode.BUSY, "the file changed while being sent; try again")
+        if not await _store_work(session, handle.unchanged):
+            raise Refusal(ErrorCode.BUSY, "the file changed while being sent; try again")
         await channel.send_if_open(End(size=size, digest=digest, stream_id=stream_id))
         record.digest = digest
     finally:
-        os.close(fd)
+        handle.close()
 
 
 def _initial_credit(session: V2Session) -> int:
@@ -337,9 +334,10 @@ async def _send_small_file(session: V2Session, info: FileInfo, payload: bytes, e
 
 
 async def _send_body(
-    session: V2Session, inbox: StreamInbox, fd: int, start: int, end: int, record: TransferRecord
+    session: V2Session, inbox: StreamInbox, handle: ReadHandle, start: int, end: int, record: TransferRecord
 ) -> int:
     channel, stream_id = session.channel, inbox.stream_id
+    fd = handle.fileno()
     position = start
     while position < end and not inbox.cancelled:
         credit = channel.machine.send_credit(stream_id)
@@ -347,10 +345,16 @@ async def _send_body(
             await inbox.wait_change()
             continue
         count = min(credit, end - position)
-        try:
-            sent = await channel.send_file_data(stream_id, fd, position, count)
-        except FileChanged:
-            raise StorageError(ErrorCode.BUSY, "the file shrank while being sent; try again") from None
+        if fd is not None:
+            try:
+                sent = await channel.send_file_data(stream_id, fd, position, count)
+            except FileChanged:
+                raise Refusal(ErrorCode.BUSY, "the file shrank while being sent; try again") from None
+        else:
+            count = min(count, READ_PIECE)
+            async with _reserved(session, session.server.send_budget, count, "to send"):
+                piece = await _server_work(session, handle.read, position, count)
+                sent = await channel.send_data(stream_id, piece)
         if not sent:
             break
         position += count
@@ -371,7 +375,7 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
         if existing is not None:
             record.result = "identical file already there"
             record.digest = existing.digest
-            await channel.send_if_open(_file_info(stream_id, existing))
+            await channel.send_if_open(file_info(stream_id, existing))
             return
     window = channel.machine.settings.initial_window
     # The client gets more credit only once half our window is written: with
@@ -404,7 +408,7 @@ async def _reserved(session: V2Session, budget: ByteBudget, amount: int, use: st
     try:
         amount = await budget.acquire(amount, group=session.address, patience=patience)
     except BudgetTimeout:
-        raise StorageError(
+        raise Refusal(
             ErrorCode.BUSY, f"the server has no memory free {use} (waited {patience:g} s); try again later"
         ) from None
     finally:
@@ -447,9 +451,7 @@ async def _receive_upload(
                 now, moved = trio.current_time(), sink.received + from_messages
                 slow = floor.too_slow(now, moved)
                 if slow is not None and session.open_streams > 1:
-                    raise StorageError(
-                        ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later"
-                    )
+                    raise Refusal(ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later")
                 if slow is not None:
                     floor = RateFloor(config.min_rate, config.min_rate_window, now, moved)
                 continue
@@ -459,7 +461,7 @@ async def _receive_upload(
                     from_messages += len(payload)
                 if upload.written + len(payload) > upload.size:
                     keep = False
-                    raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
+                    raise Refusal(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
                 started = trio.current_time()
                 try:
                     await _flush(session, stream_id, upload, payload)
@@ -472,16 +474,15 @@ async def _receive_upload(
                 keep = False
                 facts = await _server_work(session, upload.commit, piece.size, piece.digest, request.mtime_ns)
                 record.digest = facts.digest
-                await channel.send_if_open(_file_info(stream_id, facts))
+                await channel.send_if_open(file_info(stream_id, facts))
                 return
             elif isinstance(piece, Cancel):
                 return
     except StorageError as exc:
-        keep = keep and exc.code not in (
-            ErrorCode.NO_SPACE,
-            ErrorCode.CHECKSUM_MISMATCH,
-            ErrorCode.BAD_REQUEST,
-        )
+        keep = keep and exc.problem not in (Problem.NO_SPACE, Problem.CHECKSUM_MISMATCH, Problem.BAD_REQUEST)
+        raise
+    except Refusal as exc:
+        keep = keep and exc.code is not ErrorCode.BAD_REQUEST
         raise
     finally:
         channel.remove_sink(stream_id)
@@ -497,28 +498,13 @@ async def _flush(session: V2Session, stream_id: int, upload: Upload, payload: by
 
 def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFacts | None:
     """The facts of the target if it already holds exactly these bytes."""
+    assert request.digest is not None
     try:
-        fd, st = session.storage.open_read(request.name)
+        return session.storage.identical(
+            request.name, request.size, request.digest, algorithm, request.mtime_ns
+        )
     except StorageError:
         return None
-    try:
-        if st.st_size != request.size:
-            return None
-        digest = session.storage.cached_digest(st, algorithm)
-        if digest is None:
-            digest = hash_file(fd, st.st_size, algorithm)
-            session.storage.digests.put(st, algorithm, digest)
-        if digest != request.digest:
-            return None
-        if request.mtime_ns is not None and st.st_mtime_ns != request.mtime_ns:
-            # The bytes are there; the time the client brings is not, and a sync tool
-            # comparing times would send the file again on every run (spec 11.2).
-            os.utime(fd, ns=(st.st_atime_ns, request.mtime_ns))
-            st = os.fstat(fd)
-            session.storage.digests.put(st, algorithm, digest)
-        return session.storage.facts(request.name, st, digest)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------- the others
@@ -528,7 +514,8 @@ async def _list(session: V2Session, request: List) -> None:
     hello = session.channel.machine.peer_hello
     assert hello is not None
     kinds = FEATURE_ENTRY_KINDS in hello.features  # else the kinds an older client knows (spec 11.3)
-    entries = await _server_work(session, session.storage.list, request.folder, kinds)
+    listed = await _server_work(session, session.storage.list, request.folder)
+    entries = [line for line in (entry(item, kinds=kinds) for item in listed) if line is not None]
     stream_id = request.stream_id
     # Each frame must fit the client's max_frame_size, which may be as low as 16 KiB.
     per_frame = max(1, min(LISTING_CHUNK, (hello.max_frame_size - 64) // ENTRY_MAX_BYTES))
@@ -540,30 +527,31 @@ async def _list(session: V2Session, request: List) -> None:
 
 
 async def _stat(session: V2Session, request: Stat) -> None:
-    storage = session.storage
-    facts, st = storage.stat(request.name)
+    storage, algorithm = session.storage, session.channel.machine.digest
+    facts = await _server_work(session, storage.stat, request.name, algorithm)
     # The digest is content information: `list` alone gives only name, kind, size and time.
-    if facts.kind.value == "file" and session.user.may(Right.READ):
-        algorithm = session.channel.machine.digest
-        digest = storage.cached_digest(st, algorithm)
-        if digest is None:
-            digest = await _hashing_work(session, _digest_by_name, session, request.name, algorithm)
-        facts = attrs.evolve(facts, digest=digest)
-    await session.channel.send_if_open(_file_info(request.stream_id, facts))
+    if facts.kind is Kind.FILE and session.user.may(Right.READ):
+        if facts.digest is None:
+            facts = attrs.evolve(
+                facts, digest=await _hashing_work(session, _digest_by_name, session, request.name, algorithm)
+            )
+    else:
+        facts = attrs.evolve(facts, digest=None)
+    await session.channel.send_if_open(file_info(request.stream_id, facts))
 
 
 def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
-    fd, st = session.storage.open_read(name)
+    handle = session.storage.open_read(name)
     try:
-        return session.storage.digest_of_open(fd, st, algorithm)
+        return handle.digest(algorithm)
     finally:
-        os.close(fd)
+        handle.close()
 
 
 async def _status(session: V2Session, request: Status) -> None:
     server = session.server
     if getattr(server, "users", None) is not None and not session.user.admin:
-        raise StorageError(ErrorCode.PERMISSION_DENIED, "STATUS is for administrators")
+        raise Refusal(ErrorCode.PERMISSION_DENIED, "STATUS is for administrators")
     metrics = server.metrics
     info = StatusInfo(
         agent=server.agent, uptime_ms=int(server.uptime * 1000), connections=server.connection_count,

@@ -127,6 +127,7 @@ class Upload(Protocol):
     name: str
     size: int
     offset: int  # where the client starts sending (above 0 when resumed)
+    written: int  # bytes held so far, the resumed prefix included
 
     def write(self, blocks: Sequence[bytes | memoryview]) -> None:
         """Append blocks at the end of what was received.
@@ -155,6 +156,10 @@ class Upload(Protocol):
 class Store(Protocol):
     """Where the server keeps files."""
 
+    # Whether opening and stat-ing are quick local calls (the server then makes them on
+    # its event loop) rather than network round trips (then on worker threads).
+    quick: bool
+
     def scoped(self, home: str) -> Store:
         """The store seen from `home` (a home folder, made if missing); nothing above it is reachable."""
         ...
@@ -169,6 +174,15 @@ class Store(Protocol):
 
     def list(self, folder: str) -> list[Listed]:
         """The entries of a folder, sorted by name, leaving out what the protocol cannot name."""
+        ...
+
+    def identical(
+        self, name: str, size: int, digest: bytes, algorithm: str, mtime_ns: int | None
+    ) -> FileFacts | None:
+        """If `name` holds exactly these bytes, its facts (and its mtime set to `mtime_ns`), else None.
+
+        The short-cut of a PUT whose bytes are there already: blocking, it may hash the file.
+        """
         ...
 
     def delete(self, name: str) -> None:
