@@ -66,6 +66,8 @@ def _mapped(exc: Exception, key: str, *, precondition: Reason = Reason.CHANGED) 
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code == "NoSuchBucket":
+            return BucketError(Reason.OTHER, "the bucket does not exist (create it first)")
         if code in _NOT_FOUND or status == 404:
             return BucketError(Reason.NOT_FOUND, f"{key!r} not found")
         if code == "PreconditionFailed" or status == 412:
