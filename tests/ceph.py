@@ -172,7 +172,8 @@ class Ceph:
         try:
             with urllib.request.urlopen(self.endpoint + "/", timeout=2):
                 return True
-        except urllib.error.HTTPError:
+        except urllib.error.HTTPError as answer:
+            answer.close()  # it holds the connection open
             return True  # any HTTP answer (403 without credentials) means it serves
         except OSError:
             return False

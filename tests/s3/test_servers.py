@@ -4,6 +4,7 @@ uploads of one name at once, a server gone mid-upload, the engine gone and back.
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import trio
 import trioftp.storage.s3.store as s3_store
 from tests.ceph import Ceph
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
+from tests.test_cli import start_serve
 from tests.v2_helpers import connect, start_proxy, wait_until, write_random
 from trioftp.errors import ConnectionClosed, RemoteError
 from trioftp.server import Server
@@ -155,3 +157,25 @@ async def test_engine_stopped_and_started_again(
             assert await conn.get("f") == source.read_bytes()
             await conn.upload(source, "g")
             assert [e.name for e in await conn.list()] == ["f", "g"]
+
+
+async def test_cli_serves_a_bucket_named_in_the_config_file(
+    rgw: Ceph, bucket_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", rgw.access_key)  # as boto3 finds them: the environment
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", rgw.secret_key)
+    config = tmp_path / "serve.toml"
+    config.write_text(f'[server]\nstore = "s3://{bucket_name}/cli"\n')
+    source = tmp_path / "f"
+    source.write_bytes(b"through the command line")
+    with trio.fail_after(NETWORK_TIMEOUT):
+        process, port, log = await start_serve(None, "--config", str(config), "--s3-endpoint", rgw.endpoint)
+        try:
+            assert f"s3://{bucket_name}/cli/" in log[0]
+            async with connect(port) as conn:
+                await conn.upload(source, "f")
+                assert await conn.get("f") == source.read_bytes()
+        finally:
+            process.send_signal(signal.SIGTERM)
+            await process.wait()
+    assert process.returncode == 0

@@ -61,7 +61,26 @@ _DENIED = {"AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"}
 _UNAVAILABLE = {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "503", "500", "502"}
 
 
+def forget_frames(exc: BaseException) -> None:
+    """Drop the tracebacks of `exc` and what it chains to.
+
+    The BucketError raised for it keeps it as its context; its frames hold
+    botocore's connections, so a kept error (a log record, a test's
+    pytest.raises) would keep sockets open until the cycle collector runs.
+    """
+    seen: set[int] = set()
+    chain: list[BaseException | None] = [exc]
+    while chain:
+        item = chain.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        item.__traceback__ = None
+        chain += [item.__cause__, item.__context__]
+
+
 def _mapped(exc: Exception, key: str, *, precondition: Reason = Reason.CHANGED) -> BucketError:
+    forget_frames(exc)
     if isinstance(exc, botocore.exceptions.ClientError):
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))

@@ -47,7 +47,7 @@ from trioftp.storage.interface import (
     Store,
     Upload,
 )
-from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason
+from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_frames
 
 log = logging.getLogger("trioftp.storage.s3")
 
@@ -78,7 +78,8 @@ def _meta_digest(algorithm: str) -> str:
 def _error(exc: BucketError, name: str) -> StorageError:
     """The store's words for a bucket's failure; an engine that is down is also logged."""
     if exc.reason is Reason.UNAVAILABLE:
-        log.warning("object store unavailable (%s): %s", name or "/", exc)
+        # The text only: the exception would keep its traceback, and with it sockets, alive.
+        log.warning("object store unavailable (%s): %s", name or "/", str(exc))
         return StorageError(Problem.UNAVAILABLE, f"the object store is unavailable; try again later ({exc})")
     if exc.reason is Reason.NOT_FOUND:
         return StorageError(Problem.NOT_FOUND, f"{name!r} does not exist")
@@ -87,6 +88,12 @@ def _error(exc: BucketError, name: str) -> StorageError:
     if exc.reason is Reason.EXISTS:
         return StorageError(Problem.EXISTS, f"{name!r} already exists")
     return StorageError(_PROBLEMS[exc.reason], str(exc))
+
+
+def _cut(exc: BaseException, name: str) -> StorageError:
+    """UNAVAILABLE for a body cut short (the engine went away mid-read)."""
+    forget_frames(exc)
+    return _error(BucketError(Reason.UNAVAILABLE, str(exc)), name)
 
 
 def _call(name: str, call: Callable[[], T]) -> T:
@@ -321,9 +328,12 @@ class S3Store:
         _call(name, lambda: self._bucket.delete(self._key(name) + "/"))
 
     def mkdir(self, name: str) -> None:
+        """Like `mkdir -p`, as the local store: a folder already there is no error, a file is EXISTS."""
         self._check(name)
-        if self._head(name) is not None or self._is_folder(name):
-            raise StorageError(Problem.EXISTS, f"{name!r} already exists")
+        if self._head(name) is not None:
+            raise StorageError(Problem.EXISTS, f"{name!r} exists and is not a folder")
+        if self._is_folder(name):
+            return
         self._refuse_file_parents(name)
         segments = name.split("/")
         for depth in range(1, len(segments) + 1):
@@ -437,7 +447,7 @@ class S3Store:
         try:
             return self._clean_partials()
         except StorageError as exc:
-            log.warning("expired uploads not swept: %s", exc)
+            log.warning("expired uploads not swept: %s", str(exc))
             return 0
 
     def _clean_partials(self) -> int:
@@ -464,7 +474,7 @@ def _quietly(call: Callable[[], object]) -> None:
     try:
         call()
     except BucketError as exc:
-        log.info("object store cleanup left for later: %s", exc)
+        log.info("object store cleanup left for later: %s", str(exc))
 
 
 def _read_ledger(bucket: Bucket, key: str) -> dict[str, Any] | None:
@@ -523,12 +533,12 @@ class S3ReadHandle:
                 got += len(chunk)
         except (OSError, ValueError) as exc:
             self._close_body()
-            raise _error(BucketError(Reason.UNAVAILABLE, str(exc)), self._name) from None
+            raise _cut(exc, self._name) from None
         except Exception as exc:  # botocore's own errors for a body cut short
             self._close_body()
             if isinstance(exc, StorageError):
                 raise
-            raise _error(BucketError(Reason.UNAVAILABLE, str(exc)), self._name) from None
+            raise _cut(exc, self._name) from None
         self._at += got
         return b"".join(chunks)
 
@@ -553,7 +563,7 @@ class S3ReadHandle:
                 hasher.update(chunk)
                 got += len(chunk)
         except Exception as exc:
-            raise _error(BucketError(Reason.UNAVAILABLE, str(exc)), self._name) from None
+            raise _cut(exc, self._name) from None
         finally:
             body.close()
         if got != self._head.size:
@@ -682,7 +692,7 @@ class S3Upload:
                 self._hasher.update(chunk)
                 got += len(chunk)
         except Exception as exc:
-            raise _error(BucketError(Reason.UNAVAILABLE, str(exc)), self.name) from None
+            raise _cut(exc, self.name) from None
         finally:
             body.close()
         if got != head.size:
@@ -803,13 +813,14 @@ class S3Upload:
         try:
             self._finish(keep=keep)
         except StorageError as exc:
-            log.warning("upload of %r not cleaned up (%s); the sweep will", self.name, exc)
+            log.warning("upload of %r not cleaned up (%s); the sweep will", self.name, str(exc))
 
     def _finish(self, *, keep: bool) -> None:
         self._done = True
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._pending = []  # failed parts' errors: nothing to raise any more
         if self._single:
             return
         if keep and self._multipart is not None and self._parts:
@@ -822,7 +833,7 @@ class S3Upload:
                     self._bucket.complete_multipart(self._data, self._multipart, parts)
                     return
             except (BucketError, StorageError) as exc:
-                log.info("interrupted upload of %r left to its ledger: %s", self.name, exc)
+                log.info("interrupted upload of %r left to its ledger: %s", self.name, str(exc))
                 return
         if self._multipart is not None:
             _quietly(lambda: self._bucket.abort_multipart(self._data, self._multipart or ""))
