@@ -165,8 +165,12 @@ class Ceph:
             self._wait_a_bit(deadline, "radosgw to answer")
 
     def stop_rgw(self) -> None:
-        """Stop radosgw at once (SIGKILL): the engine gone, as a crash or a cut network leaves it."""
-        self._kill("rgw")
+        """Stop radosgw: its port closes at once, so clients meet a dead engine.
+
+        SIGTERM, not SIGKILL: a killed radosgw leaves its watches on cluster
+        objects, and the next bucket creation waits 30 s for them to expire.
+        """
+        self._kill("rgw", signal.SIGTERM)
 
     def answers(self) -> bool:
         try:
@@ -180,14 +184,16 @@ class Ceph:
 
     # ---------------------------------------------------------------- stop
 
-    def _kill(self, role: str) -> None:
+    def _kill(self, role: str, first: signal.Signals = signal.SIGKILL) -> None:
         proc = self._procs.pop(role, None)
         if proc is None:
             return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: any child it made goes too
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
+        for signum in dict.fromkeys((first, signal.SIGKILL)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signum)  # its own session: any child it made goes too
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+                return
 
     def stop(self) -> None:
         """Stop every process this cluster started (radosgw first)."""
