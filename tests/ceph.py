@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,19 +37,24 @@ def missing_binaries() -> list[str]:
     return [name for name in BINARIES if shutil.which(name) is None]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+def _free_port(avoid: int = 0) -> int:
+    """A free loopback port outside the OSD's range of 20 from `avoid`, which it may bind later."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if not avoid <= port < avoid + 20:
+            return port
 
 
 def _free_range(count: int) -> int:
-    """The first of `count` consecutive free loopback ports (the OSD binds several in its range)."""
-    for _ in range(50):
-        first = _free_port()
-        if first + count > 65000:
-            continue
+    """The first of `count` consecutive free loopback ports (the OSD binds several in its range).
+
+    Below Linux's ephemeral range (32768 up): there, the local ends of closed
+    connections in TIME_WAIT (thousands after a test run) make binds fail.
+    """
+    for _ in range(200):
+        first = random.randrange(20000, 32768 - count)
         held = []
         try:
             for port in range(first, first + count):
@@ -84,6 +90,7 @@ class Ceph:
                 f"Ceph binaries missing ({', '.join(missing)}): "
                 "apt-get install --no-install-recommends radosgw ceph-mon ceph-osd"
             )
+        self.folder.mkdir(parents=True, exist_ok=True)
         free = shutil.disk_usage(self.folder)
         if free.free < free.total * 0.06:
             raise CephUnavailable(f"under 6% free disk at {self.folder}: the Ceph monitor refuses to start")
@@ -97,7 +104,8 @@ class Ceph:
         d = self.folder
         for sub in ("run", "log", "mon.a", "osd.0", "rgw"):
             (d / sub).mkdir(parents=True, exist_ok=True)
-        mon_port, self._rgw_port, osd_ports = _free_port(), _free_port(), _free_range(20)
+        osd_ports = _free_range(20)
+        mon_port, self._rgw_port = _free_port(avoid=osd_ports), _free_port(avoid=osd_ports)
         self.endpoint = f"http://127.0.0.1:{self._rgw_port}"
         fsid = str(uuid.uuid4())
         ports = {"mon_port": mon_port, "rgw_port": self._rgw_port}

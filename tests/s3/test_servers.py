@@ -79,7 +79,7 @@ async def test_upload_cut_on_one_server_resumes_on_another(
                     await conn.upload(source, "r.bin")
             nursery.cancel_scope.cancel()
         await wait_until(lambda: a.connection_count == 0)
-        await trio.sleep(0.5)  # the cut upload is being set aside on a worker thread
+        await trio.to_thread.run_sync(a.storage.settle)  # type: ignore[attr-defined]  # set aside
         seen: list[int] = []
         async with connect(b) as conn:
             info = await conn.upload(source, "r.bin", progress=lambda n, t: seen.append(n))

@@ -52,11 +52,16 @@ from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_
 log = logging.getLogger("trioftp.storage.s3")
 
 STATE_DIR = ".trioftp"
-PART_SIZE = 16 * 2**20  # S3 wants parts of 5 MiB or more (the last excepted); 16 MiB: fewer calls
-PARTS_IN_FLIGHT = 3  # per upload: enough to keep the engine busy while the next part fills
+PART_SIZE = 8 * 2**20  # S3 wants parts of 5 MiB or more (the last excepted)
+# Per upload: parts sent at once while the next one fills, so an upload holds up to
+# (1 + PARTS_IN_FLIGHT) * PART_SIZE = 40 MiB. 8 MiB x 4 measured as 16 MiB x 3 on Ceph here.
+PARTS_IN_FLIGHT = 4
 MAX_COPY = 5 * 2**30  # the largest object CopyObject copies in one call
 COPY_CHUNK = 2**30  # part size when a larger object is copied part by part
 READ_CHUNK = 2**20
+READ_AHEAD_CHUNK = 8 * 2**20  # a download reads ranges of this size, several at once
+READ_AHEAD_DEPTH = 4  # per download: 32 MiB in memory at most
+READ_AHEAD_THREADS = 32  # per store, shared by its downloads
 IDLE_AFTER = 120.0  # an open upload's ledger untouched this long: its server is gone
 META_MTIME = "trioftp-mtime-ns"
 T = TypeVar("T")
@@ -135,6 +140,8 @@ class _Shared:
         self.max_file_size = max_file_size
         self.part_size = part_size
         self.digests: OrderedDict[tuple[str, str], bytes] = OrderedDict()  # (etag, algorithm)
+        self._readers: ThreadPoolExecutor | None = None
+        self.background: set[threading.Thread] = set()  # clean-ups of aborted uploads
         self.lock = threading.Lock()
 
     def cached(self, etag: str, algorithm: str) -> bytes | None:
@@ -147,6 +154,43 @@ class _Shared:
             self.digests.move_to_end((etag, algorithm))
             while len(self.digests) > 100_000:
                 self.digests.popitem(last=False)
+
+    def reader_pool(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self._readers is None:
+                self._readers = ThreadPoolExecutor(READ_AHEAD_THREADS, thread_name_prefix="trioftp-s3-read")
+            return self._readers
+
+    def in_background(self, work: Callable[[bool], None], arg: bool, name: str) -> None:
+        def run() -> None:
+            try:
+                work(arg)
+            finally:
+                with self.lock:
+                    self.background.discard(thread)
+
+        thread = threading.Thread(target=run, name=name)
+        with self.lock:
+            self.background.add(thread)
+        thread.start()
+
+    def settle(self) -> None:
+        """Wait for the clean-ups of aborted uploads still going on."""
+        while True:
+            with self.lock:
+                threads = list(self.background)
+            if not threads:
+                return
+            for thread in threads:
+                thread.join()
+
+    def close(self) -> None:
+        self.settle()
+        with self.lock:
+            readers, self._readers = self._readers, None
+        if readers is not None:
+            readers.shutdown(wait=True, cancel_futures=True)
+        self.bucket.close()
 
     def digest_key(self, etag: str, algorithm: str) -> str:
         return f"{self.state}digests/{etag.strip(chr(34))}.{algorithm}"
@@ -191,7 +235,11 @@ class S3Store:
         return f"{where} at {self._bucket.endpoint}" if self._bucket.endpoint else where
 
     def close(self) -> None:
-        self._bucket.close()
+        self._shared.close()
+
+    def settle(self) -> None:
+        """Wait until aborted uploads are set aside (their ledgers written, for a resume anywhere)."""
+        self._shared.settle()
 
     def scoped(self, home: str) -> S3Store:
         if not home:
@@ -513,12 +561,52 @@ class S3ReadHandle:
         self._head = head
         self._body: Any = None
         self._at = -1  # where the open body's next byte is
+        self._chunks: dict[int, Future[bytes]] = {}  # read ahead, by chunk number
         self.facts = store._facts(name, head)
 
     def read(self, offset: int, count: int) -> bytes:
         count = max(0, min(count, self._head.size - offset))
         if count == 0:
             return b""
+        if self._head.size <= READ_AHEAD_CHUNK:
+            return self._read_streaming(offset, count)
+        pieces = []
+        while count:
+            index = offset // READ_AHEAD_CHUNK
+            start = offset - index * READ_AHEAD_CHUNK
+            piece = self._chunk(index)[start : start + count]
+            if not piece:
+                raise StorageError(Problem.CHANGED, f"{self._name!r} shrank while it was read; try again")
+            pieces.append(piece)
+            offset += len(piece)
+            count -= len(piece)
+        return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+
+    def _chunk(self, index: int) -> bytes:
+        """Chunk `index` of the object, and the next few fetched meanwhile on the store's threads.
+
+        A download then keeps several ranged GETs in flight, as boto3's own
+        download_file does: one GET at a time left the engine idle between reads.
+        """
+        last = (self._head.size - 1) // READ_AHEAD_CHUNK
+        for passed in [i for i in self._chunks if i < index]:
+            self._chunks.pop(passed).cancel()
+        pool = self._store._shared.reader_pool()
+        for ahead in range(index, min(index + READ_AHEAD_DEPTH, last + 1)):
+            if ahead not in self._chunks:
+                self._chunks[ahead] = pool.submit(self._fetch, ahead)
+        try:
+            return self._chunks[index].result()
+        except BucketError as exc:
+            self._chunks.pop(index, None)
+            raise _error(exc, self._name) from None
+
+    def _fetch(self, index: int) -> bytes:
+        start = index * READ_AHEAD_CHUNK
+        end = min(start + READ_AHEAD_CHUNK, self._head.size)
+        return self._store._bucket.read(self._key, start, end, etag=self._head.etag)
+
+    def _read_streaming(self, offset: int, count: int) -> bytes:
         if self._body is None or self._at != offset:
             self._close_body()
             self._body = _call(self._name, lambda: self._open_body(offset))
@@ -590,6 +678,9 @@ class S3ReadHandle:
 
     def close(self) -> None:
         self._close_body()
+        for chunk in self._chunks.values():
+            chunk.cancel()
+        self._chunks.clear()
 
 
 class S3Upload:
@@ -808,8 +899,21 @@ class S3Upload:
         return store._facts(self.name, head, actual)
 
     def abort(self, *, keep: bool) -> None:
+        """Give up, at once: the clean-up (waiting for parts in flight, completing or aborting
+        the multipart upload) goes on in a thread of its own.
+
+        The server calls this on its event loop, as the local store's abort is a
+        close(); here it may wait on the engine for a minute when the engine is slow.
+        `S3Store.settle()` waits for such clean-ups; `close()` does too.
+        """
         if self._done:
             return
+        self._done = True
+        if self._single:
+            return
+        self._store._shared.in_background(self._finish_quietly, keep, f"trioftp-s3-abort {self.name[:40]}")
+
+    def _finish_quietly(self, keep: bool) -> None:
         try:
             self._finish(keep=keep)
         except StorageError as exc:
