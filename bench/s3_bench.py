@@ -84,7 +84,7 @@ def main() -> int:
         if endpoint is None:
             from tests.ceph import Ceph
 
-            ceph = Ceph(work / "ceph")
+            ceph = Ceph(work / "ceph", block_gib=32)  # sparse: room for every round's copies
             started = time.monotonic()
             ceph.start()
             print(f"Ceph up in {time.monotonic() - started:.1f} s at {ceph.endpoint}", flush=True)

@@ -76,6 +76,7 @@ class Ceph:
 
     folder: Path
     endpoint: str = ""
+    block_gib: int = 4  # the OSD's sparse file: what the cluster can hold
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     _rgw_port: int = 0
@@ -110,7 +111,7 @@ class Ceph:
         fsid = str(uuid.uuid4())
         ports = {"mon_port": mon_port, "rgw_port": self._rgw_port}
         ports.update(osd_min=osd_ports, osd_max=osd_ports + 19)
-        (d / "ceph.conf").write_text(_CONF.format(fsid=fsid, d=d, **ports))
+        (d / "ceph.conf").write_text(_CONF.format(fsid=fsid, d=d, block_bytes=self.block_gib << 30, **ports))
         self._run("monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{mon_port}]", "--fsid", fsid,
                   str(d / "monmap"))  # fmt: skip
         self._run("ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", str(d / "monmap"))
@@ -242,9 +243,13 @@ osd data = {d}/osd.0
 osd objectstore = bluestore
 bluestore block path = {d}/osd.0/block.file
 bluestore block create = true
-bluestore block size = 4294967296
+bluestore block size = {block_bytes}
 osd memory target = 939524096
 [client.rgw.a]
 rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
 rgw data = {d}/rgw
+# Deleted objects' data goes only when radosgw's garbage collector runs (after 2 h by default):
+# a benchmark that rewrites 512 MiB files would fill the OSD and stall every write.
+rgw gc obj min wait = 10
+rgw gc processor period = 10
 """
