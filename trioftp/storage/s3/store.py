@@ -245,8 +245,8 @@ class S3Store:
         if not home:
             return self
         self._check(home)
-        if not self._is_folder(home):
-            self.mkdir(home)
+        # No call to the engine: the server scopes on its event loop at each login, and a
+        # home needs no marker (an empty prefix lists as an empty folder).
         view = S3Store.__new__(S3Store)
         view._shared, view._bucket, view.quick = self._shared, self._bucket, False
         view.home = f"{self.home}/{home}" if self.home else home
