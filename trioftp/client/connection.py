@@ -93,10 +93,11 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.protocol.state import StreamState
-from trioftp.transport.channel import Channel, ChannelClosed, FileChanged
+from trioftp.transport.channel import Channel
 from trioftp.transport.concurrency import both
 from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece
+from trioftp.transport.streams import ChannelClosed, FileChanged
 
 T = TypeVar("T")
 

@@ -53,7 +53,7 @@ from trioftp.protocol.legacy_codec import (
 )
 from trioftp.protocol.names import BadName as InvalidName
 from trioftp.protocol.names import check_path
-from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
+from trioftp.transport.streams import ChannelClosed, FileChanged, send_file_range
 
 DEFAULT_SETTLE = 0.05  # quiet time that ends a `YES|size` answer (it has no terminator)
 DEFAULT_TIMEOUT = 30.0  # seconds the server may make no progress

@@ -44,7 +44,7 @@ from trioftp.server.rate import RateFloor
 from trioftp.server.shared import Shared
 from trioftp.server.transfers import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.storage.interface import ReadHandle, StorageError, Upload
-from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
+from trioftp.transport.streams import ChannelClosed, FileChanged, send_file_range
 
 log = logging.getLogger("trioftp.legacy")
 

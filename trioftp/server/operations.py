@@ -45,9 +45,9 @@ from trioftp.server.rate import RateFloor
 from trioftp.server.shared import StreamSession
 from trioftp.server.transfers import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.storage.interface import FileFacts, Kind, Problem, ReadHandle, StorageError, Upload
-from trioftp.transport.channel import FileChanged
 from trioftp.transport.concurrency import both
 from trioftp.transport.sink import BlockSink, next_piece
+from trioftp.transport.streams import FileChanged
 
 if TYPE_CHECKING:
     from trioftp.transport.inbox import StreamInbox

@@ -49,7 +49,7 @@ from trioftp.server.session import V2Session, watch_interval
 from trioftp.server.shared import Shared
 from trioftp.server.stores import open_store
 from trioftp.storage.interface import StorageError, Store
-from trioftp.transport.channel import close_stream, peer_of
+from trioftp.transport.streams import close_stream, peer_of
 
 log = logging.getLogger("trioftp.server")
 

@@ -54,8 +54,9 @@ from trioftp.server.budget import ByteBudget
 from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
 from trioftp.server.rate import RateFloor
 from trioftp.server.shared import Shared
-from trioftp.transport.channel import Channel, ChannelClosed
+from trioftp.transport.channel import Channel
 from trioftp.transport.inbox import StreamInbox
+from trioftp.transport.streams import ChannelClosed
 
 if TYPE_CHECKING:
     from trioftp.config import ServerConfig

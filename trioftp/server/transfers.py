@@ -17,7 +17,7 @@ from trioftp.protocol import ErrorCode
 from trioftp.server.mapping import Refusal, error_code
 from trioftp.server.metrics import Metrics
 from trioftp.storage.interface import StorageError
-from trioftp.transport.channel import ChannelClosed
+from trioftp.transport.streams import ChannelClosed
 
 log = logging.getLogger("trioftp.transfer")
 
