@@ -25,19 +25,20 @@ import stat as stat_module
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import attrs
 import trio
 
 from trioftp.client import targets, tree
+from trioftp.client.streams import Progress as Progress  # re-exported from its former home
+from trioftp.client.streams import Streams
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.config import DEFAULT_PORT
 from trioftp.disk.digests import Hasher, hash_range, new_hasher
 from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import (
     AuthenticationFailed,
-    BadName,
     ChecksumMismatch,
     ConnectionClosed,
     LocalFileChanged,
@@ -50,16 +51,12 @@ from trioftp.errors import (
     remote_error,
 )
 from trioftp.protocol import (
-    NEED_DATA,
     PEER_CLOSED,
     Connection,
-    ConnectionState,
     ErrorCode,
-    LocalProtocolError,
     RemoteProtocolError,
     Role,
     Settings,
-    names,
 )
 from trioftp.protocol.frames import GREASE_FRAME_TYPES
 from trioftp.protocol.messages import (
@@ -69,7 +66,6 @@ from trioftp.protocol.messages import (
     FEATURE_V2_1,
     Auth,
     Authorized,
-    Cancel,
     Data,
     Delete,
     Done,
@@ -90,18 +86,13 @@ from trioftp.protocol.messages import (
     Stat,
     Status,
     StatusInfo,
-    Window,
 )
-from trioftp.protocol.state import StreamState
 from trioftp.transport.channel import Channel, ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
 from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece
 
 T = TypeVar("T")
-
-Progress = Callable[[int, int], None]
-"""Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
 WRITE_BLOCK = 1024 * 1024
 GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HELLO exchange
@@ -111,7 +102,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO
 _RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
 
 
-class ClientConnection:
+class ClientConnection(Streams):
     """One v2 connection to a trioftp server. Use `open_connection()` to make one.
 
     Several tasks may use it at once: each operation runs on its own stream,
@@ -135,21 +126,8 @@ class ClientConnection:
         missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
         if missing:
             settings = attrs.evolve(settings, features=(*settings.features, *missing))
-        self.channel = Channel(stream, Connection(Role.CLIENT, settings))
-        self._inboxes: dict[int, StreamInbox] = {}
-        self._failure: TrioftpError | None = None
-        self._server_goodbye = False
-        self._slots = trio.Semaphore(1)
+        super().__init__(Channel(stream, Connection(Role.CLIENT, settings)))
         self.authorized: Authorized | None = None  # who the server says we are, after a login
-
-    @property
-    def digest_algorithm(self) -> str:
-        """The digest algorithm agreed with the server (e.g. "blake3").
-
-        Example:
-            print(conn.digest_algorithm)  # "blake3", or "sha256" if only that is common
-        """
-        return self.channel.machine.digest
 
     @property
     def server_hello(self) -> Hello:
@@ -213,111 +191,6 @@ class ClientConnection:
                     raise ConnectionClosed(reason)
                 if isinstance(event, kind):
                     return event
-
-    async def _reader(self) -> None:
-        failure: TrioftpError
-        try:
-            while True:
-                for event in await self.channel.receive_events():
-                    if event is PEER_CLOSED:
-                        raise ChannelClosed("the server closed the connection", broken=True)
-                    assert event is not NEED_DATA
-                    self._dispatch(event)
-        except RemoteProtocolError as exc:
-            if self.channel.eof_received:  # cut mid-frame: the transport ended, not the protocol
-                failure = ConnectionClosed(f"the connection was cut: {exc}")
-            else:
-                failure = ProtocolViolation(f"the server broke the protocol: {exc}")
-                with trio.move_on_after(1.0) as scope:
-                    scope.shield = True
-                    with suppress(Exception):
-                        await self.channel.send(Error(code=exc.error_code, message=str(exc)[:1000]))
-        except ChannelClosed as exc:
-            failure = ConnectionClosed(str(exc))
-        except _ServerClosed as exc:
-            failure = ConnectionClosed(str(exc))
-        self._failure = failure
-        for inbox in list(self._inboxes.values()):
-            inbox.fail(failure)
-
-    def _dispatch(self, message: Message) -> None:
-        if message.stream_id == 0:
-            if isinstance(message, Error):
-                raise _ServerClosed(
-                    f"the server closed the connection: {message.code.name}: {message.message}"
-                )
-            if isinstance(message, Goodbye):
-                self._server_goodbye = True
-            return
-        inbox = self._inboxes.get(message.stream_id)
-        if inbox is None:
-            return
-        if isinstance(message, Window):
-            inbox.notify()
-        else:
-            inbox.deliver(message)
-
-    # ------------------------------------------------------ stream plumbing
-
-    @asynccontextmanager
-    async def _stream(self, make: Callable[[int], Message]) -> AsyncIterator[StreamInbox]:
-        if self._failure is not None:
-            raise self._failure
-        if self._server_goodbye:
-            raise ConnectionClosed("the server is shutting down and accepts no new operations")
-        async with self._slots:
-            inboxes = self._inboxes
-            request = await self._send(
-                self.channel.send_request(_checking_names(make), lambda sid: _register(inboxes, sid))
-            )
-            inbox = self._inboxes[request.stream_id]
-            try:
-                yield inbox
-            finally:
-                del self._inboxes[request.stream_id]
-                if self.channel.machine.stream_state(request.stream_id) is not StreamState.CLOSED:
-                    with trio.move_on_after(1.0) as scope:
-                        scope.shield = True
-                        # LocalProtocolError: the machine already failed with the connection.
-                        with suppress(ChannelClosed, TrioftpError, LocalProtocolError):
-                            await self.channel.send_if_open(
-                                Cancel(message="client gave up", stream_id=request.stream_id)
-                            )
-
-    async def _send(self, sending: Awaitable[Any]) -> Any:
-        try:
-            return await sending
-        except ChannelClosed as exc:
-            raise self._failure or ConnectionClosed(str(exc)) from None
-        except LocalProtocolError as exc:
-            if self.channel.machine.state not in (ConnectionState.CLOSED, ConnectionState.ERROR):
-                raise  # a bug of ours, not a connection that ended
-            raise self._failure or ConnectionClosed(str(exc)) from None
-
-    @staticmethod
-    async def _expect(inbox: StreamInbox, *types: type[Any]) -> Any:
-        message = await inbox.get()
-        if isinstance(message, Error):
-            raise remote_error(message.code, message.message)
-        if not isinstance(message, types):
-            raise ProtocolViolation(
-                f"expected {' or '.join(t.__name__ for t in types)}, got {type(message).__name__}"
-            )
-        return message
-
-    async def _wait_credit(self, inbox: StreamInbox) -> int:
-        """Wait until the server lets us send on this stream; raise if it answered ERROR."""
-        while True:
-            if inbox.pending:
-                # While we send, the server speaks on this stream only to refuse.
-                unexpected = await inbox.get()
-                if isinstance(unexpected, Error):
-                    raise remote_error(unexpected.code, unexpected.message)
-                raise ProtocolViolation(f"unexpected {type(unexpected).__name__} during an upload")
-            credit = self.channel.machine.send_credit(inbox.stream_id)
-            if credit:
-                return credit
-            await inbox.wait_change()
 
     # ------------------------------------------------------------- downloads
 
@@ -984,28 +857,8 @@ def _changed(now: os.stat_result, before: os.stat_result) -> bool:
     )
 
 
-class _ServerClosed(Exception):
-    pass
-
-
 class _StalePartial(Exception):
     """A resumed upload failed its digest check: the server's partial was another file's."""
-
-
-def _checking_names(make: Callable[[int], Message]) -> Callable[[int], Message]:
-    """`make`, raising trioftp.BadName (not the codec's ValueError) for a name the protocol refuses."""
-
-    def checked(stream_id: int) -> Message:
-        try:
-            return make(stream_id)
-        except names.BadName as exc:
-            raise BadName(f"bad name: {exc}") from None
-
-    return checked
-
-
-def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
-    inboxes[stream_id] = StreamInbox(stream_id)
 
 
 def _write_and_hash(
