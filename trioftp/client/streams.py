@@ -50,6 +50,9 @@ from trioftp.transport.inbox import StreamInbox
 Progress = Callable[[int, int], None]
 """Called as progress(bytes_done, bytes_total) while a transfer runs."""
 
+# A download's disk writes come in blocks of this; `put` hashes more than this off the event loop.
+WRITE_BLOCK = 1024 * 1024
+
 
 class Streams:
     """A v2 channel's streams, as the job modules use them; `ClientConnection` is built on it."""
