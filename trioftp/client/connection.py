@@ -4,6 +4,13 @@
         await conn.put("notes.txt", b"hello")
         data = await conn.get("notes.txt")
 
+This module connects, greets (HELLO, login) and closes. The methods come from
+one class per job: streams.Streams (a stream per operation, the reader task),
+download.Downloads (get, download), upload.Uploads (put, upload),
+operations.Operations (list, stat, status, delete, rename, mkdir) and
+folders.Folders (upload_tree, download_tree, sync, remove_tree, which call
+trioftp.client.tree).
+
 Resource handling: the connection owns one reader task, in a nursery opened by
 `__aenter__` and closed by `__aexit__`; operations run in the caller's task.
 Every operation cancels its stream if the caller leaves it early (timeout,
@@ -16,21 +23,21 @@ the server's code), ChecksumMismatch, ProtocolViolation, ConnectionClosed.
 from __future__ import annotations
 
 import ipaddress
-import os
 import random
 import socket
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import TypeVar
 
 import attrs
 import trio
 
-from trioftp.client import tree
 from trioftp.client.download import Downloads
+from trioftp.client.folders import Folders
+from trioftp.client.operations import Operations
 from trioftp.client.streams import Progress as Progress  # re-exported from its former home
-from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
+from trioftp.client.tree import TreeConnection
 from trioftp.client.upload import Uploads
 from trioftp.config import DEFAULT_PORT
 from trioftp.errors import (
@@ -57,21 +64,9 @@ from trioftp.protocol.messages import (
     FEATURE_V2_1,
     Auth,
     Authorized,
-    Delete,
-    Done,
-    Entry,
     Error,
-    FileInfo,
     Goodbye,
     Hello,
-    List,
-    Listing,
-    Message,
-    Mkdir,
-    Rename,
-    Stat,
-    Status,
-    StatusInfo,
 )
 from trioftp.transport.channel import Channel, ChannelClosed
 
@@ -81,7 +76,7 @@ GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HEL
 DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
 
 
-class ClientConnection(Downloads, Uploads):
+class ClientConnection(Downloads, Uploads, Operations, Folders):
     """One v2 connection to a trioftp server. Use `open_connection()` to make one.
 
     Several tasks may use it at once: each operation runs on its own stream,
@@ -171,248 +166,9 @@ class ClientConnection(Downloads, Uploads):
                 if isinstance(event, kind):
                     return event
 
-    # ------------------------------------------------------ the other verbs
 
-    async def list(self, folder: str = "") -> list[Entry]:
-        """The entries of a remote folder ("" is the root), sorted by name.
-
-        Raises:
-            NotFound: no such folder.
-
-        Example:
-            for entry in await conn.list("isos"):
-                print(entry.name, entry.kind.value, entry.size, entry.mtime_ns)
-        """
-        entries: list[Entry] = []
-        async with self._stream(lambda sid: List(folder=folder, stream_id=sid)) as inbox:
-            while True:
-                part: Listing = await self._expect(inbox, Listing)
-                entries.extend(part.entries)
-                if part.last:
-                    return entries
-
-    async def stat(self, name: str) -> FileInfo:
-        """Size, mtime, kind and (for files) digest of a remote file or folder.
-
-        Raises:
-            NotFound: no such file or folder.
-
-        Example:
-            info = await conn.stat("isos/big.iso")
-            print(info.size, info.digest.hex() if info.digest else "(a folder)")
-        """
-        async with self._stream(lambda sid: Stat(name=name, stream_id=sid)) as inbox:
-            info: FileInfo = await self._expect(inbox, FileInfo)
-            return info
-
-    async def status(self) -> StatusInfo:
-        """The server's version, uptime, connections, transfers in flight and bytes moved.
-
-        Raises:
-            PermissionDenied: the server has users and we are not an administrator.
-
-        Example:
-            info = await conn.status()
-            print(info.agent, info.uptime_ms / 1000, "s up,", info.transfers, "transfers in flight")
-        """
-        async with self._stream(lambda sid: Status(stream_id=sid)) as inbox:
-            info: StatusInfo = await self._expect(inbox, StatusInfo)
-            return info
-
-    async def delete(self, name: str) -> None:
-        """Delete a remote file or empty folder.
-
-        Raises:
-            NotFound: no such file or folder.
-            RemoteError: the folder is not empty (code BAD_REQUEST).
-
-        Example:
-            await conn.delete("old/big.iso")
-        """
-        await self._simple(lambda sid: Delete(name=name, stream_id=sid))
-
-    async def rename(self, old: str, new: str, *, replace: bool = False) -> None:
-        """Rename a remote file or folder; an existing `new` is replaced only with replace=True.
-
-        Missing folders of `new` are created; the move is atomic.
-
-        Raises:
-            NotFound: `old` does not exist.
-            AlreadyExists: `new` exists and replace is False.
-
-        Example:
-            await conn.rename("isos/big.iso", "old/big.iso", replace=True)
-        """
-        await self._simple(lambda sid: Rename(old=old, new=new, replace=replace, stream_id=sid))
-
-    async def mkdir(self, name: str) -> None:
-        """Create a remote folder and its missing parents (an existing folder is fine).
-
-        Raises:
-            AlreadyExists: a file of that name is in the way.
-            RemoteError: a parent is a file (code WRONG_KIND).
-
-        Example:
-            await conn.mkdir("new/folder")
-        """
-        await self._simple(lambda sid: Mkdir(name=name, stream_id=sid))
-
-    # --------------------------------------------------------- whole folders
-
-    async def upload_tree(
-        self,
-        local: str | os.PathLike[str],
-        remote: str = "",
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        progress: TreeCallback | None = None,
-        rules: tree.Rules | None = None,
-    ) -> Plan:
-        """Upload every file under a local folder, skipping files already identical on the server.
-
-        Files go `concurrency` at a time, each on its own stream; an upload cut
-        midway resumes from the server's partial on the next run.
-
-        Args:
-            local: the local folder.
-            remote: the remote folder to fill ("" is the root); created as needed.
-            concurrency: how many files are in flight at once.
-            progress: called with a `TreeProgress` after every change.
-            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
-                out is neither copied nor, on the target, deleted.
-
-        Returns:
-            The plan carried out: `copy` (the files sent), `unchanged`, `bytes_to_copy`.
-
-        Raises:
-            TreeTransferError: some entries failed or were skipped (a FIFO, a dangling
-                link, a name the protocol refuses); the others were sent. See its
-                `failures`, `skipped` and `done`.
-            FileNotFoundError, NotADirectoryError: `local` is missing or not a folder.
-            ConnectionClosed: the connection broke.
-
-        Example:
-            plan = await conn.upload_tree("photos", "backup/photos")
-            print(len(plan.copy), "files sent,", plan.unchanged, "already there")
-        """
-        return await tree.upload_tree(
-            self, local, remote, concurrency=concurrency, progress=progress, rules=rules
-        )
-
-    async def download_tree(
-        self,
-        remote: str,
-        local: str | os.PathLike[str],
-        *,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        progress: TreeCallback | None = None,
-        rules: tree.Rules | None = None,
-    ) -> Plan:
-        """Download every file under a remote folder, skipping files already identical here.
-
-        A download cut midway resumes from its `.trioftp-part` file on the next run.
-
-        Args:
-            remote: the remote folder ("" is the root).
-            local: the local folder to fill; created as needed.
-            concurrency: how many files are in flight at once.
-            progress: called with a `TreeProgress` after every change.
-            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
-                out is neither copied nor, on the target, deleted.
-
-        Returns:
-            The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
-
-        Raises:
-            TreeTransferError: some entries failed or were skipped; the others were
-                received. See its `failures`, `skipped` and `done`.
-            NotFound: `remote` does not exist; RemoteError (WRONG_KIND): it is a file.
-            ConnectionClosed: the connection broke.
-
-        Example:
-            await conn.download_tree("backup/photos", "photos-restored")
-        """
-        return await tree.download_tree(
-            self, remote, local, concurrency=concurrency, progress=progress, rules=rules
-        )
-
-    async def sync(
-        self,
-        local: str | os.PathLike[str],
-        remote: str,
-        *,
-        direction: Direction = Direction.UP,
-        delete: bool = False,
-        dry_run: bool = False,
-        concurrency: int = DEFAULT_CONCURRENCY,
-        progress: TreeCallback | None = None,
-        rules: tree.Rules | None = None,
-    ) -> Plan:
-        """Make `remote` match `local` (Direction.UP) or `local` match `remote` (Direction.DOWN).
-
-        Files are compared by size, then by digest where the sizes agree; only
-        those that differ are copied.
-
-        Args:
-            local: the local folder.
-            remote: the remote folder ("" is the root).
-            direction: which side is the source.
-            delete: also delete the target's files that the source does not have.
-            dry_run: only compute the plan; change nothing on either side.
-            concurrency: how many files are in flight at once.
-            progress: called with a `TreeProgress` after every change.
-            rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
-                out is neither copied nor, on the target, deleted.
-
-        Returns:
-            The plan: `copy` and `delete` (relative paths), `unchanged`, `bytes_to_copy`.
-
-        Raises:
-            TreeTransferError: some entries failed (the others were copied, nothing was
-                deleted) or were skipped (their copies on the target are never deleted).
-            FileNotFoundError, NotADirectoryError, NotFound, RemoteError (WRONG_KIND): the
-                source folder is missing or a file (read as empty, a run would copy nothing and
-                report success, and with `delete` it would empty the target).
-            ConnectionClosed: the connection broke.
-
-        Example:
-            plan = await conn.sync("site", "www", delete=True, dry_run=True)
-            print("would copy", plan.copy, "and delete", plan.delete)
-        """
-        return await tree.sync(
-            self,
-            local,
-            remote,
-            direction=direction,
-            delete=delete,
-            dry_run=dry_run,
-            concurrency=concurrency,
-            progress=progress,
-            rules=rules,
-        )
-
-    async def remove_tree(self, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
-        """Delete a remote folder and everything under it (files, then folders, deepest first).
-
-        A file is deleted as it is, as `rm -r` does. The root cannot be removed.
-
-        Returns:
-            What was deleted: `delete` (files) and `rmdir` (folders; "" is `remote` itself).
-
-        Raises:
-            ValueError: `remote` is the root ("" or "/").
-            NotFound: no such file or folder.
-            TreeTransferError: some entries could not be deleted (nor the folders holding them).
-            ConnectionClosed: the connection broke.
-
-        Example:
-            plan = await conn.remove_tree("backup/old-photos")
-        """
-        return await tree.remove_tree(self, remote, concurrency=concurrency)
-
-    async def _simple(self, make: Callable[[int], Message]) -> None:
-        async with self._stream(make) as inbox:
-            await self._expect(inbox, Done)
+# Where mypy checks that the tree code's Protocol is met (Folders passes `self` to that code).
+_IS_A_TREE_CONNECTION: type[TreeConnection] = ClientConnection
 
 
 async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc.Stream:
