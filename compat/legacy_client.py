@@ -2,6 +2,10 @@
 """A legacy text-protocol client, in the blocking-socket style of the old clients.
 
 Standard library only: copy this file to a machine that has nothing else.
+Where trioftp is installed, `trioftp.legacy` (implemented in
+trioftp/client/legacy_servers.py) is the legacy client to use: Trio, with
+timeouts and resumable downloads. trioftp never imports this file; the tests
+and bench/worker.py (the benchmark's `legacy` system) do.
 
     python compat/legacy_client.py put HOST PORT PATH [NAME]
     python compat/legacy_client.py get HOST PORT NAME [OUTPUT]
