@@ -153,7 +153,9 @@ class Folders:
     ) -> Plan:
         """Delete a remote folder and everything under it (files, then folders, deepest first).
 
-        A file is deleted as it is, as `rm -r` does. The root cannot be removed.
+        A file is deleted as it is (as `rm -r` does), and so is a symbolic link,
+        to a file or a folder: the link goes, never what it leads to. The root
+        cannot be removed.
 
         Returns:
             What was deleted: `delete` (files) and `rmdir` (folders; "" is `remote` itself).

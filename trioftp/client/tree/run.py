@@ -424,18 +424,7 @@ async def download_tree(
 async def remove_tree(conn: TreeConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
     """Delete a remote folder and everything under it: its files, then its folders, deepest first.
 
-    A file is deleted as it is (as `rm -r` does), and so is a symbolic link,
-    to a file or a folder: the link goes, never what it leads to. The root
-    cannot be removed.
-
-    Returns:
-        What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
-
-    Raises:
-        ValueError: `remote` is the root ("" or "/").
-        NotFound: no such file or folder.
-        TreeTransferError: some could not be deleted (nor the folders that hold them); the rest was.
-        ConnectionClosed: the connection broke.
+    `ClientConnection.remove_tree` is the same as a method; its docstring has the details.
 
     Example:
         plan = await remove_tree(conn, "backup/old-photos")
