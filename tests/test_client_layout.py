@@ -2,8 +2,10 @@
 
 `trioftp.client.connection` imports the tree code (for `upload_tree`, `sync`, ...);
 if the tree code imported the connection back, even only for type hints, the
-two would be one tangle again. Read from the source (an AST walk), so an import
-under `if TYPE_CHECKING:` or inside a function counts too.
+two would be one tangle again. The same holds for the job modules the
+connection is built of (streams, download, upload, operations, folders). Read
+from the source (an AST walk), so an import under `if TYPE_CHECKING:` or inside
+a function counts too.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ def test_the_tree_code_never_imports_the_connection(path: Path) -> None:
     names = imported_modules(path.read_text(), "trioftp.client.tree")
     bad = sorted(name for name in names if name == CONNECTION or name.startswith(CONNECTION + "."))
     assert not bad, f"{path.name} imports {bad}: type it against tree.peer.TreeConnection"
+
+
+JOB_FILES = [
+    REPO / "trioftp" / "client" / f"{job}.py"
+    for job in ("streams", "download", "upload", "operations", "folders")
+]
+
+
+@pytest.mark.parametrize("path", JOB_FILES, ids=lambda path: path.name)
+def test_the_job_modules_never_import_the_connection(path: Path) -> None:
+    """ClientConnection is built of them: they must not need it back."""
+    names = imported_modules(path.read_text(), "trioftp.client")
+    assert not any(name == CONNECTION or name.startswith(CONNECTION + ".") for name in names)
 
 
 @pytest.mark.parametrize(
