@@ -29,6 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The standard-library legacy client, imported from its own folder as its docstring says.
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "compat"))
 import legacy_client
 from common import (
     COPY_BUFFER,
@@ -203,14 +205,14 @@ class LegacyClient:
 
     def get(self, name: str, sink: Callable[[memoryview], None]) -> int:
         assert self.sock is not None
-        return legacy_client.get(self.sock, name, self.buf, sink)
+        return legacy_client.get_into(self.sock, name, self.buf, sink, settle=0)
 
     def put(self, path: str, name: str, server_root: str) -> int:
         assert self.sock is not None
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
-            legacy_client.put_file(self.sock, fd, size, name)
+            legacy_client.put_file_on(self.sock, name, fd, size)
         finally:
             os.close(fd)
         # The legacy protocol sends nothing after a put: the upload is done when the
