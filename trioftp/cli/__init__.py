@@ -29,10 +29,11 @@ from trioftp.cli.passwd import _passwd
 from trioftp.cli.paths import folder_name, parse_port, parse_remote, split_address
 from trioftp.cli.progress import human as _human
 from trioftp.cli.runner import _add_connection_options, _add_rule_options, _run_client
-from trioftp.cli.serve import _add_serve, _serve, _warn_if_passwords_in_clear, run_server
+from trioftp.cli.serve import _add_serve, _serve, _warn_if_passwords_in_clear
 from trioftp.cli.sync_report import _sync
 from trioftp.cli.transfer import TEXT_SAMPLE, _get, _mkdir, _mv, _put, _rm
 from trioftp.config import DEFAULT_PORT
+from trioftp.server.signals import run_server
 
 # The names `trioftp.cli` had when it was one module, still importable from here;
 # the private ones are those the tests use.

@@ -5,9 +5,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import logging
-import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from trioftp.config import (
 from trioftp.disk.syscalls import return_freed_buffers
 from trioftp.logs import setup_logging
 from trioftp.server import Server
+from trioftp.server.signals import run_server
 
 log = logging.getLogger("trioftp")
 
@@ -84,42 +83,6 @@ def _serve(args: argparse.Namespace) -> int:
     if code:
         print("trioftp: stopped before transfers finished", file=sys.stderr)
     return code
-
-
-async def run_server(server: Server) -> int:
-    """Serve until SIGINT or SIGTERM, then drain and stop; a second signal stops at once.
-
-    Returns:
-        0 once drained; if a second signal cut the drain short, 128 + its number, the
-        status a shell reports for a process that signal ended (130 for Ctrl-C).
-    """
-    stopped_by: list[int] = []
-    # Open for the whole run: were it closed after the first signal, a second Ctrl-C
-    # would raise KeyboardInterrupt in whatever task runs, out of nested nurseries.
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_stop_on_signals, server, signals, nursery.cancel_scope, stopped_by)
-            await server.serve()
-            nursery.cancel_scope.cancel()  # drained: stop waiting for signals
-    return 128 + stopped_by[0] if stopped_by else 0
-
-
-async def _stop_on_signals(
-    server: Server, signals: AsyncIterator[int], scope: trio.CancelScope, stopped_by: list[int]
-) -> None:
-    """The first signal starts the drain; the second cancels it (the server's tasks end cleanly)."""
-    draining = False
-    async for signum in signals:
-        name = signal.Signals(signum).name
-        if not draining:
-            log.info("received %s: stopping", name)
-            server.shutdown()
-            draining = True
-            continue
-        log.warning("received %s again: stopping now, transfers in flight are cut", name)
-        stopped_by.append(signum)
-        scope.cancel()
-        return
 
 
 def _warn_if_passwords_in_clear(config: ServerConfig) -> None:
