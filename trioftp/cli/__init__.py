@@ -35,8 +35,9 @@ from trioftp.cli.transfer import TEXT_SAMPLE, _get, _mkdir, _mv, _put, _rm
 from trioftp.config import DEFAULT_PORT
 from trioftp.server.signals import run_server
 
-# The names `trioftp.cli` had when it was one module, still importable from here;
-# the private ones are those the tests use.
+# The names `trioftp.cli` had when it was one module, still importable from here (the
+# private ones are those tests imported). Patch a name in its own module: build_parser
+# reads `trioftp.cli.serve._serve`, not this copy.
 __all__ = [
     "build_parser", "main", "CommandFailed", "sole_exception", "folder_name", "parse_port",
     "parse_remote", "split_address", "run_server", "TEXT_SAMPLE",

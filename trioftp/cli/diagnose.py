@@ -1,7 +1,7 @@
 """What the user reads when a command fails: one line per exception, no traceback.
 
-A traceback is left for what no rule here names (a bug). Prints nothing itself but
-`_fail`; the commands decide the exit status.
+A traceback is left for what no rule here names (a bug). Only `_fail` prints; the
+commands decide the exit status.
 """
 
 from __future__ import annotations
