@@ -106,7 +106,7 @@ def test_a_block_cut_short_by_too_much_payload_is_never_filled_again() -> None:
     cut = sink.take_rest()
     assert cut is not None and bytes(cut) == b"abc"
     sink.release(cut)
-    assert sink._spare is None
+    assert not sink._spares
     sink.close()
     sink.release(cut)
     assert pool.held == 0
@@ -132,7 +132,7 @@ def test_a_block_released_after_close_goes_to_the_pool_and_the_pool_is_bounded()
 def test_without_a_pool_blocks_are_dropped() -> None:
     sink = BlockSink(8, lambda: None)
     assert _one_transfer(sink, b"abcdefghij") == b"abcdefghij"
-    assert sink._spare is None and sink._block is None
+    assert not sink._spares and sink._block is None
 
 
 async def test_next_piece_keeps_wire_order() -> None:
