@@ -96,7 +96,8 @@ from trioftp.protocol.state import StreamState
 from trioftp.transport.channel import Channel, ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
 from trioftp.transport.inbox import StreamInbox
-from trioftp.transport.sink import BlockPool, BlockSink, next_piece
+from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
+from trioftp.transport.writer import BlockWriter
 
 T = TypeVar("T")
 
@@ -423,18 +424,16 @@ class ClientConnection:
                 position = held
                 writeback = EarlyWriteback(fd, held)
 
-                async def write(block: bytes | memoryview, hasher: Hasher) -> None:
+                def write(block: memoryview) -> None:  # on the writer thread, block after block
                     nonlocal position
                     try:
-                        position = await trio.to_thread.run_sync(
-                            _write_and_hash, fd, block, position, hasher, writeback
-                        )
+                        position = _write_and_hash(fd, block, position, hasher, writeback)
                     except OSError as exc:  # a full disk, say: name the partial, which keeps what came
                         raise OSError(exc.errno, exc.strerror, str(partial)) from None
 
                 try:
                     digest = await self._receive_body(
-                        inbox, info, held, hasher, write, progress, block=WRITE_BLOCK
+                        inbox, info, held, hasher, _unused_write, progress, block=WRITE_BLOCK, on_thread=write
                     )
                 except ChecksumMismatch:
                     keep_partial = False
@@ -481,26 +480,42 @@ class ClientConnection:
         progress: Progress | None,
         *,
         block: int,
+        on_thread: Callable[[memoryview], object] | None = None,
     ) -> bytes:
         """Receive DATA up to END and check it; return the verified digest.
 
         The payload is read from the socket straight into blocks of a sink
         (trioftp.transport.sink): `write` gets each block (a view of a reused buffer).
+        With `on_thread`, blocks go instead to that blocking function, called on one
+        writer thread block after block (trioftp.transport.writer), and each block is
+        acknowledged once written.
         """
         if offset > info.size:
             raise ChecksumMismatch(
                 f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})"
             )
-        received = offset
+        received = written = offset
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
+        writer = _Written(sink, inbox, on_thread) if on_thread is not None else None
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:
-                piece = await next_piece(inbox, sink)
+                if writer is not None:
+                    if writer.unacknowledged:
+                        done = writer.take()
+                        written += done
+                        await self._send(self.channel.acknowledge(inbox.stream_id, done))
+                        if progress is not None:
+                            progress(written, info.size)
+                    piece = await next_piece_or_news(inbox, sink, writer.news)
+                    if piece is None:
+                        continue
+                else:
+                    piece = await next_piece(inbox, sink)
                 if isinstance(piece, memoryview | Data):
                     payload = piece if isinstance(piece, memoryview) else piece.payload
                     received += len(payload)
@@ -509,6 +524,9 @@ class ClientConnection:
                             f"the server sent more than the {info.size} bytes it announced"
                         )
                     if not payload:
+                        continue
+                    if writer is not None:
+                        writer.submit(memoryview(payload))  # acknowledged and reported once written
                         continue
                     try:
                         await write(payload, hasher)
@@ -525,7 +543,11 @@ class ClientConnection:
                     raise ProtocolViolation(f"expected Data or End, got {type(piece).__name__}")
                 message = piece
                 break
+            if writer is not None:
+                await writer.finish()
         finally:
+            if writer is not None:
+                await writer.stop()
             self.channel.remove_sink(inbox.stream_id)
         if progress is not None:
             progress(received, info.size)
@@ -1006,6 +1028,35 @@ def _checking_names(make: Callable[[int], Message]) -> Callable[[int], Message]:
 
 def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
     inboxes[stream_id] = StreamInbox(stream_id)
+
+
+class _Written:
+    """A download's BlockWriter, and the bytes it wrote that are not acknowledged yet."""
+
+    def __init__(self, sink: BlockSink, inbox: StreamInbox, write: Callable[[memoryview], object]) -> None:
+        self.unacknowledged = 0
+        self._sink, self._inbox = sink, inbox
+        self._writer = BlockWriter(write, on_written=self._written, on_stopped=inbox.notify)
+        self.submit, self.finish, self.stop = self._writer.submit, self._writer.finish, self._writer.stop
+
+    def news(self) -> bool:
+        """Something for the task: bytes to acknowledge, or a failed write (raised here)."""
+        if self._writer.error is not None:
+            raise self._writer.error
+        return self.unacknowledged > 0
+
+    def take(self) -> int:
+        n, self.unacknowledged = self.unacknowledged, 0
+        return n
+
+    def _written(self, block: memoryview) -> None:
+        self.unacknowledged += len(block)
+        self._sink.release(block)
+        self._inbox.notify()
+
+
+async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:
+    raise AssertionError("blocks go to the writer thread")
 
 
 def _write_and_hash(
