@@ -34,6 +34,7 @@ from trioftp.client import targets, tree
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback
 from trioftp.config import DEFAULT_PORT
 from trioftp.disk.digests import Hasher, hash_range, new_hasher
+from trioftp.disk.syscalls import sync_filesystem
 from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import (
     AuthenticationFailed,
@@ -359,12 +360,15 @@ class ClientConnection:
         *,
         resume: bool = True,
         progress: Progress | None = None,
+        fsync: bool = False,
     ) -> FileInfo:
         """Download a file to `path`, verified, resuming a partial download left by a cut connection.
 
         Bytes go to `path + ".trioftp-part"` and are renamed to `path` only once
-        size and digest match. If the resumed prefix turns out not to match (the
-        remote file changed), the download starts over once from the beginning.
+        size and digest match. As cp, scp and curl do, the file is left to the
+        kernel to write back: `fsync=True` makes it durable before this returns.
+        If the resumed prefix turns out not to match (the remote file changed),
+        the download starts over once from the beginning.
         A symlink is followed: the file it leads to is replaced. A pipe, terminal
         or device (a FIFO, /dev/stdout, /dev/null) is written in place as the
         bytes arrive, with no resume; the digest is still checked at the end,
@@ -375,6 +379,7 @@ class ClientConnection:
             path: the local file to write (its folder must exist).
             resume: continue from a `.trioftp-part` file left by an earlier try.
             progress: called as progress(bytes_received, size).
+            fsync: fsync the file before it is renamed into place.
 
         Returns:
             The remote file's facts (size, mtime, digest).
@@ -393,14 +398,18 @@ class ClientConnection:
             return await self._download_in_place(name, target, progress=progress)
         target, partial = targets.file_and_partial(target)
         try:
-            return await self._download_once(name, target, partial, resume=resume, progress=progress)
+            return await self._download_once(
+                name, target, partial, resume=resume, progress=progress, fsync=fsync
+            )
         except ChecksumMismatch:
             if not resume:
                 raise
-            return await self._download_once(name, target, partial, resume=False, progress=progress)
+            return await self._download_once(
+                name, target, partial, resume=False, progress=progress, fsync=fsync
+            )
 
     async def _download_once(
-        self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None
+        self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None, fsync: bool
     ) -> FileInfo:
         fd = targets.open_partial(partial, target)
         keep_partial = True
@@ -439,7 +448,8 @@ class ClientConnection:
                     keep_partial = False
                     raise
             try:
-                await trio.to_thread.run_sync(os.fsync, fd)
+                if fsync:
+                    await trio.to_thread.run_sync(os.fsync, fd)
             except OSError as exc:  # a delayed allocation can fail only here
                 raise OSError(exc.errno, exc.strerror, str(partial)) from None
             if info.mtime_ns:
@@ -855,10 +865,13 @@ class ClientConnection:
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
         rules: tree.Rules | None = None,
+        fsync: bool = False,
     ) -> Plan:
         """Download every file under a remote folder, skipping files already identical here.
 
         A download cut midway resumes from its `.trioftp-part` file on the next run.
+        With `fsync`, the local file system is synced once at the end (syncfs), also
+        after a failure, so what was received is durable; no fsync per file.
 
         Args:
             remote: the remote folder ("" is the root).
@@ -867,6 +880,7 @@ class ClientConnection:
             progress: called with a `TreeProgress` after every change.
             rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
                 out is neither copied nor, on the target, deleted.
+            fsync: sync the local file system once at the end (see above).
 
         Returns:
             The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
@@ -880,9 +894,13 @@ class ClientConnection:
         Example:
             await conn.download_tree("backup/photos", "photos-restored")
         """
-        return await tree.download_tree(
-            self, remote, local, concurrency=concurrency, progress=progress, rules=rules
-        )
+        try:
+            return await tree.download_tree(
+                self, remote, local, concurrency=concurrency, progress=progress, rules=rules
+            )
+        finally:
+            if fsync:
+                await trio.to_thread.run_sync(sync_filesystem, local, True)
 
     async def sync(
         self,
