@@ -401,6 +401,9 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
+    p.add_argument(
+        "--fsync", action="store_true", help="make the download durable before exiting (-r: once at the end)"
+    )
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
@@ -614,7 +617,9 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=args.bars.tree(), rules=args.rules)
+            await conn.download_tree(
+                folder, local, progress=args.bars.tree(), rules=args.rules, fsync=args.fsync
+            )
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -636,7 +641,7 @@ async def _get(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
 
         async def fetch(target: Path) -> None:
-            await conn.download(name, target, progress=progress)
+            await conn.download(name, target, progress=progress, fsync=args.fsync)
 
         try:
             await (_to_terminal(fetch, name) if to_a_terminal else fetch(output))
