@@ -98,7 +98,7 @@ from trioftp.transport.channel import Channel, ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
 from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
-from trioftp.transport.writer import BlockWriter
+from trioftp.transport.writer import SinkWriter
 
 T = TypeVar("T")
 
@@ -510,7 +510,7 @@ class ClientConnection:
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
-        writer = _Written(sink, inbox, on_thread) if on_thread is not None else None
+        writer = SinkWriter(sink, inbox, on_thread) if on_thread is not None else None
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:
@@ -1046,31 +1046,6 @@ def _checking_names(make: Callable[[int], Message]) -> Callable[[int], Message]:
 
 def _register(inboxes: dict[int, StreamInbox], stream_id: int) -> None:
     inboxes[stream_id] = StreamInbox(stream_id)
-
-
-class _Written:
-    """A download's BlockWriter, and the bytes it wrote that are not acknowledged yet."""
-
-    def __init__(self, sink: BlockSink, inbox: StreamInbox, write: Callable[[memoryview], object]) -> None:
-        self.unacknowledged = 0
-        self._sink, self._inbox = sink, inbox
-        self._writer = BlockWriter(write, on_written=self._written, on_stopped=inbox.notify)
-        self.submit, self.finish, self.stop = self._writer.submit, self._writer.finish, self._writer.stop
-
-    def news(self) -> bool:
-        """Something for the task: bytes to acknowledge, or a failed write (raised here)."""
-        if self._writer.error is not None:
-            raise self._writer.error
-        return self.unacknowledged > 0
-
-    def take(self) -> int:
-        n, self.unacknowledged = self.unacknowledged, 0
-        return n
-
-    def _written(self, block: memoryview) -> None:
-        self.unacknowledged += len(block)
-        self._sink.release(block)
-        self._inbox.notify()
 
 
 async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:

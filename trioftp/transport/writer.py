@@ -22,6 +22,9 @@ from collections.abc import Callable
 import outcome
 import trio
 
+from trioftp.transport.inbox import StreamInbox
+from trioftp.transport.sink import BlockSink
+
 _STOP = None
 
 
@@ -57,6 +60,7 @@ class BlockWriter:
         self._queue: queue.SimpleQueue[memoryview | None] = queue.SimpleQueue()
         self._token: trio.lowlevel.TrioToken | None = None
         self._stopped: trio.Event | None = None
+        self._abandon = False  # read by the thread before each block: drop the rest
         self.error: BaseException | None = None  # what `write` raised; the thread stopped there
 
     @property
@@ -81,14 +85,16 @@ class BlockWriter:
             raise self.error
 
     async def stop(self) -> None:
-        """Wait, even if cancelled, until the thread has written what is queued and ended.
+        """Drop the blocks not written yet, and wait, even if cancelled, until the thread has ended.
 
         For a `finally`: the file may be closed only once the thread no longer
-        touches it. What was received is written rather than dropped (a partial
-        download keeps it for a resume); the flow-control window bounds it.
+        touches it, and that is at most one block's write away. A transfer that
+        stops early stops at once (its CANCEL is not held up behind the queue);
+        what was written (and reported) stays.
         """
         if self._stopped is None or self._stopped.is_set():
             return
+        self._abandon = True
         self._queue.put(_STOP)
         with trio.CancelScope(shield=True):
             await self._stopped.wait()
@@ -99,7 +105,7 @@ class BlockWriter:
         assert self._token is not None
         while True:
             block = self._queue.get()
-            if block is _STOP:
+            if block is _STOP or self._abandon:
                 return
             self._write(block)
             self._token.run_sync_soon(self._written, block)
@@ -111,7 +117,8 @@ class BlockWriter:
     # Back in the Trio thread.
 
     def _written(self, block: memoryview) -> None:
-        self._on_written(block)
+        if not self._abandon:
+            self._on_written(block)
 
     def _ended(self, result: outcome.Outcome[None]) -> None:
         if isinstance(result, outcome.Error):
@@ -119,3 +126,68 @@ class BlockWriter:
         assert self._stopped is not None
         self._stopped.set()
         self._on_stopped()
+
+
+class SinkWriter:
+    """A BlockWriter for one transfer's BlockSink: each block written goes back to the sink,
+    and its bytes wait in `unacknowledged` for the task to return their credit.
+
+    Args:
+        sink: where the blocks came from (and go back to, once written).
+        inbox: the stream's inbox, notified when there is something to acknowledge
+            or the writer failed.
+        write: the blocking work for one block, on the writer thread.
+        busy: called with +1 when blocks start waiting for the disk and -1 when none
+            wait any more: the time between is the server's, not the peer's (rate checks).
+
+    The task loop: `if w.unacknowledged: acknowledge(w.take())`, then
+    `next_piece_or_news(inbox, sink, w.news)`, `w.submit(block)` for each block,
+    `await w.finish()` after the last, and `await w.stop()` in a finally.
+    """
+
+    def __init__(
+        self,
+        sink: BlockSink,
+        inbox: StreamInbox,
+        write: Callable[[memoryview], object],
+        *,
+        busy: Callable[[int], None] | None = None,
+    ) -> None:
+        self.unacknowledged = 0
+        self.pending = 0  # blocks handed over and not written yet
+        self._sink, self._inbox, self._busy = sink, inbox, busy
+        self._writer = BlockWriter(write, on_written=self._written, on_stopped=inbox.notify)
+
+    def submit(self, block: memoryview) -> None:
+        self.pending += 1
+        if self.pending == 1 and self._busy is not None:
+            self._busy(1)
+        self._writer.submit(block)
+
+    def news(self) -> bool:
+        """Something for the task: bytes to acknowledge, or a failed write (raised here)."""
+        if self._writer.error is not None:
+            raise self._writer.error
+        return self.unacknowledged > 0
+
+    def take(self) -> int:
+        """The bytes written since the last take: acknowledge them."""
+        n, self.unacknowledged = self.unacknowledged, 0
+        return n
+
+    async def finish(self) -> None:
+        await self._writer.finish()
+
+    async def stop(self) -> None:
+        await self._writer.stop()
+        if self.pending and self._busy is not None:  # the thread failed with blocks still queued
+            self._busy(-1)
+        self.pending = 0
+
+    def _written(self, block: memoryview) -> None:
+        self.pending -= 1
+        if self.pending == 0 and self._busy is not None:
+            self._busy(-1)
+        self.unacknowledged += len(block)
+        self._sink.release(block)
+        self._inbox.notify()
