@@ -48,7 +48,8 @@ from trioftp.server.rate import RateFloor
 from trioftp.storage.local import FileFacts, StorageError, Upload
 from trioftp.transport.channel import ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
-from trioftp.transport.sink import BlockSink, next_piece
+from trioftp.transport.sink import BlockSink, next_piece_or_news
+from trioftp.transport.writer import SinkWriter
 
 if TYPE_CHECKING:
     from trioftp.server.metrics import Metrics
@@ -430,6 +431,8 @@ async def _receive_upload(
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
     sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)
+    # Blocks are written on one thread while the next arrive (trioftp.transport.writer).
+    writer = SinkWriter(sink, inbox, lambda b: upload.write([b]), busy=lambda d: _count_busy(session, d))
     channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
@@ -441,17 +444,23 @@ async def _receive_upload(
         floor = RateFloor(config.min_rate, config.min_rate_window, trio.current_time())
         from_messages = 0  # payload that came as Data messages; the sink counts its own
         while True:
+            if writer.unacknowledged:
+                await channel.acknowledge(stream_id, writer.take())
             with trio.move_on_at(floor.since + floor.window if floor.rate else math.inf) as waiting:
-                piece = await next_piece(inbox, sink)
+                piece = await next_piece_or_news(inbox, sink, writer.news)
             if waiting.cancelled_caught:
                 now, moved = trio.current_time(), sink.received + from_messages
                 slow = floor.too_slow(now, moved)
+                if slow is not None and writer.pending:  # the peer waits for our disk: not its slowness
+                    slow, floor = None, RateFloor(config.min_rate, config.min_rate_window, now, moved)
                 if slow is not None and session.open_streams > 1:
                     raise StorageError(
                         ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later"
                     )
                 if slow is not None:
                     floor = RateFloor(config.min_rate, config.min_rate_window, now, moved)
+                continue
+            if piece is None:
                 continue
             if isinstance(piece, memoryview | Data):
                 payload = piece if isinstance(piece, memoryview) else piece.payload
@@ -460,16 +469,12 @@ async def _receive_upload(
                 if upload.written + len(payload) > upload.size:
                     keep = False
                     raise StorageError(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
-                started = trio.current_time()
-                try:
-                    await _flush(session, stream_id, upload, payload)
-                finally:
-                    if isinstance(piece, memoryview):
-                        sink.release(piece)
-                floor.pause(trio.current_time() - started)  # the disk's time, not the peer's
+                if payload:
+                    writer.submit(memoryview(payload))  # acknowledged once written
                 record.bytes += len(payload)
             elif isinstance(piece, End):
                 keep = False
+                await writer.finish()
                 facts = await _server_work(session, upload.commit, piece.size, piece.digest, request.mtime_ns)
                 record.digest = facts.digest
                 await channel.send_if_open(_file_info(stream_id, facts))
@@ -484,15 +489,13 @@ async def _receive_upload(
         )
         raise
     finally:
+        await writer.stop()  # the thread no longer touches the file
         channel.remove_sink(stream_id)
         upload.abort(keep=keep)
 
 
-async def _flush(session: V2Session, stream_id: int, upload: Upload, payload: bytes | memoryview) -> None:
-    if not payload:
-        return
-    await _server_work(session, upload.write, [payload])
-    await session.channel.acknowledge(stream_id, len(payload))
+def _count_busy(session: V2Session, change: int) -> None:
+    session.server_busy += change  # blocks waiting for our disk: the rate watchdog's time is ours
 
 
 def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFacts | None:
