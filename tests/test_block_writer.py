@@ -73,3 +73,18 @@ async def test_a_writer_given_nothing_starts_no_thread() -> None:
     await writer.finish()
     await writer.stop()
     assert not writer.running
+
+
+async def test_a_small_transfer_is_written_inline_without_a_thread() -> None:
+    from trioftp.transport.inbox import StreamInbox
+    from trioftp.transport.sink import BlockSink
+    from trioftp.transport.writer import INLINE_LIMIT, SinkWriter
+
+    threads: list[int] = []
+    inbox = StreamInbox(1)
+    sink = BlockSink(4096, inbox.notify)
+    writer = SinkWriter(sink, inbox, lambda _b: threads.append(threading.get_ident()), size=INLINE_LIMIT)
+    writer.submit(memoryview(b"x" * 100))
+    assert threads == [threading.get_ident()]  # written at once, in this thread
+    assert writer.unacknowledged == 100 and writer.take() == 100 and not writer.news()
+    await writer.finish()

@@ -510,7 +510,7 @@ class ClientConnection:
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
-        writer = SinkWriter(sink, inbox, on_thread) if on_thread is not None else None
+        writer = SinkWriter(sink, inbox, on_thread, size=info.size - offset) if on_thread else None
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:

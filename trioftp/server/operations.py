@@ -432,7 +432,10 @@ async def _receive_upload(
     # The payload is read from the socket straight into the sink's blocks.
     sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)
     # Blocks are written on one thread while the next arrive (trioftp.transport.writer).
-    writer = SinkWriter(sink, inbox, lambda b: upload.write([b]), busy=lambda d: _count_busy(session, d))
+    writer = SinkWriter(
+        sink, inbox, lambda b: upload.write([b]), busy=lambda d: _count_busy(session, d),
+        size=upload.size - upload.written,
+    )  # fmt: skip
     channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):

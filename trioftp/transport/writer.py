@@ -26,6 +26,9 @@ from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockSink
 
 _STOP = None
+# A transfer this small is written in the Trio thread: a page-cache write of a few KiB
+# takes microseconds, less than starting the writer thread and hearing back from it.
+INLINE_LIMIT = 64 * 1024
 
 
 class BlockWriter:
@@ -139,6 +142,8 @@ class SinkWriter:
         write: the blocking work for one block, on the writer thread.
         busy: called with +1 when blocks start waiting for the disk and -1 when none
             wait any more: the time between is the server's, not the peer's (rate checks).
+        size: the bytes the transfer will bring, if known: up to INLINE_LIMIT, `write`
+            runs at once in the Trio thread, and no thread is started.
 
     The task loop: `if w.unacknowledged: acknowledge(w.take())`, then
     `next_piece_or_news(inbox, sink, w.news)`, `w.submit(block)` for each block,
@@ -152,13 +157,21 @@ class SinkWriter:
         write: Callable[[memoryview], object],
         *,
         busy: Callable[[int], None] | None = None,
+        size: int | None = None,
     ) -> None:
         self.unacknowledged = 0
+        self._inline = write if size is not None and size <= INLINE_LIMIT else None
         self.pending = 0  # blocks handed over and not written yet
         self._sink, self._inbox, self._busy = sink, inbox, busy
         self._writer = BlockWriter(write, on_written=self._written, on_stopped=inbox.notify)
 
     def submit(self, block: memoryview) -> None:
+        """Hand a block over to be written (inline: write it now, raising what the write raises)."""
+        if self._inline is not None:
+            self._inline(block)
+            self.unacknowledged += len(block)
+            self._sink.release(block)
+            return
         self.pending += 1
         if self.pending == 1 and self._busy is not None:
             self._busy(1)
