@@ -202,4 +202,11 @@ async def next_piece_or_news(
             return block
         if head is not None:
             return await inbox.get()
-        await inbox.wait_change()
+        try:
+            await inbox.wait_change()
+        except Exception as exc:
+            # The peer's last frames (END, then its close) can come in one read: what
+            # came before the connection ended is still this stream's, in order.
+            if exc is inbox.failure and inbox.pending:
+                continue
+            raise
