@@ -77,6 +77,9 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     )
     _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
+    p.add_argument(
+        "--fsync", action="store_true", help="make the download durable before exiting (-r: once at the end)"
+    )
     p = command("put", "upload a file (or a folder with -r)", _put)
     p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")

@@ -39,7 +39,9 @@ async def _get(args: argparse.Namespace) -> None:
         folder = folder_name(args.name)
         local = Path(given) if given else Path(folder.rsplit("/", 1)[-1] or ".")
         async with _connect(args) as conn:
-            await tree.download_tree(conn, folder, local, progress=args.bars.tree(), rules=args.rules)
+            await conn.download_tree(
+                folder, local, progress=args.bars.tree(), rules=args.rules, fsync=args.fsync
+            )
         return
     use_r = f"{args.name!r} is a folder: get -r downloads a folder"
     if args.name.endswith("/") or not folder_name(args.name):
@@ -61,7 +63,7 @@ async def _get(args: argparse.Namespace) -> None:
     async with _connect(args) as conn:
 
         async def fetch(target: Path) -> None:
-            await conn.download(name, target, progress=progress)
+            await conn.download(name, target, progress=progress, fsync=args.fsync)
 
         try:
             await (_to_terminal(fetch, name) if to_a_terminal else fetch(output))

@@ -25,7 +25,8 @@ from trioftp.errors import ChecksumMismatch, ProtocolViolation, RemoteError, rem
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Data, End, Error, FileInfo, Get
 from trioftp.transport.inbox import StreamInbox
-from trioftp.transport.sink import BlockPool, BlockSink, next_piece
+from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
+from trioftp.transport.writer import SinkWriter
 
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
@@ -72,12 +73,15 @@ class Downloads(Streams):
         *,
         resume: bool = True,
         progress: Progress | None = None,
+        fsync: bool = False,
     ) -> FileInfo:
         """Download a file to `path`, verified, resuming a partial download left by a cut connection.
 
         Bytes go to `path + ".trioftp-part"` and are renamed to `path` only once
-        size and digest match. If the resumed prefix turns out not to match (the
-        remote file changed), the download starts over once from the beginning.
+        size and digest match. As cp, scp and curl do, the file is left to the
+        kernel to write back: `fsync=True` makes it durable before this returns.
+        If the resumed prefix turns out not to match (the remote file changed),
+        the download starts over once from the beginning.
         A symlink is followed: the file it leads to is replaced. A pipe, terminal
         or device (a FIFO, /dev/stdout, /dev/null) is written in place as the
         bytes arrive, with no resume; the digest is still checked at the end,
@@ -88,6 +92,7 @@ class Downloads(Streams):
             path: the local file to write (its folder must exist).
             resume: continue from a `.trioftp-part` file left by an earlier try.
             progress: called as progress(bytes_received, size).
+            fsync: fsync the file before it is renamed into place.
 
         Returns:
             The remote file's facts (size, mtime, digest).
@@ -106,14 +111,18 @@ class Downloads(Streams):
             return await self._download_in_place(name, target, progress=progress)
         target, partial = targets.file_and_partial(target)
         try:
-            return await self._download_once(name, target, partial, resume=resume, progress=progress)
+            return await self._download_once(
+                name, target, partial, resume=resume, progress=progress, fsync=fsync
+            )
         except ChecksumMismatch:
             if not resume:
                 raise
-            return await self._download_once(name, target, partial, resume=False, progress=progress)
+            return await self._download_once(
+                name, target, partial, resume=False, progress=progress, fsync=fsync
+            )
 
     async def _download_once(
-        self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None
+        self, name: str, target: Path, partial: Path, *, resume: bool, progress: Progress | None, fsync: bool
     ) -> FileInfo:
         fd = targets.open_partial(partial, target)
         keep_partial = True
@@ -137,24 +146,23 @@ class Downloads(Streams):
                 position = held
                 writeback = EarlyWriteback(fd, held)
 
-                async def write(block: bytes | memoryview, hasher: Hasher) -> None:
+                def write(block: memoryview) -> None:  # on the writer thread, block after block
                     nonlocal position
                     try:
-                        position = await trio.to_thread.run_sync(
-                            _write_and_hash, fd, block, position, hasher, writeback
-                        )
+                        position = _write_and_hash(fd, block, position, hasher, writeback)
                     except OSError as exc:  # a full disk, say: name the partial, which keeps what came
                         raise OSError(exc.errno, exc.strerror, str(partial)) from None
 
                 try:
                     digest = await self._receive_body(
-                        inbox, info, held, hasher, write, progress, block=WRITE_BLOCK
+                        inbox, info, held, hasher, _unused_write, progress, block=WRITE_BLOCK, on_thread=write
                     )
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
             try:
-                await trio.to_thread.run_sync(os.fsync, fd)
+                if fsync:
+                    await trio.to_thread.run_sync(os.fsync, fd)
             except OSError as exc:  # a delayed allocation can fail only here
                 raise OSError(exc.errno, exc.strerror, str(partial)) from None
             if info.mtime_ns:
@@ -195,26 +203,42 @@ class Downloads(Streams):
         progress: Progress | None,
         *,
         block: int,
+        on_thread: Callable[[memoryview], object] | None = None,
     ) -> bytes:
         """Receive DATA up to END and check it; return the verified digest.
 
         The payload is read from the socket straight into blocks of a sink
         (trioftp.transport.sink): `write` gets each block (a view of a reused buffer).
+        With `on_thread`, blocks go instead to that blocking function, called on one
+        writer thread block after block (trioftp.transport.writer), and each block is
+        acknowledged once written.
         """
         if offset > info.size:
             raise ChecksumMismatch(
                 f"{info.name!r} is shorter ({info.size}) than what we already hold ({offset})"
             )
-        received = offset
+        received = written = offset
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
+        writer = SinkWriter(sink, inbox, on_thread, size=info.size - offset) if on_thread else None
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:
-                piece = await next_piece(inbox, sink)
+                if writer is not None:
+                    if writer.unacknowledged:
+                        done = writer.take()
+                        written += done
+                        await self._send(self.channel.acknowledge(inbox.stream_id, done))
+                        if progress is not None:
+                            progress(written, info.size)
+                    piece = await next_piece_or_news(inbox, sink, writer.news)
+                    if piece is None:
+                        continue
+                else:
+                    piece = await next_piece(inbox, sink)
                 if isinstance(piece, memoryview | Data):
                     payload = piece if isinstance(piece, memoryview) else piece.payload
                     received += len(payload)
@@ -223,6 +247,9 @@ class Downloads(Streams):
                             f"the server sent more than the {info.size} bytes it announced"
                         )
                     if not payload:
+                        continue
+                    if writer is not None:
+                        writer.submit(memoryview(payload))  # acknowledged and reported once written
                         continue
                     try:
                         await write(payload, hasher)
@@ -239,7 +266,11 @@ class Downloads(Streams):
                     raise ProtocolViolation(f"expected Data or End, got {type(piece).__name__}")
                 message = piece
                 break
+            if writer is not None:
+                await writer.finish()
         finally:
+            if writer is not None:
+                await writer.stop()
             self.channel.remove_sink(inbox.stream_id)
         if progress is not None:
             progress(received, info.size)
@@ -251,6 +282,10 @@ class Downloads(Streams):
         if hasher.digest() != message.digest or (info.digest is not None and info.digest != message.digest):
             raise ChecksumMismatch(f"{info.name!r}: the bytes received do not match the server's digest")
         return message.digest
+
+
+async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:
+    raise AssertionError("blocks go to the writer thread")
 
 
 def _write_and_hash(

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import os
 
+import trio
+
 from trioftp.client import tree
 from trioftp.client.tree import DEFAULT_CONCURRENCY, Direction, Plan, TreeCallback, TreeConnection
+from trioftp.disk.syscalls import sync_filesystem
 
 
 class Folders:
@@ -64,10 +67,13 @@ class Folders:
         concurrency: int = DEFAULT_CONCURRENCY,
         progress: TreeCallback | None = None,
         rules: tree.Rules | None = None,
+        fsync: bool = False,
     ) -> Plan:
         """Download every file under a remote folder, skipping files already identical here.
 
         A download cut midway resumes from its `.trioftp-part` file on the next run.
+        With `fsync`, the local file system is synced once at the end (syncfs), also
+        after a failure, so what was received is durable; no fsync per file.
 
         Args:
             remote: the remote folder ("" is the root).
@@ -76,6 +82,7 @@ class Folders:
             progress: called with a `TreeProgress` after every change.
             rules: rsync-style include/exclude rules (`trioftp.Rules`); what they leave
                 out is neither copied nor, on the target, deleted.
+            fsync: sync the local file system once at the end (see above).
 
         Returns:
             The plan carried out: `copy` (the files received), `unchanged`, `bytes_to_copy`.
@@ -89,9 +96,13 @@ class Folders:
         Example:
             await conn.download_tree("backup/photos", "photos-restored")
         """
-        return await tree.download_tree(
-            self, remote, local, concurrency=concurrency, progress=progress, rules=rules
-        )
+        try:
+            return await tree.download_tree(
+                self, remote, local, concurrency=concurrency, progress=progress, rules=rules
+            )
+        finally:
+            if fsync:
+                await trio.to_thread.run_sync(sync_filesystem, local, True)
 
     async def sync(
         self: TreeConnection,

@@ -46,8 +46,9 @@ from trioftp.server.shared import StreamSession
 from trioftp.server.transfers import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.storage.interface import FileFacts, Kind, Problem, ReadHandle, StorageError, Upload
 from trioftp.transport.concurrency import both
-from trioftp.transport.sink import BlockSink, next_piece
+from trioftp.transport.sink import BlockSink, next_piece_or_news
 from trioftp.transport.streams import FileChanged
+from trioftp.transport.writer import SinkWriter
 
 if TYPE_CHECKING:
     from trioftp.transport.inbox import StreamInbox
@@ -346,6 +347,11 @@ async def _receive_upload(
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
     sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)
+    # Blocks are written on one thread while the next arrive (trioftp.transport.writer).
+    writer = SinkWriter(
+        sink, inbox, lambda b: upload.write([b]), busy=lambda d: _count_busy(session, d),
+        size=upload.size - upload.written,
+    )  # fmt: skip
     channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
@@ -357,15 +363,21 @@ async def _receive_upload(
         floor = RateFloor(config.min_rate, config.min_rate_window, trio.current_time())
         from_messages = 0  # payload that came as Data messages; the sink counts its own
         while True:
+            if writer.unacknowledged:
+                await channel.acknowledge(stream_id, writer.take())
             with trio.move_on_at(floor.since + floor.window if floor.rate else math.inf) as waiting:
-                piece = await next_piece(inbox, sink)
+                piece = await next_piece_or_news(inbox, sink, writer.news)
             if waiting.cancelled_caught:
                 now, moved = trio.current_time(), sink.received + from_messages
                 slow = floor.too_slow(now, moved)
+                if slow is not None and writer.pending:  # the peer waits for our disk: not its slowness
+                    slow, floor = None, RateFloor(config.min_rate, config.min_rate_window, now, moved)
                 if slow is not None and session.open_streams > 1:
                     raise Refusal(ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later")
                 if slow is not None:
                     floor = RateFloor(config.min_rate, config.min_rate_window, now, moved)
+                continue
+            if piece is None:
                 continue
             if isinstance(piece, memoryview | Data):
                 payload = piece if isinstance(piece, memoryview) else piece.payload
@@ -374,16 +386,12 @@ async def _receive_upload(
                 if upload.written + len(payload) > upload.size:
                     keep = False
                     raise Refusal(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
-                started = trio.current_time()
-                try:
-                    await _flush(session, stream_id, upload, payload)
-                finally:
-                    if isinstance(piece, memoryview):
-                        sink.release(piece)
-                floor.pause(trio.current_time() - started)  # the disk's time, not the peer's
+                if payload:
+                    writer.submit(memoryview(payload))  # acknowledged once written
                 record.bytes += len(payload)
             elif isinstance(piece, End):
                 keep = False
+                await writer.finish()
                 facts = await _server_work(session, upload.commit, piece.size, piece.digest, request.mtime_ns)
                 record.digest = facts.digest
                 await channel.send_if_open(file_info(stream_id, facts))
@@ -397,15 +405,13 @@ async def _receive_upload(
         keep = keep and exc.code is not ErrorCode.BAD_REQUEST
         raise
     finally:
+        await writer.stop()  # the thread no longer touches the file
         channel.remove_sink(stream_id)
         upload.abort(keep=keep)
 
 
-async def _flush(session: StreamSession, stream_id: int, upload: Upload, payload: bytes | memoryview) -> None:
-    if not payload:
-        return
-    await _server_work(session, upload.write, [payload])
-    await session.channel.acknowledge(stream_id, len(payload))
+def _count_busy(session: StreamSession, change: int) -> None:
+    session.server_busy += change  # blocks waiting for our disk: the rate watchdog's time is ours
 
 
 def _identical_facts(session: StreamSession, request: Put, algorithm: str) -> FileFacts | None:
