@@ -4,7 +4,7 @@
 
 Starts `trioftp serve` in its own process with one file, then downloads it with
 the trioftp client in this process, in turn with parts of the client's work
-stubbed out (diagnostic only: it patches trioftp.client.connection internals):
+stubbed out (diagnostic only: it patches trioftp.client.download internals):
 
   full         the real client: receive, write + hash on a worker thread, fsync, rename
   no-fsync     as full, without the final fsync
@@ -34,7 +34,7 @@ MODES = ("full", "no-fsync", "no-hash", "receive-only")
 
 
 def patch(mode: str) -> None:
-    import trioftp.client.connection as cc
+    import trioftp.client.download as cc
 
     if not hasattr(cc, "_original_write_and_hash"):
         cc._original_write_and_hash = cc._write_and_hash  # type: ignore[attr-defined]

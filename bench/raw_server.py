@@ -5,7 +5,10 @@ One blocking thread per connection, one transfer per connection:
   `P name size\\n`   -> the server recv_into()s a 1 MiB buffer, writes to the file, and
                        answers `OK` once the file is written and closed.
 
-Run: python bench/raw_server.py --root DIR --port P
+With --fsync (the `raw-fsync` system, issue 13) the file is fsynced before `OK`:
+the limit for anything durable, as a trioftp upload is.
+
+Run: python bench/raw_server.py --root DIR --port P [--fsync]
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from common import COPY_BUFFER, raise_nofile, set_parent_death_signal, write_all
 MISSING = (1 << 64) - 1
 
 
-def handle(conn: socket.socket, root: str) -> None:
+def handle(conn: socket.socket, root: str, fsync: bool = False) -> None:
     with conn:
         data = b""
         while b"\n" not in data:
@@ -67,6 +70,8 @@ def handle(conn: socket.socket, root: str) -> None:
                         return
                     write_all(fd, view[:n])
                     got += n
+                if fsync:
+                    os.fsync(fd)
             finally:
                 os.close(fd)
             conn.sendall(b"OK")
@@ -76,6 +81,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fsync", action="store_true", help="fsync each uploaded file before OK")
     args = parser.parse_args()
     set_parent_death_signal()
     raise_nofile()
@@ -85,7 +91,7 @@ def main() -> None:
     listener.listen(4096)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=handle, args=(conn, args.root), daemon=True).start()
+        threading.Thread(target=handle, args=(conn, args.root, args.fsync), daemon=True).start()
 
 
 if __name__ == "__main__":

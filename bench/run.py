@@ -16,10 +16,18 @@ Workloads:
   W1  one large download to a file (512 MiB)         MB/s
   W2  one large upload, until the server holds it    MB/s
   W3  2,000 files of 4 KiB over one connection       files/s (trioftp: 64 gets in flight)
+  W3D the same 2,000 files to disk (issue 13)        files/s: trioftp `get -r` of a folder vs raw
+                                                     fetching them one by one to files; trioftp
+                                                     `put -r` vs raw-fsync uploading them with
+                                                     the tree's concurrency (16), each fsynced
   W4  200 clients released at once, 1 MiB each      aggregate MB/s, p50/p99 latency, failures
   W5  the server's peak RSS over W4                  MiB (VmHWM, reset before W4)
   W6  10,000 idle connections (trioftp, pyftpdlib)   server RSS per connection, KiB
   W7  a 4 KiB get beside a 1 GiB download on the same connection (trioftp): latency, ms
+
+Systems: trioftp (v2), legacy (trioftp's server, legacy protocol), pyftpdlib, raw (bench/raw_server.py
+and a plain-socket client), raw-fsync (the same, with the receiver fsyncing each file before it
+counts: the limit for anything durable; it runs W1, W2 and W3D's put only).
 """
 
 from __future__ import annotations
@@ -48,8 +56,9 @@ sys.path.insert(0, HERE)
 from common import KiB, MiB, percentile, proc_status, reset_peak_rss, sha256_file  # noqa: E402
 
 HOST = "127.0.0.1"
-SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw")
-WORKLOADS = ("W1", "W2", "W3", "W4", "W5", "W6", "W7")
+SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw", "raw-fsync")
+WORKLOADS = ("W1", "W2", "W3", "W3D", "W4", "W5", "W6", "W7")
+DURABLE_SYSTEMS = ("raw-fsync",)  # W1, W2 and W3D's put only
 IDLE_SYSTEMS = ("trioftp", "pyftpdlib")  # W6 is only for these
 MIXED_SYSTEMS = ("trioftp",)  # W7
 
@@ -82,6 +91,8 @@ QUICK = {
     "runs": 1,
 }
 W3_CONCURRENCY = 64
+TREE_CONCURRENCY = 16  # trioftp.client.tree.DEFAULT_CONCURRENCY: raw-fsync's put uploads as many at once
+TREE = "tree"  # W3D's folder in each server root
 
 
 def log(message: str) -> None:
@@ -179,8 +190,10 @@ class Server:
             ]
         elif system == "pyftpdlib":
             cmd = [py, os.path.join(HERE, "ftp_server.py"), "--root", root, "--port", str(self.port), *extra]
-        elif system == "raw":
+        elif system in ("raw", "raw-fsync"):
             cmd = [py, os.path.join(HERE, "raw_server.py"), "--root", root, "--port", str(self.port), *extra]
+            if system == "raw-fsync":
+                cmd.append("--fsync")
         else:
             raise ValueError(system)
         self._log = open(self.logpath, "w")  # noqa: SIM115 (closed in stop())
@@ -387,7 +400,7 @@ class Data:
             files.append((self.big, sizes["big"]))
         if "W7" in workloads:
             files.append((self.huge, sizes["huge"]))
-        if workloads & {"W3", "W7"}:
+        if workloads & {"W3", "W3D", "W7"}:
             files += [(n, sizes["small_size"]) for n in self.small]
         if workloads & {"W4", "W5"}:
             files += [(n, sizes["many_size"]) for n in self.many]
@@ -406,7 +419,16 @@ class Data:
                 if name == self.huge and system not in MIXED_SYSTEMS:
                     continue
                 os.link(os.path.join(self.dir, name), os.path.join(root, name))
+            if "W3D" in workloads:
+                os.makedirs(os.path.join(root, TREE))
+                for name in self.small:
+                    os.link(os.path.join(self.dir, name), os.path.join(root, TREE, name))
             self.roots[system] = root
+        self.tree = os.path.join(workdir, "tree-source")  # W3D's put: the small files, in a folder
+        if "W3D" in workloads:
+            os.makedirs(self.tree)
+            for name in self.small:
+                os.link(os.path.join(self.dir, name), os.path.join(self.tree, name))
 
     def check(self, path: str, name: str) -> str | None:
         """None if the file at `path` is exactly data file `name`, else what is wrong."""
@@ -618,6 +640,51 @@ class Bench:
             return
         self.results.add("W3", "files/s", system, res["files"] / res["seconds"])
 
+    # ------------------------------------------------------------------ W3D
+
+    def w3d(self, system: str, rnd: int) -> None:
+        """W3 to disk: get -r of the small files (trioftp, raw), put -r of them (trioftp, raw-fsync)."""
+        names = self.data.small
+        if system in ("trioftp", "raw"):
+            dest = os.path.join(self.dl, f"w3d-{system}-{rnd}")
+            os.makedirs(dest)
+            job = self._job(system, "tree-get", folder=TREE, names=names, dest_dir=dest)
+            self._w3d_run(system, rnd, "get files/s", job, dest)
+            remove(dest)
+            settle()
+        if system in ("trioftp", "raw-fsync"):
+            remote = f"up-{system}-{rnd}"
+            stored = os.path.join(self.data.roots[system], remote)
+            if system == "raw-fsync":
+                os.makedirs(stored)  # the raw server makes no folders
+            job = self._job(
+                system, "tree-put", src_dir=self.data.tree, remote=remote, names=names,
+                concurrency=TREE_CONCURRENCY,
+            )  # fmt: skip
+            self._w3d_run(system, rnd, "put files/s", job, stored)
+            remove(stored)
+            settle()
+
+    def _w3d_run(self, system: str, rnd: int, metric: str, job: dict[str, Any], folder: str) -> None:
+        tag = f"w3d-{metric.split()[0]}-{system}-{rnd}"
+        problem = None
+        try:
+            [res] = run_workers([job], self.workdir, tag, timeout=300, **self._spy(system))
+            wrong = [n for n in self.data.small if self.data.check(os.path.join(folder, n), n) is not None]
+            if res.get("errors"):
+                problem = f"{len(res['errors'])} errors, e.g. {res['errors'][0]}"
+            elif wrong:
+                problem = f"{len(wrong)} files wrong or missing, e.g. {wrong[0]}"
+        except Exception as exc:
+            res, problem = None, f"{type(exc).__name__}: {exc}"
+        finally:
+            self._check_server(system, "W3D")
+        if problem is not None or res is None:
+            self.results.fail("W3D", system, f"{metric}: {problem or 'no result'}")
+            self.results.add("W3D", metric, system, None)
+            return
+        self.results.add("W3D", metric, system, len(self.data.small) / res["seconds"])
+
     # ------------------------------------------------------------ W4 + W5
 
     def w4(self, system: str, rnd: int, counted: bool = True) -> None:
@@ -811,6 +878,8 @@ class Bench:
         for system in self.systems:
             if self.workloads & {"W1", "W2"}:
                 self.w1(system, -1, counted=False)
+            if system in DURABLE_SYSTEMS:
+                continue
             if "W3" in self.workloads:
                 self.w3(system, -1, counted=False)
             if self.workloads & {"W4", "W5"}:
@@ -832,41 +901,44 @@ class Bench:
 
     def round(self, rnd: int, order: list[str]) -> None:
         r = self.results
+        plain = [s for s in order if s not in DURABLE_SYSTEMS]
+        pairs = [
+            ("trioftp", "raw"), ("legacy", "raw"), ("pyftpdlib", "raw"), ("trioftp", "pyftpdlib"),
+            ("trioftp", "legacy"), ("trioftp", "raw-fsync"), ("legacy", "raw-fsync"), ("raw", "raw-fsync"),
+        ]  # fmt: skip
         if "W1" in self.workloads:
             for system in order:
                 self.w1(system, rnd)
-            r.round_ratios(
-                "W1",
-                "MB/s",
-                _pairs(
-                    order,
-                    [("trioftp", "raw"), ("legacy", "raw"), ("pyftpdlib", "raw"), ("trioftp", "pyftpdlib")],
-                ),
-            )
+            r.round_ratios("W1", "MB/s", _pairs(order, pairs))
             log("  W1 " + self._last("W1", "MB/s", order))
         if "W2" in self.workloads:
             for system in order:
                 self.w2(system, rnd)
-            r.round_ratios(
-                "W2",
-                "MB/s",
-                _pairs(
-                    order,
-                    [("trioftp", "raw"), ("legacy", "raw"), ("pyftpdlib", "raw"), ("trioftp", "pyftpdlib")],
-                ),
-            )
+            r.round_ratios("W2", "MB/s", _pairs(order, pairs))
             log("  W2 " + self._last("W2", "MB/s", order))
         if "W3" in self.workloads:
-            for system in order:
+            for system in plain:
                 self.w3(system, rnd)
             r.round_ratios(
                 "W3",
                 "files/s",
                 _pairs(order, [("trioftp", "pyftpdlib"), ("trioftp", "raw"), ("legacy", "pyftpdlib")]),
             )
-            log("  W3 " + self._last("W3", "files/s", order))
+            log("  W3 " + self._last("W3", "files/s", plain))
+        if "W3D" in self.workloads:
+            tree_systems = [s for s in order if s in ("trioftp", "raw", "raw-fsync")]
+            for system in tree_systems:
+                self.w3d(system, rnd)
+            r.round_ratios("W3D", "get files/s", _pairs(order, [("trioftp", "raw")]))
+            r.round_ratios("W3D", "put files/s", _pairs(order, [("trioftp", "raw-fsync")]))
+            log(
+                "  W3D get "
+                + self._last("W3D", "get files/s", ["trioftp", "raw"])
+                + " | put "
+                + self._last("W3D", "put files/s", ["trioftp", "raw-fsync"])
+            )
         if self.workloads & {"W4", "W5"}:
-            for system in order:
+            for system in plain:
                 self.w4(system, rnd)
             r.round_ratios(
                 "W4",
@@ -881,11 +953,11 @@ class Bench:
             )
             log(
                 "  W4 "
-                + self._last("W4", "agg MB/s", order)
+                + self._last("W4", "agg MB/s", plain)
                 + " | p99 ms "
-                + self._last("W4", "p99 ms", order)
+                + self._last("W4", "p99 ms", plain)
             )
-            log("  W5 " + self._last("W5", "peak RSS MiB", order))
+            log("  W5 " + self._last("W5", "peak RSS MiB", plain))
         if "W6" in self.workloads:
             idle = [s for s in order if s in IDLE_SYSTEMS]
             for system in idle:
@@ -934,6 +1006,8 @@ ROWS: list[tuple[str, str, str]] = [
     ("W1", "MB/s", "W1 download 512 MiB, MB/s"),
     ("W2", "MB/s", "W2 upload 512 MiB, MB/s"),
     ("W3", "files/s", "W3 4 KiB files, files/s"),
+    ("W3D", "get files/s", "W3D get -r to disk, files/s"),
+    ("W3D", "put files/s", "W3D put -r durable, files/s"),
     ("W4", "agg MB/s", "W4 200 clients, agg MB/s"),
     ("W4", "p50 ms", "W4 latency p50, ms"),
     ("W4", "p99 ms", "W4 latency p99, ms"),
@@ -948,11 +1022,20 @@ ROWS: list[tuple[str, str, str]] = [
     ("W7", "max ms", "W7 same, max ms"),
     ("W7", "1 GiB MB/s", "W7 the 1 GiB download, MB/s"),
 ]
-RATIO_COLUMNS = [("trioftp", "raw"), ("trioftp", "pyftpdlib"), ("legacy", "raw")]
+RATIO_COLUMNS = [
+    ("trioftp", "raw"),
+    ("trioftp", "raw-fsync"),
+    ("trioftp", "legacy"),
+    ("trioftp", "pyftpdlib"),
+    ("legacy", "raw"),
+    ("legacy", "raw-fsync"),
+]
 RATIO_METRICS = {
     ("W1", "MB/s"),
     ("W2", "MB/s"),
     ("W3", "files/s"),
+    ("W3D", "get files/s"),
+    ("W3D", "put files/s"),
     ("W4", "agg MB/s"),
     ("W5", "peak RSS MiB"),
     ("W6", "KiB/conn"),
@@ -962,7 +1045,7 @@ RATIO_METRICS = {
 def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str:
     label_w = 38
     header = f"{'workload (median of runs)':<{label_w}}" + "".join(f"{s:>11}" for s in systems)
-    header += " |" + "".join(f"{a + '/' + b:>19}" for a, b in RATIO_COLUMNS)
+    header += " |" + "".join(f"{a + '/' + b:>18}" for a, b in RATIO_COLUMNS)
     lines = [header, "-" * len(header)]
     for workload, metric, label in ROWS:
         series = res.values.get((workload, metric))
@@ -981,7 +1064,7 @@ def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str
         row += " |"
         for a, b in RATIO_COLUMNS:
             r = res.ratio(workload, metric, a, b) if (workload, metric) in RATIO_METRICS else None
-            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>19}"
+            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>18}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -1000,7 +1083,7 @@ def _label(label: str, sizes: dict[str, int]) -> str:
 
 
 def evaluate_targets(res: Results, systems: list[str]) -> list[tuple[str, str, str]]:
-    """(verdict, target, measured) for each target whose inputs were measured."""
+    """(verdict, target, measured) for each of issue 13's targets whose inputs were measured."""
     out: list[tuple[str, str, str]] = []
 
     def verdict(ok: bool | None) -> str:
@@ -1010,40 +1093,40 @@ def evaluate_targets(res: Results, systems: list[str]) -> list[tuple[str, str, s
         vals = res.values.get((workload, "MB/s"), {}).get(system, [])
         return bool(vals) and all(v is not None for v in vals) and not res.failures.get((workload, system))
 
-    for w, name in (("W1", "download"), ("W2", "upload")):
-        for system in ("trioftp", "legacy"):
-            r = res.ratio(w, "MB/s", system, "raw")
-            if r is None and not res.values.get((w, "MB/s"), {}).get(system):
-                continue
-            ok = None if r is None else (r >= 1.0 and all_verified(w, system))
-            out.append(
-                (
-                    verdict(ok),
-                    f"{w} {name} {system} >= 1.0x raw, every byte verified",
-                    f"{_x(r)} raw; verified in {'all' if all_verified(w, system) else 'NOT all'} runs",
-                )
-            )
+    def ratio_target(workload: str, metric: str, a: str, b: str, bound: float, label: str) -> None:
+        if not res.values.get((workload, metric), {}).get(a):
+            return
+        r = res.ratio(workload, metric, a, b)
+        ok = None if r is None else r >= bound
+        if ok and metric == "MB/s":
+            ok = all_verified(workload, a)
+        out.append((verdict(ok), label, f"{_x(r)} {b}"))
+
+    ratio_target("W1", "MB/s", "trioftp", "raw", 0.9, "W1 download trioftp >= 0.9x raw, verified")
+    ratio_target("W1", "MB/s", "trioftp", "legacy", 0.95, "W1 download trioftp >= 0.95x legacy")
+    ratio_target("W2", "MB/s", "trioftp", "raw-fsync", 0.9, "W2 upload trioftp >= 0.9x raw-fsync, verified")
+    ratio_target("W2", "MB/s", "legacy", "raw-fsync", 0.9, "W2 upload legacy >= 0.9x raw-fsync, verified")
 
     if res.values.get(("W3", "files/s"), {}).get("trioftp"):
         fps = res.median("W3", "files/s", "trioftp")
         out.append(
             (
                 verdict(fps is not None and fps >= 10_000),
-                "W3 trioftp >= 10,000 files/s",
-                f"{_fmt(fps)} files/s",
+                "W3 to memory trioftp >= 10,000 files/s",
+                f"{_fmt(fps)}",
             )
         )
         r = res.ratio("W3", "files/s", "trioftp", "pyftpdlib")
         out.append((verdict(None if r is None else r >= 4), "W3 trioftp >= 4x pyftpdlib", f"{_x(r)}"))
+    ratio_target("W3D", "get files/s", "trioftp", "raw", 1.0, "W3D get -r to disk >= 1.0x raw one by one")
+    ratio_target(
+        "W3D", "put files/s", "trioftp", "raw-fsync", 0.8, "W3D put -r >= 0.8x raw-fsync, same concurrency"
+    )
 
     if res.values.get(("W4", "agg MB/s"), {}).get("trioftp"):
-        r = res.ratio("W4", "agg MB/s", "trioftp", "raw")
-        out.append(
-            (verdict(None if r is None else r >= 1.0), "W4 trioftp >= 1.0x raw (aggregate)", f"{_x(r)}")
-        )
-        r = res.ratio("W4", "agg MB/s", "trioftp", "pyftpdlib")
-        out.append(
-            (verdict(None if r is None else r >= 3.0), "W4 trioftp >= 3x pyftpdlib (aggregate)", f"{_x(r)}")
+        ratio_target("W4", "agg MB/s", "trioftp", "raw", 0.9, "W4 trioftp >= 0.9x raw (aggregate)")
+        ratio_target(
+            "W4", "agg MB/s", "trioftp", "pyftpdlib", 1.3, "W4 trioftp >= 1.3x pyftpdlib (aggregate)"
         )
         fails = sum(v for v in res.values.get(("W4", "failures"), {}).get("trioftp", []) if v is not None)
         out.append(
@@ -1062,14 +1145,22 @@ def evaluate_targets(res: Results, systems: list[str]) -> list[tuple[str, str, s
                 f"p99 {_fmt(res.median('W4', 'p99 ms', 'trioftp'))} ms)",
             )
         )
-    if res.values.get(("W5", "peak RSS MiB"), {}).get("trioftp"):
-        r = res.ratio("W5", "peak RSS MiB", "trioftp", "pyftpdlib")
+    if res.values.get(("W6", "RSS MiB fresh"), {}).get("trioftp"):
+        fresh = res.median("W6", "RSS MiB fresh", "trioftp")
         out.append(
             (
-                verdict(None if r is None else r <= 1.0),
-                "W5 trioftp peak RSS <= pyftpdlib's",
-                f"{_fmt(res.median('W5', 'peak RSS MiB', 'trioftp'))} MiB vs "
-                f"{_fmt(res.median('W5', 'peak RSS MiB', 'pyftpdlib'))} MiB ({_x(r)})",
+                verdict(fresh is not None and fresh <= 28.0),
+                "W5 fresh trioftp server <= 28 MiB RSS",
+                f"{_fmt(fresh)} MiB",
+            )
+        )
+    if res.values.get(("W5", "RSS growth MiB"), {}).get("trioftp"):
+        growth = res.median("W5", "RSS growth MiB", "trioftp")
+        out.append(
+            (
+                verdict(growth is not None and growth <= 4.0),
+                "W5 W4 adds <= 4 MiB to the server",
+                f"{_fmt(growth)} MiB",
             )
         )
     if res.values.get(("W6", "KiB/conn"), {}).get("trioftp"):

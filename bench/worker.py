@@ -29,6 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The standard-library legacy client, imported from its own folder as its docstring says.
+sys.path.insert(1, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "compat"))
 import legacy_client
 from common import (
     COPY_BUFFER,
@@ -48,14 +50,21 @@ monotonic = time.monotonic
 
 
 class FileSink:
-    def __init__(self, path: str) -> None:
+    """Writes to a file; with `fsync` (the raw-fsync system) the file is fsynced before it counts."""
+
+    def __init__(self, path: str, fsync: bool = False) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        self.fsync = fsync
 
     def __call__(self, chunk: memoryview) -> None:
         write_all(self.fd, chunk)
 
     def close(self) -> None:
-        os.close(self.fd)
+        try:
+            if self.fsync:
+                os.fsync(self.fd)
+        finally:
+            os.close(self.fd)
 
 
 class MemorySink:
@@ -203,14 +212,14 @@ class LegacyClient:
 
     def get(self, name: str, sink: Callable[[memoryview], None]) -> int:
         assert self.sock is not None
-        return legacy_client.get(self.sock, name, self.buf, sink)
+        return legacy_client.get_into(self.sock, name, self.buf, sink, settle=0)
 
     def put(self, path: str, name: str, server_root: str) -> int:
         assert self.sock is not None
         fd = os.open(path, os.O_RDONLY)
         try:
             size = os.fstat(fd).st_size
-            legacy_client.put_file(self.sock, fd, size, name)
+            legacy_client.put_file_on(self.sock, name, fd, size)
         finally:
             os.close(fd)
         # The legacy protocol sends nothing after a put: the upload is done when the
@@ -234,6 +243,7 @@ class LegacyClient:
 
 BLOCKING_CLIENTS: dict[str, Callable[[str, int], Any]] = {
     "raw": RawClient,
+    "raw-fsync": RawClient,  # the same client; its server fsyncs uploads, and downloads are fsynced here
     "pyftpdlib": FtpClient,
     "legacy": LegacyClient,
 }
@@ -245,6 +255,7 @@ BLOCKING_CLIENTS: dict[str, Callable[[str, int], Any]] = {
 def blocking_job(job: dict[str, Any]) -> None:
     make = BLOCKING_CLIENTS[job["system"]]
     host, port, kind = job["host"], job["port"], job["workload"]
+    durable = job["system"] == "raw-fsync"
 
     if kind == "download":
         client = make(host, port)
@@ -252,7 +263,7 @@ def blocking_job(job: dict[str, Any]) -> None:
         wait_go()
         start = monotonic()
         client.connect()
-        sink = FileSink(job["dest"])
+        sink = FileSink(job["dest"], fsync=durable)
         try:
             size = client.get(job["name"], sink)
         finally:
@@ -318,6 +329,46 @@ def blocking_job(job: dict[str, Any]) -> None:
         for t in threads:
             t.join()
         emit("RESULT", {"t0": t0, "results": results})
+
+    elif kind == "tree-get":
+        # W3 to disk, the baseline: the files fetched one by one, each to its file.
+        names, dest = job["names"], job["dest_dir"]
+        client = make(host, port)
+        emit("READY")
+        wait_go()
+        start = monotonic()
+        for name in names:
+            sink = FileSink(os.path.join(dest, name), fsync=durable)
+            try:
+                client.get(f"{job['folder']}/{name}", sink)
+            finally:
+                sink.close()
+        emit("RESULT", {"seconds": monotonic() - start, "files": len(names)})
+
+    elif kind == "tree-put":
+        # W3 to disk, the durable baseline: `concurrency` threads upload the files, and
+        # the raw-fsync server writes and fsyncs each before it answers.
+        names, src, remote = job["names"], job["src_dir"], job["remote"]
+        shares = [names[i :: job["concurrency"]] for i in range(job["concurrency"])]
+        errors: list[str] = []
+
+        def upload(share: list[str]) -> None:
+            client = make(host, port)
+            try:
+                for name in share:
+                    client.put(os.path.join(src, name), f"{remote}/{name}", "")
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+
+        threads = [threading.Thread(target=upload, args=(share,), daemon=True) for share in shares if share]
+        emit("READY")
+        wait_go()
+        start = monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        emit("RESULT", {"seconds": monotonic() - start, "files": len(names), "errors": errors})
 
     elif kind == "idle":
         idle_job(job)
@@ -492,6 +543,20 @@ async def _trioftp_main(job: dict[str, Any]) -> None:
             t0 = await go()
             release.set()
         emit("RESULT", {"t0": t0, "results": results})
+
+    elif kind == "tree-get":
+        await go()
+        start = monotonic()
+        async with trioftp.open_connection(host, port) as conn:
+            plan = await conn.download_tree(job["folder"], job["dest_dir"])
+        emit("RESULT", {"seconds": monotonic() - start, "files": len(plan.copy)})
+
+    elif kind == "tree-put":
+        await go()
+        start = monotonic()
+        async with trioftp.open_connection(host, port) as conn:
+            plan = await conn.upload_tree(job["src_dir"], job["remote"])
+        emit("RESULT", {"seconds": monotonic() - start, "files": len(plan.copy), "errors": []})
 
     elif kind == "mixed":
         manifest = _load_manifest(job)

@@ -2,6 +2,10 @@
 """A legacy text-protocol client, in the blocking-socket style of the old clients.
 
 Standard library only: copy this file to a machine that has nothing else.
+Where trioftp is installed, `trioftp.legacy` (implemented in
+trioftp/client/legacy_servers.py) is the legacy client to use: Trio, with
+timeouts and resumable downloads. trioftp never imports this file; the tests
+and bench/worker.py (the benchmark's `legacy` system) do.
 
     python compat/legacy_client.py put HOST PORT PATH [NAME]
     python compat/legacy_client.py get HOST PORT NAME [OUTPUT]
@@ -15,6 +19,10 @@ As a module:
     with legacy_client.connect("127.0.0.1", 8885) as sock:   # several commands, one connection
         legacy_client.put_on(sock, "a.txt", b"one")
         assert legacy_client.get_on(sock, "a.txt") == b"one"
+
+Large files without holding them in memory (as bench/worker.py drives it):
+`put_file_on` sends an open file by os.sendfile, `get_into` hands the bytes to
+a callback as they arrive, through one reused buffer.
 
 The protocol (see protocol_spec.md, "Legacy"): the client sends `cmd|name|size`
 in one write and waits. put: the server answers `OK`, the client sends exactly
@@ -32,6 +40,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 DEFAULT_PORT = 8885
@@ -65,10 +74,7 @@ def connect(host: str, port: int = DEFAULT_PORT, timeout: float = 10.0) -> socke
 
 def put_on(sock: socket.socket, name: str, data: bytes) -> None:
     """Upload `data` as `name` on an open connection. The server confirms nothing."""
-    sock.sendall(f"put|{name}|{len(data)}".encode())
-    answer = _recv_exactly(sock, 2, f"answer to put {name!r}")
-    if answer != b"OK":
-        raise LegacyClientError(f"server answered put {name!r} with {answer!r}")
+    _ask_put(sock, name, len(data))
     sock.sendall(data)
 
 
@@ -78,15 +84,61 @@ def get_on(sock: socket.socket, name: str, settle: float = SETTLE) -> bytes:
     Raises:
         NotFound: the server answered NO|0 (the connection stays usable).
     """
-    sock.sendall(f"get|{name}|0".encode())
-    answer = _recv_answer(sock, settle, name)
-    word, _, size_text = answer.partition(b"|")
-    if word == b"NO":
-        raise NotFound(f"server has no file {name!r}")
-    if word != b"YES" or not size_text.isdigit():
-        raise LegacyClientError(f"server answered get {name!r} with {answer!r}")
-    sock.sendall(SECOND_ACTIVE)
-    return _recv_exactly(sock, int(size_text), f"file {name!r}")
+    size = _ask_get(sock, name, settle)
+    return _recv_exactly(sock, size, f"file {name!r}")
+
+
+def put_file_on(sock: socket.socket, name: str, fd: int, size: int) -> None:
+    """Upload the first `size` bytes of the open file `fd` as `name`, by os.sendfile.
+
+    The socket must be blocking (a timeout, as `connect` sets, is fine). The
+    server confirms nothing.
+    """
+    _ask_put(sock, name, size)
+    offset = 0
+    while offset < size:
+        sent = os.sendfile(sock.fileno(), fd, offset, size - offset)
+        if sent == 0:
+            raise LegacyClientError(f"the local file shrank while {name!r} was sent")
+        offset += sent
+
+
+def get_into(
+    sock: socket.socket,
+    name: str,
+    buffer: bytearray,
+    sink: Callable[[memoryview], object],
+    settle: float = SETTLE,
+) -> int:
+    """Download `name`, handing each piece to `sink` as it arrives; return the size.
+
+    Every piece is a view of `buffer`, reused for the next one: `sink` must
+    copy or write it before it returns. `settle=0` takes the answer as soon
+    as its digits are there, without waiting for a quiet moment: quicker, and
+    right for a server that sends `YES|size` in one write (trioftp does).
+
+    Raises:
+        NotFound: the server answered NO|0 (the connection stays usable).
+    """
+    size = _ask_get(sock, name, settle)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        try:
+            n = sock.recv_into(buffer, min(len(buffer), size - got))
+        except TimeoutError:
+            raise LegacyClientError(
+                f"server sent nothing for {sock.gettimeout()} s (waiting for the file {name!r})"
+            ) from None
+        except ConnectionResetError:
+            n = 0
+        if not n:
+            raise LegacyClientError(
+                f"server closed the connection after {got} of {size} bytes of the file {name!r}"
+            )
+        sink(view[:n])
+        got += n
+    return size
 
 
 def put(host: str, port: int, name: str, data: bytes, *, timeout: float = 10.0, linger: float = 1.0) -> None:
@@ -113,6 +165,27 @@ def get(host: str, port: int, name: str, *, timeout: float = 10.0) -> bytes:
         return get_on(sock, name)
 
 
+def _ask_put(sock: socket.socket, name: str, size: int) -> None:
+    """Send `put|name|size` and wait for `OK`: then the server takes exactly size bytes."""
+    sock.sendall(f"put|{name}|{size}".encode())
+    answer = _recv_exactly(sock, 2, f"answer to put {name!r}")
+    if answer != b"OK":
+        raise LegacyClientError(f"server answered put {name!r} with {answer!r}")
+
+
+def _ask_get(sock: socket.socket, name: str, settle: float) -> int:
+    """Send `get|name|0`, read `YES|size` and say `second_active`: the file's size follows."""
+    sock.sendall(f"get|{name}|0".encode())
+    answer = _recv_answer(sock, settle, name)
+    word, _, size_text = answer.partition(b"|")
+    if word == b"NO":
+        raise NotFound(f"server has no file {name!r}")
+    if word != b"YES" or not size_text.isdigit():
+        raise LegacyClientError(f"server answered get {name!r} with {answer!r}")
+    sock.sendall(SECOND_ACTIVE)
+    return int(size_text)
+
+
 def _recv_exactly(sock: socket.socket, count: int, what: str) -> bytes:
     chunks: list[bytes] = []
     remaining = count
@@ -131,11 +204,13 @@ def _recv_exactly(sock: socket.socket, count: int, what: str) -> bytes:
 
 
 def _recv_answer(sock: socket.socket, settle: float, name: str) -> bytes:
-    """`YES|size` or `NO|0`: read until the digits are followed by a quiet `settle`."""
+    """`YES|size` or `NO|0`: read until the digits are followed by a quiet `settle` (0: none)."""
     answer = b""
     while True:
         _, bar, digits = answer.partition(b"|")
         if bar and digits.isdigit():
+            if settle <= 0:
+                return answer
             timeout = sock.gettimeout()
             sock.settimeout(settle)
             try:

@@ -121,7 +121,7 @@ def test_ctrl_c_wrapped_in_exception_groups_exits_130_quietly(
     def interrupted(args: object) -> int:  # as trio.run raises it out of nested nurseries
         raise BaseExceptionGroup("outer", [BaseExceptionGroup("inner", [KeyboardInterrupt()])])
 
-    monkeypatch.setattr(cli, "_serve", interrupted)
+    monkeypatch.setattr(cli.serve, "_serve", interrupted)  # where build_parser finds it
     assert main(["serve"]) == 130
     assert capsys.readouterr().err == ""
 

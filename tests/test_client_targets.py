@@ -13,8 +13,8 @@ import trustme
 import trioftp
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.v2_helpers import connect, writer_after
-from trioftp.client import connection as client_connection
 from trioftp.client import targets
+from trioftp.client import upload as client_upload
 from trioftp.server import Server
 
 BODY = os.urandom(3 * 1024 * 1024 + 11)
@@ -124,19 +124,19 @@ async def test_a_file_written_to_during_its_upload_is_not_stored(
 ) -> None:
     local = tmp_path / "growing.log"
     local.write_bytes(BODY)
-    real_hash_range = client_connection.hash_range
+    real_hash_range = client_upload.hash_range
 
     def hash_then_append(fd: int, start: int, end: int, hasher: object) -> None:
         real_hash_range(fd, start, end, hasher)  # type: ignore[arg-type]
         with open(local, "ab") as more:  # another program appends, after we read
             more.write(b"one more line\n")
 
-    monkeypatch.setattr(client_connection, "hash_range", hash_then_append)
+    monkeypatch.setattr(client_upload, "hash_range", hash_then_append)
     with trio.fail_after(NETWORK_TIMEOUT):
         async with connect(server) as conn:
             with pytest.raises(trioftp.LocalFileChanged, match="changed while being uploaded"):
                 await conn.upload(local, "growing.log")
-            monkeypatch.setattr(client_connection, "hash_range", real_hash_range)
+            monkeypatch.setattr(client_upload, "hash_range", real_hash_range)
             await conn.upload(local, "growing.log")  # once it is quiet, it goes
     assert (server_root / "growing.log").read_bytes() == BODY + b"one more line\n"
 

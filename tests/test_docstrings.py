@@ -15,12 +15,16 @@ from trioftp.client import tree
 
 def _members(cls: type[Any]) -> list[tuple[str, Any]]:
     found = []
-    for name, value in vars(cls).items():
-        if name.startswith("_"):
-            continue
-        target = value.fget if isinstance(value, property) else value
-        if callable(target):
-            found.append((f"{cls.__name__}.{name}", target))
+    seen: set[str] = set()
+    # The class and trioftp's own bases (ClientConnection is built of one class per job).
+    for klass in (k for k in cls.__mro__ if k.__module__.startswith("trioftp")):
+        for name, value in vars(klass).items():
+            if name.startswith("_") or name in seen:
+                continue
+            seen.add(name)
+            target = value.fget if isinstance(value, property) else value
+            if callable(target):
+                found.append((f"{cls.__name__}.{name}", target))
     return found
 
 

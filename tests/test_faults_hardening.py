@@ -53,7 +53,8 @@ from trioftp.protocol import (
 )
 from trioftp.protocol.codec import encode_message
 from trioftp.protocol.connection import NEED_DATA, PEER_CLOSED
-from trioftp.transport.channel import Channel, ChannelClosed
+from trioftp.transport.channel import Channel
+from trioftp.transport.streams import ChannelClosed
 
 
 def put_request(stream_id: int, name: str, size: int, *, resume: bool = False) -> bytes:

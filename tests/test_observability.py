@@ -27,7 +27,7 @@ from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Put
 from trioftp.protocol.frames import HEADER, FrameType
 from trioftp.server import Server, operations
 from trioftp.server.auth import hash_password
-from trioftp.transport.channel import ChannelClosed
+from trioftp.transport.streams import ChannelClosed
 
 GARBAGE_FRAME = HEADER.pack(0, FrameType.DONE, 0x01, 1)  # flags set: PROTOCOL_ERROR, connection closed
 

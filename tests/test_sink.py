@@ -106,7 +106,7 @@ def test_a_block_cut_short_by_too_much_payload_is_never_filled_again() -> None:
     cut = sink.take_rest()
     assert cut is not None and bytes(cut) == b"abc"
     sink.release(cut)
-    assert sink._spare is None
+    assert not sink._spares
     sink.close()
     sink.release(cut)
     assert pool.held == 0
@@ -132,7 +132,7 @@ def test_a_block_released_after_close_goes_to_the_pool_and_the_pool_is_bounded()
 def test_without_a_pool_blocks_are_dropped() -> None:
     sink = BlockSink(8, lambda: None)
     assert _one_transfer(sink, b"abcdefghij") == b"abcdefghij"
-    assert sink._spare is None and sink._block is None
+    assert not sink._spares and sink._block is None
 
 
 async def test_next_piece_keeps_wire_order() -> None:
@@ -245,3 +245,20 @@ async def test_more_than_the_limit_wakes_the_task_at_once() -> None:
     with trio.fail_after(1):
         piece = await next_piece(inbox, sink)  # the partial block, not a wait for a full one
     assert isinstance(piece, memoryview) and bytes(piece) == b"abcd"
+
+
+async def test_an_end_that_came_just_before_the_connection_ended_is_still_returned() -> None:
+    inbox = StreamInbox(1)
+    sink = BlockSink(8, inbox.notify)
+    got: list[object] = []
+
+    async def take() -> None:
+        got.append(await next_piece(inbox, sink))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(take)
+        await trio.testing.wait_all_tasks_blocked()
+        # The reader's last read held the END and then the peer's close: both before the task runs.
+        inbox.deliver(End(size=0, digest=b"x" * 32, stream_id=1))
+        inbox.fail(ConnectionError("closed"))
+    assert isinstance(got[0], End)

@@ -1,7 +1,7 @@
 """Old module paths from before the layer folders, kept importable for a while.
 
-`import trioftp.channel` (or `from trioftp.storage import ...` for the local
-store's names) still works and gives the very module that now lives at the new
+`import trioftp.channel` (and `from trioftp.storage import Storage` for the local
+store) still works and gives the very module that now lives at the new
 path, private names included, so code written against 0.x keeps running while
 it moves to the new paths.
 """

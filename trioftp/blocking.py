@@ -212,13 +212,14 @@ class Client:
         *,
         resume: bool = True,
         progress: Progress | None = None,
+        fsync: bool = False,
     ) -> FileInfo:
         """Download a remote file to a local path, verified, resuming (ClientConnection.download).
 
         Example:
             client.download("isos/big.iso", "big.iso")
         """
-        return self._call(self.connection.download, name, path, resume=resume, progress=progress)
+        return self._call(self.connection.download, name, path, resume=resume, progress=progress, fsync=fsync)
 
     def upload(
         self,

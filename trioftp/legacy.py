@@ -7,7 +7,9 @@
 
 No checksum, no authentication and no confirmation of a put: use these only
 until the server runs trioftp, then switch to `trioftp.get` / `trioftp.put`.
-The implementation is `trioftp.client.legacy_servers`.
+The implementation is `trioftp.client.legacy_servers`. (compat/legacy_client.py,
+outside the package, is a standard-library client to copy to machines that
+have no trioftp.)
 """
 
 from trioftp.client.legacy_servers import download, get, put, upload

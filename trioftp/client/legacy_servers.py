@@ -9,8 +9,10 @@ not end. The protocol carries no checksum, no error reply and no confirmation
 of a put; use the v2 client (`trioftp.get`/`trioftp.put`) with a trioftp server.
 A trioftp server speaks this protocol too, so these work against it as well.
 
-This module is the Trio side of it; the wire format (header, replies) is in
-`trioftp.protocol.legacy_codec`, which does no I/O.
+This module is the Trio side of it, public as `trioftp.legacy`; the wire
+format (header, replies) is in `trioftp.protocol.legacy_codec`, which does no
+I/O, and the server's side is `trioftp.server.legacy_session`. For a machine
+without trioftp, compat/legacy_client.py is a standard-library client to copy.
 
 Error handling: every failure is a TrioftpError: NotFound for `NO|0`,
 ConnectionClosed when the server closes without an answer (the old server's
@@ -53,7 +55,7 @@ from trioftp.protocol.legacy_codec import (
 )
 from trioftp.protocol.names import BadName as InvalidName
 from trioftp.protocol.names import check_path
-from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
+from trioftp.transport.streams import ChannelClosed, FileChanged, send_file_range
 
 DEFAULT_SETTLE = 0.05  # quiet time that ends a `YES|size` answer (it has no terminator)
 DEFAULT_TIMEOUT = 30.0  # seconds the server may make no progress

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import trio
 
@@ -40,13 +40,11 @@ from trioftp.protocol.legacy_codec import (
 from trioftp.server.auth import NOBODY, Right
 from trioftp.server.budget import BudgetTimeout
 from trioftp.server.mapping import Refusal, error_code
-from trioftp.server.operations import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.server.rate import RateFloor
+from trioftp.server.shared import Shared
+from trioftp.server.transfers import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.storage.interface import ReadHandle, StorageError, Upload
-from trioftp.transport.channel import ChannelClosed, FileChanged, send_file_range
-
-if TYPE_CHECKING:
-    from trioftp.server import Server
+from trioftp.transport.streams import ChannelClosed, FileChanged, send_file_range
 
 log = logging.getLogger("trioftp.legacy")
 
@@ -78,12 +76,12 @@ def _interruption(exc: BaseException, *, draining: bool) -> tuple[str, str]:
 class LegacySession:
     """One legacy connection: headers, puts and gets one after another until EOF."""
 
-    def __init__(self, server: Server, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
-        self.server = server
-        self.config = server.config
+    def __init__(self, shared: Shared, stream: trio.SocketStream, initial: bytes, peer: str) -> None:
+        self.shared = shared
+        self.config = shared.config
         # With users, a legacy client is the anonymous user: its home, its rights.
-        self.user = server.open_user if server.users is None else (server.users.anonymous or NOBODY)
-        self.storage = server.storage.scoped(self.user.home)
+        self.user = shared.open_user if shared.users is None else (shared.users.anonymous or NOBODY)
+        self.storage = shared.storage.scoped(self.user.home)
         self.stream = stream
         self.peer = peer
         self.address = peer.rpartition(":")[0]  # who shares the server's budgets with this connection
@@ -98,7 +96,7 @@ class LegacySession:
 
     async def run(self) -> None:
         log.info("%s legacy session (no checksum on the wire, no authentication)", self.peer)
-        self.server.metrics.legacy_session()
+        self.shared.metrics.legacy_session()
         try:
             while not self._draining:
                 header = await self._next_header()
@@ -207,7 +205,7 @@ class LegacySession:
         size = header.size or 0
         name = self._stored_name(header)
         record = TransferRecord(
-            peer=self.peer, operation="LEGACY-PUT", name=name, metrics=self.server.metrics
+            peer=self.peer, operation="LEGACY-PUT", name=name, metrics=self.shared.metrics
         )
         try:
             if not self.user.may(Right.WRITE):
@@ -243,7 +241,7 @@ class LegacySession:
     @asynccontextmanager
     async def _upload_memory(self, amount: int) -> AsyncIterator[None]:
         """Reserve a put's buffers from upload_memory; past min_rate_window, close (legacy has no BUSY)."""
-        budget = self.server.upload_budget
+        budget = self.shared.upload_budget
         patience = self.config.min_rate_window
         try:
             amount = await budget.acquire(amount, group=self.address, patience=patience)
@@ -285,7 +283,7 @@ class LegacySession:
     async def _get(self, header: Header) -> None:
         name = self._stored_name(header)
         record = TransferRecord(
-            peer=self.peer, operation="LEGACY-GET", name=name, metrics=self.server.metrics
+            peer=self.peer, operation="LEGACY-GET", name=name, metrics=self.shared.metrics
         )
         try:
             if not self.user.may(Right.READ):

@@ -7,10 +7,8 @@ served folder except through `Storage`.
 
 from __future__ import annotations
 
-import builtins
 import logging
 import math
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -44,14 +42,15 @@ from trioftp.server.auth import Right
 from trioftp.server.budget import BudgetTimeout, ByteBudget
 from trioftp.server.mapping import Refusal, entry, error_code, file_info
 from trioftp.server.rate import RateFloor
+from trioftp.server.shared import StreamSession
+from trioftp.server.transfers import WRITE_BLOCK, TransferRecord, interruption
 from trioftp.storage.interface import FileFacts, Kind, Problem, ReadHandle, StorageError, Upload
-from trioftp.transport.channel import ChannelClosed, FileChanged
 from trioftp.transport.concurrency import both
-from trioftp.transport.sink import BlockSink, next_piece
+from trioftp.transport.sink import BlockSink, next_piece_or_news
+from trioftp.transport.streams import FileChanged
+from trioftp.transport.writer import SinkWriter
 
 if TYPE_CHECKING:
-    from trioftp.server.metrics import Metrics
-    from trioftp.server.session import V2Session
     from trioftp.transport.inbox import StreamInbox
 
 log = logging.getLogger("trioftp.transfer")
@@ -65,102 +64,11 @@ SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one
 READ_HANDLES = 8
 CONNECTION_SHARE = 4  # one connection holds at most 1/4 of upload_memory (or one upload's need)
 READ_PIECE = 1024 * 1024  # a download from a store without sendfile is read in pieces of this much
-WRITE_BLOCK = 1024 * 1024  # uploads reach the disk in blocks of about this much
 LISTING_CHUNK = 256  # entries per LISTING frame at most
 ENTRY_MAX_BYTES = 320  # an encoded Entry: a 255-byte name, kind, size and mtime, with their keys
 
 
-def _count_bytes(record: TransferRecord, _attribute: attrs.Attribute[int], value: int) -> int:
-    """On `record.bytes = n`: add the bytes new since the last time to the server's counters."""
-    if record.metrics is not None:
-        moved = value - record.bytes
-        if record.operation.endswith("PUT"):
-            record.metrics.transfer_moved(received=moved)
-        else:
-            record.metrics.transfer_moved(sent=moved)
-    return value
-
-
-@attrs.define
-class TransferRecord:
-    """One transfer (GET, PUT, LEGACY-GET, LEGACY-PUT): its log line, and its part of the metrics.
-
-    With `metrics`, the transfer counts as in flight from its creation until
-    `log()`, and its bytes count as they are set. `outcome` is a metrics label
-    (ok, cancelled, connection_lost, interrupted or an error code's name);
-    `result` is the text the log line ends with.
-    """
-
-    peer: str
-    operation: str
-    name: str
-    metrics: Metrics | None = None
-    user: str = "anonymous"
-    started: float = attrs.field(factory=time.monotonic)
-    bytes: int = attrs.field(default=0, on_setattr=_count_bytes)
-    result: str = "ok"
-    outcome: str = "ok"
-    digest: builtins.bytes | None = None  # builtins: the `bytes` field above shadows the type
-    _logged: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        if self.metrics is not None:
-            self.metrics.transfer_started()
-
-    def fail(self, outcome: str, result: str) -> None:
-        self.outcome, self.result = outcome, result
-
-    def log(self) -> None:
-        """Write the transfer's line and count it as finished; only the first call does anything."""
-        if self._logged:
-            return
-        self._logged = True
-        elapsed = time.monotonic() - self.started
-        if log.isEnabledFor(logging.INFO):  # a busy server logging at WARNING builds no line per file
-            rate = self.bytes / elapsed / 1e6 if elapsed > 0 else 0.0
-            fields = {
-                "event": "transfer", "peer": self.peer, "user": self.user, "operation": self.operation,
-                "file": self.name, "bytes": self.bytes, "duration": round(elapsed, 6),
-                "digest": self.digest.hex() if self.digest is not None else None,
-                "outcome": self.outcome, "reason": None if self.outcome == "ok" else self.result,
-            }  # fmt: skip
-            log.info(
-                "%s %s %r %d bytes in %.3f s (%.1f MB/s): %s",
-                self.peer, self.operation, self.name, self.bytes, elapsed, rate, self.result, extra=fields,
-            )  # fmt: skip
-        if self.metrics is not None:
-            self.metrics.transfer_finished(self.operation, self.outcome, elapsed)
-
-
-def leaves(exc: BaseException) -> list[BaseException]:
-    """The exceptions inside `exc`'s exception groups, however nested; `[exc]` if it is no group."""
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
-    return [exc]
-
-
-def interruption(exc: BaseException, *, cancelled: tuple[str, str]) -> tuple[str, str]:
-    """The (outcome, reason) of a transfer that `exc` ended, for its record.
-
-    Exception groups (a nursery's, around a cancelled send and hash) are looked
-    into: the first leaf that is not a Cancelled is what went wrong, the
-    Cancelled beside it only its consequence. If every leaf is a Cancelled,
-    the task was cancelled, and `cancelled` says why: only the caller knows.
-    """
-    causes = [leaf for leaf in leaves(exc) if not isinstance(leaf, trio.Cancelled)]
-    if not causes:
-        return cancelled
-    cause = causes[0]
-    if isinstance(cause, StorageError | Refusal):
-        code = error_code(cause)
-        return code.name, f"{code.name}: {cause}"
-    if isinstance(cause, ChannelClosed):
-        return "connection_lost", f"interrupted: {cause}"
-    detail = f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
-    return ErrorCode.INTERNAL.name, f"failed: internal error: {detail}"
-
-
-def why_cancelled(session: V2Session) -> tuple[str, str]:
+def why_cancelled(session: StreamSession) -> tuple[str, str]:
     """Why the session cancelled its stream tasks, as (outcome, reason)."""
     if session.ending is not None:  # the ERROR it closes with: SHUTTING_DOWN, TIMEOUT, ...
         code, message = session.ending
@@ -170,21 +78,21 @@ def why_cancelled(session: V2Session) -> tuple[str, str]:
     return "interrupted", "interrupted: cancelled"  # from outside the session: the server's task
 
 
-def never_started(session: V2Session, request: Get, outcome: str, reason: str) -> None:
+def never_started(session: StreamSession, request: Get, outcome: str, reason: str) -> None:
     """The log line and metrics of a GET that ended while waiting for a read handle (no task ran)."""
     record = TransferRecord(
-        peer=session.peer, operation="GET", name=request.name, metrics=session.server.metrics,
+        peer=session.peer, operation="GET", name=request.name, metrics=session.shared.metrics,
         user=session.user.name,
     )  # fmt: skip
     record.fail(outcome, reason)
     record.log()
 
 
-async def run_request(session: V2Session, request: Message, inbox: StreamInbox) -> None:
+async def run_request(session: StreamSession, request: Message, inbox: StreamInbox) -> None:
     """Answer one request; a StorageError becomes an ERROR frame on its stream."""
     record = TransferRecord(
         peer=session.peer, operation=type(request).__name__.upper(), name=_name_of(request),
-        metrics=session.server.metrics if isinstance(request, Get | Put) else None, user=session.user.name,
+        metrics=session.shared.metrics if isinstance(request, Get | Put) else None, user=session.user.name,
     )  # fmt: skip
     try:
         _check_right(session, request)
@@ -205,7 +113,7 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
     except (StorageError, Refusal) as exc:
         code = error_code(exc)
         record.fail(code.name, f"{code.name}: {exc}")
-        session.server.metrics.error_sent(code)
+        session.shared.metrics.error_sent(code)
         await session.channel.send_if_open(Error(code=code, message=str(exc), stream_id=request.stream_id))
     except BaseException as exc:  # connection lost, server stopping, internal error: not a success
         record.fail(*interruption(exc, cancelled=why_cancelled(session)))
@@ -219,7 +127,7 @@ async def run_request(session: V2Session, request: Message, inbox: StreamInbox) 
             log.debug("%s %s %r: %s", record.peer, record.operation, record.name, record.result)
 
 
-async def _server_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
+async def _server_work(session: StreamSession, function: Callable[..., T], *args: Any) -> T:
     """Run blocking storage work on a thread; the rate watchdog does not hold its time against the peer."""
     session.server_busy += 1
     try:
@@ -228,7 +136,7 @@ async def _server_work(session: V2Session, function: Callable[..., T], *args: An
         session.server_busy -= 1
 
 
-async def _store_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
+async def _store_work(session: StreamSession, function: Callable[..., T], *args: Any) -> T:
     """Store calls that are quick on a local disk run inline (a thread hop would cost more
     than the call); on a networked store they are round trips, and go to a thread."""
     if session.storage.quick:
@@ -236,7 +144,7 @@ async def _store_work(session: V2Session, function: Callable[..., T], *args: Any
     return await _server_work(session, function, *args)
 
 
-async def _hashing_work(session: V2Session, function: Callable[..., T], *args: Any) -> T:
+async def _hashing_work(session: StreamSession, function: Callable[..., T], *args: Any) -> T:
     """Like _server_work, for work that hashes whole files: a few threads at a time, server-wide.
 
     Each hashing thread reads 1 MiB at a time; forty at once (trio's default
@@ -244,7 +152,7 @@ async def _hashing_work(session: V2Session, function: Callable[..., T], *args: A
     """
     session.server_busy += 1
     try:
-        return await trio.to_thread.run_sync(function, *args, limiter=session.server.hash_limiter)
+        return await trio.to_thread.run_sync(function, *args, limiter=session.shared.hash_limiter)
     finally:
         session.server_busy -= 1
 
@@ -260,7 +168,7 @@ RIGHT_OF_REQUEST: dict[type[Any], Right] = {
 }
 
 
-def _check_right(session: V2Session, request: Message) -> None:
+def _check_right(session: StreamSession, request: Message) -> None:
     right = RIGHT_OF_REQUEST.get(type(request))
     if right is not None and not session.user.may(right):
         raise Refusal(ErrorCode.PERMISSION_DENIED, f"user {session.user.name!r} has no {right.value!r} right")
@@ -277,7 +185,7 @@ def _name_of(request: Message) -> str:
 # ---------------------------------------------------------------------- GET
 
 
-async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
+async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record: TransferRecord) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
     handle = await _store_work(session, storage.open_read, request.name)
     try:
@@ -293,7 +201,7 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         info = file_info(stream_id, facts, digest)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
-            async with _reserved(session, session.server.send_budget, end - request.offset, "to send"):
+            async with _reserved(session, session.shared.send_budget, end - request.offset, "to send"):
                 payload = await _store_work(session, handle.read, request.offset, end - request.offset)
                 end_message = End(size=size, digest=digest, stream_id=stream_id)
                 await _send_small_file(session, info, payload, end_message)
@@ -321,20 +229,25 @@ async def _get(session: V2Session, request: Get, inbox: StreamInbox, record: Tra
         handle.close()
 
 
-def _initial_credit(session: V2Session) -> int:
+def _initial_credit(session: StreamSession) -> int:
     hello = session.channel.machine.peer_hello
     assert hello is not None
     return min(hello.initial_window, hello.max_frame_size)
 
 
-async def _send_small_file(session: V2Session, info: FileInfo, payload: bytes, end: End) -> None:
+async def _send_small_file(session: StreamSession, info: FileInfo, payload: bytes, end: End) -> None:
     # FILE_INFO, DATA and END in one write: one syscall and no Nagle stall
     # between a header and its body.
     await session.channel.send_if_open(info, Data(payload=payload, stream_id=info.stream_id), end)
 
 
 async def _send_body(
-    session: V2Session, inbox: StreamInbox, handle: ReadHandle, start: int, end: int, record: TransferRecord
+    session: StreamSession,
+    inbox: StreamInbox,
+    handle: ReadHandle,
+    start: int,
+    end: int,
+    record: TransferRecord,
 ) -> int:
     channel, stream_id = session.channel, inbox.stream_id
     fd = handle.fileno()
@@ -352,7 +265,7 @@ async def _send_body(
                 raise Refusal(ErrorCode.BUSY, "the file shrank while being sent; try again") from None
         else:
             count = min(count, READ_PIECE)
-            async with _reserved(session, session.server.send_budget, count, "to send"):
+            async with _reserved(session, session.shared.send_budget, count, "to send"):
                 piece = await _server_work(session, handle.read, position, count)
                 sent = await channel.send_data(stream_id, piece)
         if not sent:
@@ -365,7 +278,7 @@ async def _send_body(
 # ---------------------------------------------------------------------- PUT
 
 
-async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord) -> None:
+async def _put(session: StreamSession, request: Put, inbox: StreamInbox, record: TransferRecord) -> None:
     channel, stream_id = session.channel, request.stream_id
     algorithm = channel.machine.digest
     # The short-cut answers whether the file holds the bytes of the given digest:
@@ -384,26 +297,26 @@ async def _put(session: V2Session, request: Put, inbox: StreamInbox, record: Tra
     # The sink holds at most the window (flow control) plus the block being filled.
     need = min(window + block, request.size)
     if session.upload_share is None:
-        total = session.server.config.upload_memory
+        total = session.shared.config.upload_memory
         session.upload_share = ByteBudget(max(window + block, total // CONNECTION_SHARE))
     # First this connection's share: a wait behind its own uploads, which the peer
     # moves (or the rate checks end), so it is not counted as the server's slowness.
     async with (
         session.upload_share.reserve(need),
-        _reserved(session, session.server.upload_budget, need, "for uploads"),
+        _reserved(session, session.shared.upload_budget, need, "for uploads"),
     ):
         await _receive_upload(session, request, inbox, record, block)
 
 
 @asynccontextmanager
-async def _reserved(session: V2Session, budget: ByteBudget, amount: int, use: str) -> AsyncIterator[None]:
+async def _reserved(session: StreamSession, budget: ByteBudget, amount: int, use: str) -> AsyncIterator[None]:
     """Reserve buffer memory from a server-wide budget, waiting in turn; BUSY if none comes in time.
 
     The wait is the server's slowness, not the peer's, so the rate check skips it;
     and it ends after `min_rate_window`: by then every holder has either moved
     bytes at `min_rate` or been dropped, so a longer wait is the server at capacity.
     """
-    patience = session.server.config.min_rate_window
+    patience = session.shared.config.min_rate_window
     session.server_busy += 1
     try:
         amount = await budget.acquire(amount, group=session.address, patience=patience)
@@ -420,7 +333,7 @@ async def _reserved(session: V2Session, budget: ByteBudget, amount: int, use: st
 
 
 async def _receive_upload(
-    session: V2Session, request: Put, inbox: StreamInbox, record: TransferRecord, block: int
+    session: StreamSession, request: Put, inbox: StreamInbox, record: TransferRecord, block: int
 ) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
     upload: Upload = await _server_work(
@@ -434,26 +347,37 @@ async def _receive_upload(
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
     sink = BlockSink(block, inbox.notify, limit=upload.size - upload.written)
+    # Blocks are written on one thread while the next arrive (trioftp.transport.writer).
+    writer = SinkWriter(
+        sink, inbox, lambda b: upload.write([b]), busy=lambda d: _count_busy(session, d),
+        size=upload.size - upload.written,
+    )  # fmt: skip
     channel.add_sink(stream_id, sink)
     try:
         if not await channel.send_if_open(Ready(offset=upload.offset, stream_id=stream_id)):
             return
-        config = session.server.config
+        config = session.shared.config
         # The memory reserved for this upload is held only while its own bytes come at
         # min_rate: a peer cannot park reservations behind one stream that moves. (A
         # stream alone on its connection is the connection's check: TIMEOUT for both.)
         floor = RateFloor(config.min_rate, config.min_rate_window, trio.current_time())
         from_messages = 0  # payload that came as Data messages; the sink counts its own
         while True:
+            if writer.unacknowledged:
+                await channel.acknowledge(stream_id, writer.take())
             with trio.move_on_at(floor.since + floor.window if floor.rate else math.inf) as waiting:
-                piece = await next_piece(inbox, sink)
+                piece = await next_piece_or_news(inbox, sink, writer.news)
             if waiting.cancelled_caught:
                 now, moved = trio.current_time(), sink.received + from_messages
                 slow = floor.too_slow(now, moved)
+                if slow is not None and writer.pending:  # the peer waits for our disk: not its slowness
+                    slow, floor = None, RateFloor(config.min_rate, config.min_rate_window, now, moved)
                 if slow is not None and session.open_streams > 1:
                     raise Refusal(ErrorCode.BUSY, f"upload {slow}: its memory is given back; resume it later")
                 if slow is not None:
                     floor = RateFloor(config.min_rate, config.min_rate_window, now, moved)
+                continue
+            if piece is None:
                 continue
             if isinstance(piece, memoryview | Data):
                 payload = piece if isinstance(piece, memoryview) else piece.payload
@@ -462,16 +386,12 @@ async def _receive_upload(
                 if upload.written + len(payload) > upload.size:
                     keep = False
                     raise Refusal(ErrorCode.BAD_REQUEST, f"more than the announced {upload.size} bytes")
-                started = trio.current_time()
-                try:
-                    await _flush(session, stream_id, upload, payload)
-                finally:
-                    if isinstance(piece, memoryview):
-                        sink.release(piece)
-                floor.pause(trio.current_time() - started)  # the disk's time, not the peer's
+                if payload:
+                    writer.submit(memoryview(payload))  # acknowledged once written
                 record.bytes += len(payload)
             elif isinstance(piece, End):
                 keep = False
+                await writer.finish()
                 facts = await _server_work(session, upload.commit, piece.size, piece.digest, request.mtime_ns)
                 record.digest = facts.digest
                 await channel.send_if_open(file_info(stream_id, facts))
@@ -485,18 +405,16 @@ async def _receive_upload(
         keep = keep and exc.code is not ErrorCode.BAD_REQUEST
         raise
     finally:
+        await writer.stop()  # the thread no longer touches the file
         channel.remove_sink(stream_id)
         upload.abort(keep=keep)
 
 
-async def _flush(session: V2Session, stream_id: int, upload: Upload, payload: bytes | memoryview) -> None:
-    if not payload:
-        return
-    await _server_work(session, upload.write, [payload])
-    await session.channel.acknowledge(stream_id, len(payload))
+def _count_busy(session: StreamSession, change: int) -> None:
+    session.server_busy += change  # blocks waiting for our disk: the rate watchdog's time is ours
 
 
-def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFacts | None:
+def _identical_facts(session: StreamSession, request: Put, algorithm: str) -> FileFacts | None:
     """The facts of the target if it already holds exactly these bytes."""
     assert request.digest is not None
     try:
@@ -510,7 +428,7 @@ def _identical_facts(session: V2Session, request: Put, algorithm: str) -> FileFa
 # --------------------------------------------------------------- the others
 
 
-async def _list(session: V2Session, request: List) -> None:
+async def _list(session: StreamSession, request: List) -> None:
     hello = session.channel.machine.peer_hello
     assert hello is not None
     kinds = FEATURE_ENTRY_KINDS in hello.features  # else the kinds an older client knows (spec 11.3)
@@ -526,7 +444,7 @@ async def _list(session: V2Session, request: List) -> None:
             return
 
 
-async def _stat(session: V2Session, request: Stat) -> None:
+async def _stat(session: StreamSession, request: Stat) -> None:
     storage, algorithm = session.storage, session.channel.machine.digest
     facts = await _server_work(session, storage.stat, request.name, algorithm)
     # The digest is content information: `list` alone gives only name, kind, size and time.
@@ -540,7 +458,7 @@ async def _stat(session: V2Session, request: Stat) -> None:
     await session.channel.send_if_open(file_info(request.stream_id, facts))
 
 
-def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
+def _digest_by_name(session: StreamSession, name: str, algorithm: str) -> bytes:
     handle = session.storage.open_read(name)
     try:
         return handle.digest(algorithm)
@@ -548,20 +466,21 @@ def _digest_by_name(session: V2Session, name: str, algorithm: str) -> bytes:
         handle.close()
 
 
-async def _status(session: V2Session, request: Status) -> None:
-    server = session.server
-    if getattr(server, "users", None) is not None and not session.user.admin:
+async def _status(session: StreamSession, request: Status) -> None:
+    shared = session.shared
+    if shared.users is not None and not session.user.admin:
         raise Refusal(ErrorCode.PERMISSION_DENIED, "STATUS is for administrators")
-    metrics = server.metrics
+    metrics = shared.metrics
+    uptime, connections = shared.status()
     info = StatusInfo(
-        agent=server.agent, uptime_ms=int(server.uptime * 1000), connections=server.connection_count,
+        agent=shared.agent, uptime_ms=int(uptime * 1000), connections=connections,
         transfers=metrics.running, bytes_received=metrics.received, bytes_sent=metrics.sent,
         stream_id=request.stream_id,
     )  # fmt: skip
     await session.channel.send_if_open(info)
 
 
-async def _change(session: V2Session, request: Delete | Rename | Mkdir) -> None:
+async def _change(session: StreamSession, request: Delete | Rename | Mkdir) -> None:
     storage = session.storage
     if isinstance(request, Delete):
         await _server_work(session, storage.delete, request.name)

@@ -46,9 +46,10 @@ from trioftp.server.budget import ByteBudget, give_memory_back
 from trioftp.server.legacy_session import LegacySession
 from trioftp.server.metrics import Metrics, serve_metrics
 from trioftp.server.session import V2Session, watch_interval
+from trioftp.server.shared import Shared
 from trioftp.server.stores import open_store
 from trioftp.storage.interface import StorageError, Store
-from trioftp.transport.channel import close_stream, peer_of
+from trioftp.transport.streams import close_stream, peer_of
 
 log = logging.getLogger("trioftp.server")
 
@@ -138,13 +139,31 @@ class Server:
                     anonymous=None if self.users.anonymous is None else _read_only(self.users.anonymous),
                 )
         self._make_homes()
-        self.auth_failures = FailureTracker()
         self.hash_limiter = trio.CapacityLimiter(HASH_THREADS)  # threads hashing whole files at once
         # Buffers of uploads (v2 and legacy) and of file bytes read for sending, server-wide;
         # the connections from one address hold at most half of each.
         self.upload_budget = ByteBudget(config.upload_memory, group_limit=config.upload_memory // 2)
         self.send_budget = ByteBudget(config.send_memory, group_limit=config.send_memory // 2)
         self.ssl_context = _server_ssl_context(config)
+        self.shared = Shared(
+            config=config, storage=self.storage, metrics=self.metrics, users=self.users,
+            open_user=self.open_user, auth_failures=FailureTracker(), hash_limiter=self.hash_limiter,
+            upload_budget=self.upload_budget, send_budget=self.send_budget, agent=self.agent,
+            status=lambda: (self.uptime, self.connection_count),
+        )  # fmt: skip
+
+    @property
+    def auth_failures(self) -> FailureTracker:
+        """Failed logins per user and address: back-off and lock-out.
+
+        Example:
+            server.auth_failures = FailureTracker(base_delay=1.0, lockout_after=5)
+        """
+        return self.shared.auth_failures
+
+    @auth_failures.setter
+    def auth_failures(self, tracker: FailureTracker) -> None:
+        self.shared.auth_failures = tracker
 
     @property
     def connection_count(self) -> int:
@@ -484,11 +503,11 @@ class Server:
         dialect = sniff(head)
         if dialect is Dialect.V2:
             session: V2Session | LegacySession = V2Session(
-                self, stream, head, peer, handshake_deadline=handshake_deadline
+                self.shared, stream, head, peer, handshake_deadline=handshake_deadline
             )
         elif dialect is Dialect.LEGACY and self._legacy_refusal() is None:
             assert isinstance(stream, trio.SocketStream)
-            session = LegacySession(self, stream, head, peer)
+            session = LegacySession(self.shared, stream, head, peer)
         elif dialect is Dialect.LEGACY:
             self.metrics.connection_refused("legacy_off")
             log.warning("%s legacy client refused: %s", peer, self._legacy_refusal())

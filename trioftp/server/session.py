@@ -53,12 +53,13 @@ from trioftp.server.auth import NOBODY, Failure, User, Users
 from trioftp.server.budget import ByteBudget
 from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
 from trioftp.server.rate import RateFloor
-from trioftp.transport.channel import Channel, ChannelClosed
+from trioftp.server.shared import Shared
+from trioftp.transport.channel import Channel
 from trioftp.transport.inbox import StreamInbox
+from trioftp.transport.streams import ChannelClosed
 
 if TYPE_CHECKING:
     from trioftp.config import ServerConfig
-    from trioftp.server import Server
 
 # Seconds a connection closed with an ERROR keeps reading (and dropping) what the
 # peer still sends, so the peer reads the ERROR instead of a reset.
@@ -87,25 +88,25 @@ class CloseConnection(Exception):
 class V2Session:
     def __init__(
         self,
-        server: Server,
+        shared: Shared,
         stream: trio.abc.Stream,
         initial: bytes,
         peer: str,
         *,
         handshake_deadline: float | None = None,
     ) -> None:
-        config = server.config
-        self.server = server
-        self.storage = server.storage
+        config = shared.config
+        self.shared = shared
+        self.storage = shared.storage
         self.peer = peer
         self.address = peer.rpartition(":")[0]  # who shares the server's budgets with this connection
         # Who the client is: with no users file, everyone may do everything (read_only: read);
         # with one, the anonymous user (if enabled) until AUTH proves otherwise.
-        users = server.users
-        self.user: User = server.open_user if users is None else (users.anonymous or NOBODY)
+        users = shared.users
+        self.user: User = shared.open_user if users is None else (users.anonymous or NOBODY)
         self._must_log_in = users is not None and users.anonymous is None
         if self.user.home:
-            self.storage = server.storage.scoped(self.user.home)
+            self.storage = shared.storage.scoped(self.user.home)
         features: tuple[str, ...] = (FEATURE_V2_1,)
         if users is not None:
             features += (FEATURE_AUTH, FEATURE_ANONYMOUS) if users.anonymous else (FEATURE_AUTH,)
@@ -115,7 +116,7 @@ class V2Session:
             initial_window=config.initial_window,
             digests=SUPPORTED,
             features=features,
-            agent=server.agent,
+            agent=shared.agent,
         )
         self.channel = Channel(stream, Connection(Role.SERVER, settings))
         self.channel.machine.receive_data(initial)
@@ -207,7 +208,7 @@ class V2Session:
 
     async def _close_with(self, code: ErrorCode, message: str) -> None:
         log.warning("%s closing connection: %s: %s", self.peer, code.name, message)
-        self.server.metrics.error_sent(code)
+        self.shared.metrics.error_sent(code)
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
             with contextlib.suppress(Exception):  # the peer may be gone: the close is what matters
@@ -367,10 +368,10 @@ class V2Session:
         address gets the same answer after the same wait whatever it sends, its
         password unchecked: telling it the password was right would undo the lockout.
         """
-        users = self.server.users
+        users = self.shared.users
         if users is None:
             raise CloseConnection(ErrorCode.AUTH_FAILED, "no users on this server: connect without AUTH")
-        tracker = self.server.auth_failures
+        tracker = self.shared.auth_failures
         address = self.peer.rpartition(":")[0]
         async with tracker.one_check_at_a_time(address):
             user, delay = await self._check_login(users, auth, address)
@@ -379,7 +380,7 @@ class V2Session:
             # The same answer for an unknown user, a wrong password and a locked-out address.
             raise CloseConnection(ErrorCode.AUTH_FAILED, "wrong user or password")
         self.user = user
-        self.storage = self.server.storage.scoped(user.home)
+        self.storage = self.shared.storage.scoped(user.home)
         self._must_log_in = False
         log.info("%s logged in as %r (home %r)", self.peer, user.name, user.home or "/")
         rights = tuple(sorted(right.value for right in user.rights))
@@ -387,7 +388,7 @@ class V2Session:
 
     async def _check_login(self, users: Users, auth: Auth, address: str) -> tuple[User | None, float]:
         """The user, or None and how long to wait before saying no; counts the outcome."""
-        tracker = self.server.auth_failures
+        tracker = self.shared.auth_failures
         now = trio.current_time()
         locked_until = tracker.locked_until(address, now)
         if locked_until is not None:
@@ -410,19 +411,19 @@ class V2Session:
         if failure.locked_until is None:
             log.warning(
                 "%s login failed for user %r (failure %d of %d before a lockout); answering in %g s",
-                self.peer, user, failure.count, self.server.auth_failures.lockout_after, failure.delay,
+                self.peer, user, failure.count, self.shared.auth_failures.lockout_after, failure.delay,
             )  # fmt: skip
         else:
             log.warning(
                 "%s login failed for user %r: %d failures, %s is locked out for %g s, until %s; "
                 "answering in %g s",
-                self.peer, user, failure.count, address, self.server.auth_failures.lockout,
+                self.peer, user, failure.count, address, self.shared.auth_failures.lockout,
                 _wall_clock(failure.locked_until), failure.delay,
             )  # fmt: skip
 
     async def _refuse(self, stream_id: int, code: ErrorCode, message: str) -> None:
         log.info("%s stream %d refused: %s: %s", self.peer, stream_id, code.name, message)
-        self.server.metrics.error_sent(code)
+        self.shared.metrics.error_sent(code)
         with contextlib.suppress(ChannelClosed):
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
 
@@ -456,7 +457,7 @@ class V2Session:
 
     async def drain(self) -> None:
         """Shutdown: accept no new streams, let those in flight finish within drain_timeout."""
-        deadline = trio.current_time() + self.server.config.drain_timeout
+        deadline = trio.current_time() + self.shared.config.drain_timeout
         self._draining = True
         try:
             await self.channel.send(Goodbye(message="server shutting down"))
@@ -482,7 +483,7 @@ class V2Session:
         """
         if self._scope is None:
             return  # handshaking (its own deadline) or ending
-        config = self.server.config
+        config = self.shared.config
         streams = len(self._inboxes) + len(self._queued_gets)  # a queued GET waits on the others
         if streams and self.server_busy >= streams:
             # Every stream waits for hashing, writing, fsync, memory: our slowness, not the

@@ -27,6 +27,11 @@ class StreamInbox:
     def pending(self) -> bool:
         return bool(self._messages)
 
+    @property
+    def failure(self) -> BaseException | None:
+        """What the inbox was failed with (the connection is gone), or None."""
+        return self._failure
+
     def peek(self) -> Message | None:
         """The next message, left in place; None if there is none."""
         return self._messages[0] if self._messages else None

@@ -85,7 +85,9 @@ class BlockSink:
         self._block: bytearray | None = None  # being filled
         self._fill = 0
         self._full: deque[memoryview] = deque()
-        self._spare: bytearray | None = None  # a written block, to fill again
+        # Written blocks, to fill again: all of them, not one, so a reader that ran
+        # ahead of the writer does not page in fresh blocks (bounded by the window).
+        self._spares: list[bytearray] = []
         # A block cut short while more payload than expected was arriving: the
         # reader may still hold a view of it (its read waits for the socket), so
         # it is never filled again, here or through the pool.
@@ -96,9 +98,10 @@ class BlockSink:
         block = self._block
         if block is None:
             block = (
-                self._spare or (self.pool and self.pool.take(self.block_size)) or bytearray(self.block_size)
+                (self._spares and self._spares.pop())
+                or (self.pool and self.pool.take(self.block_size))
+                or bytearray(self.block_size)
             )
-            self._spare = None
             self._block, self._fill = block, 0
         return memoryview(block)[self._fill :]
 
@@ -137,21 +140,23 @@ class BlockSink:
         if self.closed:
             if self.pool is not None:
                 self.pool.give(block.obj)
-        elif self._spare is None:
-            self._spare = block.obj
+        else:
+            self._spares.append(block.obj)
 
     def close(self) -> None:
         """Drop the blocks; the reader fills nothing more.
 
-        Only the spare goes back to the pool now: the reader may still hold a
+        Only the spares go back to the pool now: the reader may still hold a
         view of the block being filled (across its wait for the socket), so it
         is dropped; a full block in the task's hands goes back when the task
         releases it.
         """
         self.closed = True
-        if self.pool is not None and self._spare is not None:
-            self.pool.give(self._spare)
-        self._block = self._spare = None
+        if self.pool is not None:
+            for spare in self._spares:
+                self.pool.give(spare)
+        self._block = None
+        self._spares.clear()
         self._full.clear()
 
     def _complete(self) -> None:
@@ -173,7 +178,22 @@ async def next_piece(inbox: StreamInbox, sink: BlockSink) -> memoryview | Messag
     Raises:
         whatever the inbox was failed with (the connection is gone).
     """
+    piece = await next_piece_or_news(inbox, sink, lambda: False)
+    assert piece is not None
+    return piece
+
+
+async def next_piece_or_news(
+    inbox: StreamInbox, sink: BlockSink, news: Callable[[], bool]
+) -> memoryview | Message | None:
+    """Like next_piece, but returns None when the inbox is woken and `news()` is true.
+
+    For a task that also waits on other work reported through `inbox.notify()`
+    (blocks written by a BlockWriter, to be acknowledged).
+    """
     while True:
+        if news():
+            return None
         head = inbox.peek()
         if isinstance(head, Data):
             return await inbox.get()
@@ -182,4 +202,11 @@ async def next_piece(inbox: StreamInbox, sink: BlockSink) -> memoryview | Messag
             return block
         if head is not None:
             return await inbox.get()
-        await inbox.wait_change()
+        try:
+            await inbox.wait_change()
+        except Exception as exc:
+            # The peer's last frames (END, then its close) can come in one read: what
+            # came before the connection ended is still this stream's, in order.
+            if exc is inbox.failure and inbox.pending:
+                continue
+            raise

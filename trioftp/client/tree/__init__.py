@@ -7,7 +7,7 @@ resumes where it stopped: finished files are skipped, and partial ones resume
 
 model: plans, scans and the error that lists what was skipped or failed;
 local and remote: the walks of each side; plan: what to do, with why;
-run: doing it.
+run: doing it; peer: what all of it needs of a connection (a Protocol).
 """
 
 from trioftp.client.tree.local import scan_local, walk_local
@@ -29,6 +29,7 @@ from trioftp.client.tree.model import (
     TreeTransferError,
     shown,
 )
+from trioftp.client.tree.peer import TreeConnection
 from trioftp.client.tree.plan import plan_sync
 from trioftp.client.tree.remote import scan_remote, walk_remote
 from trioftp.client.tree.rules import Rules, filter_scan
@@ -45,6 +46,7 @@ __all__ = [
     "Plan",
     "Skipped",
     "TreeCallback",
+    "TreeConnection",
     "TreeFailure",
     "TreeProgress",
     "TreeScan",

@@ -7,7 +7,6 @@ import os
 import stat
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import trio
 
@@ -23,14 +22,12 @@ from trioftp.client.tree.model import (
     TreeScan,
     _join,
 )
+from trioftp.client.tree.peer import TreeConnection
 from trioftp.client.tree.remote import scan_remote
 from trioftp.client.tree.rules import Rules, filter_scan
 from trioftp.disk.digests import hash_file
 from trioftp.protocol.names import BadName, check_path
 from trioftp.transport.concurrency import run_all
-
-if TYPE_CHECKING:
-    from trioftp.client.connection import ClientConnection
 
 
 async def _local_digest(path: Path, algorithm: str) -> bytes:
@@ -48,7 +45,7 @@ async def _local_digest(path: Path, algorithm: str) -> bytes:
     return await trio.to_thread.run_sync(run)
 
 
-async def _check_source(conn: ClientConnection, local: Path, remote: str, direction: Direction) -> None:
+async def _check_source(conn: TreeConnection, local: Path, remote: str, direction: Direction) -> None:
     """Refuse a source folder that is missing or a file.
 
     Walked as is, a missing source reads as an empty tree: the run would copy
@@ -182,7 +179,7 @@ def _removals(
 
 
 async def plan_sync(
-    conn: ClientConnection,
+    conn: TreeConnection,
     local: Path,
     remote: str,
     *,

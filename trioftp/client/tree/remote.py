@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from trioftp.client.tree.model import (
     DEFAULT_CONCURRENCY,
@@ -15,16 +14,14 @@ from trioftp.client.tree.model import (
     TreeScan,
     _join,
 )
+from trioftp.client.tree.peer import TreeConnection
 from trioftp.errors import NotFound, PermissionDenied, remote_error
 from trioftp.protocol.errors import ErrorCode
 from trioftp.protocol.messages import Kind
 from trioftp.transport.concurrency import run_all
 
-if TYPE_CHECKING:
-    from trioftp.client.connection import ClientConnection
 
-
-async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
+async def scan_remote(conn: TreeConnection, top: str) -> TreeScan:
     """Every file and folder under a remote folder, listing each level's folders concurrently.
 
     A missing top folder is an empty tree, with `exists` False.
@@ -97,7 +94,7 @@ async def scan_remote(conn: ClientConnection, top: str) -> TreeScan:
     )
 
 
-async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
+async def walk_remote(conn: TreeConnection, top: str) -> dict[str, FileState]:
     """Every file under a remote folder, listing each level's folders concurrently.
 
     A missing top folder is an empty tree.
@@ -109,7 +106,7 @@ async def walk_remote(conn: ClientConnection, top: str) -> dict[str, FileState]:
     return (await scan_remote(conn, top)).files
 
 
-async def _kind_of(conn: ClientConnection, name: str) -> Kind:
+async def _kind_of(conn: TreeConnection, name: str) -> Kind:
     """What `name` itself is, a link being a link (STAT would say what it leads to).
 
     Raises:

@@ -9,7 +9,6 @@ import secrets
 import stat
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -26,15 +25,13 @@ from trioftp.client.tree.model import (
     TreeTransferError,
     _join,
 )
+from trioftp.client.tree.peer import TreeConnection
 from trioftp.client.tree.plan import _ancestors, _children_first, _within, plan_sync
 from trioftp.client.tree.remote import _kind_of, scan_remote
 from trioftp.client.tree.rules import Rules
 from trioftp.errors import ConnectionClosed, TrioftpError
 from trioftp.protocol.messages import Kind
 from trioftp.transport.concurrency import run_all
-
-if TYPE_CHECKING:
-    from trioftp.client.connection import ClientConnection
 
 
 @attrs.frozen
@@ -46,7 +43,7 @@ class _Side:
     delete_folder: Callable[[str], Awaitable[None]]
 
 
-def _remote_side(conn: ClientConnection, remote: str) -> _Side:
+def _remote_side(conn: TreeConnection, remote: str) -> _Side:
     async def mkdir(path: str) -> None:
         await conn.mkdir(_join(remote, path))
 
@@ -163,7 +160,7 @@ def _make_room(local: Path, path: str) -> None:
 
 
 async def carry_out(
-    conn: ClientConnection,
+    conn: TreeConnection,
     plan: Plan,
     local: Path,
     remote: str,
@@ -354,7 +351,7 @@ async def _clear_the_way(
 
 
 async def sync(
-    conn: ClientConnection,
+    conn: TreeConnection,
     local: str | os.PathLike[str],
     remote: str,
     *,
@@ -383,7 +380,7 @@ async def sync(
 
 
 async def upload_tree(
-    conn: ClientConnection,
+    conn: TreeConnection,
     local: str | os.PathLike[str],
     remote: str = "",
     *,
@@ -404,7 +401,7 @@ async def upload_tree(
 
 
 async def download_tree(
-    conn: ClientConnection,
+    conn: TreeConnection,
     remote: str,
     local: str | os.PathLike[str],
     *,
@@ -424,21 +421,10 @@ async def download_tree(
     )
 
 
-async def remove_tree(conn: ClientConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
+async def remove_tree(conn: TreeConnection, remote: str, *, concurrency: int = DEFAULT_CONCURRENCY) -> Plan:
     """Delete a remote folder and everything under it: its files, then its folders, deepest first.
 
-    A file is deleted as it is (as `rm -r` does), and so is a symbolic link,
-    to a file or a folder: the link goes, never what it leads to. The root
-    cannot be removed.
-
-    Returns:
-        What was deleted: `delete` (files) and `rmdir` (folders, "" being `remote` itself).
-
-    Raises:
-        ValueError: `remote` is the root ("" or "/").
-        NotFound: no such file or folder.
-        TreeTransferError: some could not be deleted (nor the folders that hold them); the rest was.
-        ConnectionClosed: the connection broke.
+    `ClientConnection.remove_tree` is the same as a method; its docstring has the details.
 
     Example:
         plan = await remove_tree(conn, "backup/old-photos")

@@ -1,0 +1,195 @@
+"""Uploads: `put` from memory, `upload` from a file (by os.sendfile), resumed and verified.
+
+The server stores a file only once its size and digest check out; a local file
+is hashed on a worker thread while it is sent, and refused if it changed
+meanwhile, so what was stored is what was read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat as stat_module
+from pathlib import Path
+
+import trio
+
+from trioftp.client.streams import WRITE_BLOCK, Progress, Streams
+from trioftp.disk.digests import hash_range, new_hasher
+from trioftp.errors import LocalFileChanged, RemoteChecksumMismatch
+from trioftp.protocol.messages import End, FileInfo, Put, Ready
+from trioftp.transport.concurrency import both
+from trioftp.transport.streams import FileChanged
+
+
+class Uploads(Streams):
+    """`put` and `upload`, the methods of `ClientConnection` that send a file."""
+
+    async def put(
+        self, name: str, data: bytes, *, mtime_ns: int | None = None, progress: Progress | None = None
+    ) -> FileInfo:
+        """Upload bytes as a file; the server stores it only if size and digest check out.
+
+        The file replaces any file of that name atomically; missing folders are created.
+
+        Args:
+            name: the remote file.
+            data: its bytes.
+            mtime_ns: the modification time to give it (ns since the epoch); None: now.
+            progress: called as progress(bytes_sent, size).
+
+        Returns:
+            The stored file's facts (size, mtime, digest).
+
+        Raises:
+            RemoteChecksumMismatch: the server received other bytes; it kept nothing.
+            PermissionDenied, BadName, ConnectionClosed, ...: see trioftp.errors.
+
+        Example:
+            await conn.put("notes/today.txt", b"hello")
+        """
+        hasher = new_hasher(self.digest_algorithm)
+        if len(data) > WRITE_BLOCK:
+            await trio.to_thread.run_sync(hasher.update, data)
+        else:
+            hasher.update(data)
+        digest = hasher.digest()
+        size = len(data)
+        view = memoryview(data)
+        make = lambda sid: Put(name=name, size=size, digest=digest, mtime_ns=mtime_ns, stream_id=sid)  # noqa: E731
+        async with self._stream(make) as inbox:
+            answer = await self._expect(inbox, Ready, FileInfo)
+            if isinstance(answer, FileInfo):
+                return answer  # an identical file is already there
+            position = answer.offset
+            while position < size:
+                credit = await self._wait_credit(inbox)
+                count = min(credit, size - position)
+                await self._send(self.channel.send_data(inbox.stream_id, view[position : position + count]))
+                position += count
+                if progress is not None:
+                    progress(position, size)
+            await self._send(
+                self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
+            )
+            info: FileInfo = await self._expect(inbox, FileInfo)
+            return info
+
+    async def upload(
+        self,
+        path: str | os.PathLike[str],
+        name: str | None = None,
+        *,
+        resume: bool = True,
+        progress: Progress | None = None,
+    ) -> FileInfo:
+        """Upload a local file (by os.sendfile), resuming a partial upload the server kept.
+
+        The file is hashed on a worker thread while it is sent, so it is read
+        once for the digest and sent zero-copy. Its mtime goes with it.
+
+        If the server resumed from a partial that turns out not to be a prefix
+        of this file (another file of the same name and size was cut), the
+        upload starts over once from the beginning.
+
+        Args:
+            path: the local file.
+            name: the remote name; None: the local file's own name, at the root.
+            resume: let the server continue a partial upload it kept.
+            progress: called as progress(bytes_sent, size).
+
+        Returns:
+            The stored file's facts (size, mtime, digest).
+
+        Raises:
+            IsADirectoryError, OSError: `path` is a folder or cannot be read.
+            LocalFileChanged: the local file changed while it was sent; nothing was stored.
+            RemoteChecksumMismatch, PermissionDenied, ConnectionClosed, ...: see trioftp.errors.
+
+        Example:
+            await conn.upload("/tmp/big.iso", "isos/big.iso", progress=print)
+        """
+        local = Path(path)
+        remote = name if name is not None else local.name
+        try:
+            return await self._upload_once(local, remote, resume=resume, progress=progress)
+        except _StalePartial:
+            return await self._upload_once(local, remote, resume=False, progress=progress)
+
+    async def _upload_once(
+        self, local: Path, remote: str, *, resume: bool, progress: Progress | None
+    ) -> FileInfo:
+        # O_NONBLOCK: opening a FIFO would otherwise wait, on the event loop,
+        # for a writer; it is refused as not a regular file right after.
+        fd = os.open(local, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        try:
+            st = os.fstat(fd)
+            if stat_module.S_ISDIR(st.st_mode):  # os.open reads folders too; sendfile cannot
+                raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(local))
+            if not stat_module.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, "not a regular file", str(local))
+            size = st.st_size
+            make = lambda sid: Put(  # noqa: E731
+                name=remote, size=size, resume=resume, mtime_ns=st.st_mtime_ns, stream_id=sid
+            )
+            async with self._stream(make) as inbox:
+                answer = await self._expect(inbox, Ready, FileInfo)
+                if isinstance(answer, FileInfo):
+                    return answer
+                hasher = new_hasher(self.digest_algorithm)
+                shrank = LocalFileChanged(f"{str(local)!r} shrank while being uploaded; nothing was stored")
+
+                async def send_body() -> None:
+                    position = answer.offset
+                    while position < size:
+                        credit = await self._wait_credit(inbox)
+                        count = min(credit, size - position)
+                        try:
+                            sent = await self._send(
+                                self.channel.send_file_data(inbox.stream_id, fd, position, count)
+                            )
+                        except FileChanged:
+                            raise shrank from None
+                        if not sent:
+                            await self._wait_credit(inbox)  # raises the server's ERROR
+                        position += count
+                        if progress is not None:
+                            progress(position, size)
+
+                def hash_all() -> bool:
+                    try:
+                        hash_range(fd, 0, size, hasher)
+                    except EOFError:
+                        return False
+                    return True
+
+                _, whole = await both(send_body, lambda: trio.to_thread.run_sync(hash_all))
+                if not whole:
+                    raise shrank
+                if _changed(os.fstat(fd), st):  # written to while we read it: what we sent may be torn
+                    raise LocalFileChanged(f"{str(local)!r} changed while being uploaded; nothing was stored")
+                digest = hasher.digest()
+                await self._send(
+                    self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
+                )
+                try:
+                    info: FileInfo = await self._expect(inbox, FileInfo)
+                except RemoteChecksumMismatch:
+                    if answer.offset:  # the server's part was not ours: it has discarded it
+                        raise _StalePartial from None
+                    raise
+                return info
+        finally:
+            os.close(fd)
+
+
+def _changed(now: os.stat_result, before: os.stat_result) -> bool:
+    return (now.st_size, now.st_mtime_ns, now.st_ctime_ns) != (
+        before.st_size,
+        before.st_mtime_ns,
+        before.st_ctime_ns,
+    )
+
+
+class _StalePartial(Exception):
+    """A resumed upload failed its digest check: the server's partial was another file's."""
