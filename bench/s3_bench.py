@@ -126,11 +126,17 @@ def main() -> int:
                 print(f"the server's log, to its end:\n{tail}", file=sys.stderr)
             raise
         finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-            if ceph is not None:
-                ceph.stop()
+            try:
+                if server is not None:
+                    server.terminate()
+                    try:
+                        server.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        server.kill()  # its clean-ups wait on an engine that stalled
+                        server.wait()
+            finally:
+                if ceph is not None:
+                    ceph.stop()
     return 0
 
 
