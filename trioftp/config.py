@@ -55,6 +55,11 @@ def _non_negative(_inst: Any, attribute: attrs.Attribute[Any], value: float) -> 
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
 
 
+def _store_address(_inst: Any, attribute: attrs.Attribute[Any], value: str) -> None:
+    if value and not re.fullmatch(r"s3://[^/\s]+(/\S*)?", value):
+        raise ValueError(f"{attribute.name}: {value!r} is not s3://BUCKET or s3://BUCKET/PREFIX")
+
+
 def _port_number(_inst: Any, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be in 0..65535, got {value}")
@@ -132,6 +137,9 @@ class ServerConfig:
     tls_cert: str = ""
     tls_key: str = ""
     read_only: bool = False
+    store: str = attrs.field(default="", validator=_store_address)
+    s3_endpoint: str = ""
+    s3_region: str = ""
 
     def evolve(self, **changes: Any) -> ServerConfig:
         """A copy with some fields changed (validated like a new one).
@@ -179,6 +187,9 @@ FIELD_HELP: dict[str, str] = {
     "tls_cert": "PEM certificate chain: serve over TLS (with --tls-key)",
     "tls_key": "PEM private key of --tls-cert",
     "read_only": "serve for download and listing only: no upload, delete, rename or mkdir, for anyone",
+    "store": "s3://BUCKET/PREFIX: serve an S3-compatible bucket instead of --root (see docs/s3.md)",
+    "s3_endpoint": "URL of the S3 engine of --store (empty: AWS); credentials as boto3 finds them",
+    "s3_region": "region of the S3 engine of --store (empty: as boto3 finds it, else us-east-1)",
 }
 
 # What a setting of each field type may be given as, and how the error names it.
