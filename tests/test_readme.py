@@ -115,7 +115,7 @@ def test_inline_flags_exist() -> None:
     options = {
         option for parser in subparsers(build_parser()).values() for option in parser._option_string_actions
     }
-    mentioned = set(re.findall(r"`(--[a-z][a-z-]*)", all_text()))
+    mentioned = set(re.findall(r"`(--[a-z][a-z0-9-]*)", all_text()))
     assert mentioned, "README.md and docs/ mention no --flag"
     assert mentioned <= options, f"README.md or docs/ mention unknown flags: {sorted(mentioned - options)}"
 

@@ -19,7 +19,7 @@ LOG_FORMATS = ("text", "json")
 PATH_SETTINGS = frozenset({"root", "users_file", "tls_cert", "tls_key"})
 # Settings counted in bytes: a number, or a string with a unit ("1G", "64MiB").
 SIZE_SETTINGS = frozenset(
-    {"max_file_size", "max_frame_size", "initial_window", "upload_memory", "send_memory"}
+    {"max_file_size", "max_frame_size", "initial_window", "upload_memory", "send_memory", "s3_memory"}
 )
 
 # As rsync and GNU coreutils read them: a bare letter (and KiB...) counts in 1024s, KB... in 1000s.
@@ -140,6 +140,7 @@ class ServerConfig:
     store: str = attrs.field(default="", validator=_store_address)
     s3_endpoint: str = ""
     s3_region: str = ""
+    s3_memory: int = attrs.field(default=256 * 1024 * 1024, validator=_positive)
 
     def evolve(self, **changes: Any) -> ServerConfig:
         """A copy with some fields changed (validated like a new one).
@@ -190,6 +191,7 @@ FIELD_HELP: dict[str, str] = {
     "store": "s3://BUCKET/PREFIX: serve an S3-compatible bucket instead of --root (see docs/s3.md)",
     "s3_endpoint": "URL of the S3 engine of --store (empty: AWS); credentials as boto3 finds them",
     "s3_region": "region of the S3 engine of --store (empty: as boto3 finds it, else us-east-1)",
+    "s3_memory": "bytes of parts in flight and ranges read ahead to and from --store, all transfers at once",
 }
 
 # What a setting of each field type may be given as, and how the error names it.

@@ -327,3 +327,25 @@ def test_engine_stopped_and_started_again(rgw: Ceph, make_store: MakeStore) -> N
     resumed.write([data[resumed.offset :]])
     resumed.commit(len(data), blake3.blake3(data).digest())
     assert get(store, "big") == data
+
+
+# ------------------------------------------------------------------ memory bound
+
+
+def test_parts_in_flight_and_read_ahead_stay_within_the_store_memory(make_store: MakeStore) -> None:
+    """Four uploads of 4 parts and four downloads at once, in a store allowed two parts' worth:
+    every transfer finishes, and the bytes held in flight never pass the limit (without the
+    bound, 4 uploads x 4 parts in flight and 4 downloads x 4 ranges read ahead)."""
+    store = make_store(memory=2 * PART)
+    memory = store._shared.memory
+    blobs = {f"up{i}.bin": os.urandom(4 * PART + 1000) for i in range(4)}
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda item: put(store, *item), blobs.items()))
+    assert memory.held == 0
+    assert 0 < memory.peak <= 2 * PART
+    memory.peak = 0
+    with ThreadPoolExecutor(4) as pool:
+        got = dict(zip(blobs, pool.map(lambda name: get(store, name), blobs), strict=True))
+    assert got == blobs
+    assert 0 < memory.peak <= 2 * PART
+    assert memory.held == 0  # read-ahead given back once each handle closed

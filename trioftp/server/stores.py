@@ -15,5 +15,6 @@ def open_store(config: ServerConfig) -> Store:
         return S3Store(
             Bucket(bucket, endpoint=config.s3_endpoint or None, region=config.s3_region or None),
             prefix, partial_ttl=config.partial_ttl, max_file_size=config.max_file_size,
+            memory=config.s3_memory,
         )  # fmt: skip
     return LocalStore(config.root, partial_ttl=config.partial_ttl, max_file_size=config.max_file_size)

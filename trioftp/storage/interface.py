@@ -149,7 +149,11 @@ class Upload(Protocol):
         ...
 
     def abort(self, *, keep: bool) -> None:
-        """Give up; with `keep`, what was received stays for a resume (until it expires)."""
+        """Give up; with `keep`, what was received stays for a resume (until it expires).
+
+        The one call the server makes on its event loop (from a `finally`): it must
+        return at once; a store that must wait on a network cleans up in the background.
+        """
         ...
 
 

@@ -48,6 +48,7 @@ from trioftp.storage.interface import (
     Upload,
 )
 from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_frames
+from trioftp.storage.s3.memory import DEFAULT_MEMORY, Memory
 
 log = logging.getLogger("trioftp.storage.s3")
 
@@ -131,8 +132,10 @@ class _Shared:
         max_file_size: int,
         part_size: int,
         idle_after: float,
+        memory: Memory,
     ) -> None:
         self.bucket = bucket
+        self.memory = memory  # parts in flight and ranges read ahead, all uploads and downloads
         self.idle_after = idle_after
         self.top = top  # "" or "prefix/"
         self.state = f"{top}{STATE_DIR}/"
@@ -208,6 +211,8 @@ class S3Store:
         max_file_size: largest upload accepted.
         part_size: bytes per part of a multipart upload (5 MiB at least; files
             no larger go as one PUT at commit); None: PART_SIZE.
+        memory: bytes of parts in flight and ranges read ahead, for all uploads
+            and downloads together (trioftp.storage.s3.memory).
     """
 
     def __init__(
@@ -219,11 +224,12 @@ class S3Store:
         max_file_size: int = 2**40,
         part_size: int | None = None,
         idle_after: float = IDLE_AFTER,
+        memory: int = DEFAULT_MEMORY,
     ) -> None:
         self.quick = False
         top = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
         part_size = PART_SIZE if part_size is None else part_size
-        self._shared = _Shared(bucket, top, partial_ttl, max_file_size, part_size, idle_after)
+        self._shared = _Shared(bucket, top, partial_ttl, max_file_size, part_size, idle_after, Memory(memory))
         self._bucket = bucket
         self.home = ""
         self._root = top  # this view's root: the top, or a home under it
@@ -590,16 +596,33 @@ class S3ReadHandle:
         """
         last = (self._head.size - 1) // READ_AHEAD_CHUNK
         for passed in [i for i in self._chunks if i < index]:
-            self._chunks.pop(passed).cancel()
+            self._drop(passed)
+        memory = self._store._shared.memory
         pool = self._store._shared.reader_pool()
         for ahead in range(index, min(index + READ_AHEAD_DEPTH, last + 1)):
-            if ahead not in self._chunks:
-                self._chunks[ahead] = pool.submit(self._fetch, ahead)
+            if ahead in self._chunks:
+                continue
+            size = self._chunk_size(ahead)
+            if ahead == index:
+                memory.take(size, what="a download")
+            elif not memory.try_take(size):
+                break  # no room to read ahead now: this download goes one range at a time
+            self._chunks[ahead] = pool.submit(self._fetch, ahead)
         try:
             return self._chunks[index].result()
         except BucketError as exc:
-            self._chunks.pop(index, None)
+            self._drop(index)
             raise _error(exc, self._name) from None
+
+    def _chunk_size(self, index: int) -> int:
+        return min(READ_AHEAD_CHUNK, self._head.size - index * READ_AHEAD_CHUNK)
+
+    def _drop(self, index: int) -> None:
+        """Forget a range read ahead; its memory goes back once its fetch is over, not before."""
+        future = self._chunks.pop(index)
+        future.cancel()
+        size = self._chunk_size(index)
+        future.add_done_callback(lambda _done: self._store._shared.memory.give(size))
 
     def _fetch(self, index: int) -> bytes:
         start = index * READ_AHEAD_CHUNK
@@ -678,9 +701,8 @@ class S3ReadHandle:
 
     def close(self) -> None:
         self._close_body()
-        for chunk in self._chunks.values():
-            chunk.cancel()
-        self._chunks.clear()
+        for index in list(self._chunks):
+            self._drop(index)
 
 
 class S3Upload:
@@ -812,9 +834,14 @@ class S3Upload:
             wait(running, return_when=FIRST_COMPLETED)
         self._raise_failed_part()
         self._pending = [f for f in self._pending if not f.done()]
+        memory = self._store._shared.memory
+        memory.take(len(data), what="an upload's parts")
         number = self._next_part
         self._next_part += 1
-        self._pending.append(self._pool.submit(self._put_part, number, data))
+        size = len(data)
+        future = self._pool.submit(self._put_part, number, data)
+        future.add_done_callback(lambda _done: memory.give(size))
+        self._pending.append(future)
 
     def _put_part(self, number: int, data: bytes) -> None:
         assert self._multipart is not None
