@@ -12,9 +12,11 @@ import pytest
 import trio
 
 import trioftp.storage.s3.store as s3_store
+from compat import legacy_client
 from tests.ceph import Ceph
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_cli import start_serve
+from tests.test_legacy_server import in_thread
 from tests.v2_helpers import connect, start_proxy, wait_until, write_random
 from trioftp.errors import ConnectionClosed, RemoteError
 from trioftp.server import Server
@@ -179,3 +181,28 @@ async def test_cli_serves_a_bucket_named_in_the_config_file(
             process.send_signal(signal.SIGTERM)
             await process.wait()
     assert process.returncode == 0
+
+
+async def test_legacy_clients_put_and_get_through_a_bucket(make_s3_server: MakeServer) -> None:
+    """Old clients keep working when the files live in S3: put through one server, get through
+    another, a missing name answered NO|0 (the legacy "not found") as on a local folder."""
+    data = os.urandom(2 * PART + 777)  # a multipart upload behind a legacy put
+    with trio.fail_after(NETWORK_TIMEOUT):
+        a, b = await make_s3_server(), await make_s3_server()
+        await in_thread(legacy_client.put, "127.0.0.1", a.port, "old.bin", data)
+        await wait_until_listed(b, "old.bin")
+        assert await in_thread(legacy_client.get, "127.0.0.1", b.port, "old.bin") == data
+        with pytest.raises(legacy_client.NotFound):
+            await in_thread(legacy_client.get, "127.0.0.1", b.port, "missing.bin")
+        async with connect(a) as conn:
+            assert (await conn.stat("old.bin")).size == len(data)
+
+
+async def wait_until_listed(server: Server, name: str) -> None:
+    """A legacy put has no answer: it is done once its file appears."""
+    async with connect(server) as conn:
+        for _ in range(200):
+            if name in [entry.name for entry in await conn.list()]:
+                return
+            await trio.sleep(0.05)
+    raise AssertionError(f"{name} never appeared")
