@@ -11,6 +11,7 @@ import blake3
 import pytest
 
 from tests.ceph import Ceph
+from tests.s3.test_both_stores import get, problem, put
 from trioftp.storage.interface import Kind, Problem, StorageError
 from trioftp.storage.s3 import Bucket, S3Store
 
@@ -44,26 +45,6 @@ def make_store(rgw: Ceph, bucket_name: str, monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture
 def store(make_store: MakeStore) -> S3Store:
     return make_store()
-
-
-def put(store: S3Store, name: str, data: bytes, **kwargs: object) -> None:
-    upload = store.begin_upload(name, len(data), algorithm="blake3", **kwargs)  # type: ignore[arg-type]
-    upload.write([data])
-    upload.commit(len(data), blake3.blake3(data).digest())
-
-
-def get(store: S3Store, name: str) -> bytes:
-    handle = store.open_read(name)
-    try:
-        return handle.read(0, handle.facts.size)
-    finally:
-        handle.close()
-
-
-def problem(call: Callable[[], object]) -> Problem:
-    with pytest.raises(StorageError) as refused:
-        call()
-    return refused.value.problem
 
 
 # ------------------------------------------------------------------ files
