@@ -28,6 +28,14 @@ from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
 from trioftp.transport.writer import SinkWriter
 
+# Bytes per pwrite into the page cache. The kernel sizes a page-cache folio by the
+# write (ext4 large folios): one aligned 1 MiB write takes an order-8 folio from the
+# buddy allocator, whose memory a VM with free page reporting (virtio-balloon) has
+# handed back to the host, so the copy into it pays a host fault per page: 1.2-1.5 s
+# of CPU per 512 MiB instead of 0.1-0.3 s. Up to 32 KiB (order 3) comes from the
+# per-CPU lists of recently freed, still-backed pages (bench/RESULTS.md, issue 13).
+WRITE_PIECE = 32 * 1024
+
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
 _RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
@@ -293,7 +301,7 @@ def _write_and_hash(
 ) -> int:
     view = memoryview(block)
     while view:
-        n = os.pwrite(fd, view, position)
+        n = os.pwrite(fd, view[:WRITE_PIECE], position)
         position += n
         view = view[n:]
     hasher.update(block)
