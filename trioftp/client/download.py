@@ -20,6 +20,7 @@ import trio
 from trioftp.client import targets
 from trioftp.client.streams import WRITE_BLOCK, Progress, Streams
 from trioftp.disk.digests import Hasher, hash_range, new_hasher
+from trioftp.disk.syscalls import write_at
 from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import ChecksumMismatch, ProtocolViolation, RemoteError, remote_error
 from trioftp.protocol import ErrorCode
@@ -27,14 +28,6 @@ from trioftp.protocol.messages import Data, End, Error, FileInfo, Get
 from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
 from trioftp.transport.writer import SinkWriter
-
-# Bytes per pwrite into the page cache. The kernel sizes a page-cache folio by the
-# write (ext4 large folios): one aligned 1 MiB write takes an order-8 folio from the
-# buddy allocator, whose memory a VM with free page reporting (virtio-balloon) has
-# handed back to the host, so the copy into it pays a host fault per page: 1.2-1.5 s
-# of CPU per 512 MiB instead of 0.1-0.3 s. Up to 32 KiB (order 3) comes from the
-# per-CPU lists of recently freed, still-backed pages (bench/RESULTS.md, issue 13).
-WRITE_PIECE = 32 * 1024
 
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over).
@@ -299,11 +292,7 @@ async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:
 def _write_and_hash(
     fd: int, block: bytes | memoryview, position: int, hasher: Hasher, writeback: EarlyWriteback
 ) -> int:
-    view = memoryview(block)
-    while view:
-        n = os.pwrite(fd, view[:WRITE_PIECE], position)
-        position += n
-        view = view[n:]
+    position = write_at(fd, block, position)  # in small pieces: see write_at
     hasher.update(block)
     writeback.wrote_up_to(position)
     return position
