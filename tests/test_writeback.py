@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from trioftp.disk import syscalls
+from trioftp.disk.syscalls import PAGE_CACHE_PIECE, write_at
 from trioftp.disk.writeback import EarlyWriteback
 
 
@@ -109,3 +110,17 @@ print(rss() - before)
     kept = {mode: int(value) for mode, value in out.items()}
     assert kept["fixed"] < 8 * 1024, kept  # KiB: the 64 MiB went back
     assert kept["default"] > 32 * 1024, kept  # what the server kept before
+
+
+def test_write_at_writes_everything_in_pieces(tmp_path: Path) -> None:
+    # More than one piece and not a multiple of it, at an offset past a prefix.
+    data = os.urandom(3 * PAGE_CACHE_PIECE + 123)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"head")
+        assert write_at(fd, memoryview(data), 4) == 4 + len(data)
+        assert write_at(fd, b"", 4 + len(data)) == 4 + len(data)
+    finally:
+        os.close(fd)
+    assert path.read_bytes() == b"head" + data

@@ -20,6 +20,7 @@ import trio
 from trioftp.client import targets
 from trioftp.client.streams import WRITE_BLOCK, Progress, Streams
 from trioftp.disk.digests import Hasher, hash_range, new_hasher
+from trioftp.disk.syscalls import write_at
 from trioftp.disk.writeback import EarlyWriteback
 from trioftp.errors import ChecksumMismatch, ProtocolViolation, RemoteError, remote_error
 from trioftp.protocol import ErrorCode
@@ -291,11 +292,7 @@ async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:
 def _write_and_hash(
     fd: int, block: bytes | memoryview, position: int, hasher: Hasher, writeback: EarlyWriteback
 ) -> int:
-    view = memoryview(block)
-    while view:
-        n = os.pwrite(fd, view, position)
-        position += n
-        view = view[n:]
+    position = write_at(fd, block, position)  # in small pieces: see write_at
     hasher.update(block)
     writeback.wrote_up_to(position)
     return position

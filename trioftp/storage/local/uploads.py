@@ -17,6 +17,7 @@ import time
 from collections.abc import Sequence
 
 from trioftp.disk.digests import hash_range, new_hasher
+from trioftp.disk.syscalls import write_at
 from trioftp.disk.writeback import EarlyWriteback
 from trioftp.storage.interface import FileFacts, Problem, StorageError
 from trioftp.storage.local.layout import COPY_NAME, COPY_NOTE_SUFFIX, COPY_PREFIX, COPY_SUFFIX
@@ -299,15 +300,9 @@ class Upload:
 
 
 def _write_all(fd: int, blocks: Sequence[bytes | memoryview], offset: int) -> None:
-    views = [memoryview(b) for b in blocks if b]
-    while views:
-        n = os.pwritev(fd, views, offset)
-        offset += n
-        while views and n >= len(views[0]):
-            n -= len(views[0])
-            views.pop(0)
-        if views and n:
-            views[0] = views[0][n:]
+    # Not one pwritev: small writes keep the page cache off large folios (see write_at).
+    for block in blocks:
+        offset = write_at(fd, block, offset)
 
 
 def _copy_into_place(
