@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -212,8 +212,13 @@ def test_expired_uploads_are_swept(make_store: MakeStore) -> None:
 
 
 def test_uploads_of_one_name_at_once_end_with_one_whole_file(store: Store) -> None:
-    stores = [store, store]  # for S3, tests/s3/test_servers.py does it through two servers
-    datas = [os.urandom(2 * PART + 3), os.urandom(2 * PART + 3)]
+    # For S3, test_store.py does it through two stores, tests/s3/test_servers.py two servers.
+    race_two_uploads_of_one_name([store, store], 2 * PART + 3)
+
+
+def race_two_uploads_of_one_name(stores: Sequence[Store], size: int) -> None:
+    """Two uploads of one name, started together, each through its own store: one whole file wins."""
+    datas = [os.urandom(size), os.urandom(size)]
     barrier = threading.Barrier(2)
 
     def one(i: int) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -11,7 +10,7 @@ import blake3
 import pytest
 
 from tests.ceph import Ceph
-from tests.s3.test_both_stores import get, problem, put
+from tests.s3.test_both_stores import get, problem, put, race_two_uploads_of_one_name
 from trioftp.storage.interface import Kind, Problem, StorageError
 from trioftp.storage.s3 import Bucket, S3Store
 
@@ -136,20 +135,7 @@ def test_readers_see_old_or_new_never_a_mix(store: S3Store) -> None:
 
 
 def test_concurrent_uploads_of_one_name_end_with_one_whole_file(make_store: MakeStore) -> None:
-    stores = [make_store(), make_store()]
-    datas = [os.urandom(2 * PART + 7), os.urandom(2 * PART + 7)]
-    barrier = threading.Barrier(2)
-
-    def one(i: int) -> None:
-        upload = stores[i].begin_upload("same", len(datas[i]), algorithm="blake3", resume=True)
-        barrier.wait()
-        for start in range(0, len(datas[i]), 2**20):
-            upload.write([datas[i][start : start + 2**20]])
-        upload.commit(len(datas[i]), blake3.blake3(datas[i]).digest())
-
-    with ThreadPoolExecutor(2) as pool:
-        list(pool.map(one, range(2)))
-    assert get(stores[0], "same") in datas
+    race_two_uploads_of_one_name([make_store(), make_store()], 2 * PART + 7)
 
 
 # ------------------------------------------------------------------ resume

@@ -16,7 +16,7 @@ class LocalReadHandle:
     def __init__(self, store: RootFolder, name: str, fd: int, st: os.stat_result) -> None:
         self._store = store
         self._fd = fd
-        self._st = st
+        self.stat = st  # the version opened: digests are cached under it
         self.facts = store.facts(name, st)
 
     def fileno(self) -> int:
@@ -29,28 +29,28 @@ class LocalReadHandle:
         return data
 
     def cached_digest(self, algorithm: str) -> bytes | None:
-        return self._store.digests.get(self._st, algorithm)
+        return self._store.digests.get(self.stat, algorithm)
 
     def digest(self, algorithm: str) -> bytes:
-        digest = self._store.digests.get(self._st, algorithm)
+        digest = self._store.digests.get(self.stat, algorithm)
         if digest is None:
             try:
-                digest = hash_file(self._fd, self._st.st_size, algorithm)
+                digest = hash_file(self._fd, self.stat.st_size, algorithm)
             except EOFError:
                 raise StorageError(
                     Problem.CHANGED, "the file shrank while it was being hashed; try again"
                 ) from None
             if not self.unchanged():
                 raise StorageError(Problem.CHANGED, "the file changed while it was being hashed; try again")
-            self._store.digests.put(self._st, algorithm, digest)
+            self._store.digests.put(self.stat, algorithm, digest)
         return digest
 
     def remember_digest(self, algorithm: str, digest: bytes) -> None:
         if self.unchanged():
-            self._store.digests.put(self._st, algorithm, digest)
+            self._store.digests.put(self.stat, algorithm, digest)
 
     def unchanged(self) -> bool:
-        now, then = os.fstat(self._fd), self._st
+        now, then = os.fstat(self._fd), self.stat
         if now.st_nlink != then.st_nlink:
             # Replaced by an upload's rename, or deleted: that moves ctime, not the
             # bytes still open here, so a reader finishes with the old file.

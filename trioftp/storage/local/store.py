@@ -69,7 +69,7 @@ class LocalStore(Listing, Uploads):
     ) -> FileFacts | None:
         handle = self.open_read(name)
         try:
-            st = handle._st
+            st = handle.stat
             if st.st_size != size or handle.digest(algorithm) != digest:
                 return None
             if mtime_ns is not None and st.st_mtime_ns != mtime_ns:

@@ -823,7 +823,8 @@ class S3Upload:
             self._buffer += block
         self.written += total
         while not self._single and len(self._buffer) >= self._part_size:
-            part = bytes(self._buffer[: self._part_size])
+            with memoryview(self._buffer) as view:  # one copy out of the buffer, not two
+                part = bytes(view[: self._part_size])
             del self._buffer[: self._part_size]
             self._send_part(part)
 
