@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -64,6 +64,7 @@ SMALL_FILE_LIMIT = 64 * 1024  # below this, a GET's whole answer goes out in one
 READ_HANDLES = 8
 CONNECTION_SHARE = 4  # one connection holds at most 1/4 of upload_memory (or one upload's need)
 READ_PIECE = 1024 * 1024  # a download from a store without sendfile is read in pieces of this much
+KEEP_QUEUED_PATIENCE = 10.0  # seconds a cut upload may take to write what it had queued
 LISTING_CHUNK = 256  # entries per LISTING frame at most
 ENTRY_MAX_BYTES = 320  # an encoded Entry: a 255-byte name, kind, size and mtime, with their keys
 
@@ -405,6 +406,12 @@ async def _receive_upload(
         keep = keep and exc.code is not ErrorCode.BAD_REQUEST
         raise
     finally:
+        if keep:
+            # A cut upload is kept for its resume: with what it received and queued too, as
+            # when every block was written before the next (at most a window, on the disk).
+            # A failed write raises here: what was written stays.
+            with trio.CancelScope(shield=True), trio.move_on_after(KEEP_QUEUED_PATIENCE), suppress(Exception):
+                await writer.finish()
         await writer.stop()  # the thread no longer touches the file
         channel.remove_sink(stream_id)
         upload.abort(keep=keep)
