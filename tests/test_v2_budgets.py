@@ -7,6 +7,7 @@ and that what the attacker holds stays bounded.
 
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Any
@@ -375,4 +376,23 @@ async def test_the_heap_is_trimmed_once_transfers_end(
         async with connect(server) as conn:
             await conn.put("a.bin", os.urandom(MiB))
             await wait_until(lambda: bool(trims))
+    server.shutdown()
+
+
+async def test_a_finished_connection_leaves_nothing_behind(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """Once a connection ends, nothing of it stays reachable: its state would pin the
+    allocator's arenas that a burst spread it over (issue 11, attack 2's settle)."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server(min_rate_window=0.2)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as peer:
+            await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(16)))
+            await wait_until(lambda: len(v2_sessions(server)) == 1)
+            await trio.sleep(0.3)  # the watchdog (every 0.05 s here) checks the session
+        await wait_until(lambda: not server._sessions)
+        await trio.sleep(0.3)  # and passes again with no session left
+        gc.collect()
+        assert [type(o).__name__ for o in gc.get_objects() if isinstance(o, server_module.V2Session)] == []
     server.shutdown()

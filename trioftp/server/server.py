@@ -306,15 +306,20 @@ class Server:
         trimmed_at = 0  # bytes moved by transfers when the heap was last trimmed
         while True:
             await trio.sleep(interval)
-            now = trio.current_time()
-            for session in list(self._sessions):
-                if isinstance(session, V2Session):
-                    session.check_timers(now)
+            self._check_timers(trio.current_time())
             # After a burst, glibc would keep the freed buffers: give them back once idle.
             moved = self.metrics.received + self.metrics.sent
             if not self.metrics.running and moved != trimmed_at:
                 trimmed_at = moved
                 give_memory_back()
+
+    def _check_timers(self, now: float) -> None:
+        # A function of its own: a loop variable left in the watchdog's frame would keep the
+        # last session (its streams and queued requests) alive after it ends, pinning the
+        # allocator arenas a burst spread them over.
+        for session in list(self._sessions):
+            if isinstance(session, V2Session):
+                session.check_timers(now)
 
     def _count_opened(self, session: V2Session | LegacySession, peer: str) -> float:
         """Count a connection that got a session, with a log line; returns when it opened.
