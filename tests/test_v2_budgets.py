@@ -363,6 +363,66 @@ async def test_legacy_puts_count_against_upload_memory(make_server: MakeServer, 
     server.shutdown()
 
 
+class _HandleWithoutDescriptor:
+    """A local read handle posing as one of a store without descriptors (S3)."""
+
+    def __init__(self, handle: Any) -> None:
+        self._handle = handle
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._handle, name)
+
+    def fileno(self) -> None:
+        return None
+
+
+class _StoreWithoutDescriptors:
+    def __init__(self, store: Any) -> None:
+        self._store = store
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def open_read(self, name: str) -> _HandleWithoutDescriptor:
+        return _HandleWithoutDescriptor(self._store.open_read(name))
+
+    def scoped(self, home: str) -> _StoreWithoutDescriptors:
+        return _StoreWithoutDescriptors(self._store.scoped(home))
+
+
+async def test_legacy_gets_from_a_store_without_descriptors_count_against_send_memory(
+    make_server: MakeServer, server_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each such get read 1 MiB pieces into memory outside every budget."""
+    real_open_store = server_module.open_store
+    monkeypatch.setattr(
+        server_module, "open_store", lambda config: _StoreWithoutDescriptors(real_open_store(config))
+    )
+    budget = 2 * MiB
+    server: Server = await make_server(send_memory=budget)
+    bodies = {f"g{i}.bin": os.urandom(3 * MiB + i) for i in range(4)}
+    for name, body in bodies.items():
+        (server_root / name).write_bytes(body)
+
+    async def legacy_get(name: str, body: bytes) -> None:
+        async with await trio.open_tcp_stream("127.0.0.1", server.port) as stream:
+            await stream.send_all(b"get|%s|0" % name.encode())
+            assert await stream.receive_some(64) == b"YES|%d" % len(body)
+            await stream.send_all(b"second_active")
+            received = bytearray()
+            while len(received) < len(body) and (chunk := await stream.receive_some(MiB)):
+                received += chunk
+            assert received == body
+
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with trio.open_nursery() as gets:
+            for name, body in bodies.items():
+                gets.start_soon(legacy_get, name, body)
+    assert 0 < server.send_budget.peak <= budget
+    assert server.send_budget.available == budget
+    server.shutdown()
+
+
 # ------------------------------------------------------------------ memory
 
 

@@ -18,7 +18,7 @@ be served; the connection stays usable after it.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -38,7 +38,7 @@ from trioftp.protocol.legacy_codec import (
     parse_header,
 )
 from trioftp.server.auth import NOBODY, Right
-from trioftp.server.budget import BudgetTimeout
+from trioftp.server.budget import BudgetTimeout, ByteBudget
 from trioftp.server.mapping import Refusal, error_code
 from trioftp.server.rate import RateFloor
 from trioftp.server.shared import Shared
@@ -222,7 +222,8 @@ class LegacySession:
         try:
             # The same budget as v2 uploads: the body is gathered in blocks of WRITE_BLOCK
             # plus what one receive adds. OK is the legacy READY: sent once there is room.
-            async with self._upload_memory(min(size, WRITE_BLOCK + RECEIVE_SIZE)):
+            need = min(size, WRITE_BLOCK + RECEIVE_SIZE)
+            async with self._reserved(self.shared.upload_budget, need, "upload_memory"):
                 await self._send(OK)
                 await self._receive_body(upload, size, record)
             facts = await trio.to_thread.run_sync(upload.commit, size, None)
@@ -239,14 +240,13 @@ class LegacySession:
             record.log()
 
     @asynccontextmanager
-    async def _upload_memory(self, amount: int) -> AsyncIterator[None]:
-        """Reserve a put's buffers from upload_memory; past min_rate_window, close (legacy has no BUSY)."""
-        budget = self.shared.upload_budget
+    async def _reserved(self, budget: ByteBudget, amount: int, setting: str) -> AsyncIterator[None]:
+        """Reserve buffers from a server-wide budget; past min_rate_window, close (legacy has no BUSY)."""
         patience = self.config.min_rate_window
         try:
             amount = await budget.acquire(amount, group=self.address, patience=patience)
         except BudgetTimeout:
-            why = f"no upload memory free within {patience:g} s (upload_memory in use)"
+            why = f"no memory free within {patience:g} s ({setting} in use)"
             raise LegacyClosed(why) from None
         try:
             yield
@@ -330,19 +330,24 @@ class LegacySession:
         offset = 0
         while offset < size:
             step = min(SEND_STEP, size - offset)
-            try:
-                with trio.fail_after(self.config.legacy_timeout):
-                    if fd is not None:
-                        await send_file_range(self.stream, fd, offset, step)
-                    else:
-                        await self.stream.send_all(await trio.to_thread.run_sync(handle.read, offset, step))
-                    self.bytes_sent += step
-            except trio.TooSlowError:
-                raise LegacyClosed(
-                    f"client read nothing for {self.config.legacy_timeout:g} s, {offset} of {size} bytes sent"
-                ) from None
+            if fd is not None:
+                await self._send_step(send_file_range(self.stream, fd, offset, step), offset, size)
+            else:  # a store without a descriptor (S3): each step is read into memory first
+                async with self._reserved(self.shared.send_budget, step, "send_memory"):
+                    piece = await trio.to_thread.run_sync(handle.read, offset, step)
+                    await self._send_step(self.stream.send_all(piece), offset, size)
+            self.bytes_sent += step
             offset += step
             record.bytes = offset  # as it goes, so a cut get logs and counts what it sent
+
+    async def _send_step(self, sending: Awaitable[None], offset: int, size: int) -> None:
+        try:
+            with trio.fail_after(self.config.legacy_timeout):
+                await sending
+        except trio.TooSlowError:
+            raise LegacyClosed(
+                f"client read nothing for {self.config.legacy_timeout:g} s, {offset} of {size} bytes sent"
+            ) from None
 
     async def _send(self, data: bytes) -> None:
         try:
