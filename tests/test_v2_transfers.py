@@ -206,7 +206,9 @@ async def test_two_uploads_of_one_name_at_once(server: Server, server_root: Path
 async def test_download_resumes_after_a_cut(
     server: Server, server_root: Path, tmp_path: Path, transfer_log: pytest.LogCaptureFixture
 ) -> None:
-    size = 12 * MiB
+    # Well past the client's window (16 MiB) and blocks (4 MiB): the server cannot
+    # have sent it all by the time the first block is written and reported.
+    size = 48 * MiB
     digest = write_random(server_root / "big.bin", size)
     target = tmp_path / "big.bin"
     partial = tmp_path / "big.bin.trioftp-part"

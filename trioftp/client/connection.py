@@ -37,6 +37,7 @@ from trioftp.client.download import Downloads
 from trioftp.client.folders import Folders
 from trioftp.client.operations import Operations
 from trioftp.client.streams import Progress as Progress  # re-exported from its former home
+from trioftp.client.streams import client_settings
 from trioftp.client.tree import TreeConnection
 from trioftp.client.upload import Uploads
 from trioftp.config import DEFAULT_PORT
@@ -96,7 +97,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
     """
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
-        settings = settings or Settings()
+        settings = settings or client_settings()
         # This client reads every Entry kind, and follows v2.1's rules.
         missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
         if missing:
@@ -254,7 +255,7 @@ async def open_connection(
     try:
         with trio.fail_after(timeout):
             stream = await _connect(host, port, tls)
-            conn = ClientConnection(stream, settings or Settings(features=(FEATURE_AUTH,)))
+            conn = ClientConnection(stream, settings or client_settings(features=(FEATURE_AUTH,)))
             try:
                 await conn._handshake(user, password)
             except BaseException:

@@ -1,8 +1,9 @@
 """Downloads: `get` into memory, `download` to a file, resumed and verified.
 
 The payload goes from the socket straight into reused blocks (see
-trioftp.transport.sink); each block is written and hashed on a worker thread,
-and a file takes its name only once its size and digest match the server's.
+trioftp.transport.sink); each block is hashed as it comes in and written on a
+worker thread, and a file takes its name only once its size and digest match
+the server's.
 Where bytes land on the local side (partials, pipes, devices) is
 trioftp.client.targets.
 """
@@ -18,11 +19,11 @@ import attrs
 import trio
 
 from trioftp.client import targets
-from trioftp.client.streams import WRITE_BLOCK, Progress, Streams
+from trioftp.client.streams import DOWNLOAD_BLOCK, DOWNLOAD_WINDOW, WRITE_BLOCK, Progress, Streams
 from trioftp.disk.digests import Hasher, hash_range, new_hasher
 from trioftp.disk.syscalls import write_at
 from trioftp.disk.writeback import EarlyWriteback
-from trioftp.errors import ChecksumMismatch, ProtocolViolation, RemoteError, remote_error
+from trioftp.errors import ChecksumMismatch, ConnectionClosed, ProtocolViolation, RemoteError, remote_error
 from trioftp.protocol import ErrorCode
 from trioftp.protocol.messages import Data, End, Error, FileInfo, Get
 from trioftp.transport.inbox import StreamInbox
@@ -30,8 +31,12 @@ from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_
 from trioftp.transport.writer import SinkWriter
 
 # Blocks kept between downloads of this process (a server drops its blocks instead:
-# its memory should go back once a burst of uploads is over).
-_RECEIVE_BLOCKS = BlockPool(WRITE_BLOCK, max_blocks=8)
+# its memory should go back once a burst of uploads is over): small files' blocks,
+# and large files' blocks up to one window's worth.
+_RECEIVE_BLOCKS = {
+    WRITE_BLOCK: BlockPool(WRITE_BLOCK, max_blocks=8),
+    DOWNLOAD_BLOCK: BlockPool(DOWNLOAD_BLOCK, max_blocks=DOWNLOAD_WINDOW // DOWNLOAD_BLOCK),
+}
 
 
 class Downloads(Streams):
@@ -132,7 +137,10 @@ class Downloads(Streams):
             hasher = new_hasher(self.digest_algorithm)
             if held:
                 await trio.to_thread.run_sync(hash_range, fd, 0, held, hasher)
-            else:
+            elif os.fstat(fd).st_size:
+                # Not on an empty file: ext4 takes a truncation to 0 for a rewrite
+                # in place and writes the whole file back when it is closed, 0.2 s
+                # of a 512 MiB download spent in close() (bench/RESULTS.md, issue 13).
                 os.ftruncate(fd, 0)
             async with self._stream(lambda sid: Get(name=name, offset=held, stream_id=sid)) as inbox:
                 try:
@@ -150,14 +158,15 @@ class Downloads(Streams):
                 def write(block: memoryview) -> None:  # on the writer thread, block after block
                     nonlocal position
                     try:
-                        position = _write_and_hash(fd, block, position, hasher, writeback)
+                        position = _write(fd, block, position, writeback)
                     except OSError as exc:  # a full disk, say: name the partial, which keeps what came
                         raise OSError(exc.errno, exc.strerror, str(partial)) from None
 
                 try:
                     digest = await self._receive_body(
-                        inbox, info, held, hasher, _unused_write, progress, block=WRITE_BLOCK, on_thread=write
-                    )
+                        inbox, info, held, hasher, _unused_write, progress,
+                        block=DOWNLOAD_BLOCK, on_thread=write,
+                    )  # fmt: skip
                 except ChecksumMismatch:
                     keep_partial = False
                     raise
@@ -210,9 +219,9 @@ class Downloads(Streams):
 
         The payload is read from the socket straight into blocks of a sink
         (trioftp.transport.sink): `write` gets each block (a view of a reused buffer).
-        With `on_thread`, blocks go instead to that blocking function, called on one
-        writer thread block after block (trioftp.transport.writer), and each block is
-        acknowledged once written.
+        With `on_thread`, each block is hashed here and then goes to that blocking
+        function, called on one writer thread block after block
+        (trioftp.transport.writer), and is acknowledged once written.
         """
         if offset > info.size:
             raise ChecksumMismatch(
@@ -222,8 +231,10 @@ class Downloads(Streams):
         # The server gets more credit only once half our window is consumed:
         # a block larger than that would stall both sides.
         block = min(block, max(1, self.channel.machine.settings.initial_window // 2))
+        if block > WRITE_BLOCK and info.size - offset < 2 * block:
+            block = WRITE_BLOCK  # a block this large only pays off over many of them
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
-        sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS)
+        sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS.get(block))
         writer = SinkWriter(sink, inbox, on_thread, size=info.size - offset) if on_thread else None
         self.channel.add_sink(inbox.stream_id, sink)
         try:
@@ -250,6 +261,11 @@ class Downloads(Streams):
                     if not payload:
                         continue
                     if writer is not None:
+                        # Hashed here, not on the writer thread: BLAKE3 frees the GIL
+                        # while it runs, so the writer's small writes (write_at) go on
+                        # meanwhile, where hashing on that thread made it the slowest
+                        # part of a download (bench/RESULTS.md, issue 13).
+                        hasher.update(payload)
                         writer.submit(memoryview(payload))  # acknowledged and reported once written
                         continue
                     try:
@@ -269,6 +285,13 @@ class Downloads(Streams):
                 break
             if writer is not None:
                 await writer.finish()
+        except ConnectionClosed:
+            # Blocks that arrived whole are written before the error goes up: a
+            # resume then asks for less (up to a window of large blocks).
+            if writer is not None:
+                with suppress(OSError):  # the connection's end is the news
+                    await writer.finish()
+            raise
         finally:
             if writer is not None:
                 await writer.stop()
@@ -289,10 +312,7 @@ async def _unused_write(_block: bytes | memoryview, _hasher: Hasher) -> None:
     raise AssertionError("blocks go to the writer thread")
 
 
-def _write_and_hash(
-    fd: int, block: bytes | memoryview, position: int, hasher: Hasher, writeback: EarlyWriteback
-) -> int:
+def _write(fd: int, block: bytes | memoryview, position: int, writeback: EarlyWriteback) -> int:
     position = write_at(fd, block, position)  # in small pieces: see write_at
-    hasher.update(block)
     writeback.wrote_up_to(position)
     return position

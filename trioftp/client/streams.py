@@ -36,6 +36,7 @@ from trioftp.protocol import (
     RemoteProtocolError,
     names,
 )
+from trioftp.protocol.connection import Settings
 from trioftp.protocol.messages import (
     Cancel,
     Error,
@@ -53,6 +54,21 @@ Progress = Callable[[int, int], None]
 
 # A download's disk writes come in blocks of this; `put` hashes more than this off the event loop.
 WRITE_BLOCK = 1024 * 1024
+
+# A large download's blocks, and what this client lets a server send at once: DATA frames of
+# up to DOWNLOAD_FRAME, DOWNLOAD_WINDOW bytes ahead of what is written. Each frame, block and
+# acknowledgment costs the event loop a few wake-ups and the writer thread a GIL hand-over;
+# with 1 MiB frames and blocks and an 8 MiB window the writer thread waited for the GIL a third
+# of its time and bounded the download (bench/RESULTS.md, issue 13: 1,133 -> 1,368 MB/s).
+# The window bounds a download's blocks in memory: DOWNLOAD_WINDOW plus one block.
+DOWNLOAD_BLOCK = 4 * 1024 * 1024
+DOWNLOAD_FRAME = 4 * 1024 * 1024
+DOWNLOAD_WINDOW = 16 * 1024 * 1024
+
+
+def client_settings(**fields: Any) -> Settings:
+    """The HELLO settings of a client that was given none: the protocol's, with the download limits above."""
+    return Settings(max_frame_size=DOWNLOAD_FRAME, initial_window=DOWNLOAD_WINDOW, **fields)
 
 
 class Streams:
