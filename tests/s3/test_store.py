@@ -153,6 +153,7 @@ def test_upload_cut_on_one_server_resumes_on_another(make_store: MakeStore) -> N
     resumed.write([data[resumed.offset :]])
     resumed.commit(len(data), blake3.blake3(data).digest())
     assert get(a, "r.bin") == data
+    b.settle()  # the staging is deleted behind the commit's answer
     assert list(a._bucket.list_all("served/.trioftp/uploads/")) == []
 
 
@@ -161,7 +162,8 @@ def test_upload_of_a_server_that_died_resumes_elsewhere(make_store: MakeStore) -
     data = os.urandom(2 * PART + 10)
     upload = a.begin_upload("dead.bin", len(data), algorithm="blake3", resume=True)
     upload.write([data[: PART + 10]])
-    upload._wait_parts()  # the part is in; then the server "dies": no abort, no completion
+    upload._wait_parts()  # the part is in and ledgered; then the server "dies": no abort, no completion
+    upload._ledger.flush()
     upload._pool.shutdown()  # type: ignore[union-attr]
     resumed = b.begin_upload("dead.bin", len(data), algorithm="blake3", resume=True)
     assert resumed.offset == PART

@@ -48,6 +48,7 @@ from trioftp.storage.interface import (
     Upload,
 )
 from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_frames
+from trioftp.storage.s3.ledger import LedgerWriter
 from trioftp.storage.s3.memory import DEFAULT_MEMORY, Memory
 
 log = logging.getLogger("trioftp.storage.s3")
@@ -64,6 +65,7 @@ READ_AHEAD_CHUNK = 8 * 2**20  # a download reads ranges of this size, several at
 READ_AHEAD_DEPTH = 4  # per download: 32 MiB in memory at most
 READ_AHEAD_THREADS = 32  # per store, shared by its downloads
 IDLE_AFTER = 120.0  # an open upload's ledger untouched this long: its server is gone
+LEDGER_EVERY = 1.0  # seconds between two writes of an upload's ledger (what a dead server loses)
 META_MTIME = "trioftp-mtime-ns"
 T = TypeVar("T")
 
@@ -710,8 +712,9 @@ class S3Upload:
     reserved prefix, its parts listed in a ledger object that any server can resume from.
 
     The bytes go into a multipart upload at a staging key, `.../ID/T/data`, never at the
-    file's own name. The ledger (`.../ID/T/ledger`) is rewritten after each part with the
-    part numbers and ETags received: a server resuming it, even after this one died,
+    file's own name. The ledger (`.../ID/T/ledger`) is rewritten behind the parts (at most
+    every LEDGER_EVERY seconds, trioftp.storage.s3.ledger) with the part numbers and ETags
+    received, and in full when an upload is cut: a server resuming it, even after this one died,
     completes that multipart upload with the parts of the ledger (never by ListParts),
     reads the result back to re-hash it, and copies it in as its own first part. The
     commit completes the staging object and copies it to the file's name with the digest
@@ -741,7 +744,8 @@ class S3Upload:
         self._next_part = 1
         self._pending: list[Future[None]] = []
         self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the parts and the multipart id, between part threads
+        self._ledger = LedgerWriter(self._write_ledger, LEDGER_EVERY, f"trioftp-s3-ledger {name[:30]}")
         self._done = False
 
     # ---------------------------------------------------------------- start
@@ -849,26 +853,29 @@ class S3Upload:
         etag = self._bucket.upload_part(self._data, self._multipart, number, data)
         with self._lock:
             self._parts[number] = (etag, len(data))
-            self._write_ledger()
+        self._ledger.changed()  # written behind, so the next part goes at once
 
     def _write_ledger(self, *, open_: bool = True) -> None:
-        """The parts received so far, for a resume on any server (called under the lock, or alone).
+        """The parts received so far, for a resume on any server (never two writes at once).
 
         `open` says a server is still receiving it: another leaves it alone until it
         has not changed for `idle_after` seconds (its server died, say).
         """
-        ledger = {
-            "open": open_,
-            "name": self.name,
-            "size": self.size,
-            "data": self._data,
-            "multipart": self._multipart,
-            "parts": sorted([n, etag, size] for n, (etag, size) in self._parts.items()),
-        }
+        with self._lock:
+            ledger = {
+                "open": open_,
+                "name": self.name,
+                "size": self.size,
+                "data": self._data,
+                "multipart": self._multipart,
+                "parts": sorted([n, etag, size] for n, (etag, size) in self._parts.items()),
+            }
         body = json.dumps(ledger).encode()
         _call(self.name, lambda: self._bucket.put(f"{self._attempt}ledger", body))
 
     def _raise_failed_part(self) -> None:
+        if self._ledger.error is not None:
+            raise self._ledger.error
         for future in self._pending:
             if future.done() and (exc := future.exception()) is not None:
                 if isinstance(exc, BucketError):
@@ -913,6 +920,7 @@ class S3Upload:
                 self._send_part(bytes(self._buffer))
                 self._buffer.clear()
             self._wait_parts()
+            self._ledger.close(wait=False)  # no ledger now: this upload completes
             assert self._multipart is not None
             parts = sorted((n, etag) for n, (etag, _) in self._parts.items())
             multipart = self._multipart
@@ -923,7 +931,12 @@ class S3Upload:
             _copy(self._bucket, self._data, key, staged, metadata)
         head = _call(self.name, lambda: self._bucket.head(key))
         store._shared.remember(head.etag, self._algorithm, actual)
-        self._finish(keep=False)
+        self._done = True
+        if self._single:
+            self._finish(keep=False)
+        else:
+            # The file is in: deleting the staging object and the ledger need not delay the answer.
+            store._shared.in_background(self._finish_quietly, False, f"trioftp-s3-clean {self.name[:40]}")
         return store._facts(self.name, head, actual)
 
     def abort(self, *, keep: bool) -> None:
@@ -952,6 +965,7 @@ class S3Upload:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._ledger.close()  # before the last ledger or the deletes: no stale write after them
         self._pending = []  # failed parts' errors: nothing to raise any more
         if self._single:
             return
@@ -960,8 +974,7 @@ class S3Upload:
             # Completed now (cheap: no bytes move), so the resume has an object to read back.
             try:
                 if parts:
-                    with self._lock:
-                        self._write_ledger(open_=False)
+                    self._write_ledger(open_=False)
                     self._bucket.complete_multipart(self._data, self._multipart, parts)
                     return
             except (BucketError, StorageError) as exc:
