@@ -49,12 +49,12 @@ from trioftp import open_connection  # noqa: E402
 
 
 def start_server(
-    bucket: str, endpoint: str, log: Path, tree: Path | None = None
+    bucket: str, endpoint: str, log: Path, tree: Path | None = None, label: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     env = dict(os.environ)
     if tree is not None:  # another checkout's trioftp package
         env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    prefix = "bench" if tree is None else "bench-b"
+    prefix = f"bench{label}"
     with log.open("wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "trioftp", "serve", "--store", f"s3://{bucket}/{prefix}", "--s3-endpoint",
@@ -92,7 +92,10 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--endpoint", help="an S3 engine already running (else a Ceph is started)")
     parser.add_argument("--bucket", default="trioftp-bench")
-    parser.add_argument("--compare", type=Path, help="another trioftp checkout: its server too, as B")
+    parser.add_argument(
+        "--compare", type=Path, action="append", default=[],
+        help="another trioftp checkout: its server too, as B (given again: C, ...)",
+    )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="record the server(s) with py-spy into this folder")
     args = parser.parse_args()
     if args.profile:
@@ -112,7 +115,8 @@ def main() -> int:
             endpoint = ceph.endpoint
             os.environ["AWS_ACCESS_KEY_ID"] = ceph.access_key
             os.environ["AWS_SECRET_ACCESS_KEY"] = ceph.secret_key
-        server = other = None
+        server = None
+        others: list[subprocess.Popen[bytes]] = []
         try:
             s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
             if ceph is not None:
@@ -124,9 +128,10 @@ def main() -> int:
             expected = sha256_file(str(source))
             server, port = start_server(args.bucket, endpoint, work / "serve.log")
             servers = {"trioftp": (server, port)}
-            if args.compare:
-                other, other_port = start_server(args.bucket, endpoint, work / "serve-b.log", args.compare)
-                servers["B"] = (other, other_port)
+            for label, tree in zip("BCDEF", args.compare, strict=False):
+                other = start_server(args.bucket, endpoint, work / f"serve-{label}.log", tree, label)
+                others.append(other[0])
+                servers[label] = other
             transfer = boto3.s3.transfer.TransferConfig()  # boto3's defaults: 8 MiB parts, 10 threads
             size_mb = args.size_mib * MiB / 1e6
             rows: list[dict[str, float]] = []
@@ -155,7 +160,7 @@ def main() -> int:
             raise
         finally:
             try:
-                for process in (server, other):
+                for process in (server, *others):
                     if process is not None:
                         process.terminate()
                         try:
@@ -223,27 +228,42 @@ class Round:
         )  # fmt: skip
         time.sleep(0.5)  # py-spy attaches
         before = thread_cpu(server.pid)
+        idle_before, client_before = machine_idle(), time.process_time()
         started = time.perf_counter()
         try:
             yield
         finally:
             seconds = time.perf_counter() - started
             after = thread_cpu(server.pid)
+            idle, client = machine_idle() - idle_before, time.process_time() - client_before
             spy.send_signal(signal.SIGINT)
             spy.wait()
             used: dict[str, float] = {}
             for tid, (comm, cpu) in after.items():
                 used[comm] = used.get(comm, 0.0) + cpu - before.get(tid, (comm, 0.0))[1]
             lines = [f"{comm:<24}{cpu:8.2f}" for comm, cpu in sorted(used.items(), key=lambda kv: -kv[1])]
-            text = f"{name}: {seconds:.2f} s wall; CPU seconds by thread name:\n" + "\n".join(lines) + "\n"
+            text = (
+                f"{name}: {seconds:.2f} s wall, {os.cpu_count()} cores, {idle:.2f} core-seconds idle;"
+                f" the client (this process) {client:.2f} CPU s; the server's CPU seconds by thread:\n"
+                + "\n".join(lines) + "\n"
+            )  # fmt: skip
             (self.profile / f"{name}.cpu").write_text(text)
             print(text, flush=True)
+
+
+def machine_idle() -> float:
+    """Core-seconds every core spent idle (or waiting for I/O) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
 
 
 def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     """Thread id -> (name, user + system CPU seconds) of a process, from /proc."""
     ticks = os.sysconf("SC_CLK_TCK")
     found: dict[str, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        found["process"] = ("(whole process)", (int(fields[11]) + int(fields[12])) / ticks)
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             stat = (task / "stat").read_text()

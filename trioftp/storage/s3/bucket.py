@@ -307,9 +307,17 @@ class Bucket:
         return answer["UploadId"]
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray | memoryview) -> str:
+        """Send one part; a bytearray goes as it is (botocore hashes and sends it in one piece each)."""
+        if isinstance(body, memoryview):
+            body = bytes(body)  # botocore takes bytes, bytearray or a file
         try:
             answer = self.client.upload_part(
-                Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(body)
+                # The stubs omit bytearray; botocore's validator and urllib3 take it.
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,  # type: ignore[arg-type]
             )
         except _CALL_ERRORS as exc:
             raise _mapped(exc, key) from None

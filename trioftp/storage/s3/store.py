@@ -735,7 +735,8 @@ class S3Upload:
         self._attempt = f"{folder}{secrets.token_hex(8)}/"
         self._data = f"{self._attempt}data"
         self._hasher = new_hasher(algorithm)
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the one file of an upload of one part, else the part filling
+        self._filled = 0  # bytes in the part filling (its bytearray is made whole, then filled)
         self.written = 0  # bytes received, the resumed prefix included
         self._part_size = store._shared.part_size
         self._single = size <= self._part_size
@@ -824,15 +825,33 @@ class S3Upload:
         self._raise_failed_part()
         for block in blocks:
             self._hasher.update(block)
-            self._buffer += block
+            if self._single:
+                self._buffer += block
+            else:
+                self._fill(block)
         self.written += total
-        while not self._single and len(self._buffer) >= self._part_size:
-            with memoryview(self._buffer) as view:  # one copy out of the buffer, not two
-                part = bytes(view[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send_part(part)
 
-    def _send_part(self, data: bytes) -> None:
+    def _fill(self, block: bytes | memoryview) -> None:
+        """Copy `block` into the parts, sending each part once full.
+
+        One copy per byte: each part is its own bytearray, filled in place and
+        handed to botocore as it is (a bytes body would be copied again, into a
+        BytesIO, and read back in pieces for the payload hash and the send).
+        """
+        with memoryview(block) as view:
+            taken = 0
+            while taken < len(view):
+                if not self._buffer:
+                    self._buffer = bytearray(self._part_size)
+                count = min(self._part_size - self._filled, len(view) - taken)
+                self._buffer[self._filled : self._filled + count] = view[taken : taken + count]
+                self._filled += count
+                taken += count
+                if self._filled == self._part_size:
+                    part, self._buffer, self._filled = self._buffer, bytearray(), 0
+                    self._send_part(part)
+
+    def _send_part(self, data: bytearray) -> None:
         assert self._pool is not None
         # Bounded: at most PARTS_IN_FLIGHT parts in memory besides the one filling.
         while len(running := [f for f in self._pending if not f.done()]) >= PARTS_IN_FLIGHT:
@@ -848,7 +867,7 @@ class S3Upload:
         future.add_done_callback(lambda _done: memory.give(size))
         self._pending.append(future)
 
-    def _put_part(self, number: int, data: bytes) -> None:
+    def _put_part(self, number: int, data: bytearray) -> None:
         assert self._multipart is not None
         etag = self._bucket.upload_part(self._data, self._multipart, number, data)
         with self._lock:
@@ -916,9 +935,10 @@ class S3Upload:
         if self._single:
             _call(self.name, lambda: self._bucket.put(key, self._buffer, metadata=metadata))
         else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-                self._buffer.clear()
+            if self._filled:
+                del self._buffer[self._filled :]
+                part, self._buffer, self._filled = self._buffer, bytearray(), 0
+                self._send_part(part)
             self._wait_parts()
             self._ledger.close(wait=False)  # no ledger now: this upload completes
             assert self._multipart is not None
