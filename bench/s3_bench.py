@@ -228,7 +228,11 @@ class Round:
         )  # fmt: skip
         time.sleep(0.5)  # py-spy attaches
         before = thread_cpu(server.pid)
-        idle_before, client_before = machine_idle(), time.process_time()
+        idle_before, client_before, faults_before = (
+            machine_idle(),
+            time.process_time(),
+            page_faults(server.pid),
+        )
         started = time.perf_counter()
         try:
             yield
@@ -236,6 +240,7 @@ class Round:
             seconds = time.perf_counter() - started
             after = thread_cpu(server.pid)
             idle, client = machine_idle() - idle_before, time.process_time() - client_before
+            faults = page_faults(server.pid) - faults_before
             spy.send_signal(signal.SIGINT)
             spy.wait()
             used: dict[str, float] = {}
@@ -244,11 +249,17 @@ class Round:
             lines = [f"{comm:<24}{cpu:8.2f}" for comm, cpu in sorted(used.items(), key=lambda kv: -kv[1])]
             text = (
                 f"{name}: {seconds:.2f} s wall, {os.cpu_count()} cores, {idle:.2f} core-seconds idle;"
-                f" the client (this process) {client:.2f} CPU s; the server's CPU seconds by thread:\n"
+                f" the client (this process) {client:.2f} CPU s; the server's page faults {faults},"
+                " its CPU seconds by thread:\n"
                 + "\n".join(lines) + "\n"
             )  # fmt: skip
             (self.profile / f"{name}.cpu").write_text(text)
             print(text, flush=True)
+
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of a process so far (fresh memory mapped for buffers shows here)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
 
 
 def machine_idle() -> float:

@@ -188,6 +188,38 @@ class Bucket:
             body.close()
         return data
 
+    def read_pieces(
+        self, key: str, start: int, end: int, piece: int, *, etag: str | None = None
+    ) -> list[bytes]:
+        """Bytes [start, end) of version `etag` as pieces of `piece` bytes (the last may be shorter).
+
+        Raises:
+            BucketError: CHANGED if the object is no longer that version; UNAVAILABLE if
+                the body ends short (the engine went away mid-read).
+        """
+        body = self.get(key, start, end, etag=etag)
+        pieces: list[bytes] = []
+        try:
+            left = end - start
+            while left > 0:
+                want = min(piece, left)
+                data: bytes = body.read(want)
+                while 0 < len(data) < want:  # a short read: the piece is made whole (the reader counts on it)
+                    more: bytes = body.read(want - len(data))
+                    if not more:
+                        break
+                    data += more
+                if len(data) < want:
+                    short = left - len(data)
+                    raise BucketError(Reason.UNAVAILABLE, f"{key!r}: the body ended {short} bytes short")
+                pieces.append(data)
+                left -= want
+        except _CALL_ERRORS as exc:
+            raise _mapped(exc, key) from None
+        finally:
+            body.close()
+        return pieces
+
     def put(
         self,
         key: str,

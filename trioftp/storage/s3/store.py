@@ -61,7 +61,7 @@ PART_SIZE = 8 * 2**20  # S3 wants parts of 5 MiB or more (the last excepted)
 PARTS_IN_FLIGHT = 8
 MAX_COPY = 5 * 2**30  # the largest object CopyObject copies in one call
 COPY_CHUNK = 2**30  # part size when a larger object is copied part by part
-READ_CHUNK = 2**20
+READ_CHUNK = 2**20  # also the pieces a range read ahead is kept in: what the server asks for at once
 READ_AHEAD_CHUNK = 8 * 2**20  # a download reads ranges of this size, several at once
 READ_AHEAD_DEPTH = 4  # per download: 32 MiB in memory at most
 READ_AHEAD_THREADS = 32  # per store, shared by its downloads
@@ -570,7 +570,7 @@ class S3ReadHandle:
         self._head = head
         self._body: Any = None
         self._at = -1  # where the open body's next byte is
-        self._chunks: dict[int, Future[bytes]] = {}  # read ahead, by chunk number
+        self._chunks: dict[int, Future[list[bytes]]] = {}  # read ahead, by chunk number, in pieces
         self.facts = store._facts(name, head)
 
     def read(self, offset: int, count: int) -> bytes:
@@ -583,15 +583,19 @@ class S3ReadHandle:
         while count:
             index = offset // READ_AHEAD_CHUNK
             start = offset - index * READ_AHEAD_CHUNK
-            piece = self._chunk(index)[start : start + count]
-            if not piece:
+            chunk = self._chunk(index)
+            number, at = divmod(start, READ_CHUNK)
+            if number >= len(chunk):
                 raise StorageError(Problem.CHANGED, f"{self._name!r} shrank while it was read; try again")
+            whole = chunk[number]
+            # The server reads READ_CHUNK at a time, so this is mostly a piece as it came: no copy.
+            piece = whole if at == 0 and count >= len(whole) else whole[at : at + count]
             pieces.append(piece)
             offset += len(piece)
             count -= len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _chunk(self, index: int) -> bytes:
+    def _chunk(self, index: int) -> list[bytes]:
         """Chunk `index` of the object, and the next few fetched meanwhile on the store's threads.
 
         A download then keeps several ranged GETs in flight, as boto3's own
@@ -627,10 +631,16 @@ class S3ReadHandle:
         size = self._chunk_size(index)
         future.add_done_callback(lambda _done: self._store._shared.memory.give(size))
 
-    def _fetch(self, index: int) -> bytes:
+    def _fetch(self, index: int) -> list[bytes]:
+        """Chunk `index`, in pieces of READ_CHUNK as the body gives them.
+
+        Pieces, not one bytes object: `read` then hands each piece on as it is,
+        where slicing a whole chunk allocated and copied every byte once more
+        (and the server maps blocks this large fresh from the OS: a page fault per page).
+        """
         start = index * READ_AHEAD_CHUNK
         end = min(start + READ_AHEAD_CHUNK, self._head.size)
-        return self._store._bucket.read(self._key, start, end, etag=self._head.etag)
+        return self._store._bucket.read_pieces(self._key, start, end, READ_CHUNK, etag=self._head.etag)
 
     def _read_streaming(self, offset: int, count: int) -> bytes:
         if self._body is None or self._at != offset:
