@@ -50,6 +50,7 @@ from trioftp.storage.interface import (
 from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_frames
 from trioftp.storage.s3.ledger import LedgerWriter
 from trioftp.storage.s3.memory import DEFAULT_MEMORY, Memory
+from trioftp.storage.s3.parts import PartBuffers
 
 log = logging.getLogger("trioftp.storage.s3")
 
@@ -748,6 +749,8 @@ class S3Upload:
         self._hasher = new_hasher(algorithm)
         self._buffer = bytearray()  # the one file of an upload of one part, else the part filling
         self._filled = 0  # bytes in the part filling (its bytearray is made whole, then filled)
+        self._counted = False  # whether the part filling is counted in the store's memory (a spare)
+        self._buffers = PartBuffers(store._shared.memory, store._shared.part_size, PARTS_IN_FLIGHT)
         self.written = 0  # bytes received, the resumed prefix included
         self._part_size = store._shared.part_size
         self._single = size <= self._part_size
@@ -853,29 +856,33 @@ class S3Upload:
             taken = 0
             while taken < len(view):
                 if not self._buffer:
-                    self._buffer = bytearray(self._part_size)
+                    self._buffer, self._counted = self._buffers.fresh()
                 count = min(self._part_size - self._filled, len(view) - taken)
                 self._buffer[self._filled : self._filled + count] = view[taken : taken + count]
                 self._filled += count
                 taken += count
                 if self._filled == self._part_size:
-                    part, self._buffer, self._filled = self._buffer, bytearray(), 0
-                    self._send_part(part)
+                    part, counted = self._buffer, self._counted
+                    self._buffer, self._filled, self._counted = bytearray(), 0, False
+                    self._send_part(part, counted)
 
-    def _send_part(self, data: bytearray) -> None:
+    def _send_part(self, data: bytearray, counted: bool) -> None:
+        """Send a part on the pool; `counted`: its buffer is counted in the store's memory already."""
         assert self._pool is not None
-        # Bounded: at most PARTS_IN_FLIGHT parts in memory besides the one filling.
-        while len(running := [f for f in self._pending if not f.done()]) >= PARTS_IN_FLIGHT:
-            wait(running, return_when=FIRST_COMPLETED)
-        self._raise_failed_part()
+        try:
+            # Bounded: at most PARTS_IN_FLIGHT parts in memory besides the one filling.
+            while len(running := [f for f in self._pending if not f.done()]) >= PARTS_IN_FLIGHT:
+                wait(running, return_when=FIRST_COMPLETED)
+            self._raise_failed_part()
+            self._buffers.sending(data, counted)
+        except BaseException:
+            self._buffers.put_back(data, counted)
+            raise
         self._pending = [f for f in self._pending if not f.done()]
-        memory = self._store._shared.memory
-        memory.take(len(data), what="an upload's parts")
         number = self._next_part
         self._next_part += 1
-        size = len(data)
         future = self._pool.submit(self._put_part, number, data)
-        future.add_done_callback(lambda _done: memory.give(size))
+        future.add_done_callback(lambda _done: self._buffers.done(data))
         self._pending.append(future)
 
     def _put_part(self, number: int, data: bytearray) -> None:
@@ -947,10 +954,17 @@ class S3Upload:
             _call(self.name, lambda: self._bucket.put(key, self._buffer, metadata=metadata))
         else:
             if self._filled:
-                del self._buffer[self._filled :]
-                part, self._buffer, self._filled = self._buffer, bytearray(), 0
-                self._send_part(part)
+                part, counted = self._buffer, self._counted
+                if counted:  # a spare: it stays whole, the last part goes in a copy of its own size
+                    with memoryview(self._buffer) as view:
+                        part, counted = bytearray(view[: self._filled]), False
+                    self._buffers.put_back(self._buffer, True)
+                else:
+                    del part[self._filled :]
+                self._buffer, self._filled, self._counted = bytearray(), 0, False
+                self._send_part(part, counted)
             self._wait_parts()
+            self._buffers.close()  # every byte is sent: the spares' memory goes back now
             self._ledger.close(wait=False)  # no ledger now: this upload completes
             assert self._multipart is not None
             parts = sorted((n, etag) for n, (etag, _) in self._parts.items())
@@ -997,6 +1011,10 @@ class S3Upload:
             self._pool.shutdown(wait=True)
             self._pool = None
         self._ledger.close()  # before the last ledger or the deletes: no stale write after them
+        if not self._single:
+            self._buffers.put_back(self._buffer, self._counted)
+            self._buffer, self._filled, self._counted = bytearray(), 0, False
+        self._buffers.close()  # every part is done: the pool is shut down
         self._pending = []  # failed parts' errors: nothing to raise any more
         if self._single:
             return
