@@ -762,6 +762,7 @@ class S3Upload:
         self._parts: dict[int, tuple[str, int]] = {}  # number -> (ETag, size), finished parts
         self._next_part = 1
         self._pending: list[Future[None]] = []
+        self._setup: Future[None] | None = None  # making the multipart upload, if it is made behind
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()  # the parts and the multipart id, between part threads
         self._ledger = LedgerWriter(self._write_ledger, LEDGER_EVERY, f"trioftp-s3-ledger {name[:30]}")
@@ -773,27 +774,37 @@ class S3Upload:
         if self._single:
             return
         prefix = self._resumable() if resume else None
-        self._multipart = _call(self.name, lambda: self._bucket.create_multipart(self._data))
-        if prefix is not None:
-            key, head = prefix
-            self._rehash(key, head)
-            # The received prefix becomes this attempt's first parts: a server-side copy.
-            for start in range(0, head.size, MAX_COPY):
-                end = min(start + MAX_COPY, head.size)
-                number = self._next_part
-                copied = partial(
-                    self._bucket.upload_part_copy,
-                    self._data, self._multipart, number, key, start, end, source_etag=head.etag,
-                )  # fmt: skip
-                etag = _call(self.name, copied)
-                self._parts[number] = (etag, end - start)
-                self._next_part += 1
-            self.offset = self.written = head.size
-            self._write_ledger()
-            _quietly(lambda: self._bucket.delete_many([key, key.rsplit("/", 1)[0] + "/ledger"]))
-        else:
-            self._write_ledger()
         self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="trioftp-s3-part")
+        if prefix is None:
+            # The multipart upload and its first ledger are made while the first part fills:
+            # two round trips fewer before the client may send. Parts wait for it.
+            self._setup = self._pool.submit(self._create)
+            self._pending.append(self._setup)  # its failure is raised as a part's is
+            return
+        self._create()
+        key, head = prefix
+        self._rehash(key, head)
+        # The received prefix becomes this attempt's first parts: a server-side copy.
+        for start in range(0, head.size, MAX_COPY):
+            end = min(start + MAX_COPY, head.size)
+            number = self._next_part
+            copied = partial(
+                self._bucket.upload_part_copy,
+                self._data, self._multipart or "", number, key, start, end, source_etag=head.etag,
+            )  # fmt: skip
+            etag = _call(self.name, copied)
+            self._parts[number] = (etag, end - start)
+            self._next_part += 1
+        self.offset = self.written = head.size
+        self._write_ledger()
+        _quietly(lambda: self._bucket.delete_many([key, key.rsplit("/", 1)[0] + "/ledger"]))
+
+    def _create(self) -> None:
+        """The multipart upload at the staging key, and the ledger that names it (before any part)."""
+        multipart = _call(self.name, lambda: self._bucket.create_multipart(self._data))
+        with self._lock:
+            self._multipart = multipart
+        self._write_ledger()
 
     def _resumable(self) -> tuple[str, Head] | None:
         """The longest prefix an earlier attempt left (completed into its data object), or None."""
@@ -890,6 +901,8 @@ class S3Upload:
         self._pending.append(future)
 
     def _put_part(self, number: int, data: bytearray) -> None:
+        if self._setup is not None:
+            self._setup.result()  # raises what the setup raised: this part fails with it
         assert self._multipart is not None
         etag = self._bucket.upload_part(self._data, self._multipart, number, data)
         with self._lock:
