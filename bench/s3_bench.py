@@ -1,7 +1,7 @@
 """W1 and W2 on an S3 store: through a trioftp server backed by a bucket vs boto3 straight to the bucket.
 
     python bench/s3_bench.py [--size-mib 256] [--rounds 3] [--endpoint URL --bucket NAME]
-                             [--compare DIR] [--profile DIR]
+                             [--compare DIR] [--profile DIR] [--rgw-tcp-nodelay]
 
 Without --endpoint it starts a one-node Ceph (tests/ceph.py) in a temporary
 folder and stops it at the end. The limit is boto3's own managed transfer
@@ -93,6 +93,10 @@ def main() -> int:
     parser.add_argument("--endpoint", help="an S3 engine already running (else a Ceph is started)")
     parser.add_argument("--bucket", default="trioftp-bench")
     parser.add_argument(
+        "--rgw-tcp-nodelay", action="store_true",
+        help="the Ceph it starts runs beast with tcp_nodelay=1 (no ~40 ms Nagle wait per response)",
+    )  # fmt: skip
+    parser.add_argument(
         "--compare", type=Path, action="append", default=[],
         help="another trioftp checkout: its server too, as B (given again: C, ...)",
     )  # fmt: skip
@@ -108,7 +112,8 @@ def main() -> int:
         if endpoint is None:
             from tests.ceph import Ceph
 
-            ceph = Ceph(work / "ceph", block_gib=32)  # sparse: room for every round's copies
+            # Sparse: room for every round's copies.
+            ceph = Ceph(work / "ceph", block_gib=32, tcp_nodelay=args.rgw_tcp_nodelay)
             started = time.monotonic()
             ceph.start()
             print(f"Ceph up in {time.monotonic() - started:.1f} s at {ceph.endpoint}", flush=True)
