@@ -873,7 +873,10 @@ class S3Upload:
                 if not self._buffer:
                     self._buffer, self._counted = self._buffers.fresh()
                 count = min(self._part_size - self._filled, len(view) - taken)
-                self._buffer[self._filled : self._filled + count] = view[taken : taken + count]
+                # Through a view: `bytearray[a:b] = memoryview` first copies the view into a
+                # temporary bytearray (a fresh mapping per block, with its page faults).
+                with memoryview(self._buffer) as into:
+                    into[self._filled : self._filled + count] = view[taken : taken + count]
                 self._filled += count
                 taken += count
                 if self._filled == self._part_size:
