@@ -1,6 +1,7 @@
 """W1 and W2 on an S3 store: through a trioftp server backed by a bucket vs boto3 straight to the bucket.
 
     python bench/s3_bench.py [--size-mib 256] [--rounds 3] [--endpoint URL --bucket NAME]
+                             [--compare DIR] [--profile DIR] [--rgw-tcp-nodelay]
 
 Without --endpoint it starts a one-node Ceph (tests/ceph.py) in a temporary
 folder and stops it at the end. The limit is boto3's own managed transfer
@@ -11,18 +12,28 @@ the server's side, the benchmark's own SHA-256 after each download). Each
 round runs both in alternating order; the table shows medians and each
 round's figures. Credentials: the test user's keys for the Ceph it starts,
 else as boto3 finds them.
+
+--compare DIR runs a second server from another checkout of trioftp (its
+trioftp/ package, same client) in the same rounds, for an A/B in the same
+minutes: its figures are "W1 B" and "W2 B". --profile DIR records the server
+with py-spy (raw folded stacks, per round and workload) and each server
+thread's CPU seconds from /proc during its transfers.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +48,18 @@ from bench.common import MiB, sha256_file  # noqa: E402
 from trioftp import open_connection  # noqa: E402
 
 
-def start_server(bucket: str, endpoint: str, log: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_server(
+    bucket: str, endpoint: str, log: Path, tree: Path | None = None, label: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
+    env = dict(os.environ)
+    if tree is not None:  # another checkout's trioftp package
+        env["PYTHONPATH"] = os.pathsep.join([str(tree), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    prefix = f"bench{label}"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "trioftp", "serve", "--store", f"s3://{bucket}/bench", "--s3-endpoint",
+            [sys.executable, "-m", "trioftp", "serve", "--store", f"s3://{bucket}/{prefix}", "--s3-endpoint",
              endpoint, "--port", "0", "--min-rate", "0"],
-            stderr=out,
+            stderr=out, env=env, cwd=str(tree) if tree is not None else None,
         )  # fmt: skip
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -75,7 +92,18 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--endpoint", help="an S3 engine already running (else a Ceph is started)")
     parser.add_argument("--bucket", default="trioftp-bench")
+    parser.add_argument(
+        "--rgw-tcp-nodelay", action="store_true",
+        help="the Ceph it starts runs beast with tcp_nodelay=1 (no ~40 ms Nagle wait per response)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--compare", type=Path, action="append", default=[],
+        help="another trioftp checkout: its server too, as B (given again: C, ...)",
+    )  # fmt: skip
+    parser.add_argument("--profile", type=Path, help="record the server(s) with py-spy into this folder")
     args = parser.parse_args()
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
 
     with tempfile.TemporaryDirectory(prefix="trioftp-s3-bench-") as folder:
         work = Path(folder)
@@ -84,7 +112,8 @@ def main() -> int:
         if endpoint is None:
             from tests.ceph import Ceph
 
-            ceph = Ceph(work / "ceph", block_gib=32)  # sparse: room for every round's copies
+            # Sparse: room for every round's copies.
+            ceph = Ceph(work / "ceph", block_gib=32, tcp_nodelay=args.rgw_tcp_nodelay)
             started = time.monotonic()
             ceph.start()
             print(f"Ceph up in {time.monotonic() - started:.1f} s at {ceph.endpoint}", flush=True)
@@ -92,6 +121,7 @@ def main() -> int:
             os.environ["AWS_ACCESS_KEY_ID"] = ceph.access_key
             os.environ["AWS_SECRET_ACCESS_KEY"] = ceph.secret_key
         server = None
+        others: list[subprocess.Popen[bytes]] = []
         try:
             s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
             if ceph is not None:
@@ -102,15 +132,23 @@ def main() -> int:
                     out.write(os.urandom(MiB))
             expected = sha256_file(str(source))
             server, port = start_server(args.bucket, endpoint, work / "serve.log")
+            servers = {"trioftp": (server, port)}
+            for label, tree in zip("BCDEF", args.compare, strict=False):
+                other = start_server(args.bucket, endpoint, work / f"serve-{label}.log", tree, label)
+                others.append(other[0])
+                servers[label] = other
             transfer = boto3.s3.transfer.TransferConfig()  # boto3's defaults: 8 MiB parts, 10 threads
             size_mb = args.size_mib * MiB / 1e6
             rows: list[dict[str, float]] = []
             for round_number in range(-1, args.rounds):  # round -1 warms the engine up, uncounted
-                workloads = Round(s3, args.bucket, port, source, expected, work, size_mb, transfer)
-                order = [workloads.boto3_put, workloads.boto3_get, workloads.trioftp_put_get]
+                workloads = Round(s3, args.bucket, source, expected, work, size_mb, transfer)
+                workloads.profile = args.profile
+                workloads.round = round_number + 1
+                runs: list[Callable[[], None]] = [partial(workloads.boto3_put_get)]
+                runs += [partial(workloads.trioftp_put_get, label, *pair) for label, pair in servers.items()]
                 if round_number % 2:
-                    order = [workloads.trioftp_put_get, workloads.boto3_put, workloads.boto3_get]
-                for run in order:
+                    runs.reverse()
+                for run in runs:
                     run()
                 shown = ", ".join(f"{k} {v:.0f} MB/s" for k, v in workloads.figures.items())
                 if round_number < 0:
@@ -118,7 +156,7 @@ def main() -> int:
                     continue
                 rows.append(workloads.figures)
                 print(f"round {round_number + 1}: {shown}", flush=True)
-            report(rows, args.size_mib)
+            report(rows, args.size_mib, list(servers))
         except BaseException:
             log = work / "serve.log"
             if log.exists():
@@ -127,13 +165,14 @@ def main() -> int:
             raise
         finally:
             try:
-                if server is not None:
-                    server.terminate()
-                    try:
-                        server.wait(timeout=30)
-                    except subprocess.TimeoutExpired:
-                        server.kill()  # its clean-ups wait on an engine that stalled
-                        server.wait()
+                for process in (server, *others):
+                    if process is not None:
+                        process.terminate()
+                        try:
+                            process.wait(timeout=30)
+                        except subprocess.TimeoutExpired:
+                            process.kill()  # its clean-ups wait on an engine that stalled
+                            process.wait()
             finally:
                 if ceph is not None:
                     ceph.stop()
@@ -144,12 +183,17 @@ class Round:
     """One round of the four transfers; `figures` gets MB/s by workload."""
 
     def __init__(
-        self, s3: Any, bucket: str, port: int, source: Path, expected: str, work: Path, size_mb: float,
-        transfer: Any,
+        self, s3: Any, bucket: str, source: Path, expected: str, work: Path, size_mb: float, transfer: Any,
     ) -> None:  # fmt: skip
-        self.s3, self.bucket, self.port, self.source = s3, bucket, port, source
+        self.s3, self.bucket, self.source = s3, bucket, source
         self.expected, self.work, self.size_mb, self.transfer = expected, work, size_mb, transfer
         self.figures: dict[str, float] = {}
+        self.profile: Path | None = None
+        self.round = 0
+
+    def boto3_put_get(self) -> None:
+        self.boto3_put()
+        self.boto3_get()
 
     def boto3_put(self) -> None:
         started = time.perf_counter()
@@ -164,22 +208,102 @@ class Round:
         assert sha256_file(str(target)) == self.expected
         target.unlink()
 
-    def trioftp_put_get(self) -> None:
-        seconds = trio.run(trioftp_put, self.port, self.source, "source.bin")
-        self.figures["W2 trioftp"] = self.size_mb / seconds
+    def trioftp_put_get(self, label: str, server: subprocess.Popen[bytes], port: int) -> None:
+        with self.watched(server, f"{label}-W2"):
+            seconds = trio.run(trioftp_put, port, self.source, "source.bin")
+        self.figures[f"W2 {label}"] = self.size_mb / seconds
         target = self.work / "trioftp.bin"
-        self.figures["W1 trioftp"] = self.size_mb / trio.run(trioftp_get, self.port, "source.bin", target)
+        with self.watched(server, f"{label}-W1"):
+            seconds = trio.run(trioftp_get, port, "source.bin", target)
+        self.figures[f"W1 {label}"] = self.size_mb / seconds
         assert sha256_file(str(target)) == self.expected
         target.unlink()
 
+    @contextlib.contextmanager
+    def watched(self, server: subprocess.Popen[bytes], what: str) -> Iterator[None]:
+        """With --profile: py-spy on the server, and its threads' CPU seconds, during the block."""
+        if self.profile is None or self.round < 1:
+            yield
+            return
+        name = f"round{self.round}-{what}"
+        spy = subprocess.Popen(
+            ["py-spy", "record", "--format", "raw", "--threads", "--rate", "200", "--nonblocking",
+             "-p", str(server.pid), "-o", str(self.profile / f"{name}.txt")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        time.sleep(0.5)  # py-spy attaches
+        before = thread_cpu(server.pid)
+        idle_before, client_before, faults_before = (
+            machine_idle(),
+            time.process_time(),
+            page_faults(server.pid),
+        )
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds = time.perf_counter() - started
+            after = thread_cpu(server.pid)
+            idle, client = machine_idle() - idle_before, time.process_time() - client_before
+            faults = page_faults(server.pid) - faults_before
+            spy.send_signal(signal.SIGINT)
+            spy.wait()
+            used: dict[str, float] = {}
+            for tid, (comm, cpu) in after.items():
+                used[comm] = used.get(comm, 0.0) + cpu - before.get(tid, (comm, 0.0))[1]
+            lines = [f"{comm:<24}{cpu:8.2f}" for comm, cpu in sorted(used.items(), key=lambda kv: -kv[1])]
+            text = (
+                f"{name}: {seconds:.2f} s wall, {os.cpu_count()} cores, {idle:.2f} core-seconds idle;"
+                f" the client (this process) {client:.2f} CPU s; the server's page faults {faults},"
+                " its CPU seconds by thread:\n"
+                + "\n".join(lines) + "\n"
+            )  # fmt: skip
+            (self.profile / f"{name}.cpu").write_text(text)
+            print(text, flush=True)
 
-def report(rows: list[dict[str, float]], size_mib: int) -> None:
+
+def page_faults(pid: int) -> int:
+    """Minor page faults of a process so far (fresh memory mapped for buffers shows here)."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
+def machine_idle() -> float:
+    """Core-seconds every core spent idle (or waiting for I/O) since boot."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    return (int(fields[4]) + int(fields[5])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """Thread id -> (name, user + system CPU seconds) of a process, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    found: dict[str, tuple[str, float]] = {}
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        found["process"] = ("(whole process)", (int(fields[11]) + int(fields[12])) / ticks)
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            stat = (task / "stat").read_text()
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            found[task.name] = (re.sub(r"\d+$", "", comm), (int(fields[11]) + int(fields[12])) / ticks)
+    return found
+
+
+def report(rows: list[dict[str, float]], size_mib: int, labels: list[str]) -> None:
     print(f"\nmedians of {len(rows)} rounds, {size_mib} MiB, MB/s:")
-    print(f"{'workload':<14}{'trioftp':>10}{'boto3':>10}{'ratio':>9}")
+    print(
+        f"{'workload':<14}"
+        + "".join(f"{label:>10}" for label in labels)
+        + f"{'boto3':>10}"
+        + "".join(f"{label + ' ratio':>14}" for label in labels)
+    )
     for workload, what in (("W1", "download"), ("W2", "upload")):
-        ours = statistics.median(r[f"{workload} trioftp"] for r in rows)
         limit = statistics.median(r[f"{workload} boto3"] for r in rows)
-        print(f"{workload} {what:<11}{ours:>10.0f}{limit:>10.0f}{ours / limit:>8.2f}x")
+        ours = [statistics.median(r[f"{workload} {label}"] for r in rows) for label in labels]
+        print(
+            f"{workload} {what:<11}" + "".join(f"{o:>10.0f}" for o in ours) + f"{limit:>10.0f}"
+            + "".join(f"{o / limit:>13.2f}x" for o in ours)
+        )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -77,6 +77,9 @@ class Ceph:
     folder: Path
     endpoint: str = ""
     block_gib: int = 4  # the OSD's sparse file: what the cluster can hold
+    # Beast's default keeps Nagle's algorithm on: each response with a body then waits ~40 ms
+    # for the client's delayed ACK between its headers and its body (docs/s3.md).
+    tcp_nodelay: bool = False
     access_key: str = ACCESS_KEY
     secret_key: str = SECRET_KEY
     _rgw_port: int = 0
@@ -111,7 +114,10 @@ class Ceph:
         fsid = str(uuid.uuid4())
         ports = {"mon_port": mon_port, "rgw_port": self._rgw_port}
         ports.update(osd_min=osd_ports, osd_max=osd_ports + 19)
-        (d / "ceph.conf").write_text(_CONF.format(fsid=fsid, d=d, block_bytes=self.block_gib << 30, **ports))
+        ports.update(block_bytes=self.block_gib << 30)
+        options = " tcp_nodelay=1" if self.tcp_nodelay else ""
+        conf = _CONF.format(fsid=fsid, d=d, frontend_options=options, **ports)
+        (d / "ceph.conf").write_text(conf)
         self._run("monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{mon_port}]", "--fsid", fsid,
                   str(d / "monmap"))  # fmt: skip
         self._run("ceph-mon", "-c", self.conf, "--mkfs", "-i", "a", "--monmap", str(d / "monmap"))
@@ -246,7 +252,7 @@ bluestore block create = true
 bluestore block size = {block_bytes}
 osd memory target = 939524096
 [client.rgw.a]
-rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port}{frontend_options}
 rgw data = {d}/rgw
 # Deleted objects' data goes only when radosgw's garbage collector runs (after 2 h by default):
 # a benchmark that rewrites 512 MiB files would fill the OSD and stall every write.

@@ -13,6 +13,7 @@ from tests.ceph import Ceph
 from tests.s3.test_both_stores import get, problem, put, race_two_uploads_of_one_name
 from trioftp.storage.interface import Kind, Problem, StorageError
 from trioftp.storage.s3 import Bucket, S3Store
+from trioftp.storage.s3.store import READ_AHEAD_CHUNK, READ_AHEAD_DEPTH
 
 pytestmark = pytest.mark.s3
 
@@ -125,11 +126,11 @@ def test_readers_see_old_or_new_never_a_mix(store: S3Store) -> None:
     except StorageError as exc:
         assert exc.problem is Problem.CHANGED
     # Far past what was read ahead: the version opened is gone, and the read says so.
-    store._bucket.put("served/big", os.urandom(6 * 8 * 2**20))
+    store._bucket.put("served/big", os.urandom((READ_AHEAD_DEPTH + 2) * READ_AHEAD_CHUNK))
     big = store.open_read("big")
     big.read(0, 10)
     store._bucket.put("served/big", b"replaced")
-    assert problem(lambda: big.read(5 * 8 * 2**20, 10)) is Problem.CHANGED
+    assert problem(lambda: big.read((READ_AHEAD_DEPTH + 1) * READ_AHEAD_CHUNK, 10)) is Problem.CHANGED
     big.close()
     handle.close()
 
@@ -153,6 +154,7 @@ def test_upload_cut_on_one_server_resumes_on_another(make_store: MakeStore) -> N
     resumed.write([data[resumed.offset :]])
     resumed.commit(len(data), blake3.blake3(data).digest())
     assert get(a, "r.bin") == data
+    b.settle()  # the staging is deleted behind the commit's answer
     assert list(a._bucket.list_all("served/.trioftp/uploads/")) == []
 
 
@@ -161,7 +163,8 @@ def test_upload_of_a_server_that_died_resumes_elsewhere(make_store: MakeStore) -
     data = os.urandom(2 * PART + 10)
     upload = a.begin_upload("dead.bin", len(data), algorithm="blake3", resume=True)
     upload.write([data[: PART + 10]])
-    upload._wait_parts()  # the part is in; then the server "dies": no abort, no completion
+    upload._wait_parts()  # the part is in and ledgered; then the server "dies": no abort, no completion
+    upload._ledger.flush()
     upload._pool.shutdown()  # type: ignore[union-attr]
     resumed = b.begin_upload("dead.bin", len(data), algorithm="blake3", resume=True)
     assert resumed.offset == PART

@@ -188,6 +188,38 @@ class Bucket:
             body.close()
         return data
 
+    def read_pieces(
+        self, key: str, start: int, end: int, piece: int, *, etag: str | None = None
+    ) -> list[bytes]:
+        """Bytes [start, end) of version `etag` as pieces of `piece` bytes (the last may be shorter).
+
+        Raises:
+            BucketError: CHANGED if the object is no longer that version; UNAVAILABLE if
+                the body ends short (the engine went away mid-read).
+        """
+        body = self.get(key, start, end, etag=etag)
+        pieces: list[bytes] = []
+        try:
+            left = end - start
+            while left > 0:
+                want = min(piece, left)
+                data: bytes = body.read(want)
+                while 0 < len(data) < want:  # a short read: the piece is made whole (the reader counts on it)
+                    more: bytes = body.read(want - len(data))
+                    if not more:
+                        break
+                    data += more
+                if len(data) < want:
+                    short = left - len(data)
+                    raise BucketError(Reason.UNAVAILABLE, f"{key!r}: the body ended {short} bytes short")
+                pieces.append(data)
+                left -= want
+        except _CALL_ERRORS as exc:
+            raise _mapped(exc, key) from None
+        finally:
+            body.close()
+        return pieces
+
     def put(
         self,
         key: str,
@@ -307,9 +339,17 @@ class Bucket:
         return answer["UploadId"]
 
     def upload_part(self, key: str, upload_id: str, number: int, body: bytes | bytearray | memoryview) -> str:
+        """Send one part; a bytearray goes as it is (botocore hashes and sends it in one piece each)."""
+        if isinstance(body, memoryview):
+            body = bytes(body)  # botocore takes bytes, bytearray or a file
         try:
             answer = self.client.upload_part(
-                Bucket=self.name, Key=key, UploadId=upload_id, PartNumber=number, Body=bytes(body)
+                # The stubs omit bytearray; botocore's validator and urllib3 take it.
+                Bucket=self.name,
+                Key=key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,  # type: ignore[arg-type]
             )
         except _CALL_ERRORS as exc:
             raise _mapped(exc, key) from None

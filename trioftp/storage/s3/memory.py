@@ -26,6 +26,7 @@ class Memory:
         self.limit = limit
         self.held = 0
         self.peak = 0  # the most held at once, for tests and logs
+        self.waiting = 0  # takers waiting for room now
         self._room = threading.Condition()
 
     def take(self, amount: int, *, what: str, patience: float = PATIENCE) -> None:
@@ -44,7 +45,11 @@ class Memory:
                         Problem.UNAVAILABLE,
                         f"the server's memory for the object store is in use ({what}); try again later",
                     )
-                self._room.wait(left)
+                self.waiting += 1
+                try:
+                    self._room.wait(left)
+                finally:
+                    self.waiting -= 1
             self._hold(amount)
 
     def try_take(self, amount: int) -> bool:

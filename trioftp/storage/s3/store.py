@@ -48,22 +48,30 @@ from trioftp.storage.interface import (
     Upload,
 )
 from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_frames
+from trioftp.storage.s3.ledger import LedgerWriter
 from trioftp.storage.s3.memory import DEFAULT_MEMORY, Memory
+from trioftp.storage.s3.parts import PartBuffers
 
 log = logging.getLogger("trioftp.storage.s3")
 
 STATE_DIR = ".trioftp"
 PART_SIZE = 8 * 2**20  # S3 wants parts of 5 MiB or more (the last excepted)
 # Per upload: parts sent at once while the next one fills, so an upload holds up to
-# (1 + PARTS_IN_FLIGHT) * PART_SIZE = 40 MiB. 8 MiB x 4 measured as 16 MiB x 3 on Ceph here.
-PARTS_IN_FLIGHT = 4
+# (1 + PARTS_IN_FLIGHT) * PART_SIZE = 72 MiB (and the store's `memory` bounds them all).
+# Through a server on Ceph here, 256 MiB, same minutes: 4 / 8 / 10 gave 143 / 154 / 156 MB/s.
+PARTS_IN_FLIGHT = 8
 MAX_COPY = 5 * 2**30  # the largest object CopyObject copies in one call
 COPY_CHUNK = 2**30  # part size when a larger object is copied part by part
-READ_CHUNK = 2**20
-READ_AHEAD_CHUNK = 8 * 2**20  # a download reads ranges of this size, several at once
-READ_AHEAD_DEPTH = 4  # per download: 32 MiB in memory at most
+READ_CHUNK = 2**20  # also the pieces a range read ahead is kept in: what the server asks for at once
+# A download reads ranges of READ_AHEAD_CHUNK, READ_AHEAD_DEPTH at once: 64 MiB in memory at most.
+# Each GET waits ~40 ms before its body on an engine with Nagle's algorithm on (Ceph's beast by
+# default; see docs/s3.md), so fewer, larger ranges. Through a server on Ceph here, 256 MiB, same
+# minutes (medians of 4 rounds, noisy): 8 MiB x 4 / 8 MiB x 8 / 16 MiB x 4 gave 253 / 293 / 307 MB/s.
+READ_AHEAD_CHUNK = 16 * 2**20
+READ_AHEAD_DEPTH = 4
 READ_AHEAD_THREADS = 32  # per store, shared by its downloads
 IDLE_AFTER = 120.0  # an open upload's ledger untouched this long: its server is gone
+LEDGER_EVERY = 1.0  # seconds between two writes of an upload's ledger (what a dead server loses)
 META_MTIME = "trioftp-mtime-ns"
 T = TypeVar("T")
 
@@ -567,7 +575,7 @@ class S3ReadHandle:
         self._head = head
         self._body: Any = None
         self._at = -1  # where the open body's next byte is
-        self._chunks: dict[int, Future[bytes]] = {}  # read ahead, by chunk number
+        self._chunks: dict[int, Future[list[bytes]]] = {}  # read ahead, by chunk number, in pieces
         self.facts = store._facts(name, head)
 
     def read(self, offset: int, count: int) -> bytes:
@@ -580,15 +588,19 @@ class S3ReadHandle:
         while count:
             index = offset // READ_AHEAD_CHUNK
             start = offset - index * READ_AHEAD_CHUNK
-            piece = self._chunk(index)[start : start + count]
-            if not piece:
+            chunk = self._chunk(index)
+            number, at = divmod(start, READ_CHUNK)
+            if number >= len(chunk):
                 raise StorageError(Problem.CHANGED, f"{self._name!r} shrank while it was read; try again")
+            whole = chunk[number]
+            # The server reads READ_CHUNK at a time, so this is mostly a piece as it came: no copy.
+            piece = whole if at == 0 and count >= len(whole) else whole[at : at + count]
             pieces.append(piece)
             offset += len(piece)
             count -= len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _chunk(self, index: int) -> bytes:
+    def _chunk(self, index: int) -> list[bytes]:
         """Chunk `index` of the object, and the next few fetched meanwhile on the store's threads.
 
         A download then keeps several ranged GETs in flight, as boto3's own
@@ -624,10 +636,16 @@ class S3ReadHandle:
         size = self._chunk_size(index)
         future.add_done_callback(lambda _done: self._store._shared.memory.give(size))
 
-    def _fetch(self, index: int) -> bytes:
+    def _fetch(self, index: int) -> list[bytes]:
+        """Chunk `index`, in pieces of READ_CHUNK as the body gives them.
+
+        Pieces, not one bytes object: `read` then hands each piece on as it is,
+        where slicing a whole chunk allocated and copied every byte once more
+        (and the server maps blocks this large fresh from the OS: a page fault per page).
+        """
         start = index * READ_AHEAD_CHUNK
         end = min(start + READ_AHEAD_CHUNK, self._head.size)
-        return self._store._bucket.read(self._key, start, end, etag=self._head.etag)
+        return self._store._bucket.read_pieces(self._key, start, end, READ_CHUNK, etag=self._head.etag)
 
     def _read_streaming(self, offset: int, count: int) -> bytes:
         if self._body is None or self._at != offset:
@@ -710,8 +728,9 @@ class S3Upload:
     reserved prefix, its parts listed in a ledger object that any server can resume from.
 
     The bytes go into a multipart upload at a staging key, `.../ID/T/data`, never at the
-    file's own name. The ledger (`.../ID/T/ledger`) is rewritten after each part with the
-    part numbers and ETags received: a server resuming it, even after this one died,
+    file's own name. The ledger (`.../ID/T/ledger`) is rewritten behind the parts (at most
+    every LEDGER_EVERY seconds, trioftp.storage.s3.ledger) with the part numbers and ETags
+    received, and in full when an upload is cut: a server resuming it, even after this one died,
     completes that multipart upload with the parts of the ledger (never by ListParts),
     reads the result back to re-hash it, and copies it in as its own first part. The
     commit completes the staging object and copies it to the file's name with the digest
@@ -732,7 +751,10 @@ class S3Upload:
         self._attempt = f"{folder}{secrets.token_hex(8)}/"
         self._data = f"{self._attempt}data"
         self._hasher = new_hasher(algorithm)
-        self._buffer = bytearray()
+        self._buffer = bytearray()  # the one file of an upload of one part, else the part filling
+        self._filled = 0  # bytes in the part filling (its bytearray is made whole, then filled)
+        self._counted = False  # whether the part filling is counted in the store's memory (a spare)
+        self._buffers = PartBuffers(store._shared.memory, store._shared.part_size, PARTS_IN_FLIGHT)
         self.written = 0  # bytes received, the resumed prefix included
         self._part_size = store._shared.part_size
         self._single = size <= self._part_size
@@ -740,8 +762,10 @@ class S3Upload:
         self._parts: dict[int, tuple[str, int]] = {}  # number -> (ETag, size), finished parts
         self._next_part = 1
         self._pending: list[Future[None]] = []
+        self._setup: Future[None] | None = None  # making the multipart upload, if it is made behind
         self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the parts and the multipart id, between part threads
+        self._ledger = LedgerWriter(self._write_ledger, LEDGER_EVERY, f"trioftp-s3-ledger {name[:30]}")
         self._done = False
 
     # ---------------------------------------------------------------- start
@@ -750,27 +774,37 @@ class S3Upload:
         if self._single:
             return
         prefix = self._resumable() if resume else None
-        self._multipart = _call(self.name, lambda: self._bucket.create_multipart(self._data))
-        if prefix is not None:
-            key, head = prefix
-            self._rehash(key, head)
-            # The received prefix becomes this attempt's first parts: a server-side copy.
-            for start in range(0, head.size, MAX_COPY):
-                end = min(start + MAX_COPY, head.size)
-                number = self._next_part
-                copied = partial(
-                    self._bucket.upload_part_copy,
-                    self._data, self._multipart, number, key, start, end, source_etag=head.etag,
-                )  # fmt: skip
-                etag = _call(self.name, copied)
-                self._parts[number] = (etag, end - start)
-                self._next_part += 1
-            self.offset = self.written = head.size
-            self._write_ledger()
-            _quietly(lambda: self._bucket.delete_many([key, key.rsplit("/", 1)[0] + "/ledger"]))
-        else:
-            self._write_ledger()
         self._pool = ThreadPoolExecutor(PARTS_IN_FLIGHT, thread_name_prefix="trioftp-s3-part")
+        if prefix is None:
+            # The multipart upload and its first ledger are made while the first part fills:
+            # two round trips fewer before the client may send. Parts wait for it.
+            self._setup = self._pool.submit(self._create)
+            self._pending.append(self._setup)  # its failure is raised as a part's is
+            return
+        self._create()
+        key, head = prefix
+        self._rehash(key, head)
+        # The received prefix becomes this attempt's first parts: a server-side copy.
+        for start in range(0, head.size, MAX_COPY):
+            end = min(start + MAX_COPY, head.size)
+            number = self._next_part
+            copied = partial(
+                self._bucket.upload_part_copy,
+                self._data, self._multipart or "", number, key, start, end, source_etag=head.etag,
+            )  # fmt: skip
+            etag = _call(self.name, copied)
+            self._parts[number] = (etag, end - start)
+            self._next_part += 1
+        self.offset = self.written = head.size
+        self._write_ledger()
+        _quietly(lambda: self._bucket.delete_many([key, key.rsplit("/", 1)[0] + "/ledger"]))
+
+    def _create(self) -> None:
+        """The multipart upload at the staging key, and the ledger that names it (before any part)."""
+        multipart = _call(self.name, lambda: self._bucket.create_multipart(self._data))
+        with self._lock:
+            self._multipart = multipart
+        self._write_ledger()
 
     def _resumable(self) -> tuple[str, Head] | None:
         """The longest prefix an earlier attempt left (completed into its data object), or None."""
@@ -820,55 +854,85 @@ class S3Upload:
         self._raise_failed_part()
         for block in blocks:
             self._hasher.update(block)
-            self._buffer += block
+            if self._single:
+                self._buffer += block
+            else:
+                self._fill(block)
         self.written += total
-        while not self._single and len(self._buffer) >= self._part_size:
-            with memoryview(self._buffer) as view:  # one copy out of the buffer, not two
-                part = bytes(view[: self._part_size])
-            del self._buffer[: self._part_size]
-            self._send_part(part)
 
-    def _send_part(self, data: bytes) -> None:
+    def _fill(self, block: bytes | memoryview) -> None:
+        """Copy `block` into the parts, sending each part once full.
+
+        One copy per byte: each part is its own bytearray, filled in place and
+        handed to botocore as it is (a bytes body would be copied again, into a
+        BytesIO, and read back in pieces for the payload hash and the send).
+        """
+        with memoryview(block) as view:
+            taken = 0
+            while taken < len(view):
+                if not self._buffer:
+                    self._buffer, self._counted = self._buffers.fresh()
+                count = min(self._part_size - self._filled, len(view) - taken)
+                # Through a view: `bytearray[a:b] = memoryview` first copies the view into a
+                # temporary bytearray (a fresh mapping per block, with its page faults).
+                with memoryview(self._buffer) as into:
+                    into[self._filled : self._filled + count] = view[taken : taken + count]
+                self._filled += count
+                taken += count
+                if self._filled == self._part_size:
+                    part, counted = self._buffer, self._counted
+                    self._buffer, self._filled, self._counted = bytearray(), 0, False
+                    self._send_part(part, counted)
+
+    def _send_part(self, data: bytearray, counted: bool) -> None:
+        """Send a part on the pool; `counted`: its buffer is counted in the store's memory already."""
         assert self._pool is not None
-        # Bounded: at most PARTS_IN_FLIGHT parts in memory besides the one filling.
-        while len(running := [f for f in self._pending if not f.done()]) >= PARTS_IN_FLIGHT:
-            wait(running, return_when=FIRST_COMPLETED)
-        self._raise_failed_part()
+        try:
+            # Bounded: at most PARTS_IN_FLIGHT parts in memory besides the one filling.
+            while len(running := [f for f in self._pending if not f.done()]) >= PARTS_IN_FLIGHT:
+                wait(running, return_when=FIRST_COMPLETED)
+            self._raise_failed_part()
+            self._buffers.sending(data, counted)
+        except BaseException:
+            self._buffers.put_back(data, counted)
+            raise
         self._pending = [f for f in self._pending if not f.done()]
-        memory = self._store._shared.memory
-        memory.take(len(data), what="an upload's parts")
         number = self._next_part
         self._next_part += 1
-        size = len(data)
         future = self._pool.submit(self._put_part, number, data)
-        future.add_done_callback(lambda _done: memory.give(size))
+        future.add_done_callback(lambda _done: self._buffers.done(data))
         self._pending.append(future)
 
-    def _put_part(self, number: int, data: bytes) -> None:
+    def _put_part(self, number: int, data: bytearray) -> None:
+        if self._setup is not None:
+            self._setup.result()  # raises what the setup raised: this part fails with it
         assert self._multipart is not None
         etag = self._bucket.upload_part(self._data, self._multipart, number, data)
         with self._lock:
             self._parts[number] = (etag, len(data))
-            self._write_ledger()
+        self._ledger.changed()  # written behind, so the next part goes at once
 
     def _write_ledger(self, *, open_: bool = True) -> None:
-        """The parts received so far, for a resume on any server (called under the lock, or alone).
+        """The parts received so far, for a resume on any server (never two writes at once).
 
         `open` says a server is still receiving it: another leaves it alone until it
         has not changed for `idle_after` seconds (its server died, say).
         """
-        ledger = {
-            "open": open_,
-            "name": self.name,
-            "size": self.size,
-            "data": self._data,
-            "multipart": self._multipart,
-            "parts": sorted([n, etag, size] for n, (etag, size) in self._parts.items()),
-        }
+        with self._lock:
+            ledger = {
+                "open": open_,
+                "name": self.name,
+                "size": self.size,
+                "data": self._data,
+                "multipart": self._multipart,
+                "parts": sorted([n, etag, size] for n, (etag, size) in self._parts.items()),
+            }
         body = json.dumps(ledger).encode()
         _call(self.name, lambda: self._bucket.put(f"{self._attempt}ledger", body))
 
     def _raise_failed_part(self) -> None:
+        if self._ledger.error is not None:
+            raise self._ledger.error
         for future in self._pending:
             if future.done() and (exc := future.exception()) is not None:
                 if isinstance(exc, BucketError):
@@ -909,10 +973,19 @@ class S3Upload:
         if self._single:
             _call(self.name, lambda: self._bucket.put(key, self._buffer, metadata=metadata))
         else:
-            if self._buffer:
-                self._send_part(bytes(self._buffer))
-                self._buffer.clear()
+            if self._filled:
+                part, counted = self._buffer, self._counted
+                if counted:  # a spare: it stays whole, the last part goes in a copy of its own size
+                    with memoryview(self._buffer) as view:
+                        part, counted = bytearray(view[: self._filled]), False
+                    self._buffers.put_back(self._buffer, True)
+                else:
+                    del part[self._filled :]
+                self._buffer, self._filled, self._counted = bytearray(), 0, False
+                self._send_part(part, counted)
             self._wait_parts()
+            self._buffers.close()  # every byte is sent: the spares' memory goes back now
+            self._ledger.close(wait=False)  # no ledger now: this upload completes
             assert self._multipart is not None
             parts = sorted((n, etag) for n, (etag, _) in self._parts.items())
             multipart = self._multipart
@@ -923,7 +996,12 @@ class S3Upload:
             _copy(self._bucket, self._data, key, staged, metadata)
         head = _call(self.name, lambda: self._bucket.head(key))
         store._shared.remember(head.etag, self._algorithm, actual)
-        self._finish(keep=False)
+        self._done = True
+        if self._single:
+            self._finish(keep=False)
+        else:
+            # The file is in: deleting the staging object and the ledger need not delay the answer.
+            store._shared.in_background(self._finish_quietly, False, f"trioftp-s3-clean {self.name[:40]}")
         return store._facts(self.name, head, actual)
 
     def abort(self, *, keep: bool) -> None:
@@ -952,6 +1030,11 @@ class S3Upload:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._ledger.close()  # before the last ledger or the deletes: no stale write after them
+        if not self._single:
+            self._buffers.put_back(self._buffer, self._counted)
+            self._buffer, self._filled, self._counted = bytearray(), 0, False
+        self._buffers.close()  # every part is done: the pool is shut down
         self._pending = []  # failed parts' errors: nothing to raise any more
         if self._single:
             return
@@ -960,8 +1043,7 @@ class S3Upload:
             # Completed now (cheap: no bytes move), so the resume has an object to read back.
             try:
                 if parts:
-                    with self._lock:
-                        self._write_ledger(open_=False)
+                    self._write_ledger(open_=False)
                     self._bucket.complete_multipart(self._data, self._multipart, parts)
                     return
             except (BucketError, StorageError) as exc:
