@@ -318,15 +318,17 @@ async def _reserved(session: StreamSession, budget: ByteBudget, amount: int, use
     bytes at `min_rate` or been dropped, so a longer wait is the server at capacity.
     """
     patience = session.shared.config.min_rate_window
-    session.server_busy += 1
-    try:
-        amount = await budget.acquire(amount, group=session.address, patience=patience)
-    except BudgetTimeout:
-        raise Refusal(
-            ErrorCode.BUSY, f"the server has no memory free {use} (waited {patience:g} s); try again later"
-        ) from None
-    finally:
-        session.server_busy -= 1
+    granted = budget.acquire_now(amount, group=session.address)  # no scheduler pass when there is room
+    if granted is None:
+        session.server_busy += 1
+        try:
+            granted = await budget.acquire(amount, group=session.address, patience=patience)
+        except BudgetTimeout:
+            message = f"the server has no memory free {use} (waited {patience:g} s); try again later"
+            raise Refusal(ErrorCode.BUSY, message) from None
+        finally:
+            session.server_busy -= 1
+    amount = granted
     try:
         yield
     finally:

@@ -428,30 +428,52 @@ class V2Session:
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
 
     async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
-        try:
-            await run_request(self, request, inbox)
-        except ChannelClosed:
-            pass
-        except Exception:
-            log.exception("%s stream %d failed", self.peer, request.stream_id)
-            await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
-        finally:
-            del self._inboxes[request.stream_id]
-            if self.channel.broken and self._nursery is not None:
-                # A frame was cut short (the file shrank under sendfile, say): the
-                # peer would wait forever for its end, so the connection is over.
-                self._lost = self._lost or "the connection broke while sending"
-                self._nursery.cancel_scope.cancel()
-            if isinstance(request, Get):
-                self._gets_running -= 1
-                nursery = self._nursery
-                if self._queued_gets and nursery is not None and not nursery.cancel_scope.cancel_called:
-                    self._start(self._queued_gets.pop(next(iter(self._queued_gets))))
-            if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
-                # After a GOODBYE no stream can start: the last one done ends the
-                # connection, instead of leaving it open until the drain deadline.
-                assert self._nursery is not None
-                self._nursery.cancel_scope.cancel()
+        # A GET that ends runs the oldest queued GET in this same task: no new task
+        # and no scheduler pass before it starts (the queue holds the rest at READ_HANDLES).
+        while True:
+            ended = False  # the request's task may go on (nothing propagates)
+            try:
+                await run_request(self, request, inbox)
+                ended = True
+            except ChannelClosed:
+                ended = True
+            except Exception:
+                log.exception("%s stream %d failed", self.peer, request.stream_id)
+                await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
+                ended = True
+            finally:
+                del self._inboxes[request.stream_id]
+                if self.channel.broken and self._nursery is not None:
+                    # A frame was cut short (the file shrank under sendfile, say): the
+                    # peer would wait forever for its end, so the connection is over.
+                    self._lost = self._lost or "the connection broke while sending"
+                    self._nursery.cancel_scope.cancel()
+                following = None
+                if isinstance(request, Get):
+                    nursery = self._nursery
+                    if (
+                        ended
+                        and self._queued_gets
+                        and nursery is not None
+                        and not nursery.cancel_scope.cancel_called
+                    ):
+                        following = self._take_queued_get()
+                    else:
+                        self._gets_running -= 1
+                if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
+                    # After a GOODBYE no stream can start: the last one done ends the
+                    # connection, instead of leaving it open until the drain deadline.
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
+            if following is None:
+                return
+            request, inbox = following
+
+    def _take_queued_get(self) -> tuple[Get, StreamInbox]:
+        """The oldest queued GET with its new inbox, for a GET task that just ended (its slot passes on)."""
+        request = self._queued_gets.pop(next(iter(self._queued_gets)))
+        inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
+        return request, inbox
 
     # ------------------------------------------------------- drain and timers
 
