@@ -284,7 +284,7 @@ async def _put(session: StreamSession, request: Put, inbox: StreamInbox, record:
     algorithm = channel.machine.digest
     # The short-cut answers whether the file holds the bytes of the given digest:
     # a user who may not read the file must not learn that by guessing.
-    if request.digest is not None and session.user.may(Right.READ):
+    if request.digest is not None and session.user.may(Right.READ) and _may_be_there(session, request):
         existing = await _hashing_work(session, _identical_facts, session, request, algorithm)
         if existing is not None:
             record.result = "identical file already there"
@@ -339,13 +339,17 @@ async def _receive_upload(
     session: StreamSession, request: Put, inbox: StreamInbox, record: TransferRecord, block: int
 ) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
-    upload: Upload = await _server_work(
-        session,
-        lambda: storage.begin_upload(
+
+    def begin() -> Upload:
+        return storage.begin_upload(
             request.name, request.size, algorithm=channel.machine.digest, digest=request.digest,
             resume=request.resume,
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+
+    # On a quick store an upload starts with a few opens, inline; a resume also hashes the
+    # prefix it holds, on a thread unless it is small (as a GET hashes a small file).
+    inline = storage.quick and (not request.resume or request.size <= INLINE_HASH_LIMIT)
+    upload = begin() if inline else await _server_work(session, begin)
     keep = True
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
@@ -421,6 +425,17 @@ async def _receive_upload(
 
 def _count_busy(session: StreamSession, change: int) -> None:
     session.server_busy += change  # blocks waiting for our disk: the rate watchdog's time is ours
+
+
+def _may_be_there(session: StreamSession, request: Put) -> bool:
+    """False if a quick store's stat shows no file of that size (most PUTs): no thread hop to hash."""
+    if not session.storage.quick:
+        return True  # a stat is a round trip there: `identical` makes it on its thread
+    try:
+        facts = session.storage.stat(request.name)
+    except StorageError:
+        return False  # missing, or not reachable: `identical` would find nothing either
+    return facts.kind is Kind.FILE and facts.size == request.size
 
 
 def _identical_facts(session: StreamSession, request: Put, algorithm: str) -> FileFacts | None:
