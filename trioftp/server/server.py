@@ -283,6 +283,9 @@ class Server:
                     host, port = parse_address(config.metrics)
                     self.metrics_port = await accepting.start(serve_metrics, self.metrics, host, port)
                 started()  # only now: a metrics port in use would otherwise fail after "serving"
+                # What importing and starting left freed in the heap goes back before the
+                # first connection (~0.8 MiB of a fresh server's RSS, bench W5).
+                give_memory_back()
                 task_status.started(self)
                 await self._shutdown.wait()
                 accepting.cancel_scope.cancel()
