@@ -19,6 +19,21 @@ async def test_requests_that_fit_are_granted_at_once() -> None:
     assert budget.available == 100
 
 
+async def test_acquire_now_grants_what_acquire_would_and_never_jumps_the_queue() -> None:
+    budget = ByteBudget(100, group_limit=60)
+    assert budget.acquire_now(50, group="a") == 50
+    assert budget.acquire_now(20, group="a") is None  # over the group's limit: nothing reserved
+    assert budget.held_by("a") == 50 and budget.waiting == 0
+    assert budget.acquire_now(40, group="b") == 40
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(budget.acquire, 30)  # waits: 10 free
+        await trio.testing.wait_all_tasks_blocked()
+        assert budget.acquire_now(5) is None  # fits, but must not overtake the waiter
+        assert budget.waiting == 1
+        budget.release(40, group="b")
+    assert budget.available == 100 - 50 - 30
+
+
 async def test_waiters_are_served_in_order() -> None:
     budget = ByteBudget(100)
     await budget.acquire(90)

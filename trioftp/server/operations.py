@@ -284,7 +284,7 @@ async def _put(session: StreamSession, request: Put, inbox: StreamInbox, record:
     algorithm = channel.machine.digest
     # The short-cut answers whether the file holds the bytes of the given digest:
     # a user who may not read the file must not learn that by guessing.
-    if request.digest is not None and session.user.may(Right.READ):
+    if request.digest is not None and session.user.may(Right.READ) and _may_be_there(session, request):
         existing = await _hashing_work(session, _identical_facts, session, request, algorithm)
         if existing is not None:
             record.result = "identical file already there"
@@ -318,15 +318,17 @@ async def _reserved(session: StreamSession, budget: ByteBudget, amount: int, use
     bytes at `min_rate` or been dropped, so a longer wait is the server at capacity.
     """
     patience = session.shared.config.min_rate_window
-    session.server_busy += 1
-    try:
-        amount = await budget.acquire(amount, group=session.address, patience=patience)
-    except BudgetTimeout:
-        raise Refusal(
-            ErrorCode.BUSY, f"the server has no memory free {use} (waited {patience:g} s); try again later"
-        ) from None
-    finally:
-        session.server_busy -= 1
+    granted = budget.acquire_now(amount, group=session.address)  # no scheduler pass when there is room
+    if granted is None:
+        session.server_busy += 1
+        try:
+            granted = await budget.acquire(amount, group=session.address, patience=patience)
+        except BudgetTimeout:
+            message = f"the server has no memory free {use} (waited {patience:g} s); try again later"
+            raise Refusal(ErrorCode.BUSY, message) from None
+        finally:
+            session.server_busy -= 1
+    amount = granted
     try:
         yield
     finally:
@@ -337,13 +339,17 @@ async def _receive_upload(
     session: StreamSession, request: Put, inbox: StreamInbox, record: TransferRecord, block: int
 ) -> None:
     storage, channel, stream_id = session.storage, session.channel, request.stream_id
-    upload: Upload = await _server_work(
-        session,
-        lambda: storage.begin_upload(
+
+    def begin() -> Upload:
+        return storage.begin_upload(
             request.name, request.size, algorithm=channel.machine.digest, digest=request.digest,
             resume=request.resume,
-        ),
-    )  # fmt: skip
+        )  # fmt: skip
+
+    # On a quick store an upload starts with a few opens, inline; a resume also hashes the
+    # prefix it holds, on a thread unless it is small (as a GET hashes a small file).
+    inline = storage.quick and (not request.resume or request.size <= INLINE_HASH_LIMIT)
+    upload = begin() if inline else await _server_work(session, begin)
     keep = True
     block = min(block, max(1, upload.size - upload.written))  # a small file gets a small block
     # The payload is read from the socket straight into the sink's blocks.
@@ -419,6 +425,17 @@ async def _receive_upload(
 
 def _count_busy(session: StreamSession, change: int) -> None:
     session.server_busy += change  # blocks waiting for our disk: the rate watchdog's time is ours
+
+
+def _may_be_there(session: StreamSession, request: Put) -> bool:
+    """False if a quick store's stat shows no file of that size (most PUTs): no thread hop to hash."""
+    if not session.storage.quick:
+        return True  # a stat is a round trip there: `identical` makes it on its thread
+    try:
+        facts = session.storage.stat(request.name)
+    except StorageError:
+        return False  # missing, or not reachable: `identical` would find nothing either
+    return facts.kind is Kind.FILE and facts.size == request.size
 
 
 def _identical_facts(session: StreamSession, request: Put, algorithm: str) -> FileFacts | None:

@@ -15,9 +15,10 @@ accept loop: the caller logs and closes.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import trio
 
@@ -75,6 +76,25 @@ NO_OP_PER_REQUEST = 2
 NO_OP_MOST = 1024
 
 log = logging.getLogger("trioftp.server")
+# What every idle connection would otherwise hold a copy of (W6: memory per idle connection).
+_NO_QUEUED_GETS: Final[dict[int, Get]] = {}  # never written to: replaced by a dict at the first queued GET
+
+
+@functools.cache
+def _settings(
+    max_frame_size: int, max_streams: int, initial_window: int, features: tuple[str, ...], agent: str
+) -> Settings:
+    """The server's settings, one frozen object for every connection with the same ones."""
+    return Settings(
+        max_frame_size=max_frame_size, max_streams=max_streams, initial_window=initial_window,
+        digests=SUPPORTED, features=features, agent=agent,
+    )  # fmt: skip
+
+
+@functools.cache
+def _server_hello(settings: Settings, digest: str) -> Hello:
+    """The HELLO answered with `settings` and the digest chosen (frozen: shared by connections)."""
+    return settings.hello(digests=(digest,))
 
 
 class CloseConnection(Exception):
@@ -94,12 +114,15 @@ class V2Session:
         peer: str,
         *,
         handshake_deadline: float | None = None,
+        address: str | None = None,
     ) -> None:
         config = shared.config
         self.shared = shared
         self.storage = shared.storage
         self.peer = peer
-        self.address = peer.rpartition(":")[0]  # who shares the server's budgets with this connection
+        # Who shares the server's budgets with this connection: the peer without its port
+        # (the server passes the string it already made, one object less per connection).
+        self.address = peer.rpartition(":")[0] if address is None else address
         # Who the client is: with no users file, everyone may do everything (read_only: read);
         # with one, the anonymous user (if enabled) until AUTH proves otherwise.
         users = shared.users
@@ -110,13 +133,8 @@ class V2Session:
         features: tuple[str, ...] = (FEATURE_V2_1,)
         if users is not None:
             features += (FEATURE_AUTH, FEATURE_ANONYMOUS) if users.anonymous else (FEATURE_AUTH,)
-        settings = Settings(
-            max_frame_size=config.max_frame_size,
-            max_streams=config.max_streams,
-            initial_window=config.initial_window,
-            digests=SUPPORTED,
-            features=features,
-            agent=shared.agent,
+        settings = _settings(
+            config.max_frame_size, config.max_streams, config.initial_window, features, shared.agent
         )
         self.channel = Channel(stream, Connection(Role.SERVER, settings))
         self.channel.machine.receive_data(initial)
@@ -131,7 +149,7 @@ class V2Session:
         # GETs run READ_HANDLES at a time (each holds its file open); those over that wait
         # here as their request alone (no task, inbox or record), oldest first, by stream id.
         self._gets_running = 0
-        self._queued_gets: dict[int, Get] = {}
+        self._queued_gets: dict[int, Get] = _NO_QUEUED_GETS  # a dict of its own at the first one
         self._no_op_allowance = NO_OP_ALLOWANCE
         self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
         self._payload_delivered = 0  # DATA payload bytes handed to streams as messages
@@ -236,8 +254,7 @@ class V2Session:
                 ErrorCode.PROTOCOL_ERROR,
                 f"no common digest: client offers {list(hello.digests)}, server has {list(SUPPORTED)}",
             )
-        settings = self.channel.machine.settings
-        await self.channel.send(settings.hello(digests=(common[0],)))
+        await self.channel.send(_server_hello(self.channel.machine.settings, common[0]))
 
     # ----------------------------------------------------------------- reader
 
@@ -288,6 +305,8 @@ class V2Session:
                 return
             self._no_op_allowance = min(NO_OP_MOST, self._no_op_allowance + NO_OP_PER_REQUEST)
             if isinstance(message, Get) and self._gets_running >= READ_HANDLES:
+                if self._queued_gets is _NO_QUEUED_GETS:
+                    self._queued_gets = {}
                 self._queued_gets[stream_id] = message  # started when a running GET ends
                 return
             self._start(message)
@@ -338,7 +357,7 @@ class V2Session:
 
     def _drop_queued_gets(self) -> None:
         """The connection ended: the GETs never started end as a started one would have."""
-        queued, self._queued_gets = self._queued_gets, {}
+        queued, self._queued_gets = self._queued_gets, _NO_QUEUED_GETS
         for request in queued.values():
             never_started(self, request, *why_cancelled(self))
 
@@ -428,30 +447,52 @@ class V2Session:
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
 
     async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
-        try:
-            await run_request(self, request, inbox)
-        except ChannelClosed:
-            pass
-        except Exception:
-            log.exception("%s stream %d failed", self.peer, request.stream_id)
-            await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
-        finally:
-            del self._inboxes[request.stream_id]
-            if self.channel.broken and self._nursery is not None:
-                # A frame was cut short (the file shrank under sendfile, say): the
-                # peer would wait forever for its end, so the connection is over.
-                self._lost = self._lost or "the connection broke while sending"
-                self._nursery.cancel_scope.cancel()
-            if isinstance(request, Get):
-                self._gets_running -= 1
-                nursery = self._nursery
-                if self._queued_gets and nursery is not None and not nursery.cancel_scope.cancel_called:
-                    self._start(self._queued_gets.pop(next(iter(self._queued_gets))))
-            if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
-                # After a GOODBYE no stream can start: the last one done ends the
-                # connection, instead of leaving it open until the drain deadline.
-                assert self._nursery is not None
-                self._nursery.cancel_scope.cancel()
+        # A GET that ends runs the oldest queued GET in this same task: no new task
+        # and no scheduler pass before it starts (the queue holds the rest at READ_HANDLES).
+        while True:
+            ended = False  # the request's task may go on (nothing propagates)
+            try:
+                await run_request(self, request, inbox)
+                ended = True
+            except ChannelClosed:
+                ended = True
+            except Exception:
+                log.exception("%s stream %d failed", self.peer, request.stream_id)
+                await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
+                ended = True
+            finally:
+                del self._inboxes[request.stream_id]
+                if self.channel.broken and self._nursery is not None:
+                    # A frame was cut short (the file shrank under sendfile, say): the
+                    # peer would wait forever for its end, so the connection is over.
+                    self._lost = self._lost or "the connection broke while sending"
+                    self._nursery.cancel_scope.cancel()
+                following = None
+                if isinstance(request, Get):
+                    nursery = self._nursery
+                    if (
+                        ended
+                        and self._queued_gets
+                        and nursery is not None
+                        and not nursery.cancel_scope.cancel_called
+                    ):
+                        following = self._take_queued_get()
+                    else:
+                        self._gets_running -= 1
+                if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
+                    # After a GOODBYE no stream can start: the last one done ends the
+                    # connection, instead of leaving it open until the drain deadline.
+                    assert self._nursery is not None
+                    self._nursery.cancel_scope.cancel()
+            if following is None:
+                return
+            request, inbox = following
+
+    def _take_queued_get(self) -> tuple[Get, StreamInbox]:
+        """The oldest queued GET with its new inbox, for a GET task that just ended (its slot passes on)."""
+        request = self._queued_gets.pop(next(iter(self._queued_gets)))
+        inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
+        return request, inbox
 
     # ------------------------------------------------------- drain and timers
 

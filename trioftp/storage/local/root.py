@@ -161,14 +161,16 @@ class RootFolder:
             parent, _, last = relative.rpartition("/")
             if last in ("", ".", ".."):  # a link's text ends in a folder: resolve it all, beneath
                 parent, last = relative, "."
-            folder = self._folder_fd(base, parent, name)
+            # A name at the top is looked up in the base itself: no duplicate of it to make and close.
+            folder = base if not parent else self._folder_fd(base, parent, name)
             if not follow:
                 break
             try:
                 text = os.readlink(last, dir_fd=folder)
             except OSError:  # not a link (EINVAL), or not there: the caller says which
                 break
-            os.close(folder)
+            if folder != base:
+                os.close(folder)
             if text.startswith("/"):
                 rest = beneath_path(text, self._root_paths)
                 if rest is None:
@@ -181,7 +183,8 @@ class RootFolder:
         try:
             yield folder, last
         finally:
-            os.close(folder)
+            if folder != base:
+                os.close(folder)
 
     def _open_entry(self, name: str, flags: int, *, again: bool = True) -> int:
         """Open what `name` leads to, a link in its last segment followed (beneath the base).
