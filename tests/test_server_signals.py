@@ -9,11 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
+import trioftp.server.server as server_module
 from tests.conftest import NETWORK_TIMEOUT
 from tests.v2_helpers import MiB, connect, write_random
 from trioftp.config import ServerConfig
@@ -66,3 +69,37 @@ async def test_a_second_sigint_cuts_the_drain_and_returns_130(
     assert len(sent) == 2 and sent[1] < 64 * MiB
     assert statuses == [130]  # 128 + SIGINT, without waiting the 60 s drain_timeout
     assert "received SIGINT again" in caplog.text
+
+
+async def test_a_store_that_hangs_on_close_does_not_hold_the_shutdown(
+    server_root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An S3 store writes ledgers when it closes: an engine that hangs must not stop the server stopping."""
+    release, closed = threading.Event(), threading.Event()
+    real_open_store = server_module.open_store
+
+    class HangingOnClose:
+        def __init__(self, store: Any) -> None:
+            self._store = store
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+        def close(self) -> None:
+            release.wait(NETWORK_TIMEOUT)
+            self._store.close()
+            closed.set()
+
+    monkeypatch.setattr(server_module, "open_store", lambda config: HangingOnClose(real_open_store(config)))
+    config = ServerConfig(root=server_root, host="127.0.0.1", port=0, drain_timeout=0.2)
+    try:
+        with trio.fail_after(NETWORK_TIMEOUT / 2):
+            async with trio.open_nursery() as nursery:
+                server: Server = await nursery.start(Server(config).serve)
+                server.shutdown()
+                started = trio.current_time()
+            assert trio.current_time() - started < server_module.CLOSE_PATIENCE_FLOOR + 1
+    finally:
+        release.set()
+        await trio.to_thread.run_sync(closed.wait, NETWORK_TIMEOUT)  # its descriptor, before the leak check
+    assert "did not close within 1 s" in caplog.text

@@ -53,6 +53,7 @@ from trioftp.transport.streams import close_stream, peer_of
 
 log = logging.getLogger("trioftp.server")
 
+CLOSE_PATIENCE_FLOOR = 1.0  # seconds the store gets to close even with drain_timeout 0
 _ACCEPT_RETRY_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}
 CLEANUP_INTERVAL = 3600.0
 CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last ERROR
@@ -235,8 +236,18 @@ class Server:
         try:
             await self._serve(task_status)
         finally:
-            self.storage.close()  # every session that used the root's descriptor has ended
+            await self._close_storage()  # every session that used the store has ended
         log.info("server stopped")
+
+    async def _close_storage(self) -> None:
+        # Closing may wait on the engine (an S3 store writes the ledgers of aborted
+        # uploads first): on a thread, so the loop still takes signals, and bounded as
+        # the drain is, so an engine that hangs cannot hold the shutdown for ever.
+        patience = max(self.config.drain_timeout, CLOSE_PATIENCE_FLOOR)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + patience) as scope:
+            await trio.to_thread.run_sync(self.storage.close, abandon_on_cancel=True)
+        if scope.cancelled_caught:
+            log.warning("the store did not close within %g s; stopping without it", patience)
 
     async def _serve(self, task_status: trio.TaskStatus[Server]) -> None:
         config = self.config
