@@ -15,11 +15,16 @@ from pathlib import Path
 import trio
 
 from trioftp.client.streams import WRITE_BLOCK, Progress, Streams
-from trioftp.disk.digests import hash_range, new_hasher
+from trioftp.disk.digests import Hasher, hash_range, new_hasher
 from trioftp.errors import LocalFileChanged, RemoteChecksumMismatch
-from trioftp.protocol.messages import End, FileInfo, Put, Ready
+from trioftp.protocol.messages import Data, End, FileInfo, Put, Ready
 from trioftp.transport.concurrency import both
+from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.streams import FileChanged
+
+# A file up to this size is read into memory and hashed on the event loop (microseconds),
+# then sent from memory: see Uploads._upload_small.
+SMALL_UPLOAD = 64 * 1024
 
 
 class Uploads(Streams):
@@ -55,25 +60,35 @@ class Uploads(Streams):
             hasher.update(data)
         digest = hasher.digest()
         size = len(data)
-        view = memoryview(data)
         make = lambda sid: Put(name=name, size=size, digest=digest, mtime_ns=mtime_ns, stream_id=sid)  # noqa: E731
         async with self._stream(make) as inbox:
             answer = await self._expect(inbox, Ready, FileInfo)
             if isinstance(answer, FileInfo):
                 return answer  # an identical file is already there
-            position = answer.offset
-            while position < size:
-                credit = await self._wait_credit(inbox)
-                count = min(credit, size - position)
-                await self._send(self.channel.send_data(inbox.stream_id, view[position : position + count]))
-                position += count
-                if progress is not None:
-                    progress(position, size)
-            await self._send(
-                self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
-            )
+            await self._send_bytes(inbox, memoryview(data), answer.offset, digest, progress)
             info: FileInfo = await self._expect(inbox, FileInfo)
             return info
+
+    async def _send_bytes(
+        self, inbox: StreamInbox, view: memoryview, position: int, digest: bytes, progress: Progress | None
+    ) -> None:
+        """Send view[position:] as DATA, and END; the last DATA frame and END go in one write."""
+        size = len(view)
+        while True:
+            credit = await self._wait_credit(inbox) if position < size else 0
+            count = min(credit, size - position)
+            piece = view[position : position + count]
+            position += count
+            if position == size:
+                end = End(size=size, digest=digest, stream_id=inbox.stream_id)
+                messages = (Data(payload=bytes(piece), stream_id=inbox.stream_id), end) if count else (end,)
+                await self._send(self.channel.send_if_open(*messages))
+            else:
+                await self._send(self.channel.send_data(inbox.stream_id, piece))
+            if progress is not None and count:
+                progress(position, size)
+            if position == size:
+                return
 
     async def upload(
         self,
@@ -137,6 +152,9 @@ class Uploads(Streams):
                 if isinstance(answer, FileInfo):
                     return answer
                 hasher = new_hasher(self.digest_algorithm)
+                if size <= SMALL_UPLOAD:
+                    await self._upload_small(inbox, fd, st, local, answer.offset, hasher, progress)
+                    return await self._expect_stored(inbox, answer)
                 shrank = LocalFileChanged(f"{str(local)!r} shrank while being uploaded; nothing was stored")
 
                 async def send_body() -> None:
@@ -172,15 +190,40 @@ class Uploads(Streams):
                 await self._send(
                     self.channel.send_if_open(End(size=size, digest=digest, stream_id=inbox.stream_id))
                 )
-                try:
-                    info: FileInfo = await self._expect(inbox, FileInfo)
-                except RemoteChecksumMismatch:
-                    if answer.offset:  # the server's part was not ours: it has discarded it
-                        raise _StalePartial from None
-                    raise
-                return info
+                return await self._expect_stored(inbox, answer)
         finally:
             os.close(fd)
+
+    async def _upload_small(
+        self,
+        inbox: StreamInbox,
+        fd: int,
+        st: os.stat_result,
+        local: Path,
+        offset: int,
+        hasher: Hasher,
+        progress: Progress | None,
+    ) -> None:
+        """Send a small file from memory: read and hashed here, with no thread and no sendfile.
+
+        A thread hop to hash a few KiB, and a sendfile that takes the wire for
+        itself, cost more than the bytes (bench/RESULTS.md, issue 13: put -r);
+        the bytes go into the output buffer with the other streams' frames.
+        """
+        data = os.pread(fd, st.st_size + 1, 0)  # one byte more: a file that grew shows it
+        if len(data) != st.st_size or _changed(os.fstat(fd), st):
+            raise LocalFileChanged(f"{str(local)!r} changed while being uploaded; nothing was stored")
+        hasher.update(data)
+        await self._send_bytes(inbox, memoryview(data), offset, hasher.digest(), progress)
+
+    async def _expect_stored(self, inbox: StreamInbox, answer: Ready) -> FileInfo:
+        try:
+            info: FileInfo = await self._expect(inbox, FileInfo)
+        except RemoteChecksumMismatch:
+            if answer.offset:  # the server's part was not ours: it has discarded it
+                raise _StalePartial from None
+            raise
+        return info
 
 
 def _changed(now: os.stat_result, before: os.stat_result) -> bool:
