@@ -37,7 +37,7 @@ from trioftp.client.download import Downloads
 from trioftp.client.folders import Folders
 from trioftp.client.operations import Operations
 from trioftp.client.streams import Progress as Progress  # re-exported from its former home
-from trioftp.client.streams import client_settings
+from trioftp.client.streams import _ServerClosed, client_settings
 from trioftp.client.tree import TreeConnection
 from trioftp.client.upload import Uploads
 from trioftp.config import DEFAULT_PORT
@@ -52,6 +52,7 @@ from trioftp.errors import (
 from trioftp.protocol import (
     PEER_CLOSED,
     Connection,
+    ConnectionState,
     ErrorCode,
     RemoteProtocolError,
     Role,
@@ -68,6 +69,7 @@ from trioftp.protocol.messages import (
     Error,
     Goodbye,
     Hello,
+    Message,
 )
 from trioftp.transport.channel import Channel
 from trioftp.transport.streams import ChannelClosed
@@ -76,6 +78,14 @@ T = TypeVar("T")
 
 GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HELLO exchange
 DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
+
+# Servers this process found to take pipelined requests (spec 7, item 5): their HELLO listed
+# "v2.1" and let clients in without AUTH. Keyed by where we connected and the digests we
+# offered, the digest the server chose. The next connection there sends its HELLO and its
+# first request in one write instead of waiting a round trip for the server's HELLO.
+_Where = tuple[str, int, bool, tuple[str, ...]]
+_PIPELINING: dict[_Where, str] = {}
+_PIPELINING_MOST = 1024  # servers remembered; the table starts afresh when full
 
 
 class ClientConnection(Downloads, Uploads, Operations, Folders):
@@ -104,6 +114,12 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             settings = attrs.evolve(settings, features=(*settings.features, *missing))
         super().__init__(Channel(stream, Connection(Role.CLIENT, settings)))
         self.authorized: Authorized | None = None  # who the server says we are, after a login
+        # While the first request is pipelined: the digest the server chose last time, and
+        # where it is remembered (forgotten if the server answers otherwise).
+        self._predicted_digest: str | None = None
+        self._where: _Where | None = None
+        self._nursery: trio.Nursery | None = None
+        self._admitted: trio.Event | None = None  # set when a pipelined start's HELLO came, or the end
 
     @property
     def server_hello(self) -> Hello:
@@ -113,8 +129,22 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             print(conn.server_hello.agent, conn.server_hello.max_streams)
         """
         hello = self.channel.machine.peer_hello
-        assert hello is not None
+        if hello is None:  # only while the first request is pipelined (spec 7)
+            raise RuntimeError("the server's HELLO has not arrived yet: ask after the first operation")
         return hello
+
+    @property
+    def digest_algorithm(self) -> str:
+        """The digest algorithm agreed with the server (e.g. "blake3").
+
+        Example:
+            print(conn.digest_algorithm)  # "blake3", or "sha256" if only that is common
+        """
+        if self._predicted_digest is not None and self.channel.machine.peer_hello is None:
+            # A PUT pipelined behind our HELLO carries its digest before the server has
+            # chosen: the one it chose last time (its HELLO is checked against it).
+            return self._predicted_digest
+        return self.channel.machine.digest
 
     # ------------------------------------------------------------- lifecycle
 
@@ -122,7 +152,8 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         """Say goodbye (if the connection still works) and close the socket."""
         with trio.move_on_after(1.0) as scope:
             scope.shield = True
-            if self._failure is None:
+            # GOODBYE needs the HELLO exchange done: not so if nothing was asked while pipelining.
+            if self._failure is None and self.channel.machine.state is ConnectionState.OPEN:
                 with suppress(ChannelClosed, TrioftpError):
                     await self.channel.send(Goodbye(message="client done"))
         await self.channel.aclose()
@@ -133,10 +164,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         hello = await self._handshake_event(Hello)
         self._slots = trio.Semaphore(max(1, hello.max_streams))
         if FEATURE_V2_1 in hello.features and random.random() < GREASE_CHANCE:
-            # Now and then a frame of a reserved type, so a server that chokes on
-            # unknown frames is found by its users' everyday traffic (spec 4.1).
-            frame_type = random.choice(GREASE_FRAME_TYPES)
-            await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
+            await self._send_grease()
         offers_auth = FEATURE_AUTH in hello.features
         if user is None:
             if offers_auth and FEATURE_ANONYMOUS not in hello.features:
@@ -146,6 +174,76 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             raise AuthenticationFailed("the server has no users: connect without a user and password")
         await self.channel.send(Auth(user=user, password=password or ""))
         self.authorized = await self._handshake_event(Authorized)
+
+    async def _send_grease(self) -> None:
+        # Now and then a frame of a reserved type, so a server that chokes on
+        # unknown frames is found by its users' everyday traffic (spec 4.1).
+        frame_type = random.choice(GREASE_FRAME_TYPES)
+        with suppress(ChannelClosed):
+            await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
+
+    def _pipeline(self, where: _Where, digest: str) -> None:
+        """Start the handshake without waiting for it: our HELLO goes out with the first request.
+
+        Until the server's HELLO arrives (the reader takes it) one stream may be open, as
+        spec 7 allows; that HELLO then lifts the limit to the server's max_streams.
+        """
+        self._predicted_digest, self._where = digest, where
+        self._admitted = trio.Event()
+        self.channel.queue(self.channel.machine.settings.hello())
+
+    def _raise_if_refused(self) -> None:
+        """A pipelined start that ended before the server's HELLO: the server refused us (a
+        connection limit, say), which is an error even if nothing was asked, as without pipelining."""
+        if self._failure is not None and self.channel.machine.peer_hello is None:
+            raise self._failure
+
+    async def _reader(self) -> None:
+        if self._predicted_digest is not None:
+            # Our HELLO waits in the buffer for the first request (same scheduler pass);
+            # without one it goes alone, so the server does not wait for it.
+            with suppress(ChannelClosed):
+                await self.channel.flush()
+        await super()._reader()
+        if self._admitted is not None:
+            self._admitted.set()
+            if self.channel.machine.peer_hello is None:
+                # Closed before its HELLO: maybe no longer a v2.1 server (a v2.0 one closes on a
+                # pipelined request). The next connection there waits for the HELLO again.
+                _PIPELINING.pop(self._where, None)  # type: ignore[arg-type]
+
+    def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Hello) and self._where is not None:  # only a pipelined start's
+            self._pipelined_hello(message)
+        super()._dispatch(message)
+
+    def _pipelined_hello(self, hello: Hello) -> None:
+        """The server's HELLO after a pipelined start: check it is still the server we knew."""
+        where = self._where
+        assert where is not None
+        if _remember(where, hello) != self._predicted_digest:
+            raise _ServerClosed(
+                "the server's HELLO is not what it said on the last connection (digest, users or "
+                f"version changed: {list(hello.digests)}, {list(hello.features)}); connect again"
+            )
+        self._predicted_digest = None  # the agreed one now comes from the machine
+        assert self._admitted is not None
+        self._admitted.set()
+        self._open_slots(max(1, hello.max_streams))
+        if random.random() < GREASE_CHANCE and self._nursery is not None:
+            self._nursery.start_soon(self._send_grease)
+
+    def _open_slots(self, streams: int) -> None:
+        """From the one stream allowed before the server's HELLO to the `streams` it allows."""
+        early = self._slots
+        held = 1 - early.value  # the pipelined request, if it still runs
+        if streams - held >= 1 and not early.statistics().tasks_waiting:
+            # A new semaphore, not streams - 1 releases of the old one (~10 us): the early
+            # request gives its slot back to the old one, so `held` of them go unused.
+            self._slots = trio.Semaphore(streams - held)
+        else:
+            for _ in range(streams - 1):
+                early.release()
 
     async def _handshake_event(self, kind: type[T]) -> T:
         while True:
@@ -167,6 +265,19 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
                     raise ConnectionClosed(reason)
                 if isinstance(event, kind):
                     return event
+
+
+def _remember(where: _Where, hello: Hello) -> str | None:
+    """Note whether the next connection to `where` may pipeline; return the digest it would expect."""
+    features = hello.features
+    anyone = FEATURE_AUTH not in features or FEATURE_ANONYMOUS in features
+    if FEATURE_V2_1 not in features or not anyone:
+        _PIPELINING.pop(where, None)
+        return None
+    if where not in _PIPELINING and len(_PIPELINING) >= _PIPELINING_MOST:
+        _PIPELINING.clear()
+    digest = _PIPELINING[where] = hello.digests[0]
+    return digest
 
 
 # Where mypy checks that the tree code's Protocol is met (Folders passes `self` to that code).
@@ -252,22 +363,41 @@ async def open_connection(
         timeout = connect_timeout
     if not timeout > 0:  # also NaN
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    too_slow = f"no answer from {host}:{port} within {timeout:g} s"
+    settings = settings or client_settings(features=(FEATURE_AUTH,))
+    where: _Where = (host, port, tls is not False, settings.digests)
+    # Without credentials, to a server known to take it: pipelined (its HELLO is read by the reader).
+    predicted = _PIPELINING.get(where) if user is None else None
     try:
         with trio.fail_after(timeout):
             stream = await _connect(host, port, tls)
-            conn = ClientConnection(stream, settings or client_settings(features=(FEATURE_AUTH,)))
+            conn = ClientConnection(stream, settings)
             try:
-                await conn._handshake(user, password)
+                if predicted is None:
+                    await conn._handshake(user, password)
+                    _remember(where, conn.server_hello)
+                else:
+                    conn._pipeline(where, predicted)
             except BaseException:
                 await conn.channel.aclose()
                 raise
     except trio.TooSlowError:
-        raise TransferTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
+        raise TransferTimeout(too_slow) from None
     try:
         async with trio.open_nursery() as nursery:
+            conn._nursery = nursery
             nursery.start_soon(conn._reader)
             try:
                 yield conn
+                admitted = conn._admitted  # only a pipelined start can still be unanswered
+                if admitted is not None:
+                    if not admitted.is_set():  # nothing was asked: wait for the server's HELLO
+                        try:
+                            with trio.fail_after(timeout):
+                                await admitted.wait()
+                        except trio.TooSlowError:
+                            raise TransferTimeout(too_slow) from None
+                    conn._raise_if_refused()
             finally:
                 await conn._close()
                 nursery.cancel_scope.cancel()
