@@ -47,13 +47,11 @@ from trioftp.errors import (
     ConnectionClosed,
     ProtocolViolation,
     TransferTimeout,
-    TrioftpError,
     connect_reason,
 )
 from trioftp.protocol import (
     PEER_CLOSED,
     Connection,
-    ConnectionState,
     ErrorCode,
     RemoteProtocolError,
     Role,
@@ -68,7 +66,6 @@ from trioftp.protocol.messages import (
     Auth,
     Authorized,
     Error,
-    Goodbye,
     Hello,
     Message,
 )
@@ -150,13 +147,12 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
     # ------------------------------------------------------------- lifecycle
 
     async def _close(self) -> None:
-        """Say goodbye (if the connection still works) and close the socket."""
-        with trio.move_on_after(1.0) as scope:
-            scope.shield = True
-            # GOODBYE needs the HELLO exchange done: not so if nothing was asked while pipelining.
-            if self._failure is None and self.channel.machine.state is ConnectionState.OPEN:
-                with suppress(ChannelClosed, TrioftpError):
-                    await self.channel.send(Goodbye(message="client done"))
+        """Close the socket.
+
+        No GOODBYE first: either side may close at any time (spec 15), and a GOODBYE
+        right before the close tells the server nothing the close does not. It cost a
+        write and a scheduler pass per connection (bench/RESULTS.md, issue 13).
+        """
         await self.channel.aclose()
 
     async def _handshake(self, user: str | None = None, password: str | None = None) -> None:
