@@ -105,11 +105,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
     """
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
-        settings = settings or client_settings()
-        # This client reads every Entry kind, and follows v2.1's rules.
-        missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
-        if missing:
-            settings = attrs.evolve(settings, features=(*settings.features, *missing))
+        settings = _with_our_features(settings or _default_settings())
         super().__init__(Channel(stream, Connection(Role.CLIENT, settings)))
         self.authorized: Authorized | None = None  # who the server says we are, after a login
         # While the first request is pipelined: the digest the server chose last time, and
@@ -157,7 +153,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
 
     async def _handshake(self, user: str | None = None, password: str | None = None) -> None:
         """HELLO exchange, then AUTH if we have credentials."""
-        await self.channel.send(self.channel.machine.settings.hello())
+        await self.channel.send(_hello_of(self.channel.machine.settings))
         hello = await self._handshake_event(Hello)
         self._slots = trio.Semaphore(max(1, hello.max_streams))
         if FEATURE_V2_1 in hello.features and random.random() < GREASE_CHANCE:
@@ -187,7 +183,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         """
         self._predicted_digest, self._where = digest, where
         self._admitted = trio.Event()
-        self.channel.queue(self.channel.machine.settings.hello())
+        self.channel.queue(_hello_of(self.channel.machine.settings))
 
     def _raise_if_refused(self) -> None:
         """A pipelined start that ended before the server's HELLO: the server refused us (a
@@ -275,6 +271,27 @@ def _remember(where: _Where, hello: Hello) -> str | None:
         _PIPELINING.clear()
     digest = _PIPELINING[where] = hello.digests[0]
     return digest
+
+
+@functools.cache
+def _default_settings(*features: str) -> Settings:
+    return client_settings(features=features)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_our_features(settings: Settings) -> Settings:
+    """`settings` listing what this client does: it reads every Entry kind, and follows v2.1's rules.
+
+    Cached (Settings is frozen): a connection costs no new Settings, and its HELLO is the
+    same object as the last one's (see _hello_of).
+    """
+    missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
+    return attrs.evolve(settings, features=(*settings.features, *missing)) if missing else settings
+
+
+@functools.lru_cache(maxsize=64)
+def _hello_of(settings: Settings) -> Hello:
+    return settings.hello()
 
 
 # Where mypy checks that the tree code's Protocol is met (Folders passes `self` to that code).
@@ -369,7 +386,7 @@ async def open_connection(
     if not timeout > 0:  # also NaN
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
     too_slow = f"no answer from {host}:{port} within {timeout:g} s"
-    settings = settings or client_settings(features=(FEATURE_AUTH,))
+    settings = settings or _default_settings(FEATURE_AUTH)
     where: _Where = (host, port, tls is not False, settings.digests)
     # Without credentials, to a server known to take it: pipelined (its HELLO is read by the reader).
     predicted = _PIPELINING.get(where) if user is None else None
