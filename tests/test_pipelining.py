@@ -43,6 +43,7 @@ async def test_the_second_connection_sends_hello_and_request_in_one_write(
     server: Server, server_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     (server_root / "a.txt").write_bytes(b"pipelined")
+    monkeypatch.setattr("trioftp.client.connection.GREASE_CHANCE", 0.0)  # no GREASE write between
     writes = _writes_of(monkeypatch)
     with trio.fail_after(NETWORK_TIMEOUT):
         for _ in range(2):
