@@ -10,10 +10,12 @@ import trio
 
 from tests.conftest import NETWORK_TIMEOUT, MakeServer
 from tests.test_access import ALICE_PW, users_file
-from tests.v2_helpers import connect, wait_until
+from tests.v2_helpers import MiB, RawPeer, connect, wait_until
 from trioftp.client import connection as client_connection
 from trioftp.client.connection import ClientConnection
 from trioftp.errors import AuthenticationFailed, ConnectionClosed
+from trioftp.protocol import PREFACE, Auth, Error, ErrorCode, Get, Hello
+from trioftp.protocol.codec import encode_message
 from trioftp.server import Server
 from trioftp.server.auth import hash_password
 
@@ -130,3 +132,24 @@ async def test_no_pipelining_to_a_server_that_needs_a_login(make_server: MakeSer
                 assert conn._where is None  # AUTH is never pipelined
                 assert conn.authorized is not None and conn.authorized.user == "alice"
     assert not client_connection._PIPELINING
+
+
+async def test_the_servers_hello_does_not_wait_for_a_pipelined_auth_to_be_checked(
+    make_server: MakeServer, tmp_path: Path
+) -> None:
+    """A failed AUTH is answered after a delay (0.5 s the first time): the HELLO comes before it."""
+    hashes = {"alice": hash_password(ALICE_PW), "bob": hash_password("unused")}
+    server = await make_server(users_file=str(users_file(tmp_path, hashes)))
+    hello = Hello(max_frame_size=MiB, max_streams=128, initial_window=MiB, digests=("blake3",))
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server, handshake=False) as peer:
+            await peer.send_raw(
+                PREFACE
+                + encode_message(hello)
+                + encode_message(Auth(user="alice", password="wrong"))
+                + encode_message(Get(name="a.txt", stream_id=1))
+            )
+            with trio.fail_after(0.4):
+                assert isinstance(await peer.receive(), Hello)
+            answers = await peer.receive_until_closed()
+    assert [(type(m), getattr(m, "code", None)) for m in answers] == [(Error, ErrorCode.AUTH_FAILED)]

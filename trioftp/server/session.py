@@ -260,9 +260,13 @@ class V2Session:
 
     async def _after_hello(self) -> list[Event]:
         """What the client pipelined behind its HELLO; our HELLO is written now unless that
-        holds AUTH or a request, whose answer (or refusal) will carry it."""
+        holds a request with no AUTH before it, whose answer (or refusal) will carry it.
+
+        Behind an AUTH it goes at once: the check takes a while (scrypt, and a delay
+        after a failure), and the client need not wait that long for our HELLO.
+        """
         pending = self.channel.buffered_events()
-        if not any(isinstance(event, (*REQUEST_TYPES, Auth)) for event in pending):
+        if not pending or not isinstance(pending[0], REQUEST_TYPES):
             await self.channel.flush()
         return pending
 
