@@ -110,3 +110,11 @@ def _no_private_temp_file_left(request: pytest.FixtureRequest) -> Iterator[None]
         if name.endswith(".tmp")
     ]
     assert not left, f"private temp files of uploads left behind: {left}"
+
+
+@pytest.fixture(autouse=True)
+def _no_pipelining_learnt_by_earlier_tests() -> None:
+    """Each test starts with a client that knows no server: ports are reused by other servers."""
+    from trioftp.client import connection
+
+    connection._PIPELINING.clear()

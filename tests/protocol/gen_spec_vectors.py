@@ -551,6 +551,16 @@ def auth_group(r: Recorder) -> None:
         [("recv", AUTH_CLIENT_OPENING + enc(ALICE)), ("send", AUTH_SERVER_HELLO)],
     )
     r.transcript(
+        "failed-auth-with-a-request-pipelined-behind-the-client-hello",
+        Role.SERVER,
+        [
+            ("recv", AUTH_CLIENT_OPENING + enc(ALICE) + enc(Get(name="hello.txt", stream_id=1))),
+            ("send", AUTH_SERVER_HELLO),
+            ("refuse", hello_info(1)),
+            ("send", Error(code=ErrorCode.AUTH_FAILED, message="wrong user or password")),
+        ],
+    )
+    r.transcript(
         "auth-before-the-client-hello",
         Role.SERVER,
         [("recv", PREFACE + enc(ALICE))],

@@ -22,6 +22,7 @@ the server's code), ChecksumMismatch, ProtocolViolation, ConnectionClosed.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import random
 import socket
@@ -37,7 +38,7 @@ from trioftp.client.download import Downloads
 from trioftp.client.folders import Folders
 from trioftp.client.operations import Operations
 from trioftp.client.streams import Progress as Progress  # re-exported from its former home
-from trioftp.client.streams import client_settings
+from trioftp.client.streams import _ServerClosed, client_settings
 from trioftp.client.tree import TreeConnection
 from trioftp.client.upload import Uploads
 from trioftp.config import DEFAULT_PORT
@@ -46,7 +47,6 @@ from trioftp.errors import (
     ConnectionClosed,
     ProtocolViolation,
     TransferTimeout,
-    TrioftpError,
     connect_reason,
 )
 from trioftp.protocol import (
@@ -66,8 +66,8 @@ from trioftp.protocol.messages import (
     Auth,
     Authorized,
     Error,
-    Goodbye,
     Hello,
+    Message,
 )
 from trioftp.transport.channel import Channel
 from trioftp.transport.streams import ChannelClosed
@@ -76,6 +76,14 @@ T = TypeVar("T")
 
 GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HELLO exchange
 DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
+
+# Servers this process found to take pipelined requests (spec 7, item 5): their HELLO listed
+# "v2.1" and let clients in without AUTH. Keyed by where we connected and the digests we
+# offered, the digest the server chose. The next connection there sends its HELLO and its
+# first request in one write instead of waiting a round trip for the server's HELLO.
+_Where = tuple[str, int, bool, tuple[str, ...]]
+_PIPELINING: dict[_Where, str] = {}
+_PIPELINING_MOST = 1024  # servers remembered; the table starts afresh when full
 
 
 class ClientConnection(Downloads, Uploads, Operations, Folders):
@@ -97,13 +105,15 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
     """
 
     def __init__(self, stream: trio.abc.Stream, settings: Settings | None = None) -> None:
-        settings = settings or client_settings()
-        # This client reads every Entry kind, and follows v2.1's rules.
-        missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
-        if missing:
-            settings = attrs.evolve(settings, features=(*settings.features, *missing))
+        settings = _with_our_features(settings or _default_settings())
         super().__init__(Channel(stream, Connection(Role.CLIENT, settings)))
         self.authorized: Authorized | None = None  # who the server says we are, after a login
+        # While the first request is pipelined: the digest the server chose last time, and
+        # where it is remembered (forgotten if the server answers otherwise).
+        self._predicted_digest: str | None = None
+        self._where: _Where | None = None
+        self._nursery: trio.Nursery | None = None
+        self._admitted: trio.Event | None = None  # set when a pipelined start's HELLO came, or the end
 
     @property
     def server_hello(self) -> Hello:
@@ -113,30 +123,41 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             print(conn.server_hello.agent, conn.server_hello.max_streams)
         """
         hello = self.channel.machine.peer_hello
-        assert hello is not None
+        if hello is None:  # only while the first request is pipelined (spec 7)
+            raise RuntimeError("the server's HELLO has not arrived yet: ask after the first operation")
         return hello
+
+    @property
+    def digest_algorithm(self) -> str:
+        """The digest algorithm agreed with the server (e.g. "blake3").
+
+        Example:
+            print(conn.digest_algorithm)  # "blake3", or "sha256" if only that is common
+        """
+        if self._predicted_digest is not None and self.channel.machine.peer_hello is None:
+            # A PUT pipelined behind our HELLO carries its digest before the server has
+            # chosen: the one it chose last time (its HELLO is checked against it).
+            return self._predicted_digest
+        return self.channel.machine.digest
 
     # ------------------------------------------------------------- lifecycle
 
     async def _close(self) -> None:
-        """Say goodbye (if the connection still works) and close the socket."""
-        with trio.move_on_after(1.0) as scope:
-            scope.shield = True
-            if self._failure is None:
-                with suppress(ChannelClosed, TrioftpError):
-                    await self.channel.send(Goodbye(message="client done"))
+        """Close the socket.
+
+        No GOODBYE first: either side may close at any time (spec 15), and a GOODBYE
+        right before the close tells the server nothing the close does not. It cost a
+        write and a scheduler pass per connection (bench/RESULTS.md, issue 13).
+        """
         await self.channel.aclose()
 
     async def _handshake(self, user: str | None = None, password: str | None = None) -> None:
         """HELLO exchange, then AUTH if we have credentials."""
-        await self.channel.send(self.channel.machine.settings.hello())
+        await self.channel.send(_hello_of(self.channel.machine.settings))
         hello = await self._handshake_event(Hello)
         self._slots = trio.Semaphore(max(1, hello.max_streams))
         if FEATURE_V2_1 in hello.features and random.random() < GREASE_CHANCE:
-            # Now and then a frame of a reserved type, so a server that chokes on
-            # unknown frames is found by its users' everyday traffic (spec 4.1).
-            frame_type = random.choice(GREASE_FRAME_TYPES)
-            await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
+            await self._send_grease()
         offers_auth = FEATURE_AUTH in hello.features
         if user is None:
             if offers_auth and FEATURE_ANONYMOUS not in hello.features:
@@ -146,6 +167,76 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             raise AuthenticationFailed("the server has no users: connect without a user and password")
         await self.channel.send(Auth(user=user, password=password or ""))
         self.authorized = await self._handshake_event(Authorized)
+
+    async def _send_grease(self) -> None:
+        # Now and then a frame of a reserved type, so a server that chokes on
+        # unknown frames is found by its users' everyday traffic (spec 4.1).
+        frame_type = random.choice(GREASE_FRAME_TYPES)
+        with suppress(ChannelClosed):
+            await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
+
+    def _pipeline(self, where: _Where, digest: str) -> None:
+        """Start the handshake without waiting for it: our HELLO goes out with the first request.
+
+        Until the server's HELLO arrives (the reader takes it) one stream may be open, as
+        spec 7 allows; that HELLO then lifts the limit to the server's max_streams.
+        """
+        self._predicted_digest, self._where = digest, where
+        self._admitted = trio.Event()
+        self.channel.queue(_hello_of(self.channel.machine.settings))
+
+    def _raise_if_refused(self) -> None:
+        """A pipelined start that ended before the server's HELLO: the server refused us (a
+        connection limit, say), which is an error even if nothing was asked, as without pipelining."""
+        if self._failure is not None and self.channel.machine.peer_hello is None:
+            raise self._failure
+
+    async def _reader(self) -> None:
+        if self._predicted_digest is not None:
+            # Our HELLO waits in the buffer for the first request (same scheduler pass);
+            # without one it goes alone, so the server does not wait for it.
+            with suppress(ChannelClosed):
+                await self.channel.flush()
+        await super()._reader()
+        if self._admitted is not None:
+            self._admitted.set()
+            if self.channel.machine.peer_hello is None:
+                # Closed before its HELLO: maybe no longer a v2.1 server (a v2.0 one closes on a
+                # pipelined request). The next connection there waits for the HELLO again.
+                _PIPELINING.pop(self._where, None)  # type: ignore[arg-type]
+
+    def _dispatch(self, message: Message) -> None:
+        if isinstance(message, Hello) and self._where is not None:  # only a pipelined start's
+            self._pipelined_hello(message)
+        super()._dispatch(message)
+
+    def _pipelined_hello(self, hello: Hello) -> None:
+        """The server's HELLO after a pipelined start: check it is still the server we knew."""
+        where = self._where
+        assert where is not None
+        if _remember(where, hello) != self._predicted_digest:
+            raise _ServerClosed(
+                "the server's HELLO is not what it said on the last connection (digest, users or "
+                f"version changed: {list(hello.digests)}, {list(hello.features)}); connect again"
+            )
+        self._predicted_digest = None  # the agreed one now comes from the machine
+        assert self._admitted is not None
+        self._admitted.set()
+        self._open_slots(max(1, hello.max_streams))
+        if random.random() < GREASE_CHANCE and self._nursery is not None:
+            self._nursery.start_soon(self._send_grease)
+
+    def _open_slots(self, streams: int) -> None:
+        """From the one stream allowed before the server's HELLO to the `streams` it allows."""
+        early = self._slots
+        held = 1 - early.value  # the pipelined request, if it still runs
+        if streams - held >= 1 and not early.statistics().tasks_waiting:
+            # A new semaphore, not streams - 1 releases of the old one (~10 us): the early
+            # request gives its slot back to the old one, so `held` of them go unused.
+            self._slots = trio.Semaphore(streams - held)
+        else:
+            for _ in range(streams - 1):
+                early.release()
 
     async def _handshake_event(self, kind: type[T]) -> T:
         while True:
@@ -167,6 +258,40 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
                     raise ConnectionClosed(reason)
                 if isinstance(event, kind):
                     return event
+
+
+def _remember(where: _Where, hello: Hello) -> str | None:
+    """Note whether the next connection to `where` may pipeline; return the digest it would expect."""
+    features = hello.features
+    anyone = FEATURE_AUTH not in features or FEATURE_ANONYMOUS in features
+    if FEATURE_V2_1 not in features or not anyone:
+        _PIPELINING.pop(where, None)
+        return None
+    if where not in _PIPELINING and len(_PIPELINING) >= _PIPELINING_MOST:
+        _PIPELINING.clear()
+    digest = _PIPELINING[where] = hello.digests[0]
+    return digest
+
+
+@functools.cache
+def _default_settings(*features: str) -> Settings:
+    return client_settings(features=features)
+
+
+@functools.lru_cache(maxsize=64)
+def _with_our_features(settings: Settings) -> Settings:
+    """`settings` listing what this client does: it reads every Entry kind, and follows v2.1's rules.
+
+    Cached (Settings is frozen): a connection costs no new Settings, and its HELLO is the
+    same object as the last one's (see _hello_of).
+    """
+    missing = tuple(f for f in (FEATURE_ENTRY_KINDS, FEATURE_V2_1) if f not in settings.features)
+    return attrs.evolve(settings, features=(*settings.features, *missing)) if missing else settings
+
+
+@functools.lru_cache(maxsize=64)
+def _hello_of(settings: Settings) -> Hello:
+    return settings.hello()
 
 
 # Where mypy checks that the tree code's Protocol is met (Folders passes `self` to that code).
@@ -193,11 +318,19 @@ async def _connect(host: str, port: int, tls: bool | ssl.SSLContext) -> trio.abc
     return stream
 
 
+@functools.lru_cache(maxsize=256)
+def _address_family(host: str) -> socket.AddressFamily | None:
+    """The family of an IP address (parsed once per host: ~3 us a connection), None for a name."""
+    try:
+        return socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    except ValueError:
+        return None
+
+
 async def _open_tcp(host: str, port: int) -> trio.SocketStream:
     """A TCP connection; an IP address is dialled directly, a name through trio's happy eyeballs."""
-    try:
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    except ValueError:
+    family = _address_family(host)
+    if family is None:
         return await trio.open_tcp_stream(host, port)
     sock = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -252,22 +385,41 @@ async def open_connection(
         timeout = connect_timeout
     if not timeout > 0:  # also NaN
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout}")
+    too_slow = f"no answer from {host}:{port} within {timeout:g} s"
+    settings = settings or _default_settings(FEATURE_AUTH)
+    where: _Where = (host, port, tls is not False, settings.digests)
+    # Without credentials, to a server known to take it: pipelined (its HELLO is read by the reader).
+    predicted = _PIPELINING.get(where) if user is None else None
     try:
         with trio.fail_after(timeout):
             stream = await _connect(host, port, tls)
-            conn = ClientConnection(stream, settings or client_settings(features=(FEATURE_AUTH,)))
+            conn = ClientConnection(stream, settings)
             try:
-                await conn._handshake(user, password)
+                if predicted is None:
+                    await conn._handshake(user, password)
+                    _remember(where, conn.server_hello)
+                else:
+                    conn._pipeline(where, predicted)
             except BaseException:
                 await conn.channel.aclose()
                 raise
     except trio.TooSlowError:
-        raise TransferTimeout(f"no answer from {host}:{port} within {timeout:g} s") from None
+        raise TransferTimeout(too_slow) from None
     try:
         async with trio.open_nursery() as nursery:
+            conn._nursery = nursery
             nursery.start_soon(conn._reader)
             try:
                 yield conn
+                admitted = conn._admitted  # only a pipelined start can still be unanswered
+                if admitted is not None:
+                    if not admitted.is_set():  # nothing was asked: wait for the server's HELLO
+                        try:
+                            with trio.fail_after(timeout):
+                                await admitted.wait()
+                        except trio.TooSlowError:
+                            raise TransferTimeout(too_slow) from None
+                    conn._raise_if_refused()
             finally:
                 await conn._close()
                 nursery.cancel_scope.cancel()

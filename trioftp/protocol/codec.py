@@ -9,6 +9,8 @@ request is well-formed and only its name is refused.
 
 from __future__ import annotations
 
+import enum
+import functools
 from typing import Any, get_args, get_origin
 
 import attrs
@@ -86,8 +88,27 @@ def encode_message(message: Message) -> bytes:
     """Return the whole frame (header and payload) for `message`."""
     if isinstance(message, Data):
         return encode_frame(FrameType.DATA, message.stream_id, message.payload)
+    if isinstance(message, Hello):
+        return _encode_hello(message)
     payload = _packer.pack(_converter.unstructure(message))
     return encode_frame(message.FRAME_TYPE, message.stream_id, payload)
+
+
+# Every connection sends and receives a HELLO, and a server's (or a client's) is the same
+# bytes each time: cattrs' strict structuring of one cost ~25 us per connection.
+# HELLO is frozen, so one object can stand for every connection that sent the same bytes.
+HELLO_CACHE = 64
+
+
+@functools.lru_cache(maxsize=HELLO_CACHE)
+def _encode_hello(message: Hello) -> bytes:
+    payload = _packer.pack(_converter.unstructure(message))
+    return encode_frame(message.FRAME_TYPE, message.stream_id, payload)
+
+
+@functools.lru_cache(maxsize=HELLO_CACHE)
+def _decode_hello(payload: bytes, stream_id: int) -> Message:
+    return _decode(Frame(FrameType.HELLO, stream_id, payload), Hello)
 
 
 def decode_message(frame: Frame) -> Message:
@@ -100,10 +121,27 @@ def decode_message(frame: Frame) -> Message:
     if frame.type is FrameType.DATA:
         return Data(payload=frame.payload, stream_id=_data_stream(frame))
     cls = BY_FRAME_TYPE[frame.type]
+    if cls is Hello:
+        return _decode_hello(bytes(frame.payload), frame.stream_id)
+    return _decode(frame, cls)
+
+
+def _decode(frame: Frame, cls: type[Any]) -> Message:
+    flat = _FLAT.get(cls)
     try:
-        fields = msgpack.unpackb(
-            frame.payload, raw=False, strict_map_key=True, object_pairs_hook=_string_keyed_map
-        )
+        if flat is None:
+            fields = msgpack.unpackb(
+                frame.payload, raw=False, strict_map_key=True, object_pairs_hook=_string_keyed_map
+            )
+        else:
+            # A flat map (no map inside): no Python call per map, and _string_keyed_map's
+            # checks made after: keys are str (strict_map_key lets bin through too), each
+            # once (the map's own count against the keys it left).
+            fields = msgpack.unpackb(frame.payload, raw=False, strict_map_key=True)
+            if type(fields) is dict and (
+                len(fields) != _map_count(frame.payload) or any(type(key) is not str for key in fields)
+            ):
+                raise ValueError("map keys must be distinct strings")
     except Exception as exc:  # msgpack raises several unrelated types
         raise RemoteProtocolError(
             f"{frame.type.name} payload is not valid MessagePack: {exc}", stream_id=frame.stream_id
@@ -129,9 +167,67 @@ def decode_message(frame: Frame) -> Message:
         )
     fields["stream_id"] = frame.stream_id
     try:
+        if flat is not None:
+            return _structure_flat(cls, flat, fields)
         return _converter.structure(fields, cls)  # type: ignore[no-any-return]
     except Exception as exc:
         raise _translate(exc, frame) from None
+
+
+# What each field of a flat message may be on the wire, checked as strictly as the cattrs
+# hooks above do (exact types, no coercion); the class's own validators run in __init__.
+# The hot messages (GET, FILE_INFO, END, ...) are built this way: cattrs' generated code
+# and its hook per field cost ~2-3 us more per message (bench/RESULTS.md, issue 13).
+_Check = tuple[str, tuple[type[Any], ...], Any]
+
+
+def _field_check(name: str, kind: Any) -> _Check:
+    if kind in (int, str, bytes, bool):
+        return name, (kind,), None
+    if kind == int | None:
+        return name, (int, type(None)), None
+    if kind == bytes | None:
+        return name, (bytes, type(None)), None
+    if kind is ErrorCode:
+        return name, (int,), ErrorCode
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return name, (), kind  # any type: the enum's own lookup refuses what is not a member
+    raise TypeError(f"{name}: {kind!r} is not a flat field type")
+
+
+def _flat_checks(cls: type[Any]) -> tuple[_Check, ...] | None:
+    try:
+        return tuple(_field_check(f.name, f.type) for f in attrs.fields(attrs.resolve_types(cls)))
+    except TypeError:
+        return None  # tuples, nested messages: cattrs
+
+
+_FLAT: dict[type[Any], tuple[_Check, ...]] = {
+    cls: checks for cls in MESSAGE_TYPES if cls not in (Data, Hello) and (checks := _flat_checks(cls))
+}
+
+
+def _structure_flat(cls: type[Any], checks: tuple[_Check, ...], fields: dict[str, Any]) -> Message:
+    for name, allowed, convert in checks:
+        value = fields[name]
+        if allowed and type(value) not in allowed:
+            expected = " or ".join("nil" if t is type(None) else t.__name__ for t in allowed)
+            raise TypeError(f"{name}: expected {expected}, got {type(value).__name__}")
+        if convert is not None:
+            fields[name] = convert(value)
+    return cls(**fields)  # type: ignore[no-any-return]
+
+
+def _map_count(payload: bytes) -> int:
+    """The number of pairs a MessagePack map's header announces (-1: not a map header)."""
+    first = payload[0] if payload else 0
+    if 0x80 <= first <= 0x8F:
+        return first & 0x0F
+    if first == 0xDE:
+        return int.from_bytes(payload[1:3], "big")
+    if first == 0xDF:
+        return int.from_bytes(payload[1:5], "big")
+    return -1
 
 
 def _string_keyed_map(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:

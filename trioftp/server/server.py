@@ -60,6 +60,9 @@ CLOSE_GRACE = 1.0  # seconds past drain_timeout for sessions to send their last 
 # One address reconnecting as fast as it can is refused thousands of times a
 # second: one log line per this many seconds, with the count of those not logged.
 REFUSAL_LOG_INTERVAL = 1.0
+# The first read, which the dialect is told by: a client's HELLO (~110 bytes) and the request
+# it pipelined behind it fit, so the session starts with both and reads the socket once less.
+FIRST_READ = 4096
 # Preface and ERROR CONNECTION_LIMIT, sent to a refused connection without waiting.
 _V2_REFUSAL = PREFACE + encode_message(
     Error(code=ErrorCode.CONNECTION_LIMIT, message="too many connections from your address")
@@ -495,7 +498,7 @@ class Server:
                     # here until the handshake deadline, then is dropped.
                     served = trio.SSLStream(stream, self.ssl_context, server_side=True)
                     await served.do_handshake()
-                head = bytes(await served.receive_some(64))
+                head = bytes(await served.receive_some(FIRST_READ))
             except trio.BrokenResourceError as exc:
                 if self.ssl_context is not None:
                     log.info("%s TLS handshake failed: %s", peer, exc.__cause__ or exc)

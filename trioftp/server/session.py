@@ -174,7 +174,7 @@ class V2Session:
             with trio.CancelScope() as scope:
                 self._scope = scope
                 try:
-                    pending = await self._read_loop([])
+                    pending = await self._read_loop(await self._after_hello())
                 except Exception as exc:
                     self._note_ending(exc)
                     pending = None
@@ -254,7 +254,21 @@ class V2Session:
                 ErrorCode.PROTOCOL_ERROR,
                 f"no common digest: client offers {list(hello.digests)}, server has {list(SUPPORTED)}",
             )
-        await self.channel.send(_server_hello(self.channel.machine.settings, common[0]))
+        # Buffered, not written: if a request was pipelined behind the client's HELLO
+        # (spec 7), our HELLO leaves in the same write as its answer (see _after_hello).
+        self.channel.queue(_server_hello(self.channel.machine.settings, common[0]))
+
+    async def _after_hello(self) -> list[Event]:
+        """What the client pipelined behind its HELLO; our HELLO is written now unless that
+        holds a request with no AUTH before it, whose answer (or refusal) will carry it.
+
+        Behind an AUTH it goes at once: the check takes a while (scrypt, and a delay
+        after a failure), and the client need not wait that long for our HELLO.
+        """
+        pending = self.channel.buffered_events()
+        if not pending or not isinstance(pending[0], REQUEST_TYPES):
+            await self.channel.flush()
+        return pending
 
     # ----------------------------------------------------------------- reader
 

@@ -123,6 +123,21 @@ class Channel:
             data = b"".join([self.machine.send(m) for m in messages])
         await self._emit(data)
 
+    def queue(self, *messages: Message) -> None:
+        """Tell the machine about messages and buffer them, unwritten: the next send or flush writes them.
+
+        For a client's HELLO pipelined with its first request (spec 7): one write for both.
+        """
+        self._check_usable()
+        with self._telling():
+            self._append(b"".join([self.machine.send(m) for m in messages]))
+
+    async def flush(self) -> None:
+        """Write what queue() buffered, together with what else is sent in this scheduler pass."""
+        if self._out and not self._wire_held:  # else its holder writes it before letting go
+            await self._before_append()
+            await self._emit(b"")
+
     async def send_grease(self, frame_type: int, payload: bytes) -> None:
         """Send a frame of a reserved GREASE type (see Connection.send_grease)."""
         await self._before_append()
@@ -415,6 +430,10 @@ class Channel:
                 return events
             await self._receive_once()
 
+    def buffered_events(self) -> list[Event]:
+        """The events already received and buffered, without waiting for more (maybe none)."""
+        return self._drain()
+
     def _drain(self) -> list[Event]:
         if self._deferred_error is not None:
             error, self._deferred_error = self._deferred_error, None
@@ -471,8 +490,12 @@ class Channel:
         # little past it (the next frame's header) into the shared buffer.
         buffers = [self._body_space()[:remaining], buffer[:BODY_READ_AHEAD]] if remaining else [buffer]
         await trio.lowlevel.checkpoint_if_cancelled()
-        fd = sock.fileno()
         while True:
+            # Asked afresh after each wait: another task may have closed the socket while
+            # this one was woken but not yet run, and its number may be another socket's now.
+            fd = sock.fileno()
+            if fd < 0:
+                raise ChannelClosed("connection closed", broken=False)
             try:
                 n = os.readv(fd, buffers)
                 break
