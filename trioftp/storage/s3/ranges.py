@@ -1,0 +1,104 @@
+"""The buffers a download reads its ranges into, filled again range after range, and their memory.
+
+A download reads ranges ahead of the client, each into pieces the server then
+sends as they are. New pieces for every range cost more than their bytes: the
+server maps blocks this large fresh from the OS (a page fault per page as the
+socket fills them) and unmaps them when freed; a quarter of the server's CPU
+in a download went there. So a download keeps the buffers of the ranges it is
+done with and reads the next ranges into them.
+
+Accounting: a range counts min(its size, the limit) against the store's
+`Memory` from when it is taken; once done with, its buffers and its count stay
+with the download for its next range, as `PartBuffers` keeps an upload's spare
+parts, unless somebody waits for room: then the count goes back at once. All
+of it goes back at `close`.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import attrs
+
+from trioftp.storage.s3.memory import Memory
+
+
+@attrs.define
+class Range:
+    """The buffers one range is read into, and the bytes it counts against the store's memory."""
+
+    buffers: list[bytearray]
+    counted: int
+
+
+class RangeBuffers:
+    """Buffers of `piece` bytes for one download's ranges.
+
+    Args:
+        memory: the store's budget.
+        piece: the size of each buffer.
+        most: the most spare buffers kept (the buffers of the ranges read ahead at once).
+    """
+
+    def __init__(self, memory: Memory, piece: int, most: int) -> None:
+        self._memory = memory
+        self._piece = piece
+        self._most = most
+        self._spares: list[bytearray] = []
+        self._counted = 0  # of the store's memory, held for the spares
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def take(self, size: int, *, wait: bool) -> Range | None:
+        """Buffers for a range of `size` bytes, counted; None if there is no room now and not `wait`.
+
+        Raises:
+            StorageError: UNAVAILABLE if `wait` and no room came in time (trioftp.storage.s3.memory).
+        """
+        need = min(size, self._memory.limit)
+        with self._lock:
+            kept = min(need, self._counted)
+            self._counted -= kept
+        more = need - kept
+        try:
+            if more and not wait and not self._memory.try_take(more):
+                with self._lock:
+                    self._counted += kept
+                return None
+            if more and wait:
+                self._memory.take(more, what="a download")
+        except BaseException:
+            self._give_count(kept)
+            raise
+        count = -(-size // self._piece)
+        with self._lock:
+            buffers = self._spares[len(self._spares) - min(count, len(self._spares)) :]
+            del self._spares[len(self._spares) - len(buffers) :]
+        buffers += [bytearray(self._piece) for _ in range(count - len(buffers))]
+        return Range(buffers, need)
+
+    def give(self, done: Range) -> None:
+        """A range is done with (its read over): keep its buffers and count for the next, or give back."""
+        with self._lock:
+            if not self._closed and not self._memory.waiting:
+                self._spares += done.buffers
+                del self._spares[self._most :]
+                self._counted += done.counted
+                return
+        self._memory.give(done.counted)
+
+    def _give_count(self, amount: int) -> None:
+        with self._lock:
+            if not self._closed:
+                self._counted += amount
+                return
+        self._memory.give(amount)
+
+    def close(self) -> None:
+        """Give back what the spares hold; ranges still being read give theirs back when done."""
+        with self._lock:
+            self._closed = True
+            counted, self._counted = self._counted, 0
+            self._spares = []
+        if counted:
+            self._memory.give(counted)
