@@ -135,6 +135,17 @@ def test_range_buffers_given_back_while_another_transfer_waits() -> None:
     assert memory.held == SIZE
 
 
+def test_idle_range_buffers_are_given_back_to_a_taker_without_room() -> None:
+    memory = Memory(4 * SIZE)
+    ranges = RangeBuffers(memory, SIZE, most=4)
+    taken = ranges.take(4 * SIZE, wait=True)
+    assert taken is not None
+    ranges.give(taken)
+    assert memory.held == 4 * SIZE  # kept for the next download
+    memory.take(2 * SIZE, what="an upload's parts", patience=0.1)  # no wait: the spares go back
+    assert memory.held == 2 * SIZE and ranges.counted == 0
+
+
 def test_ledger_changes_are_coalesced_and_flushed() -> None:
     record = Recorder(pause=0.05)
     writer = LedgerWriter(record, every=0.2, name="test ledger")

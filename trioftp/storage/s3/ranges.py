@@ -1,17 +1,18 @@
-"""The buffers a download reads its ranges into, filled again range after range, and their memory.
+"""The buffers downloads read their ranges into, filled again range after range, and their memory.
 
 A download reads ranges ahead of the client, each into pieces the server then
 sends as they are. New pieces for every range cost more than their bytes: the
 server maps blocks this large fresh from the OS (a page fault per page as the
 socket fills them) and unmaps them when freed; a quarter of the server's CPU
-in a download went there. So a download keeps the buffers of the ranges it is
-done with and reads the next ranges into them.
+in a download went there. So the buffers of ranges done with are read into
+again, by the same download or the next one (one pool per store).
 
 Accounting: a range counts min(its size, the limit) against the store's
 `Memory` from when it is taken; once done with, its buffers and its count stay
-with the download for its next range, as `PartBuffers` keeps an upload's spare
-parts, unless somebody waits for room: then the count goes back at once. All
-of it goes back at `close`.
+in the pool for the next range, as `PartBuffers` keeps an upload's spare parts,
+unless somebody waits for room: then the count goes back at once. Whenever a
+taker finds no room, the pool gives back all it keeps (`Memory.reclaim_with`),
+so idle spares never keep an upload or another download waiting.
 """
 
 from __future__ import annotations
@@ -32,12 +33,12 @@ class Range:
 
 
 class RangeBuffers:
-    """Buffers of `piece` bytes for one download's ranges.
+    """Buffers of `piece` bytes for the ranges of a store's downloads.
 
     Args:
         memory: the store's budget.
         piece: the size of each buffer.
-        most: the most spare buffers kept (the buffers of the ranges read ahead at once).
+        most: the most spare buffers kept (the buffers of one download's ranges read ahead at once).
     """
 
     def __init__(self, memory: Memory, piece: int, most: int) -> None:
@@ -48,6 +49,7 @@ class RangeBuffers:
         self._counted = 0  # of the store's memory, held for the spares
         self._lock = threading.Lock()
         self._closed = False
+        memory.reclaim_with(self.release)
 
     def take(self, size: int, *, wait: bool) -> Range | None:
         """Buffers for a range of `size` bytes, counted; None if there is no room now and not `wait`.
@@ -94,11 +96,22 @@ class RangeBuffers:
                 return
         self._memory.give(amount)
 
-    def close(self) -> None:
-        """Give back what the spares hold; ranges still being read give theirs back when done."""
+    @property
+    def counted(self) -> int:
+        """The bytes of the store's memory the spares hold now."""
         with self._lock:
-            self._closed = True
+            return self._counted
+
+    def release(self) -> None:
+        """Give back what the spares hold (and drop them)."""
+        with self._lock:
             counted, self._counted = self._counted, 0
             self._spares = []
         if counted:
             self._memory.give(counted)
+
+    def close(self) -> None:
+        """Give back what the spares hold; ranges still being read give theirs back when done."""
+        with self._lock:
+            self._closed = True
+        self.release()

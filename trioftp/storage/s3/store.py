@@ -145,6 +145,8 @@ class _Shared:
     ) -> None:
         self.bucket = bucket
         self.memory = memory  # parts in flight and ranges read ahead, all uploads and downloads
+        # The buffers downloads read ranges into, used again by the next ranges and downloads.
+        self.ranges = RangeBuffers(memory, READ_CHUNK, most=READ_AHEAD_DEPTH * READ_AHEAD_CHUNK // READ_CHUNK)
         self.idle_after = idle_after
         self.top = top  # "" or "prefix/"
         self.state = f"{top}{STATE_DIR}/"
@@ -202,6 +204,7 @@ class _Shared:
             readers, self._readers = self._readers, None
         if readers is not None:
             readers.shutdown(wait=True, cancel_futures=True)
+        self.ranges.close()
         self.bucket.close()
 
     def digest_key(self, etag: str, algorithm: str) -> str:
@@ -578,9 +581,7 @@ class S3ReadHandle:
         self._at = -1  # where the open body's next byte is
         # Read ahead, by chunk number, in pieces, with the buffers they are read into.
         self._chunks: dict[int, tuple[Future[list[memoryview]], Range]] = {}
-        self._buffers = RangeBuffers(
-            store._shared.memory, READ_CHUNK, most=READ_AHEAD_DEPTH * READ_AHEAD_CHUNK // READ_CHUNK
-        )
+        self._buffers = store._shared.ranges
         self.facts = store._facts(name, head)
 
     def read(self, offset: int, count: int) -> bytes | memoryview:
@@ -727,7 +728,6 @@ class S3ReadHandle:
         self._close_body()
         for index in list(self._chunks):
             self._drop(index)
-        self._buffers.close()
 
 
 class S3Upload:
