@@ -102,11 +102,11 @@ def test_range_buffers_are_filled_again_and_stay_counted_until_close() -> None:
     memory = Memory(10 * SIZE)
     ranges = RangeBuffers(memory, SIZE, most=4)
     first = ranges.take(4 * SIZE - 10, wait=True)
-    assert first is not None and len(first.buffers) == 4 and memory.held == 4 * SIZE - 10
+    assert first is not None and len(first.made()) == 4 and memory.held == 4 * SIZE - 10
     ranges.give(first)
     assert memory.held == 4 * SIZE - 10  # kept for the next range
     again = ranges.take(2 * SIZE, wait=False)
-    assert again is not None and all(any(b is a for a in first.buffers) for b in again.buffers)
+    assert again is not None and all(any(b is a for a in first.buffers) for b in again.made())
     assert memory.held == 4 * SIZE - 10  # counted from what was kept
     bigger = ranges.take(4 * SIZE, wait=True)  # 2 * SIZE - 10 kept, the rest taken
     assert bigger is not None and memory.held == 6 * SIZE

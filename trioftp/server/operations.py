@@ -231,6 +231,16 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         handle.close()
 
 
+async def _read_piece(
+    session: StreamSession, handle: ReadHandle, position: int, count: int
+) -> bytes | memoryview:
+    """Read inline what the store says it holds in memory already (`ready`, S3's read-ahead)."""
+    ready = getattr(handle, "ready", None)
+    if ready is not None and ready(position, count):
+        return handle.read(position, count)
+    return await _server_work(session, handle.read, position, count)
+
+
 def _initial_credit(session: StreamSession) -> int:
     hello = session.channel.machine.peer_hello
     assert hello is not None
@@ -268,7 +278,7 @@ async def _send_body(
         else:
             count = min(count, READ_PIECE)
             async with _reserved(session, session.shared.send_budget, count, "to send"):
-                piece = await _server_work(session, handle.read, position, count)
+                piece = await _read_piece(session, handle, position, count)
                 sent = await channel.send_data(stream_id, piece)
         if not sent:
             break

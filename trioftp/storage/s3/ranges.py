@@ -30,6 +30,14 @@ class Range:
 
     buffers: list[bytearray]
     counted: int
+    missing: int = 0  # buffers still to make, of `piece` bytes
+    piece: int = 0
+
+    def made(self) -> list[bytearray]:
+        """The buffers, the missing ones made now: by the thread that fills them, not the event loop."""
+        self.buffers += [bytearray(self.piece) for _ in range(self.missing)]
+        self.missing = 0
+        return self.buffers
 
 
 class RangeBuffers:
@@ -76,8 +84,7 @@ class RangeBuffers:
         with self._lock:
             buffers = self._spares[len(self._spares) - min(count, len(self._spares)) :]
             del self._spares[len(self._spares) - len(buffers) :]
-        buffers += [bytearray(self._piece) for _ in range(count - len(buffers))]
-        return Range(buffers, need)
+        return Range(buffers, need, missing=count - len(buffers), piece=self._piece)
 
     def give(self, done: Range) -> None:
         """A range is done with (its read over): keep its buffers and count for the next, or give back."""

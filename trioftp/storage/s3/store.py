@@ -611,6 +611,21 @@ class S3ReadHandle:
             count -= len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
+    def ready(self, offset: int, count: int) -> bool:
+        """Whether read(offset, count) would return at once: its bytes are all read ahead already.
+
+        The server then reads on its event loop: a thread hop per piece cost more
+        than such a read.
+        """
+        if self._head.size <= READ_AHEAD_CHUNK:
+            return False
+        end = min(offset + count, self._head.size)
+        for index in range(offset // READ_AHEAD_CHUNK, (max(end, offset + 1) - 1) // READ_AHEAD_CHUNK + 1):
+            chunk = self._chunks.get(index)
+            if chunk is None or not chunk[0].done() or chunk[0].exception() is not None:
+                return False
+        return True
+
     def _chunk(self, index: int) -> list[memoryview]:
         """Chunk `index` of the object, and the next few fetched meanwhile on the store's threads.
 
@@ -650,7 +665,7 @@ class S3ReadHandle:
         start = index * READ_AHEAD_CHUNK
         end = min(start + READ_AHEAD_CHUNK, self._head.size)
         views = [memoryview(buffer)[: min(READ_CHUNK, end - start - i * READ_CHUNK)]
-                 for i, buffer in enumerate(taken.buffers)]  # fmt: skip
+                 for i, buffer in enumerate(taken.made())]  # fmt: skip
         self._store._bucket.read_into(self._key, start, end, views, etag=self._head.etag)
         return views
 
