@@ -203,7 +203,8 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
             async with _reserved(session, session.shared.send_budget, end - request.offset, "to send"):
-                # Kept past the next read (a view would not be): a copy of a few KiB at most.
+                # Kept past the next read, which a view need not be: bytes() copies a view
+                # (64 KiB at most) and returns bytes as they are.
                 payload = bytes(await _store_work(session, handle.read, request.offset, end - request.offset))
                 end_message = End(size=size, digest=digest, stream_id=stream_id)
                 await _send_small_file(session, info, payload, end_message)
