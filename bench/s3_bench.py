@@ -101,6 +101,10 @@ def main() -> int:
         help="another trioftp checkout: its server too, as B (given again: C, ...)",
     )  # fmt: skip
     parser.add_argument("--profile", type=Path, help="record the server(s) with py-spy into this folder")
+    parser.add_argument(
+        "--cpu", action="store_true",
+        help="print the CPU seconds of server, client and engine for every transfer (boto3's too)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -143,6 +147,8 @@ def main() -> int:
             for round_number in range(-1, args.rounds):  # round -1 warms the engine up, uncounted
                 workloads = Round(s3, args.bucket, source, expected, work, size_mb, transfer)
                 workloads.profile = args.profile
+                workloads.cpu = args.cpu
+                workloads.engine = ceph.pids() if ceph is not None else {}
                 workloads.round = round_number + 1
                 runs: list[Callable[[], None]] = [partial(workloads.boto3_put_get)]
                 runs += [partial(workloads.trioftp_put_get, label, *pair) for label, pair in servers.items()]
@@ -189,6 +195,8 @@ class Round:
         self.expected, self.work, self.size_mb, self.transfer = expected, work, size_mb, transfer
         self.figures: dict[str, float] = {}
         self.profile: Path | None = None
+        self.cpu = False
+        self.engine: dict[str, int] = {}  # the engine's processes to account, by role
         self.round = 0
 
     def boto3_put_get(self) -> None:
@@ -196,28 +204,52 @@ class Round:
         self.boto3_get()
 
     def boto3_put(self) -> None:
-        started = time.perf_counter()
-        self.s3.upload_file(str(self.source), self.bucket, "direct/source.bin", Config=self.transfer)
-        self.figures["W2 boto3"] = self.size_mb / (time.perf_counter() - started)
+        with self.accounted(None, "boto3-W2"):
+            started = time.perf_counter()
+            self.s3.upload_file(str(self.source), self.bucket, "direct/source.bin", Config=self.transfer)
+            self.figures["W2 boto3"] = self.size_mb / (time.perf_counter() - started)
 
     def boto3_get(self) -> None:
         target = self.work / "boto3.bin"
-        started = time.perf_counter()
-        self.s3.download_file(self.bucket, "direct/source.bin", str(target), Config=self.transfer)
-        self.figures["W1 boto3"] = self.size_mb / (time.perf_counter() - started)
+        with self.accounted(None, "boto3-W1"):
+            started = time.perf_counter()
+            self.s3.download_file(self.bucket, "direct/source.bin", str(target), Config=self.transfer)
+            self.figures["W1 boto3"] = self.size_mb / (time.perf_counter() - started)
         assert sha256_file(str(target)) == self.expected
         target.unlink()
 
     def trioftp_put_get(self, label: str, server: subprocess.Popen[bytes], port: int) -> None:
-        with self.watched(server, f"{label}-W2"):
+        with self.watched(server, f"{label}-W2"), self.accounted(server, f"{label}-W2"):
             seconds = trio.run(trioftp_put, port, self.source, "source.bin")
         self.figures[f"W2 {label}"] = self.size_mb / seconds
         target = self.work / "trioftp.bin"
-        with self.watched(server, f"{label}-W1"):
+        with self.watched(server, f"{label}-W1"), self.accounted(server, f"{label}-W1"):
             seconds = trio.run(trioftp_get, port, "source.bin", target)
         self.figures[f"W1 {label}"] = self.size_mb / seconds
         assert sha256_file(str(target)) == self.expected
         target.unlink()
+
+    @contextlib.contextmanager
+    def accounted(self, server: subprocess.Popen[bytes] | None, what: str) -> Iterator[None]:
+        """With --cpu: CPU seconds of the server, the client (this process, by thread) and the engine."""
+        if not self.cpu or self.round < 1:
+            yield
+            return
+        pids = {"engine " + role: pid for role, pid in self.engine.items()}
+        if server is not None:
+            pids["server"] = server.pid
+        before = {role: thread_cpu(pid) for role, pid in pids.items()}
+        mine, idle_before, started = thread_cpu(os.getpid()), machine_idle(), time.perf_counter()
+        try:
+            yield
+        finally:
+            seconds, idle = time.perf_counter() - started, machine_idle() - idle_before
+            shown = [f"client {_spent(mine, thread_cpu(os.getpid()))}"]
+            shown += [f"{role} {_spent(before[role], thread_cpu(pid))}" for role, pid in pids.items()]
+            print(
+                f"  cpu round{self.round} {what}: {seconds:.2f} s wall, {idle:.2f} core-s idle; "
+                + "; ".join(shown)
+            )
 
     @contextlib.contextmanager
     def watched(self, server: subprocess.Popen[bytes], what: str) -> Iterator[None]:
@@ -260,6 +292,17 @@ class Round:
             )  # fmt: skip
             (self.profile / f"{name}.cpu").write_text(text)
             print(text, flush=True)
+
+
+def _spent(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> str:
+    """The whole process's CPU seconds between two thread_cpu readings, then its busiest threads'."""
+    total = after.get("process", ("", 0.0))[1] - before.get("process", ("", 0.0))[1]
+    by_name: dict[str, float] = {}
+    for tid, (comm, cpu) in after.items():
+        if tid != "process":
+            by_name[comm] = by_name.get(comm, 0.0) + cpu - before.get(tid, (comm, 0.0))[1]
+    busiest = sorted(((cpu, comm) for comm, cpu in by_name.items() if cpu >= 0.02), reverse=True)[:4]
+    return f"{total:.2f} (" + ", ".join(f"{comm} {cpu:.2f}" for cpu, comm in busiest) + ")"
 
 
 def page_faults(pid: int) -> int:

@@ -210,6 +210,10 @@ class Ceph:
                 proc.wait(timeout=10)
                 return
 
+    def pids(self) -> dict[str, int]:
+        """Process ids of the running daemons, by role (for benchmarks that count their CPU)."""
+        return {role: proc.pid for role, proc in self._procs.items() if proc.poll() is None}
+
     def stop(self) -> None:
         """Stop every process this cluster started (radosgw first)."""
         for role in ("rgw", "osd", "mon"):

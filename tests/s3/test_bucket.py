@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tests.ceph import Ceph
+from trioftp.storage.s3 import bucket as bucket_module
 from trioftp.storage.s3.bucket import Bucket, BucketError, Reason
 
 pytestmark = pytest.mark.s3
@@ -29,6 +30,40 @@ def test_put_head_get_ranges(bucket: Bucket) -> None:
     assert (head.etag, head.size, head.metadata["trioftp-x"]) == (etag, 11, "1")
     assert bucket.read("a/b.txt", 6, 11, etag=etag) == b"world"
     assert bucket.read("a/b.txt", 6, etag=etag) == b"world"
+
+
+def test_read_into_fills_the_buffers_from_the_socket_and_keeps_the_connection(
+    bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(300_000)
+    etag = bucket.put("r", data)
+    fast: list[bool] = []
+    filler = bucket_module._filler
+
+    def watched(body: object) -> object:
+        fill = filler(body)
+        fast.append(getattr(fill, "__name__", "") == "readinto")  # http.client's, not the copying fallback
+        return fill
+
+    monkeypatch.setattr(bucket_module, "_filler", watched)
+    opened: list[object] = []
+    for _ in range(3):
+        buffers = [bytearray(100_000), bytearray(100_000), bytearray(50_000)]
+        bucket.read_into("r", 50_000, 300_000, [memoryview(b) for b in buffers], etag=etag)
+        assert b"".join(buffers) == data[50_000:]
+        opened.append(_connections_made(bucket))
+    assert fast == [True, True, True]
+    assert opened[0] == opened[-1]  # each range on the same connection, given back to the pool
+    with pytest.raises(BucketError) as changed:
+        bucket.read_into("r", 0, 10, [memoryview(bytearray(10))], etag='"other"')
+    assert changed.value.reason is Reason.CHANGED
+
+
+def _connections_made(bucket: Bucket) -> int:
+    session = bucket.client._endpoint.http_session
+    pools = session._manager.pools
+    keys = list(pools.keys())  # the container itself cannot be iterated
+    return sum(pools[key].num_connections for key in keys)
 
 
 def test_if_match_and_if_none_match(bucket: Bucket) -> None:

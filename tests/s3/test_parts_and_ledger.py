@@ -1,4 +1,4 @@
-"""An upload's part buffers and its ledger writer, alone: no engine needed."""
+"""An upload's part buffers, a download's range buffers and the ledger writer, alone: no engine needed."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from trioftp.storage.interface import Problem, StorageError
 from trioftp.storage.s3.ledger import LedgerWriter
 from trioftp.storage.s3.memory import Memory
 from trioftp.storage.s3.parts import PartBuffers
+from trioftp.storage.s3.ranges import RangeBuffers
 
 SIZE = 1000
 
@@ -95,6 +96,54 @@ class Recorder:
         if self.fail:
             raise StorageError(Problem.UNAVAILABLE, "engine away")
         self.writes.append(seen)
+
+
+def test_range_buffers_are_filled_again_and_stay_counted_until_close() -> None:
+    memory = Memory(10 * SIZE)
+    ranges = RangeBuffers(memory, SIZE, most=4)
+    first = ranges.take(4 * SIZE - 10, wait=True)
+    assert first is not None and len(first.made()) == 4 and memory.held == 4 * SIZE - 10
+    ranges.give(first)
+    assert memory.held == 4 * SIZE - 10  # kept for the next range
+    again = ranges.take(2 * SIZE, wait=False)
+    assert again is not None and all(any(b is a for a in first.buffers) for b in again.made())
+    assert memory.held == 4 * SIZE - 10  # counted from what was kept
+    bigger = ranges.take(4 * SIZE, wait=True)  # 2 * SIZE - 10 kept, the rest taken
+    assert bigger is not None and memory.held == 6 * SIZE
+    assert ranges.take(5 * SIZE, wait=False) is None  # no room: nothing taken
+    assert memory.held == 6 * SIZE
+    ranges.give(again)
+    ranges.close()
+    assert memory.held == 4 * SIZE  # the range still being read
+    ranges.give(bigger)  # its read ends after the close
+    assert memory.held == 0
+
+
+def test_range_buffers_given_back_while_another_transfer_waits() -> None:
+    memory = Memory(2 * SIZE)
+    ranges = RangeBuffers(memory, SIZE, most=4)
+    taken = ranges.take(2 * SIZE, wait=True)
+    assert taken is not None
+    waiter = threading.Thread(target=lambda: memory.take(SIZE, what="a download"))
+    waiter.start()
+    while not memory.waiting:
+        time.sleep(0.001)
+    ranges.give(taken)  # not kept: somebody waits
+    waiter.join()
+    assert memory.held == SIZE
+    ranges.close()
+    assert memory.held == SIZE
+
+
+def test_idle_range_buffers_are_given_back_to_a_taker_without_room() -> None:
+    memory = Memory(4 * SIZE)
+    ranges = RangeBuffers(memory, SIZE, most=4)
+    taken = ranges.take(4 * SIZE, wait=True)
+    assert taken is not None
+    ranges.give(taken)
+    assert memory.held == 4 * SIZE  # kept for the next download
+    memory.take(2 * SIZE, what="an upload's parts", patience=0.1)  # no wait: the spares go back
+    assert memory.held == 2 * SIZE and ranges.counted == 0
 
 
 def test_ledger_changes_are_coalesced_and_flushed() -> None:

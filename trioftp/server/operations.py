@@ -203,7 +203,9 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
             async with _reserved(session, session.shared.send_budget, end - request.offset, "to send"):
-                payload = await _store_work(session, handle.read, request.offset, end - request.offset)
+                # Kept past the next read, which a view need not be: bytes() copies a view
+                # (64 KiB at most) and returns bytes as they are.
+                payload = bytes(await _store_work(session, handle.read, request.offset, end - request.offset))
                 end_message = End(size=size, digest=digest, stream_id=stream_id)
                 await _send_small_file(session, info, payload, end_message)
             record.bytes = len(payload)
@@ -228,6 +230,16 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         record.digest = digest
     finally:
         handle.close()
+
+
+async def _read_piece(
+    session: StreamSession, handle: ReadHandle, position: int, count: int
+) -> bytes | memoryview:
+    """Read inline what the store says it holds in memory already (`ready`, S3's read-ahead)."""
+    ready = getattr(handle, "ready", None)
+    if ready is not None and ready(position, count):
+        return handle.read(position, count)
+    return await _server_work(session, handle.read, position, count)
 
 
 def _initial_credit(session: StreamSession) -> int:
@@ -267,7 +279,7 @@ async def _send_body(
         else:
             count = min(count, READ_PIECE)
             async with _reserved(session, session.shared.send_budget, count, "to send"):
-                piece = await _server_work(session, handle.read, position, count)
+                piece = await _read_piece(session, handle, position, count)
                 sent = await channel.send_data(stream_id, piece)
         if not sent:
             break

@@ -86,8 +86,13 @@ class ReadHandle(Protocol):
         """The file as opened (digest None: see `cached_digest` and `digest`)."""
         ...
 
-    def read(self, offset: int, count: int) -> bytes:
+    def read(self, offset: int, count: int) -> bytes | memoryview:
         """`count` bytes from `offset` of the opened version.
+
+        A memoryview stays valid until the next `read` of this handle (the S3
+        store reads the next ranges into the same buffers): send it or copy it first.
+        A handle may also have `ready(offset, count) -> bool`: whether this read
+        would return at once (the server then reads without a thread hop).
 
         Raises:
             StorageError: CHANGED if that version is gone or shorter now.

@@ -10,7 +10,8 @@ instance roles); only the endpoint and region are given here.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Mapping, Sequence
+import http.client
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -188,37 +189,35 @@ class Bucket:
             body.close()
         return data
 
-    def read_pieces(
-        self, key: str, start: int, end: int, piece: int, *, etag: str | None = None
-    ) -> list[bytes]:
-        """Bytes [start, end) of version `etag` as pieces of `piece` bytes (the last may be shorter).
+    def read_into(
+        self, key: str, start: int, end: int, buffers: Sequence[memoryview], *, etag: str | None = None
+    ) -> None:
+        """Bytes [start, end) of version `etag` into `buffers`, one after another, each filled whole.
+
+        The buffers' lengths add up to end - start.
 
         Raises:
             BucketError: CHANGED if the object is no longer that version; UNAVAILABLE if
                 the body ends short (the engine went away mid-read).
         """
         body = self.get(key, start, end, etag=etag)
-        pieces: list[bytes] = []
+        fill = _filler(body)
+        left = end - start
         try:
-            left = end - start
-            while left > 0:
-                want = min(piece, left)
-                data: bytes = body.read(want)
-                while 0 < len(data) < want:  # a short read: the piece is made whole (the reader counts on it)
-                    more: bytes = body.read(want - len(data))
-                    if not more:
-                        break
-                    data += more
-                if len(data) < want:
-                    short = left - len(data)
-                    raise BucketError(Reason.UNAVAILABLE, f"{key!r}: the body ended {short} bytes short")
-                pieces.append(data)
-                left -= want
+            for buffer in buffers:
+                got = 0
+                while got < len(buffer):
+                    count = fill(buffer[got:])
+                    if not count:
+                        raise BucketError(
+                            Reason.UNAVAILABLE, f"{key!r}: the body ended {left - got} bytes short"
+                        )
+                    got += count
+                left -= got
         except _CALL_ERRORS as exc:
             raise _mapped(exc, key) from None
         finally:
-            body.close()
-        return pieces
+            _close(body, whole=left == 0)
 
     def put(
         self,
@@ -398,3 +397,38 @@ class Bucket:
             error = _mapped(exc, key)
             if error.reason is not Reason.NOT_FOUND:
                 raise error from None
+
+
+def _filler(body: Any) -> Callable[[memoryview], int]:
+    """A readinto for a body from get(): straight from the socket into the caller's buffer if it can.
+
+    botocore's body has no readinto, and urllib3's reads into a new bytes object
+    and copies it over. The http.client response under both reads into the buffer
+    itself (botocore asks urllib3 not to decode, so the bytes are the same); a
+    fresh bytes object per piece costs a mapping from the OS and a page fault per
+    page in the server. Anything else: read and copy.
+    """
+    response = getattr(getattr(body, "_raw_stream", None), "_fp", None)
+    if isinstance(response, http.client.HTTPResponse):
+        return response.readinto
+
+    def copy(buffer: memoryview) -> int:
+        data: bytes = body.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    return copy
+
+
+def _close(body: Any, *, whole: bool) -> None:
+    """Close a body from get(), its connection back to the pool if it was read `whole`.
+
+    A body read through `_filler` bypassed urllib3, which then does not know it
+    was read whole: released first, its connection serves the next request (a
+    close alone would drop it, and the next range would open a new one).
+    """
+    raw = getattr(body, "_raw_stream", None)
+    response = getattr(raw, "_fp", None)
+    if whole and raw is not None and isinstance(response, http.client.HTTPResponse) and response.isclosed():
+        raw.release_conn()
+    body.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 
 from trioftp.storage.interface import Problem, StorageError
 
@@ -28,6 +29,16 @@ class Memory:
         self.peak = 0  # the most held at once, for tests and logs
         self.waiting = 0  # takers waiting for room now
         self._room = threading.Condition()
+        # Called (with no room for a taker) to give back memory held only to be used again.
+        self._reclaimers: list[Callable[[], None]] = []
+
+    def reclaim_with(self, reclaim: Callable[[], None]) -> None:
+        """Have `reclaim()` give back memory held idle whenever a taker finds no room."""
+        self._reclaimers.append(reclaim)
+
+    def _reclaim(self) -> None:
+        for reclaim in self._reclaimers:
+            reclaim()
 
     def take(self, amount: int, *, what: str, patience: float = PATIENCE) -> None:
         """Hold `amount` bytes, waiting for room; one request larger than the limit gets all of it.
@@ -37,6 +48,8 @@ class Memory:
         """
         amount = min(amount, self.limit)
         deadline = time.monotonic() + patience
+        if self.held + amount > self.limit:
+            self._reclaim()
         with self._room:
             while self.held + amount > self.limit:
                 left = deadline - time.monotonic()
@@ -55,6 +68,8 @@ class Memory:
     def try_take(self, amount: int) -> bool:
         """Hold `amount` bytes if there is room now, else nothing."""
         amount = min(amount, self.limit)
+        if self.held + amount > self.limit:
+            self._reclaim()
         with self._room:
             if self.held + amount > self.limit:
                 return False

@@ -51,6 +51,7 @@ from trioftp.storage.s3.bucket import Bucket, BucketError, Head, Reason, forget_
 from trioftp.storage.s3.ledger import LedgerWriter
 from trioftp.storage.s3.memory import DEFAULT_MEMORY, Memory
 from trioftp.storage.s3.parts import PartBuffers
+from trioftp.storage.s3.ranges import Range, RangeBuffers
 
 log = logging.getLogger("trioftp.storage.s3")
 
@@ -144,6 +145,8 @@ class _Shared:
     ) -> None:
         self.bucket = bucket
         self.memory = memory  # parts in flight and ranges read ahead, all uploads and downloads
+        # The buffers downloads read ranges into, used again by the next ranges and downloads.
+        self.ranges = RangeBuffers(memory, READ_CHUNK, most=READ_AHEAD_DEPTH * READ_AHEAD_CHUNK // READ_CHUNK)
         self.idle_after = idle_after
         self.top = top  # "" or "prefix/"
         self.state = f"{top}{STATE_DIR}/"
@@ -201,6 +204,7 @@ class _Shared:
             readers, self._readers = self._readers, None
         if readers is not None:
             readers.shutdown(wait=True, cancel_futures=True)
+        self.ranges.close()
         self.bucket.close()
 
     def digest_key(self, etag: str, algorithm: str) -> str:
@@ -575,53 +579,70 @@ class S3ReadHandle:
         self._head = head
         self._body: Any = None
         self._at = -1  # where the open body's next byte is
-        self._chunks: dict[int, Future[list[bytes]]] = {}  # read ahead, by chunk number, in pieces
+        # Read ahead, by chunk number, in pieces, with the buffers they are read into.
+        self._chunks: dict[int, tuple[Future[list[memoryview]], Range]] = {}
+        self._buffers = store._shared.ranges
         self.facts = store._facts(name, head)
 
-    def read(self, offset: int, count: int) -> bytes:
+    def read(self, offset: int, count: int) -> bytes | memoryview:
         count = max(0, min(count, self._head.size - offset))
         if count == 0:
             return b""
         if self._head.size <= READ_AHEAD_CHUNK:
             return self._read_streaming(offset, count)
-        pieces = []
+        pieces: list[bytes | memoryview] = []
         while count:
             index = offset // READ_AHEAD_CHUNK
             start = offset - index * READ_AHEAD_CHUNK
+            # Ranges before this one are done with (what the last read returned was sent
+            # before this read came), and their buffers take the next ranges: what this
+            # read took from them is copied out first.
+            if passed := [i for i in self._chunks if i < index]:
+                pieces = [b"".join(pieces)] if pieces else []
+                for number in passed:
+                    self._drop(number)
             chunk = self._chunk(index)
             number, at = divmod(start, READ_CHUNK)
-            if number >= len(chunk):
-                raise StorageError(Problem.CHANGED, f"{self._name!r} shrank while it was read; try again")
             whole = chunk[number]
-            # The server reads READ_CHUNK at a time, so this is mostly a piece as it came: no copy.
+            # The server reads READ_CHUNK at a time, so this is mostly a whole piece: no copy.
             piece = whole if at == 0 and count >= len(whole) else whole[at : at + count]
             pieces.append(piece)
             offset += len(piece)
             count -= len(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    def _chunk(self, index: int) -> list[bytes]:
+    def ready(self, offset: int, count: int) -> bool:
+        """Whether read(offset, count) would return at once: its bytes are all read ahead already.
+
+        The server then reads on its event loop: a thread hop per piece cost more
+        than such a read.
+        """
+        if self._head.size <= READ_AHEAD_CHUNK:
+            return False
+        end = min(offset + count, self._head.size)
+        for index in range(offset // READ_AHEAD_CHUNK, (max(end, offset + 1) - 1) // READ_AHEAD_CHUNK + 1):
+            chunk = self._chunks.get(index)
+            if chunk is None or not chunk[0].done() or chunk[0].exception() is not None:
+                return False
+        return True
+
+    def _chunk(self, index: int) -> list[memoryview]:
         """Chunk `index` of the object, and the next few fetched meanwhile on the store's threads.
 
         A download then keeps several ranged GETs in flight, as boto3's own
         download_file does: one GET at a time left the engine idle between reads.
         """
         last = (self._head.size - 1) // READ_AHEAD_CHUNK
-        for passed in [i for i in self._chunks if i < index]:
-            self._drop(passed)
-        memory = self._store._shared.memory
         pool = self._store._shared.reader_pool()
         for ahead in range(index, min(index + READ_AHEAD_DEPTH, last + 1)):
             if ahead in self._chunks:
                 continue
-            size = self._chunk_size(ahead)
-            if ahead == index:
-                memory.take(size, what="a download")
-            elif not memory.try_take(size):
+            taken = self._buffers.take(self._chunk_size(ahead), wait=ahead == index)
+            if taken is None:
                 break  # no room to read ahead now: this download goes one range at a time
-            self._chunks[ahead] = pool.submit(self._fetch, ahead)
+            self._chunks[ahead] = (pool.submit(self._fetch, ahead, taken), taken)
         try:
-            return self._chunks[index].result()
+            return self._chunks[index][0].result()
         except BucketError as exc:
             self._drop(index)
             raise _error(exc, self._name) from None
@@ -630,22 +651,23 @@ class S3ReadHandle:
         return min(READ_AHEAD_CHUNK, self._head.size - index * READ_AHEAD_CHUNK)
 
     def _drop(self, index: int) -> None:
-        """Forget a range read ahead; its memory goes back once its fetch is over, not before."""
-        future = self._chunks.pop(index)
+        """Forget a range read ahead; its buffers are free once its fetch is over, not before."""
+        future, taken = self._chunks.pop(index)
         future.cancel()
-        size = self._chunk_size(index)
-        future.add_done_callback(lambda _done: self._store._shared.memory.give(size))
+        future.add_done_callback(lambda _done: self._buffers.give(taken))
 
-    def _fetch(self, index: int) -> list[bytes]:
-        """Chunk `index`, in pieces of READ_CHUNK as the body gives them.
+    def _fetch(self, index: int, taken: Range) -> list[memoryview]:
+        """Chunk `index`, read into the buffers taken for it: views of READ_CHUNK (the last may be shorter).
 
         Pieces, not one bytes object: `read` then hands each piece on as it is,
-        where slicing a whole chunk allocated and copied every byte once more
-        (and the server maps blocks this large fresh from the OS: a page fault per page).
+        where slicing a whole chunk allocated and copied every byte once more.
         """
         start = index * READ_AHEAD_CHUNK
         end = min(start + READ_AHEAD_CHUNK, self._head.size)
-        return self._store._bucket.read_pieces(self._key, start, end, READ_CHUNK, etag=self._head.etag)
+        views = [memoryview(buffer)[: min(READ_CHUNK, end - start - i * READ_CHUNK)]
+                 for i, buffer in enumerate(taken.made())]  # fmt: skip
+        self._store._bucket.read_into(self._key, start, end, views, etag=self._head.etag)
+        return views
 
     def _read_streaming(self, offset: int, count: int) -> bytes:
         if self._body is None or self._at != offset:
