@@ -167,8 +167,6 @@ def _decode(frame: Frame, cls: type[Any]) -> Message:
         )
     fields["stream_id"] = frame.stream_id
     try:
-        if flat is not None:
-            return _structure_flat(cls, flat, fields)
         return _converter.structure(fields, cls)  # type: ignore[no-any-return]
     except Exception as exc:
         raise _translate(exc, frame) from None
@@ -176,8 +174,9 @@ def _decode(frame: Frame, cls: type[Any]) -> Message:
 
 # What each field of a flat message may be on the wire, checked as strictly as the cattrs
 # hooks above do (exact types, no coercion); the class's own validators run in __init__.
-# The hot messages (GET, FILE_INFO, END, ...) are built this way: cattrs' generated code
-# and its hook per field cost ~2-3 us more per message (bench/RESULTS.md, issue 13).
+# The hot messages (GET, FILE_INFO, END, ...) are structured by one such loop, registered
+# as the converter's hook for their class: cattrs' generated code with a hook call per
+# field cost ~2-3 us more per message (bench/RESULTS.md, issue 13).
 _Check = tuple[str, tuple[type[Any], ...], Any]
 
 
@@ -205,6 +204,17 @@ def _flat_checks(cls: type[Any]) -> tuple[_Check, ...] | None:
 _FLAT: dict[type[Any], tuple[_Check, ...]] = {
     cls: checks for cls in MESSAGE_TYPES if cls not in (Data, Hello) and (checks := _flat_checks(cls))
 }
+
+
+def _flat_hook(checks: tuple[_Check, ...]) -> Any:
+    def structure(fields: dict[str, Any], cls: type[Any]) -> Message:
+        return _structure_flat(cls, checks, fields)
+
+    return structure
+
+
+for _cls, _checks in _FLAT.items():
+    _converter.register_structure_hook(_cls, _flat_hook(_checks))
 
 
 def _structure_flat(cls: type[Any], checks: tuple[_Check, ...], fields: dict[str, Any]) -> Message:
