@@ -23,7 +23,8 @@ from tests.test_legacy_server import in_thread, receive_exactly, receive_until_c
 from tests.v2_helpers import HOST, RawPeer, connect, write_random
 from trioftp.cli import main
 from trioftp.logs import JsonFormatter
-from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Put, Ready
+from trioftp.protocol import PREFACE, Data, Error, ErrorCode, FileInfo, Get, Goodbye, Hello, Put, Ready
+from trioftp.protocol.codec import encode_message
 from trioftp.protocol.frames import HEADER, FrameType
 from trioftp.server import Server, operations
 from trioftp.server.auth import hash_password
@@ -229,6 +230,26 @@ async def test_serve_log_format_json_writes_one_object_per_line_and_serves_metri
     assert [(line["dialect"], line["peer"]) for line in closed] == [("v2", put["peer"])]
     assert closed[0]["duration"] > 0 and closed[0]["bytes_received"] > len(b"hello json")
     assert closed[0]["bytes_sent"] > 0
+
+
+async def test_a_v2_connection_counts_every_byte_it_received(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The first read (the dialect sniff, up to 4 KiB) holds the HELLO and what was pipelined
+    # behind it: those bytes are the connection's too.
+    caplog.set_level(logging.INFO)
+    hello = PREFACE + encode_message(
+        Hello(max_frame_size=1 << 20, max_streams=8, initial_window=1 << 20, digests=("blake3",), agent="t")
+    )
+    goodbye = encode_message(Goodbye(message="done"))
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server, handshake=False) as peer:
+            await peer.send_raw(hello + goodbye)
+            await peer.receive_until_closed()
+        await wait_until_idle(server)
+    lines = json_lines("\n".join(JsonFormatter().format(record) for record in caplog.records))
+    closed = [line for line in lines if line.get("event") == "connection_closed"]
+    assert [line["bytes_received"] for line in closed] == [len(hello) + len(goodbye)]
 
 
 async def test_legacy_transfers_log_their_fields(server: Server, caplog: pytest.LogCaptureFixture) -> None:

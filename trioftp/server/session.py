@@ -138,6 +138,7 @@ class V2Session:
         )
         self.channel = Channel(stream, Connection(Role.SERVER, settings))
         self.channel.machine.receive_data(initial)
+        self.channel.bytes_received += len(initial)  # read by the sniffer, counted as the legacy dialect does
         self._inboxes: dict[int, StreamInbox] = {}
         self._draining = False
         self._last_activity = trio.current_time()
