@@ -206,3 +206,25 @@ async def wait_until_listed(server: Server, name: str) -> None:
                 return
             await trio.sleep(0.05)
     raise AssertionError(f"{name} never appeared")
+
+
+async def test_an_idle_server_gives_back_the_download_buffers_it_kept(
+    make_s3_server: MakeServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Range buffers kept for the next download go back once no transfer runs (issue 11's
+    "memory goes back after a burst"), not at the next memory shortage only."""
+    monkeypatch.setattr(s3_store, "READ_AHEAD_CHUNK", 2 * MiB)  # a 5 MiB file reads ranges ahead
+    source = tmp_path / "big"
+    write_random(source, 5 * MiB + 7)
+    server = await make_s3_server(min_rate_window=0.2)  # the watchdog passes every 0.05 s
+    ranges = server.storage._shared.ranges  # type: ignore[attr-defined]
+    kept_when_shed: list[int] = []
+    shed = server.storage.shed
+    monkeypatch.setattr(server.storage, "shed", lambda: kept_when_shed.append(ranges.counted) or shed())
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            await conn.upload(source, "big")
+            await conn.download("big", tmp_path / "copy")
+        assert (tmp_path / "copy").read_bytes() == source.read_bytes()
+        await wait_until(lambda: any(kept_when_shed) and ranges.counted == 0)
+    assert server.storage._shared.memory.held == 0  # type: ignore[attr-defined]

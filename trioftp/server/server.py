@@ -328,6 +328,7 @@ class Server:
             moved = self.metrics.received + self.metrics.sent
             if not self.metrics.running and moved != trimmed_at:
                 trimmed_at = moved
+                self.storage.shed()  # the store's spare buffers first, so the trim frees them too
                 give_memory_back()
 
     def _check_timers(self, now: float) -> None:

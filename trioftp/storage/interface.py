@@ -218,6 +218,14 @@ class Store(Protocol):
         """Where the files are, for the server's start-up line (a path or an s3:// address)."""
         ...
 
+    def shed(self) -> None:
+        """Give back memory kept for the next transfers (buffers of finished ones).
+
+        The server calls it, on its event loop, once no transfer runs: after a burst the
+        memory goes back to the OS instead of staying with an idle server.
+        """
+        ...
+
     def close(self) -> None:
         """Give back what the store holds open (descriptors, connections); its views too."""
         ...

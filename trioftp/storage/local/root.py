@@ -89,6 +89,9 @@ class RootFolder:
     def describe(self) -> str:
         return str(self.root)
 
+    def shed(self) -> None:
+        """Nothing to give back: the local store keeps no buffers between transfers."""
+
     @staticmethod
     def _check_name(name: str, *, allow_root: bool = False) -> None:
         """Refuse names the protocol refuses (BAD_NAME) and the reserved state folder."""

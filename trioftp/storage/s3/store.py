@@ -255,6 +255,9 @@ class S3Store:
     def close(self) -> None:
         self._shared.close()
 
+    def shed(self) -> None:
+        self._shared.ranges.release()
+
     def settle(self) -> None:
         """Wait until aborted uploads are set aside (their ledgers written, for a resume anywhere)."""
         self._shared.settle()
