@@ -57,6 +57,19 @@ async def test_the_second_connection_sends_hello_and_request_in_one_write(
     assert conn.server_hello.max_streams == server.config.max_streams
 
 
+async def test_server_hello_is_there_at_once_on_a_pipelined_connection(server: Server) -> None:
+    """Before the server's HELLO arrives, a pipelined connection shows the one it sent last time."""
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as first:
+            known = first.server_hello
+        async with connect(server) as conn:
+            assert conn._where is not None  # pipelined
+            assert conn.server_hello == known  # asked before any operation: no error
+            assert conn.digest_algorithm == known.digests[0]
+            await conn.list()
+            assert conn.channel.machine.peer_hello == known  # the server's own, once it came
+
+
 async def test_a_pipelined_connection_opens_the_servers_streams_once_its_hello_comes(
     server: Server, server_root: Path
 ) -> None:

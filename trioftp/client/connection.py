@@ -82,7 +82,7 @@ DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO
 # offered, the digest the server chose. The next connection there sends its HELLO and its
 # first request in one write instead of waiting a round trip for the server's HELLO.
 _Where = tuple[str, int, bool, tuple[str, ...]]
-_PIPELINING: dict[_Where, str] = {}
+_PIPELINING: dict[_Where, Hello] = {}  # the last HELLO of each server that takes pipelining
 _PIPELINING_MOST = 1024  # servers remembered; the table starts afresh when full
 
 
@@ -111,6 +111,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         # While the first request is pipelined: the digest the server chose last time, and
         # where it is remembered (forgotten if the server answers otherwise).
         self._predicted_digest: str | None = None
+        self._predicted_hello: Hello | None = None  # what server_hello says until the server's comes
         self._where: _Where | None = None
         self._nursery: trio.Nursery | None = None
         self._admitted: trio.Event | None = None  # set when a pipelined start's HELLO came, or the end
@@ -119,12 +120,16 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
     def server_hello(self) -> Hello:
         """The server's HELLO: its limits, digests, features and agent string.
 
+        On a connection that pipelined its start (to a server this process talked to
+        before), until the server's HELLO arrives: the one it sent last time. The new
+        one is checked against it (digest, version, logins) and the connection fails
+        if they changed.
+
         Example:
             print(conn.server_hello.agent, conn.server_hello.max_streams)
         """
-        hello = self.channel.machine.peer_hello
-        if hello is None:  # only while the first request is pipelined (spec 7)
-            raise RuntimeError("the server's HELLO has not arrived yet: ask after the first operation")
+        hello = self.channel.machine.peer_hello or self._predicted_hello
+        assert hello is not None  # open_connection returns after the handshake or a pipelined start
         return hello
 
     @property
@@ -175,13 +180,13 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         with suppress(ChannelClosed):
             await self.channel.send_grease(frame_type, random.randbytes(random.randrange(16)))
 
-    def _pipeline(self, where: _Where, digest: str) -> None:
+    def _pipeline(self, where: _Where, last: Hello) -> None:
         """Start the handshake without waiting for it: our HELLO goes out with the first request.
 
         Until the server's HELLO arrives (the reader takes it) one stream may be open, as
         spec 7 allows; that HELLO then lifts the limit to the server's max_streams.
         """
-        self._predicted_digest, self._where = digest, where
+        self._predicted_digest, self._predicted_hello, self._where = last.digests[0], last, where
         self._admitted = trio.Event()
         self.channel.queue(_hello_of(self.channel.machine.settings))
 
@@ -269,8 +274,8 @@ def _remember(where: _Where, hello: Hello) -> str | None:
         return None
     if where not in _PIPELINING and len(_PIPELINING) >= _PIPELINING_MOST:
         _PIPELINING.clear()
-    digest = _PIPELINING[where] = hello.digests[0]
-    return digest
+    _PIPELINING[where] = hello
+    return hello.digests[0]
 
 
 @functools.cache
@@ -373,7 +378,7 @@ async def open_connection(
         settings: the limits this client advertises (window, frame size, digests).
 
     Yields:
-        The ClientConnection; it says GOODBYE and closes when the block ends.
+        The ClientConnection; it closes when the block ends (no GOODBYE: spec 15).
 
     Raises:
         ConnectionClosed: cannot connect, or the server refused us.
