@@ -132,3 +132,32 @@ def test_sync_filesystem_syncs_an_existing_folder_and_may_skip_a_missing_one(tmp
     syscalls.sync_filesystem(tmp_path / "missing", missing_ok=True)
     with pytest.raises(FileNotFoundError):
         syscalls.sync_filesystem(tmp_path / "missing")
+
+
+@pytest.mark.parametrize(("size", "threads"), [(64 * 1024 + 1, 0), (MiB, 0), (MiB + 1, 1)])
+async def test_a_download_of_up_to_a_block_is_written_without_a_thread(
+    server: Server,
+    server_root: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    size: int,
+    threads: int,
+) -> None:
+    """Up to one WRITE_BLOCK the client writes in its Trio thread (a thread hop cost more, W4);
+    larger downloads get their writer thread. Either way the file is whole and checked."""
+    import trioftp.transport.writer as writer_module
+
+    started: list[str] = []
+    real = writer_module.trio.lowlevel.start_thread_soon
+
+    def counting(fn: object, deliver: object, name: str | None = None) -> None:
+        started.append(name or "")
+        real(fn, deliver, name=name)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(writer_module.trio.lowlevel, "start_thread_soon", counting)
+    digest = write_random(server_root / "f.bin", size, seed=size)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with connect(server) as conn:
+            info = await conn.download("f.bin", tmp_path / "f.bin")
+    assert info.digest == digest and (tmp_path / "f.bin").read_bytes() == (server_root / "f.bin").read_bytes()
+    assert started.count("trioftp block writer") == threads

@@ -33,6 +33,10 @@ from trioftp.transport.writer import SinkWriter
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over): small files' blocks,
 # and large files' blocks up to one window's worth.
+# A download up to this size (one WRITE_BLOCK) is written in the Trio thread, not handed to a
+# writer thread: 200 clients fetching 1 MiB each went 0.55-0.60x -> 0.66-0.69x raw (W4, issue 13,
+# bench/RESULTS.md). Only the client's own transfers wait on it; the server keeps INLINE_LIMIT.
+INLINE_DOWNLOAD = WRITE_BLOCK
 _RECEIVE_BLOCKS = {
     WRITE_BLOCK: BlockPool(WRITE_BLOCK, max_blocks=8),
     DOWNLOAD_BLOCK: BlockPool(DOWNLOAD_BLOCK, max_blocks=DOWNLOAD_WINDOW // DOWNLOAD_BLOCK),
@@ -235,7 +239,11 @@ class Downloads(Streams):
             block = WRITE_BLOCK  # a block this large only pays off over many of them
         block = min(block, max(1, info.size - offset))  # a small file gets a small block
         sink = BlockSink(block, inbox.notify, limit=info.size - offset, pool=_RECEIVE_BLOCKS.get(block))
-        writer = SinkWriter(sink, inbox, on_thread, size=info.size - offset) if on_thread else None
+        writer = (
+            SinkWriter(sink, inbox, on_thread, size=info.size - offset, inline_limit=INLINE_DOWNLOAD)
+            if on_thread
+            else None
+        )
         self.channel.add_sink(inbox.stream_id, sink)
         try:
             while True:

@@ -142,8 +142,9 @@ class SinkWriter:
         write: the blocking work for one block, on the writer thread.
         busy: called with +1 when blocks start waiting for the disk and -1 when none
             wait any more: the time between is the server's, not the peer's (rate checks).
-        size: the bytes the transfer will bring, if known: up to INLINE_LIMIT, `write`
+        size: the bytes the transfer will bring, if known: up to `inline_limit`, `write`
             runs at once in the Trio thread, and no thread is started.
+        inline_limit: see `size` (INLINE_LIMIT unless the caller knows better).
 
     The task loop: `if w.unacknowledged: acknowledge(w.take())`, then
     `next_piece_or_news(inbox, sink, w.news)`, `w.submit(block)` for each block,
@@ -158,9 +159,10 @@ class SinkWriter:
         *,
         busy: Callable[[int], None] | None = None,
         size: int | None = None,
+        inline_limit: int = INLINE_LIMIT,
     ) -> None:
         self.unacknowledged = 0
-        self._inline = write if size is not None and size <= INLINE_LIMIT else None
+        self._inline = write if size is not None and size <= inline_limit else None
         self.pending = 0  # blocks handed over and not written yet
         self._sink, self._inbox, self._busy = sink, inbox, busy
         self._writer = BlockWriter(write, on_written=self._written, on_stopped=inbox.notify)
