@@ -79,8 +79,8 @@ DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO
 
 # Servers this process found to take pipelined requests (spec 7, item 5): their HELLO listed
 # "v2.1" and let clients in without AUTH. Keyed by where we connected and the digests we
-# offered, the digest the server chose. The next connection there sends its HELLO and its
-# first request in one write instead of waiting a round trip for the server's HELLO.
+# offered, that HELLO. The next connection there sends its HELLO and its first request in
+# one write instead of waiting a round trip for the server's HELLO.
 _Where = tuple[str, int, bool, tuple[str, ...]]
 _PIPELINING: dict[_Where, Hello] = {}  # the last HELLO of each server that takes pipelining
 _PIPELINING_MOST = 1024  # servers remembered; the table starts afresh when full
@@ -108,10 +108,9 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         settings = _with_our_features(settings or _default_settings())
         super().__init__(Channel(stream, Connection(Role.CLIENT, settings)))
         self.authorized: Authorized | None = None  # who the server says we are, after a login
-        # While the first request is pipelined: the digest the server chose last time, and
-        # where it is remembered (forgotten if the server answers otherwise).
-        self._predicted_digest: str | None = None
-        self._predicted_hello: Hello | None = None  # what server_hello says until the server's comes
+        # After a pipelined start: the server's HELLO of last time (what server_hello and
+        # digest_algorithm say until its new one comes), and where it is remembered.
+        self._predicted_hello: Hello | None = None
         self._where: _Where | None = None
         self._nursery: trio.Nursery | None = None
         self._admitted: trio.Event | None = None  # set when a pipelined start's HELLO came, or the end
@@ -139,10 +138,10 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         Example:
             print(conn.digest_algorithm)  # "blake3", or "sha256" if only that is common
         """
-        if self._predicted_digest is not None and self.channel.machine.peer_hello is None:
+        if self._predicted_hello is not None and self.channel.machine.peer_hello is None:
             # A PUT pipelined behind our HELLO carries its digest before the server has
             # chosen: the one it chose last time (its HELLO is checked against it).
-            return self._predicted_digest
+            return self._predicted_hello.digests[0]
         return self.channel.machine.digest
 
     # ------------------------------------------------------------- lifecycle
@@ -186,7 +185,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
         Until the server's HELLO arrives (the reader takes it) one stream may be open, as
         spec 7 allows; that HELLO then lifts the limit to the server's max_streams.
         """
-        self._predicted_digest, self._predicted_hello, self._where = last.digests[0], last, where
+        self._predicted_hello, self._where = last, where
         self._admitted = trio.Event()
         self.channel.queue(_hello_of(self.channel.machine.settings))
 
@@ -197,7 +196,7 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
             raise self._failure
 
     async def _reader(self) -> None:
-        if self._predicted_digest is not None:
+        if self._predicted_hello is not None:
             # Our HELLO waits in the buffer for the first request (same scheduler pass);
             # without one it goes alone, so the server does not wait for it.
             with suppress(ChannelClosed):
@@ -217,14 +216,13 @@ class ClientConnection(Downloads, Uploads, Operations, Folders):
 
     def _pipelined_hello(self, hello: Hello) -> None:
         """The server's HELLO after a pipelined start: check it is still the server we knew."""
-        where = self._where
-        assert where is not None
-        if _remember(where, hello) != self._predicted_digest:
+        where, last = self._where, self._predicted_hello
+        assert where is not None and last is not None
+        if _remember(where, hello) != last.digests[0]:
             raise _ServerClosed(
                 "the server's HELLO is not what it said on the last connection (digest, users or "
                 f"version changed: {list(hello.digests)}, {list(hello.features)}); connect again"
             )
-        self._predicted_digest = None  # the agreed one now comes from the machine
         assert self._admitted is not None
         self._admitted.set()
         self._open_slots(max(1, hello.max_streams))

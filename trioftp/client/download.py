@@ -30,13 +30,13 @@ from trioftp.transport.inbox import StreamInbox
 from trioftp.transport.sink import BlockPool, BlockSink, next_piece, next_piece_or_news
 from trioftp.transport.writer import SinkWriter
 
+# A download up to this size (one WRITE_BLOCK) is written in the Trio thread, not handed to a
+# writer thread: 200 clients fetching 1 MiB each went 0.54-0.63x -> 0.57-0.67x raw (W4, issue 13,
+# bench/RESULTS.md). Only the client's own transfers wait on it; the server keeps INLINE_LIMIT.
+INLINE_DOWNLOAD = WRITE_BLOCK
 # Blocks kept between downloads of this process (a server drops its blocks instead:
 # its memory should go back once a burst of uploads is over): small files' blocks,
 # and large files' blocks up to one window's worth.
-# A download up to this size (one WRITE_BLOCK) is written in the Trio thread, not handed to a
-# writer thread: 200 clients fetching 1 MiB each went 0.55-0.60x -> 0.66-0.69x raw (W4, issue 13,
-# bench/RESULTS.md). Only the client's own transfers wait on it; the server keeps INLINE_LIMIT.
-INLINE_DOWNLOAD = WRITE_BLOCK
 _RECEIVE_BLOCKS = {
     WRITE_BLOCK: BlockPool(WRITE_BLOCK, max_blocks=8),
     DOWNLOAD_BLOCK: BlockPool(DOWNLOAD_BLOCK, max_blocks=DOWNLOAD_WINDOW // DOWNLOAD_BLOCK),

@@ -92,12 +92,12 @@ class ByteBudget:
         """
         amount = max(0, min(amount, self.total))
         await trio.lowlevel.checkpoint_if_cancelled()
-        waiter = _Waiter(amount, group)
-        self._waiters.append(waiter)
-        self._grant()
-        if waiter.granted.is_set():
+        if self.acquire_now(amount, group=group) is not None:
             await trio.lowlevel.cancel_shielded_checkpoint()
             return amount
+        # Queued where acquire_now's request stood (last), to wait for its turn.
+        waiter = _Waiter(amount, group)
+        self._waiters.append(waiter)
         try:
             with trio.move_on_after(patience):
                 await waiter.granted.wait()
