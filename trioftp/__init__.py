@@ -16,38 +16,44 @@ Many transfers over one connection::
             print(entry.name, entry.size)
 """
 
-from trioftp import _moved, blocking, legacy
+from typing import TYPE_CHECKING
+
+from trioftp import _moved
+from trioftp._lazy import lazy_exports
 from trioftp._version import __version__
-from trioftp.client import (
-    ClientConnection,
-    Direction,
-    Plan,
-    Progress,
-    Rules,
-    TreeProgress,
-    TreeTransferError,
-    get,
-    open_connection,
-    put,
-)
-from trioftp.config import DEFAULT_PORT, ServerConfig
-from trioftp.errors import (
-    AlreadyExists,
-    AuthenticationFailed,
-    BadName,
-    Busy,
-    ChecksumMismatch,
-    ConnectionClosed,
-    LocalFileChanged,
-    NotFound,
-    PermissionDenied,
-    ProtocolViolation,
-    RemoteChecksumMismatch,
-    RemoteError,
-    TransferTimeout,
-    TrioftpError,
-)
-from trioftp.server import Server, serve
+
+if TYPE_CHECKING:  # what the names below are, for type checkers; at run time, on first use
+    from trioftp import blocking, legacy
+    from trioftp.client import (
+        ClientConnection,
+        Direction,
+        Plan,
+        Progress,
+        Rules,
+        TreeProgress,
+        TreeTransferError,
+        get,
+        open_connection,
+        put,
+    )
+    from trioftp.config import DEFAULT_PORT, ServerConfig
+    from trioftp.errors import (
+        AlreadyExists,
+        AuthenticationFailed,
+        BadName,
+        Busy,
+        ChecksumMismatch,
+        ConnectionClosed,
+        LocalFileChanged,
+        NotFound,
+        PermissionDenied,
+        ProtocolViolation,
+        RemoteChecksumMismatch,
+        RemoteError,
+        TransferTimeout,
+        TrioftpError,
+    )
+    from trioftp.server import Server, serve
 
 __all__ = [
     "DEFAULT_PORT",
@@ -82,5 +88,24 @@ __all__ = [
     "put",
     "serve",
 ]
+
+_CLIENT = ("ClientConnection", "Direction", "Plan", "Progress", "Rules", "TreeProgress",
+           "TreeTransferError", "get", "open_connection", "put")  # fmt: skip
+_ERRORS = ("AlreadyExists", "AuthenticationFailed", "BadName", "Busy", "ChecksumMismatch",
+           "ConnectionClosed", "LocalFileChanged", "NotFound", "PermissionDenied", "ProtocolViolation",
+           "RemoteChecksumMismatch", "RemoteError", "TransferTimeout", "TrioftpError")  # fmt: skip
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(_CLIENT, "trioftp.client"),
+        **dict.fromkeys(_ERRORS, "trioftp.errors"),
+        "DEFAULT_PORT": "trioftp.config",
+        "ServerConfig": "trioftp.config",
+        "Server": "trioftp.server",
+        "serve": "trioftp.server",
+        "blocking": "trioftp.blocking",
+        "legacy": "trioftp.legacy",
+    },
+)
 
 _moved.install()

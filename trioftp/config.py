@@ -12,6 +12,7 @@ from typing import Any
 import attrs
 
 DEFAULT_PORT = 8885  # the old text-protocol server's port, so its clients need no change
+DEFAULT_TIMEOUT = 30.0  # seconds a client gives a server to let it in (connect, TLS, HELLO, login)
 DEFAULT_ROOT = Path("trioftp-files")
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")

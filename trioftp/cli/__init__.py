@@ -17,27 +17,29 @@ messages for failures, `progress` the progress bars. This module only wires argv
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from trioftp._lazy import lazy_exports
 from trioftp._version import __version__
-from trioftp.cli.diagnose import CommandFailed, _interrupted, sole_exception
-from trioftp.cli.listing import _ls, _stat, _status
-from trioftp.cli.passwd import _passwd
-from trioftp.cli.paths import folder_name, parse_port, parse_remote, split_address
+from trioftp.cli.options import _add_connection_options, _add_rule_options, parse_port
 from trioftp.cli.progress import human as _human
-from trioftp.cli.runner import _add_connection_options, _add_rule_options, _run_client
-from trioftp.cli.serve import _add_serve, _serve, _warn_if_passwords_in_clear
-from trioftp.cli.sync_report import _sync
-from trioftp.cli.transfer import TEXT_SAMPLE, _get, _mkdir, _mv, _put, _rm
+from trioftp.cli.serve_options import add_serve
 from trioftp.config import DEFAULT_PORT
-from trioftp.server.signals import run_server
+
+if TYPE_CHECKING:
+    from trioftp.cli.diagnose import CommandFailed, sole_exception
+    from trioftp.cli.paths import folder_name, parse_remote, split_address
+    from trioftp.cli.serve import _serve, _warn_if_passwords_in_clear
+    from trioftp.cli.transfer import TEXT_SAMPLE
+    from trioftp.server.signals import run_server
 
 # The names `trioftp.cli` had when it was one module, still importable from here (the
 # private ones are those tests imported). Patch a name in its own module: build_parser
-# reads `trioftp.cli.serve._serve`, not this copy.
+# runs `trioftp.cli.serve._serve`, not this copy.
 __all__ = [
     "build_parser", "main", "CommandFailed", "sole_exception", "folder_name", "parse_port",
     "parse_remote", "split_address", "run_server", "TEXT_SAMPLE",
@@ -49,23 +51,37 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="trioftp", description="Fast, verified file transfer.")
     parser.add_argument("--version", action="version", version=f"trioftp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_serve(sub)
+    add_serve(sub).set_defaults(run=_when_run("serve:_serve"))
     _add_client_commands(sub)
     return parser
 
 
+def _when_run(target: str, *, client: bool = False) -> Callable[[argparse.Namespace], int]:
+    """The command function `target` ("module:name" in this package), imported only when the
+    command runs: `trioftp serve` then loads no client code, and a client command no server.
+    A client command's function is async and run by runner._run_client."""
+    module, name = target.split(":")
+
+    def run(args: argparse.Namespace) -> int:
+        function = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        if client:
+            runner = importlib.import_module(f"{__name__}.runner")
+            return int(runner._run_client(function, args))
+        return int(function(args))
+
+    return run
+
+
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    def command(
-        name: str, help_text: str, run: Callable[[argparse.Namespace], Awaitable[None]], **options: Any
-    ) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, run: str, **options: Any) -> argparse.ArgumentParser:
         parser = sub.add_parser(name, help=help_text, description=help_text, **options)
         parser.add_argument("host", metavar="HOST[:PORT]", help=f"the server (default port {DEFAULT_PORT})")
         _add_connection_options(parser)
-        parser.set_defaults(run=lambda args: _run_client(run, args))
+        parser.set_defaults(run=_when_run(run, client=True))
         return parser
 
     legacy_help = "talk to an old server in the legacy text protocol (no checksum, no confirmation)"
-    p = command("get", "download a file (or a folder with -r)", _get)
+    p = command("get", "download a file (or a folder with -r)", "transfer:_get")
     p.add_argument("name", help="the remote file (with -r: folder), as a path under the served root")
     p.add_argument(
         "local", nargs="?", help="where to write it (default: the name's last part; into a folder; -: stdout)"
@@ -80,30 +96,30 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument(
         "--fsync", action="store_true", help="make the download durable before exiting (-r: once at the end)"
     )
-    p = command("put", "upload a file (or a folder with -r)", _put)
+    p = command("put", "upload a file (or a folder with -r)", "transfer:_put")
     p.add_argument("path", type=Path, help="the local file (with -r: folder); -: standard input (give NAME)")
     p.add_argument("name", nargs="?", help="remote name (default: the file's name); into it if a folder")
     p.add_argument("-r", "--recursive", action="store_true", help="upload the folder PATH and all under it")
     _add_rule_options(p)
     p.add_argument("--legacy", action="store_true", help=legacy_help)
     # -h is ls's "human sizes", so --help alone asks for help here.
-    p = command("ls", "list a remote folder", _ls, add_help=False)
+    p = command("ls", "list a remote folder", "listing:_ls", add_help=False)
     p.add_argument("--help", action="help", help="show this help message and exit")
     p.add_argument("folder", nargs="?", default="", help="default: the served root (also / or .); or a file; "
                    "HOST:PORT:FOLDER (as sync writes it) works too")  # fmt: skip
     p.add_argument("-l", "--long", action="store_true", help="show each entry's kind first (d, -, l, ?)")
     p.add_argument("-h", "--human", action="store_true", help="sizes in KiB, MiB, GiB")
     p.add_argument("-R", "--recursive", action="store_true", help="list the folders under it too")
-    p = command("stat", "show a remote file's size, mtime and digest", _stat)
+    p = command("stat", "show a remote file's size, mtime and digest", "listing:_stat")
     p.add_argument("name", help="the remote file or folder")
-    p = command("rm", "delete a remote file or empty folder", _rm)
+    p = command("rm", "delete a remote file or empty folder", "transfer:_rm")
     p.add_argument("name", help="the remote file or folder (with -r: and all under it)")
     p.add_argument("-r", "--recursive", action="store_true", help="delete the folder NAME and all under it")
-    p = command("mv", "rename a remote file or folder", _mv)
+    p = command("mv", "rename a remote file or folder", "transfer:_mv")
     p.add_argument("old", help="the remote file or folder to rename")
     p.add_argument("new", help="its new name; into it if an existing folder (or ends in /)")
     p.add_argument("--replace", action="store_true", help="replace an existing NEW")
-    p = command("mkdir", "create a remote folder (and its parents)", _mkdir)
+    p = command("mkdir", "create a remote folder (and its parents)", "transfer:_mkdir")
     p.add_argument("folder", help="the remote folder to create")
 
     p = sub.add_parser(
@@ -120,13 +136,17 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     p.add_argument("-n", "--dry-run", action="store_true", help="only list what would change")
     _add_rule_options(p)
     _add_connection_options(p)
-    p.set_defaults(run=lambda args: _run_client(_sync, args))
+    p.set_defaults(run=_when_run("sync_report:_sync", client=True))
 
     p = sub.add_parser("passwd", help="print a password hash for a users file",
                        description="Reads a password (asked twice on a terminal, else one line of stdin) "
                        "and prints the scrypt hash to paste into a users file.")  # fmt: skip
-    p.set_defaults(run=_passwd)
-    command("status", "show the server's version, uptime, connections, transfers and bytes moved", _status)
+    p.set_defaults(run=_when_run("passwd:_passwd"))
+    command(
+        "status",
+        "show the server's version, uptime, connections, transfers and bytes moved",
+        "listing:_status",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -146,6 +166,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trioftp: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
+        from trioftp.cli.diagnose import _interrupted  # here: it is needed only when a command fails
+
         if _interrupted(exc):
             return 130
         raise
@@ -157,6 +179,18 @@ def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentPar
         if isinstance(action, argparse._SubParsersAction):
             return dict(action.choices)
     return {}
+
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("CommandFailed", "sole_exception"), "trioftp.cli.diagnose"),
+        **dict.fromkeys(("folder_name", "parse_remote", "split_address"), "trioftp.cli.paths"),
+        **dict.fromkeys(("_serve", "_warn_if_passwords_in_clear"), "trioftp.cli.serve"),
+        "TEXT_SAMPLE": "trioftp.cli.transfer",
+        "run_server": "trioftp.server.signals",
+    },
+)
 
 
 if __name__ == "__main__":

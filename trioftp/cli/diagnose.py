@@ -12,14 +12,15 @@ import re
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trioftp.client.targets import PARTIAL_SUFFIX
-from trioftp.config import (
-    ServerConfig,
-)
+from trioftp.config import ServerConfig
 from trioftp.errors import TrioftpError
 from trioftp.protocol.names import BadName
-from trioftp.server import Server
+
+if TYPE_CHECKING:  # a client command's failures load no server code
+    from trioftp.server import Server
 
 
 class CommandFailed(Exception):

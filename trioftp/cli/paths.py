@@ -14,17 +14,9 @@ import sys
 from pathlib import Path
 
 from trioftp.cli.diagnose import CommandFailed
+from trioftp.cli.options import parse_port
 from trioftp.client import tree
-from trioftp.config import (
-    DEFAULT_PORT,
-)
-
-
-def parse_port(text: str, where: str = "") -> int:
-    """A port number from 1 to 65535, else ValueError naming `where` (the argument it came from)."""
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"{where}{': ' if where else ''}the port {text!r} is not a number from 1 to 65535")
-    return int(text)
+from trioftp.config import DEFAULT_PORT
 
 
 def split_address(address: str, port: int | None) -> tuple[str, int]:

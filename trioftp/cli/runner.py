@@ -34,49 +34,12 @@ from trioftp.cli.paths import (
     _is_open,
     _split_sync,
     folder_name,
-    parse_port,
     parse_remote,
     split_address,
 )
 from trioftp.cli.progress import Bars
 from trioftp.client import open_connection, tree
-from trioftp.client.connection import DEFAULT_TIMEOUT
-from trioftp.config import (
-    DEFAULT_PORT,
-)
-
-
-def _port_flag(text: str) -> int:
-    try:
-        return parse_port(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """--port, --user, --tls and --ca, for every command that talks to a server."""
-    parser.add_argument("--port", type=_port_flag, default=None, help=f"server port (default {DEFAULT_PORT})")
-    parser.add_argument("--user", help="log in as USER (password from $TRIOFTP_PASSWORD, else asked)")
-    parser.add_argument("--tls", action="store_true", help="connect over TLS")
-    parser.add_argument("--ca", type=Path, help="trust this CA file for TLS (implies --tls)")
-    parser.add_argument(
-        "--timeout", metavar="SECONDS",
-        help=f"seconds the server has to let us in (default {DEFAULT_TIMEOUT:g}); with --legacy, to make "
-        "any progress",
-    )  # fmt: skip
-
-
-def _add_rule_options(parser: argparse.ArgumentParser) -> None:
-    """--exclude and --include, kept in the order given (rsync's rules: the first match decides)."""
-    for kind, what in (("exclude", "leave out"), ("include", "keep, though a later --exclude matches")):
-        parser.add_argument(
-            f"--{kind}", dest="rules", action="append", type=_tagged(kind), metavar="PATTERN", default=[],
-            help=f"{what} what PATTERN matches (rsync's rules; repeatable)",
-        )  # fmt: skip
-
-
-def _tagged(kind: str) -> Callable[[str], tuple[str, str]]:
-    return lambda pattern: (kind, pattern)
+from trioftp.config import DEFAULT_TIMEOUT
 
 
 def _rules(args: argparse.Namespace) -> tree.Rules | None:

@@ -6,49 +6,19 @@ import argparse
 import ipaddress
 import logging
 import sys
-from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
 from trioftp.cli.diagnose import _fail, _host_port, _listen_problem, _reason, _setup_problem, sole_exception
-from trioftp.config import (
-    FIELD_HELP,
-    ServerConfig,
-    build_config,
-    load_toml,
-    setting_from_text,
-)
+from trioftp.config import ServerConfig, build_config, load_toml, setting_from_text
 from trioftp.disk.syscalls import return_freed_buffers
 from trioftp.logs import setup_logging
 from trioftp.server import Server
 from trioftp.server.signals import run_server
 
 log = logging.getLogger("trioftp")
-
-
-def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    parser = sub.add_parser(
-        "serve",
-        help="serve a folder",
-        description="Serve a folder to trioftp (v2) and legacy text-protocol clients.",
-    )
-    parser.add_argument("--config", type=Path, help="TOML file of settings (a [server] table); flags win")
-    defaults = ServerConfig()
-    for field in attrs.fields(ServerConfig):
-        flag = "--" + field.name.replace("_", "-")
-        default = getattr(defaults, field.name)
-        help_text = FIELD_HELP.get(field.name, "")
-        if field.type in (bool, "bool"):
-            parser.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction, default=None,
-                                help=f"{help_text} (default: {default})")  # fmt: skip
-        else:
-            # Converted in _serve, not by argparse: a bad value is then one line naming the flag,
-            # not the whole (long) usage.
-            parser.add_argument(flag, dest=field.name, default=None, metavar=field.name.upper(),
-                                help=f"{help_text} (default: {default})")  # fmt: skip
-    parser.set_defaults(run=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -8,9 +8,14 @@ land. tree/: put -r, get -r, sync and rm -r, on tree.TreeConnection.
 legacy_servers: the Trio client for servers that speak only the old protocol.
 """
 
-from trioftp.client.connection import ClientConnection, Progress, open_connection
-from trioftp.client.oneshot import get, put
-from trioftp.client.tree import Direction, Plan, Rules, TreeProgress, TreeTransferError
+from typing import TYPE_CHECKING
+
+from trioftp._lazy import lazy_exports
+
+if TYPE_CHECKING:  # at run time, on first use: `import trioftp.client.targets` loads no more
+    from trioftp.client.connection import ClientConnection, Progress, open_connection
+    from trioftp.client.oneshot import get, put
+    from trioftp.client.tree import Direction, Plan, Rules, TreeProgress, TreeTransferError
 
 __all__ = [
     "ClientConnection",
@@ -24,3 +29,15 @@ __all__ = [
     "open_connection",
     "put",
 ]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(("ClientConnection", "Progress", "open_connection"), "trioftp.client.connection"),
+        **dict.fromkeys(("get", "put"), "trioftp.client.oneshot"),
+        **dict.fromkeys(
+            ("Direction", "Plan", "Rules", "TreeProgress", "TreeTransferError"), "trioftp.client.tree"
+        ),
+        "tree": "trioftp.client.tree",
+    },
+)

@@ -41,7 +41,7 @@ from trioftp.client.streams import Progress as Progress  # re-exported from its 
 from trioftp.client.streams import _ServerClosed, client_settings
 from trioftp.client.tree import TreeConnection
 from trioftp.client.upload import Uploads
-from trioftp.config import DEFAULT_PORT
+from trioftp.config import DEFAULT_PORT, DEFAULT_TIMEOUT
 from trioftp.errors import (
     AuthenticationFailed,
     ConnectionClosed,
@@ -75,7 +75,6 @@ from trioftp.transport.streams import ChannelClosed
 T = TypeVar("T")
 
 GREASE_CHANCE = 1 / 8  # of connections that send one GREASE frame after the HELLO exchange
-DEFAULT_TIMEOUT = 30.0  # seconds a server has to let us in (connect, TLS, HELLO, login)
 
 # Servers this process found to take pipelined requests (spec 7, item 5): their HELLO listed
 # "v2.1" and let clients in without AUTH. Keyed by where we connected and the digests we
