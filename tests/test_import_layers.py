@@ -13,14 +13,14 @@ import sys
 import pytest
 
 
-def _loaded_after(code: str) -> list[str]:
-    listing = "print(json.dumps(sorted(m for m in sys.modules if m.startswith('trioftp'))))"
-    probe = f"{code}\nimport json, sys\n{listing}"
+def _loaded_after(code: str, *, trioftp_only: bool = True) -> list[str]:
+    # The list is taken before json is imported to print it.
+    probe = f"{code}\nimport sys\nloaded = sorted(sys.modules)\nimport json\nprint(json.dumps(loaded))"
     out = subprocess.run(
         [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
     )
     loaded: list[str] = json.loads(out.stdout.splitlines()[-1])
-    return loaded
+    return [m for m in loaded if m.startswith("trioftp")] if trioftp_only else loaded
 
 
 def test_the_serve_command_loads_no_client_code() -> None:
@@ -31,6 +31,15 @@ def test_the_serve_command_loads_no_client_code() -> None:
     assert not any(
         m.startswith("trioftp.cli.") and m.endswith(("runner", "transfer", "listing")) for m in loaded
     )
+
+
+def test_a_server_loads_what_only_some_servers_need_when_they_need_it() -> None:
+    """The legacy dialect's code with the first legacy client, TOML with a config or users
+    file, JSON with JSON logs, difflib with a mistyped setting."""
+    loaded = _loaded_after("import trioftp.cli.serve, trioftp.server.signals", trioftp_only=False)
+    assert "trioftp.server.server" in loaded
+    for module in ("trioftp.server.legacy_session", "tomllib", "json", "difflib", "importlib.resources"):
+        assert module not in loaded
 
 
 @pytest.mark.parametrize("module", ["trioftp.cli.transfer", "trioftp.cli.listing", "trioftp.cli.sync_report"])

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
-import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -254,6 +252,8 @@ def setting_from_text(name: str, text: str, where: str) -> Any:
 
 
 def _did_you_mean(name: str) -> str:
+    import difflib  # here, not at the top: only a mistyped setting needs it (bench W5)
+
     close = difflib.get_close_matches(name, [*_FIELD_TYPES, "server"], n=1)
     return f" (did you mean {close[0]}?)" if close else ""
 
@@ -266,6 +266,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         ValueError: not TOML, no `[server]` table, a setting outside it, or an unknown or
             mistyped setting; the message starts with the file's path.
     """
+    import tomllib  # here, not at the top: a server started without a file never reads TOML
+
     with path.open("rb") as f:
         try:
             data = tomllib.load(f)

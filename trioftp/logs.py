@@ -7,7 +7,6 @@ so a log pipeline can filter on them without parsing the message.
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -17,6 +16,12 @@ _STANDARD_ATTRS = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        import json  # here, not at the top: a server logging text never loads it (bench W5)
+
+        self._dumps = json.dumps
+
     def format(self, record: logging.LogRecord) -> str:
         data: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
@@ -30,7 +35,7 @@ class JsonFormatter(logging.Formatter):
                 data[key] = value
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return json.dumps(data, default=str, ensure_ascii=False)
+        return self._dumps(data, default=str, ensure_ascii=False)
 
 
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:

@@ -10,7 +10,6 @@ import errno
 import os
 import re
 import sys
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -52,6 +51,8 @@ def _setup_problem(exc: OSError | ValueError, config: ServerConfig) -> str:
         return _tls_problem(exc, config)  # ssl's errors (SSLError is an OSError) name no file
     if isinstance(exc, OSError):
         return _path_problem(exc, config)
+    import tomllib  # here: only a failed start needs it
+
     if isinstance(exc, tomllib.TOMLDecodeError | UnicodeDecodeError):  # the users file is the only TOML here
         return f"--users-file {config.users_file}: {exc}"
     return str(exc)

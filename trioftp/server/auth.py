@@ -21,7 +21,6 @@ import enum
 import hashlib
 import hmac
 import secrets
-import tomllib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -142,6 +141,8 @@ def _home(value: Any, where: str) -> str:
 
 def load_users(path: Path) -> Users:
     """Read a users file (see the module doc). Raises ValueError with the place of any mistake."""
+    import tomllib  # here, not at the top: a server without users never reads TOML
+
     with path.open("rb") as f:
         data = tomllib.load(f)
     unknown = set(data) - {"users", "anonymous"}

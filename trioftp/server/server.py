@@ -31,6 +31,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -43,13 +44,15 @@ from trioftp.protocol.messages import Error
 from trioftp.protocol.sniff import Dialect, sniff
 from trioftp.server.auth import ANONYMOUS_FULL, READ_ONLY_RIGHTS, FailureTracker, User, Users, load_users
 from trioftp.server.budget import ByteBudget, give_memory_back
-from trioftp.server.legacy_session import LegacySession
 from trioftp.server.metrics import Metrics, serve_metrics
 from trioftp.server.session import V2Session, watch_interval
 from trioftp.server.shared import Shared
 from trioftp.server.stores import open_store
 from trioftp.storage.interface import StorageError, Store
 from trioftp.transport.streams import close_stream, peer_of
+
+if TYPE_CHECKING:  # imported by the first legacy connection: many servers never see one (bench W5)
+    from trioftp.server.legacy_session import LegacySession
 
 log = logging.getLogger("trioftp.server")
 
@@ -530,6 +533,8 @@ class Server:
             )
         elif dialect is Dialect.LEGACY and self._legacy_refusal() is None:
             assert isinstance(stream, trio.SocketStream)
+            from trioftp.server.legacy_session import LegacySession
+
             session = LegacySession(self.shared, stream, head, peer)
         elif dialect is Dialect.LEGACY:
             self.metrics.connection_refused("legacy_off")
