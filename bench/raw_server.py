@@ -8,7 +8,17 @@ One blocking thread per connection, one transfer per connection:
 With --fsync (the `raw-fsync` system, issue 13) the file is fsynced before `OK`:
 the limit for anything durable, as a trioftp upload is.
 
-Run: python bench/raw_server.py --root DIR --port P [--fsync]
+With --durable (the `raw-durable` system) an upload does the work a durable,
+atomic, verified upload does, and no more: `P name size digest\n` (the
+client's BLAKE3, hex); the bytes go to a new file beside the target
+(O_EXCL, in the target's folder opened once for this file) and are hashed as
+they arrive; then the digest is checked (`NO` if it differs, the file
+dropped), the file fsynced, renamed over the target and the folder fsynced
+before `OK`. `--skip hash,rename,dirsync` leaves steps out, to measure what
+each costs (bench/RESULTS.md, branch perf5d): without `rename` the file is
+written in place, as raw-fsync does.
+
+Run: python bench/raw_server.py --root DIR --port P [--fsync | --durable [--skip STEPS]]
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import secrets
 import socket
 import sys
 import threading
+from collections.abc import Collection
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import COPY_BUFFER, raise_nofile, set_parent_death_signal, write_all
@@ -26,7 +38,9 @@ from common import COPY_BUFFER, raise_nofile, set_parent_death_signal, write_all
 MISSING = (1 << 64) - 1
 
 
-def handle(conn: socket.socket, root: str, fsync: bool = False) -> None:
+def handle(
+    conn: socket.socket, root: str, fsync: bool = False, durable: bool = False, skip: Collection[str] = ()
+) -> None:
     with conn:
         data = b""
         while b"\n" not in data:
@@ -55,6 +69,11 @@ def handle(conn: socket.socket, root: str, fsync: bool = False) -> None:
                     offset += sent
             finally:
                 os.close(fd)
+        elif parts[0] == b"P" and durable:
+            ok = put_durable(
+                conn, root, parts[1].decode(), int(parts[2]), bytes.fromhex(parts[3].decode()), rest, skip
+            )
+            conn.sendall(b"OK" if ok else b"NO")
         elif parts[0] == b"P":
             path = os.path.join(root, parts[1].decode())
             size = int(parts[2])
@@ -77,12 +96,64 @@ def handle(conn: socket.socket, root: str, fsync: bool = False) -> None:
             conn.sendall(b"OK")
 
 
+def put_durable(
+    conn: socket.socket, root: str, name: str, size: int, digest: bytes, rest: bytes, skip: Collection[str]
+) -> bool:
+    """Receive one file beside its target, check its digest, fsync, rename in, fsync the folder."""
+    import blake3  # the package trioftp hashes with; only this mode needs it
+
+    parent, _, last = name.rpartition("/")
+    folder = os.open(os.path.join(root, parent), os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        beside = "rename" not in skip
+        temp = f".{last}.{secrets.token_hex(8)}.part" if beside else last
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_EXCL if beside else os.O_TRUNC)
+        fd = os.open(temp, flags, 0o644, dir_fd=folder)
+        hasher = blake3.blake3() if "hash" not in skip else None
+        try:
+            got = len(rest)
+            write_all(fd, memoryview(rest))
+            if hasher is not None:
+                hasher.update(rest)
+            buf = bytearray(COPY_BUFFER)
+            view = memoryview(buf)
+            while got < size:
+                n = conn.recv_into(buf, min(len(buf), size - got))
+                if not n:
+                    return False
+                write_all(fd, view[:n])
+                if hasher is not None:
+                    hasher.update(view[:n])
+                got += n
+            if hasher is not None and hasher.digest() != digest:
+                if beside:
+                    os.unlink(temp, dir_fd=folder)
+                return False
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if beside:
+            os.replace(temp, last, src_dir_fd=folder, dst_dir_fd=folder)
+        if "dirsync" not in skip:
+            os.fsync(folder)
+    finally:
+        os.close(folder)
+    return True
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--fsync", action="store_true", help="fsync each uploaded file before OK")
+    parser.add_argument(
+        "--durable", action="store_true", help="uploads beside, verified, fsynced, renamed in"
+    )
+    parser.add_argument("--skip", default="", help="with --durable: steps to leave out (hash,rename,dirsync)")
     args = parser.parse_args()
+    skip = frozenset(step for step in args.skip.split(",") if step)
+    if skip - {"hash", "rename", "dirsync"}:
+        parser.error(f"--skip: unknown steps {sorted(skip - {'hash', 'rename', 'dirsync'})}")
     set_parent_death_signal()
     raise_nofile()
     listener = socket.socket()
@@ -91,7 +162,9 @@ def main() -> None:
     listener.listen(4096)
     while True:
         conn, _ = listener.accept()
-        threading.Thread(target=handle, args=(conn, args.root, args.fsync), daemon=True).start()
+        threading.Thread(
+            target=handle, args=(conn, args.root, args.fsync, args.durable, skip), daemon=True
+        ).start()
 
 
 if __name__ == "__main__":

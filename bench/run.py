@@ -19,7 +19,9 @@ Workloads:
   W3D the same 2,000 files to disk (issue 13)        files/s: trioftp `get -r` of a folder vs raw
                                                      fetching them one by one to files; trioftp
                                                      `put -r` vs raw-fsync uploading them with
-                                                     the tree's concurrency (16), each fsynced
+                                                     the tree's concurrency (16), each fsynced,
+                                                     and vs raw-durable doing all a durable
+                                                     upload does (beside, BLAKE3, rename, folder fsync)
   W4  200 clients released at once, 1 MiB each      aggregate MB/s, p50/p99 latency, failures
   W5  the server's peak RSS over W4                  MiB (VmHWM, reset before W4)
   W6  10,000 idle connections (trioftp, pyftpdlib)   server RSS per connection, KiB
@@ -27,7 +29,9 @@ Workloads:
 
 Systems: trioftp (v2), legacy (trioftp's server, legacy protocol), pyftpdlib, raw (bench/raw_server.py
 and a plain-socket client), raw-fsync (the same, with the receiver fsyncing each file before it
-counts: the limit for anything durable; it runs W1, W2 and W3D's put only).
+counts: the limit for anything durable; it runs W1, W2 and W3D's put only), raw-durable (W3D's put
+only: each file written beside its target, hashed with BLAKE3 and checked against the client's digest,
+fsynced, renamed in, its folder fsynced: the work a durable, atomic, verified upload does).
 """
 
 from __future__ import annotations
@@ -56,9 +60,10 @@ sys.path.insert(0, HERE)
 from common import KiB, MiB, percentile, proc_status, reset_peak_rss, sha256_file  # noqa: E402
 
 HOST = "127.0.0.1"
-SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw", "raw-fsync")
+SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw", "raw-fsync", "raw-durable")
 WORKLOADS = ("W1", "W2", "W3", "W3D", "W4", "W5", "W6", "W7")
-DURABLE_SYSTEMS = ("raw-fsync",)  # W1, W2 and W3D's put only
+DURABLE_SYSTEMS = ("raw-fsync", "raw-durable")  # W1, W2 and W3D's put only (raw-durable: W3D's put only)
+PUT_ONLY_SYSTEMS = ("raw-durable",)
 IDLE_SYSTEMS = ("trioftp", "pyftpdlib")  # W6 is only for these
 MIXED_SYSTEMS = ("trioftp",)  # W7
 
@@ -190,10 +195,12 @@ class Server:
             ]
         elif system == "pyftpdlib":
             cmd = [py, os.path.join(HERE, "ftp_server.py"), "--root", root, "--port", str(self.port), *extra]
-        elif system in ("raw", "raw-fsync"):
+        elif system in ("raw", "raw-fsync", "raw-durable"):
             cmd = [py, os.path.join(HERE, "raw_server.py"), "--root", root, "--port", str(self.port), *extra]
             if system == "raw-fsync":
                 cmd.append("--fsync")
+            if system == "raw-durable":
+                cmd.append("--durable")
         else:
             raise ValueError(system)
         self._log = open(self.logpath, "w")  # noqa: SIM115 (closed in stop())
@@ -652,10 +659,10 @@ class Bench:
             self._w3d_run(system, rnd, "get files/s", job, dest)
             remove(dest)
             settle()
-        if system in ("trioftp", "raw-fsync"):
+        if system in ("trioftp", "raw-fsync", "raw-durable"):
             remote = f"up-{system}-{rnd}"
             stored = os.path.join(self.data.roots[system], remote)
-            if system == "raw-fsync":
+            if system != "trioftp":
                 os.makedirs(stored)  # the raw server makes no folders
             job = self._job(
                 system, "tree-put", src_dir=self.data.tree, remote=remote, names=names,
@@ -876,6 +883,8 @@ class Bench:
         log("warm-up round (not counted): W1, W3, W4 once per system")
         self._warming = True
         for system in self.systems:
+            if system in PUT_ONLY_SYSTEMS:
+                continue
             if self.workloads & {"W1", "W2"}:
                 self.w1(system, -1, counted=False)
             if system in DURABLE_SYSTEMS:
@@ -902,20 +911,21 @@ class Bench:
     def round(self, rnd: int, order: list[str]) -> None:
         r = self.results
         plain = [s for s in order if s not in DURABLE_SYSTEMS]
+        large = [s for s in order if s not in PUT_ONLY_SYSTEMS]
         pairs = [
             ("trioftp", "raw"), ("legacy", "raw"), ("pyftpdlib", "raw"), ("trioftp", "pyftpdlib"),
             ("trioftp", "legacy"), ("trioftp", "raw-fsync"), ("legacy", "raw-fsync"), ("raw", "raw-fsync"),
         ]  # fmt: skip
         if "W1" in self.workloads:
-            for system in order:
+            for system in large:
                 self.w1(system, rnd)
             r.round_ratios("W1", "MB/s", _pairs(order, pairs))
-            log("  W1 " + self._last("W1", "MB/s", order))
+            log("  W1 " + self._last("W1", "MB/s", large))
         if "W2" in self.workloads:
-            for system in order:
+            for system in large:
                 self.w2(system, rnd)
             r.round_ratios("W2", "MB/s", _pairs(order, pairs))
-            log("  W2 " + self._last("W2", "MB/s", order))
+            log("  W2 " + self._last("W2", "MB/s", large))
         if "W3" in self.workloads:
             for system in plain:
                 self.w3(system, rnd)
@@ -926,16 +936,23 @@ class Bench:
             )
             log("  W3 " + self._last("W3", "files/s", plain))
         if "W3D" in self.workloads:
-            tree_systems = [s for s in order if s in ("trioftp", "raw", "raw-fsync")]
+            tree_systems = [s for s in order if s in ("trioftp", "raw", "raw-fsync", "raw-durable")]
             for system in tree_systems:
                 self.w3d(system, rnd)
             r.round_ratios("W3D", "get files/s", _pairs(order, [("trioftp", "raw")]))
-            r.round_ratios("W3D", "put files/s", _pairs(order, [("trioftp", "raw-fsync")]))
+            r.round_ratios(
+                "W3D",
+                "put files/s",
+                _pairs(
+                    order,
+                    [("trioftp", "raw-fsync"), ("trioftp", "raw-durable"), ("raw-durable", "raw-fsync")],
+                ),
+            )
             log(
                 "  W3D get "
                 + self._last("W3D", "get files/s", ["trioftp", "raw"])
                 + " | put "
-                + self._last("W3D", "put files/s", ["trioftp", "raw-fsync"])
+                + self._last("W3D", "put files/s", ["trioftp", "raw-fsync", "raw-durable"])
             )
         if self.workloads & {"W4", "W5"}:
             for system in plain:
@@ -1029,6 +1046,8 @@ RATIO_COLUMNS = [
     ("trioftp", "pyftpdlib"),
     ("legacy", "raw"),
     ("legacy", "raw-fsync"),
+    ("trioftp", "raw-durable"),
+    ("raw-durable", "raw-fsync"),
 ]
 RATIO_METRICS = {
     ("W1", "MB/s"),
@@ -1044,8 +1063,9 @@ RATIO_METRICS = {
 
 def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str:
     label_w = 38
-    header = f"{'workload (median of runs)':<{label_w}}" + "".join(f"{s:>11}" for s in systems)
-    header += " |" + "".join(f"{a + '/' + b:>18}" for a, b in RATIO_COLUMNS)
+    width = {s: max(11, len(s) + 1) for s in systems}  # a space between columns, "raw-durable" too
+    header = f"{'workload (median of runs)':<{label_w}}" + "".join(f"{s:>{width[s]}}" for s in systems)
+    header += " |" + "".join(f"{a + '/' + b:>{max(18, len(a + b) + 2)}}" for a, b in RATIO_COLUMNS)
     lines = [header, "-" * len(header)]
     for workload, metric, label in ROWS:
         series = res.values.get((workload, metric))
@@ -1056,15 +1076,15 @@ def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str
         for s in systems:
             if metric == "failures":
                 vals = [v for v in series.get(s, []) if v is not None]
-                row += f"{(_fmt(sum(vals), 0) if vals else '-'):>11}"
+                row += f"{(_fmt(sum(vals), 0) if vals else '-'):>{width[s]}}"
             elif s in series:
-                row += f"{_fmt(res.median(workload, metric, s)):>11}"
+                row += f"{_fmt(res.median(workload, metric, s)):>{width[s]}}"
             else:
-                row += f"{'N/A':>11}"
+                row += f"{'N/A':>{width[s]}}"
         row += " |"
         for a, b in RATIO_COLUMNS:
             r = res.ratio(workload, metric, a, b) if (workload, metric) in RATIO_METRICS else None
-            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>18}"
+            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>{max(18, len(a + b) + 2)}}"
         lines.append(row)
     return "\n".join(lines)
 
@@ -1121,6 +1141,9 @@ def evaluate_targets(res: Results, systems: list[str]) -> list[tuple[str, str, s
     ratio_target("W3D", "get files/s", "trioftp", "raw", 1.0, "W3D get -r to disk >= 1.0x raw one by one")
     ratio_target(
         "W3D", "put files/s", "trioftp", "raw-fsync", 0.8, "W3D put -r >= 0.8x raw-fsync, same concurrency"
+    )
+    ratio_target(  # not one of issue 13's targets: the baseline that does the same work, for reference
+        "W3D", "put files/s", "trioftp", "raw-durable", 0.8, "W3D put -r >= 0.8x raw-durable (same work)"
     )
 
     if res.values.get(("W4", "agg MB/s"), {}).get("trioftp"):

@@ -148,6 +148,23 @@ class RawClient:
         pass
 
 
+class RawDurableClient(RawClient):
+    """The raw client for the raw-durable server: the file is read and hashed (BLAKE3, as
+    trioftp's client does for a small file) and its digest goes with the request."""
+
+    def put(self, path: str, name: str, _server_root: str) -> int:
+        import blake3
+
+        with open(path, "rb") as f:
+            data = f.read()
+        digest = blake3.blake3(data).hexdigest()
+        with socket.create_connection(self.address) as sock:
+            sock.sendall(f"P {name} {len(data)} {digest}\n".encode() + data)
+            if _recv_exact(sock, 2) != b"OK":
+                raise ConnectionError("raw server did not confirm the upload")
+        return len(data)
+
+
 # ------------------------------------------------------ pyftpdlib client
 
 
@@ -244,6 +261,7 @@ class LegacyClient:
 BLOCKING_CLIENTS: dict[str, Callable[[str, int], Any]] = {
     "raw": RawClient,
     "raw-fsync": RawClient,  # the same client; its server fsyncs uploads, and downloads are fsynced here
+    "raw-durable": RawDurableClient,  # W3D's put only
     "pyftpdlib": FtpClient,
     "legacy": LegacyClient,
 }
@@ -346,8 +364,9 @@ def blocking_job(job: dict[str, Any]) -> None:
         emit("RESULT", {"seconds": monotonic() - start, "files": len(names)})
 
     elif kind == "tree-put":
-        # W3 to disk, the durable baseline: `concurrency` threads upload the files, and
-        # the raw-fsync server writes and fsyncs each before it answers.
+        # W3 to disk, the durable baselines: `concurrency` threads upload the files, and
+        # the raw-fsync server writes and fsyncs each before it answers (raw-durable: also
+        # beside the target, hashed and checked, renamed in, the folder fsynced).
         names, src, remote = job["names"], job["src_dir"], job["remote"]
         shares = [names[i :: job["concurrency"]] for i in range(job["concurrency"])]
         errors: list[str] = []
