@@ -21,6 +21,7 @@ from __future__ import annotations
 import ftplib
 import json
 import os
+import queue
 import socket
 import sys
 import threading
@@ -154,7 +155,10 @@ class RawVerifyClient(RawClient):
     As a trioftp download does: the bytes go to a file beside the target (`.trioftp-part`),
     are hashed with BLAKE3 (the same package, one thread) as they come, the digest is checked
     against the one the server sent before the file, and only then is the file renamed in.
-    No fsync (trioftp's default). Memory gets (W3) are not this baseline's job.
+    No fsync (trioftp's default). A file of up to one buffer (1 MiB, W4's) is received, hashed
+    and written in one thread, as trioftp writes such a download on its loop; a larger one is
+    written by a thread beside the receiving and hashing one, as trioftp's writer thread does.
+    Memory gets (W3) are not this baseline's job.
     """
 
     def get_file(self, name: str, path: str) -> int:
@@ -171,11 +175,15 @@ class RawVerifyClient(RawClient):
                 if size == (1 << 64) - 1:
                     raise FileNotFoundError(name)
 
-                def sink(chunk: memoryview) -> None:
-                    hasher.update(chunk)
-                    write_all(fd, chunk)
+                if size > COPY_BUFFER:
+                    got = _drain_beside_writer(sock, size, hasher, fd)
+                else:
 
-                got = _drain(sock, self.buf, sink, size)
+                    def sink(chunk: memoryview) -> None:
+                        hasher.update(chunk)
+                        write_all(fd, chunk)
+
+                    got = _drain(sock, self.buf, sink, size)
             if hasher.digest() != head[8:]:
                 raise ValueError(f"{name}: digest mismatch")
         except BaseException:
@@ -185,6 +193,49 @@ class RawVerifyClient(RawClient):
         os.close(fd)
         os.replace(partial, path)
         return got
+
+
+def _drain_beside_writer(sock: socket.socket, size: int, hasher: Any, fd: int) -> int:
+    """Receive and hash here while a writer thread writes the buffers filled before (as trioftp
+    hashes on its loop while its writer thread writes): a file over one buffer only."""
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+    for _ in range(8):
+        free.put(bytearray(COPY_BUFFER))
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := full.get()) is not None:
+            buf, n = item
+            if not failed:  # after a failure, buffers still go back, so the receiver never waits forever
+                try:
+                    write_all(fd, memoryview(buf)[:n])
+                except BaseException as exc:
+                    failed.append(exc)
+            free.put(buf)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    got = 0
+    try:
+        while got < size:
+            buf = free.get()
+            view = memoryview(buf)
+            want, n = min(len(buf), size - got), 0
+            while n < want:
+                k = sock.recv_into(view[n:want])
+                if not k:
+                    raise ConnectionError(f"closed after {got + n} of {size} bytes")
+                n += k
+            hasher.update(view[:n])
+            full.put((buf, n))
+            got += n
+    finally:
+        full.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
+    return got
 
 
 def _get_to_file(client: Any, name: str, path: str, durable: bool = False) -> int:
