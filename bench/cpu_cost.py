@@ -15,6 +15,9 @@ Cases:
 
 The raw baseline (bench/raw_server.py and a plain-socket client in threads)
 runs conn-get and conn-1mib; it has no connection reuse, so no small-get.
+raw-verify (the raw server with --digests) runs conn-1mib doing a verifying
+client's work, as bench/run.py's raw-verify system: BLAKE3 of the bytes checked
+against the digest the server sent, written beside and renamed in.
 """
 
 from __future__ import annotations
@@ -74,7 +77,7 @@ class Measure:
     def row(self, system: str, case: str) -> str:
         done = self.ops * len(self.rates)
         return (
-            f"{system:<8} {case:<10} {statistics.median(self.rates):>10,.0f} "
+            f"{system:<10} {case:<10} {statistics.median(self.rates):>10,.0f} "
             f"{self.client_cpu / done * 1e6:>14,.0f} {self.server_cpu / done * 1e6:>14,.0f}"
         )
 
@@ -127,19 +130,24 @@ def _trioftp_cases(port: int, small: list[str], big: list[str], dest: str) -> di
     return {"small-get": run(small_get), "conn-get": run(conn_get), "conn-1mib": run(conn_1mib)}
 
 
-def _raw_get(port: int, name: str, buf: bytearray, fd: int | None) -> None:
+def _raw_get(port: int, name: str, buf: bytearray, fd: int | None, hasher: Any = None) -> bytes:
+    """Fetch `name` (into `fd` if given, hashing with `hasher` if given); return the digest sent, if any."""
     view = memoryview(buf)
     with socket.create_connection(("127.0.0.1", port)) as sock:
         sock.sendall(f"G {name}\n".encode())
-        size = int.from_bytes(sock.recv(8, socket.MSG_WAITALL), "big")
+        head = sock.recv(8 if hasher is None else 40, socket.MSG_WAITALL)
+        size = int.from_bytes(head[:8], "big")
         got = 0
         while got < size:
             n = sock.recv_into(buf)
             if not n:
                 raise ConnectionError("raw server closed early")
+            if hasher is not None:
+                hasher.update(view[:n])
             if fd is not None:
                 write_all(fd, view[:n])
             got += n
+    return head[8:]
 
 
 def _raw_cases(port: int, small: list[str], big: list[str], dest: str) -> dict[str, Callable[[], None]]:
@@ -179,6 +187,35 @@ def _raw_cases(port: int, small: list[str], big: list[str], dest: str) -> dict[s
     return {"conn-get": conn_get, "conn-1mib": conn_1mib}
 
 
+def _raw_verify_cases(
+    port: int, small: list[str], big: list[str], dest: str
+) -> dict[str, Callable[[], None]]:
+    import blake3
+
+    def conn_1mib() -> None:
+        def one(i: int) -> None:
+            path = os.path.join(dest, big[i])
+            partial = path + ".trioftp-part"
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                hasher = blake3.blake3()
+                sent = _raw_get(port, big[i], bytearray(COPY_BUFFER), fd, hasher)
+                if hasher.digest() != sent:
+                    raise ValueError(f"{big[i]}: digest mismatch")
+            finally:
+                os.close(fd)
+            os.replace(partial, path)
+
+        started = [threading.Thread(target=one, args=(i,)) for i in range(len(big))]
+        for t in started:
+            t.start()
+        for t in started:
+            t.join()
+        _empty(dest)
+
+    return {"conn-1mib": conn_1mib}
+
+
 def _empty(folder: str) -> None:
     for name in os.listdir(folder):
         os.unlink(os.path.join(folder, name))
@@ -211,15 +248,18 @@ def main() -> None:
         env = dict(os.environ)
         if args.source:
             env["PYTHONPATH"] = os.path.abspath(args.source)
-        ports = {"trioftp": free_port(), "raw": free_port()}
+        ports = {"trioftp": free_port(), "raw": free_port(), "raw-verify": free_port()}
         commands = {
             "trioftp": [sys.executable, "-m", "trioftp", "serve", "--root", root, "--host", "127.0.0.1",
                         "--port", str(ports["trioftp"]), "--log-level", "WARNING", "--no-legacy"],
             "raw": [sys.executable, os.path.join(HERE, "raw_server.py"), "--root", root,
                     "--port", str(ports["raw"])],
+            "raw-verify": [sys.executable, os.path.join(HERE, "raw_server.py"), "--root", root,
+                           "--port", str(ports["raw-verify"]), "--digests"],
         }  # fmt: skip
-        print(f"{'system':<8} {'case':<10} {'ops/s':>10} {'client us/op':>14} {'server us/op':>14}")
-        for system, cases_of in (("trioftp", _trioftp_cases), ("raw", _raw_cases)):
+        print(f"{'system':<10} {'case':<10} {'ops/s':>10} {'client us/op':>14} {'server us/op':>14}")
+        systems = (("trioftp", _trioftp_cases), ("raw", _raw_cases), ("raw-verify", _raw_verify_cases))
+        for system, cases_of in systems:
             server = subprocess.Popen(commands[system], env=env)
             servers.append(server)
             wait_listening(ports[system])

@@ -18,7 +18,12 @@ before `OK`. `--skip hash,rename,dirsync` leaves steps out, to measure what
 each costs (bench/RESULTS.md, branch perf5d): without `rename` the file is
 written in place, as raw-fsync does.
 
-Run: python bench/raw_server.py --root DIR --port P [--fsync | --durable [--skip STEPS]]
+With --digests (the `raw-verify` system, issue 13) a `G` answer is the size, then the file's
+32-byte BLAKE3 digest, then the file: the digests are taken before the server listens (and
+kept for a file first asked for later), as trioftp's server keeps digests in its digest cache,
+so the client can check what it got the way a trioftp client does.
+
+Run: python bench/raw_server.py --root DIR --port P [--fsync | --durable [--skip STEPS] | --digests]
 """
 
 from __future__ import annotations
@@ -32,14 +37,57 @@ import sys
 import threading
 from collections.abc import Collection
 
+import blake3
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import COPY_BUFFER, raise_nofile, set_parent_death_signal, write_all
 
 MISSING = (1 << 64) - 1
+NO_DIGEST = bytes(32)  # sent with MISSING
+
+
+class Digests:
+    """BLAKE3 digests of the files under a root, keyed by identity and version (one thread each)."""
+
+    def __init__(self, root: str) -> None:
+        self._known: dict[tuple[int, int, int, int], bytes] = {}
+        self._lock = threading.Lock()
+        for folder, _, names in os.walk(root):
+            for name in names:
+                path = os.path.join(folder, name)
+                fd = os.open(path, os.O_RDONLY)
+                try:
+                    self.of(fd)
+                finally:
+                    os.close(fd)
+
+    def of(self, fd: int) -> bytes:
+        st = os.fstat(fd)
+        key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
+        with self._lock:
+            known = self._known.get(key)
+        if known is not None:
+            return known
+        hasher = blake3.blake3()  # one thread, as trioftp's
+        buf = bytearray(COPY_BUFFER)
+        view = memoryview(buf)
+        offset = 0
+        while n := os.preadv(fd, [buf], offset):
+            hasher.update(view[:n])
+            offset += n
+        digest = hasher.digest()
+        with self._lock:
+            self._known[key] = digest
+        return digest
 
 
 def handle(
-    conn: socket.socket, root: str, fsync: bool = False, durable: bool = False, skip: Collection[str] = ()
+    conn: socket.socket,
+    root: str,
+    fsync: bool = False,
+    durable: bool = False,
+    skip: Collection[str] = (),
+    digests: Digests | None = None,
 ) -> None:
     with conn:
         data = b""
@@ -55,11 +103,11 @@ def handle(
             try:
                 fd = os.open(path, os.O_RDONLY)
             except OSError:
-                conn.sendall(MISSING.to_bytes(8, "big"))
+                conn.sendall(MISSING.to_bytes(8, "big") + (NO_DIGEST if digests else b""))
                 return
             try:
                 size = os.fstat(fd).st_size
-                conn.sendall(size.to_bytes(8, "big"))
+                conn.sendall(size.to_bytes(8, "big") + (digests.of(fd) if digests else b""))
                 offset = 0
                 out = conn.fileno()
                 while offset < size:
@@ -150,12 +198,14 @@ def main() -> None:
         "--durable", action="store_true", help="uploads beside, verified, fsynced, renamed in"
     )
     parser.add_argument("--skip", default="", help="with --durable: steps to leave out (hash,rename,dirsync)")
+    parser.add_argument("--digests", action="store_true", help="send each file's BLAKE3 digest before it")
     args = parser.parse_args()
     skip = frozenset(step for step in args.skip.split(",") if step)
     if skip - {"hash", "rename", "dirsync"}:
         parser.error(f"--skip: unknown steps {sorted(skip - {'hash', 'rename', 'dirsync'})}")
     set_parent_death_signal()
     raise_nofile()
+    digests = Digests(args.root) if args.digests else None
     listener = socket.socket()
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", args.port))
@@ -163,7 +213,7 @@ def main() -> None:
     while True:
         conn, _ = listener.accept()
         threading.Thread(
-            target=handle, args=(conn, args.root, args.fsync, args.durable, skip), daemon=True
+            target=handle, args=(conn, args.root, args.fsync, args.durable, skip, digests), daemon=True
         ).start()
 
 

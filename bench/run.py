@@ -31,7 +31,9 @@ Systems: trioftp (v2), legacy (trioftp's server, legacy protocol), pyftpdlib, ra
 and a plain-socket client), raw-fsync (the same, with the receiver fsyncing each file before it
 counts: the limit for anything durable; it runs W1, W2 and W3D's put only), raw-durable (W3D's put
 only: each file written beside its target, hashed with BLAKE3 and checked against the client's digest,
-fsynced, renamed in, its folder fsynced: the work a durable, atomic, verified upload does).
+fsynced, renamed in, its folder fsynced: the work a durable, atomic, verified upload does), raw-verify
+(the raw client doing a verifying client's work: it checks a BLAKE3 digest the server sends, writes
+beside and renames in, no fsync; the limit for a verified download; it runs W1, W3D's get and W4 only).
 """
 
 from __future__ import annotations
@@ -60,12 +62,13 @@ sys.path.insert(0, HERE)
 from common import KiB, MiB, percentile, proc_status, reset_peak_rss, sha256_file  # noqa: E402
 
 HOST = "127.0.0.1"
-SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw", "raw-fsync", "raw-durable")
+SYSTEMS = ("trioftp", "legacy", "pyftpdlib", "raw", "raw-fsync", "raw-durable", "raw-verify")
 WORKLOADS = ("W1", "W2", "W3", "W3D", "W4", "W5", "W6", "W7")
 DURABLE_SYSTEMS = ("raw-fsync", "raw-durable")  # W1, W2 and W3D's put only (raw-durable: W3D's put only)
 PUT_ONLY_SYSTEMS = ("raw-durable",)
 IDLE_SYSTEMS = ("trioftp", "pyftpdlib")  # W6 is only for these
 MIXED_SYSTEMS = ("trioftp",)  # W7
+VERIFY_SYSTEMS = ("raw-verify",)  # downloads to files only: W1, W3D's get, W4
 
 FULL = {
     "big": 512 * MiB,
@@ -195,12 +198,14 @@ class Server:
             ]
         elif system == "pyftpdlib":
             cmd = [py, os.path.join(HERE, "ftp_server.py"), "--root", root, "--port", str(self.port), *extra]
-        elif system in ("raw", "raw-fsync", "raw-durable"):
+        elif system in ("raw", "raw-fsync", "raw-durable", "raw-verify"):
             cmd = [py, os.path.join(HERE, "raw_server.py"), "--root", root, "--port", str(self.port), *extra]
             if system == "raw-fsync":
                 cmd.append("--fsync")
             if system == "raw-durable":
                 cmd.append("--durable")
+            if system == "raw-verify":
+                cmd.append("--digests")
         else:
             raise ValueError(system)
         self._log = open(self.logpath, "w")  # noqa: SIM115 (closed in stop())
@@ -652,7 +657,7 @@ class Bench:
     def w3d(self, system: str, rnd: int) -> None:
         """W3 to disk: get -r of the small files (trioftp, raw), put -r of them (trioftp, raw-fsync)."""
         names = self.data.small
-        if system in ("trioftp", "raw"):
+        if system in ("trioftp", "raw", "raw-verify"):
             dest = os.path.join(self.dl, f"w3d-{system}-{rnd}")
             os.makedirs(dest)
             job = self._job(system, "tree-get", folder=TREE, names=names, dest_dir=dest)
@@ -889,7 +894,7 @@ class Bench:
                 self.w1(system, -1, counted=False)
             if system in DURABLE_SYSTEMS:
                 continue
-            if "W3" in self.workloads:
+            if "W3" in self.workloads and system not in VERIFY_SYSTEMS:
                 self.w3(system, -1, counted=False)
             if self.workloads & {"W4", "W5"}:
                 self.w4(system, -1, counted=False)
@@ -915,6 +920,7 @@ class Bench:
         pairs = [
             ("trioftp", "raw"), ("legacy", "raw"), ("pyftpdlib", "raw"), ("trioftp", "pyftpdlib"),
             ("trioftp", "legacy"), ("trioftp", "raw-fsync"), ("legacy", "raw-fsync"), ("raw", "raw-fsync"),
+            ("trioftp", "raw-verify"), ("raw-verify", "raw"), ("raw-verify", "legacy"),
         ]  # fmt: skip
         if "W1" in self.workloads:
             for system in large:
@@ -922,24 +928,29 @@ class Bench:
             r.round_ratios("W1", "MB/s", _pairs(order, pairs))
             log("  W1 " + self._last("W1", "MB/s", large))
         if "W2" in self.workloads:
-            for system in large:
+            for system in [s for s in large if s not in VERIFY_SYSTEMS]:
                 self.w2(system, rnd)
             r.round_ratios("W2", "MB/s", _pairs(order, pairs))
             log("  W2 " + self._last("W2", "MB/s", large))
         if "W3" in self.workloads:
-            for system in plain:
+            for system in [s for s in plain if s not in VERIFY_SYSTEMS]:
                 self.w3(system, rnd)
             r.round_ratios(
                 "W3",
                 "files/s",
                 _pairs(order, [("trioftp", "pyftpdlib"), ("trioftp", "raw"), ("legacy", "pyftpdlib")]),
             )
-            log("  W3 " + self._last("W3", "files/s", plain))
+            log("  W3 " + self._last("W3", "files/s", [s for s in plain if s not in VERIFY_SYSTEMS]))
         if "W3D" in self.workloads:
-            tree_systems = [s for s in order if s in ("trioftp", "raw", "raw-fsync", "raw-durable")]
+            tree = ("trioftp", "raw", "raw-fsync", "raw-durable", "raw-verify")
+            tree_systems = [s for s in order if s in tree]
             for system in tree_systems:
                 self.w3d(system, rnd)
-            r.round_ratios("W3D", "get files/s", _pairs(order, [("trioftp", "raw")]))
+            r.round_ratios(
+                "W3D",
+                "get files/s",
+                _pairs(order, [("trioftp", "raw"), ("trioftp", "raw-verify"), ("raw-verify", "raw")]),
+            )
             r.round_ratios(
                 "W3D",
                 "put files/s",
@@ -950,7 +961,7 @@ class Bench:
             )
             log(
                 "  W3D get "
-                + self._last("W3D", "get files/s", ["trioftp", "raw"])
+                + self._last("W3D", "get files/s", ["trioftp", "raw", "raw-verify"])
                 + " | put "
                 + self._last("W3D", "put files/s", ["trioftp", "raw-fsync", "raw-durable"])
             )
@@ -962,7 +973,15 @@ class Bench:
                 "agg MB/s",
                 _pairs(
                     order,
-                    [("trioftp", "raw"), ("trioftp", "pyftpdlib"), ("legacy", "raw"), ("pyftpdlib", "raw")],
+                    [
+                        ("trioftp", "raw"),
+                        ("trioftp", "pyftpdlib"),
+                        ("legacy", "raw"),
+                        ("pyftpdlib", "raw"),
+                        ("trioftp", "raw-verify"),
+                        ("raw-verify", "raw"),
+                        ("raw-verify", "pyftpdlib"),
+                    ],
                 ),
             )
             r.round_ratios(
@@ -1048,6 +1067,8 @@ RATIO_COLUMNS = [
     ("legacy", "raw-fsync"),
     ("trioftp", "raw-durable"),
     ("raw-durable", "raw-fsync"),
+    ("trioftp", "raw-verify"),
+    ("raw-verify", "raw"),
 ]
 RATIO_METRICS = {
     ("W1", "MB/s"),
@@ -1065,7 +1086,7 @@ def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str
     label_w = 38
     width = {s: max(11, len(s) + 1) for s in systems}  # a space between columns, "raw-durable" too
     header = f"{'workload (median of runs)':<{label_w}}" + "".join(f"{s:>{width[s]}}" for s in systems)
-    header += " |" + "".join(f"{a + '/' + b:>{max(18, len(a + b) + 2)}}" for a, b in RATIO_COLUMNS)
+    header += " |" + "".join(f"{a + '/' + b:>{_ratio_width(a, b)}}" for a, b in RATIO_COLUMNS)
     lines = [header, "-" * len(header)]
     for workload, metric, label in ROWS:
         series = res.values.get((workload, metric))
@@ -1084,9 +1105,13 @@ def render_table(res: Results, systems: list[str], sizes: dict[str, int]) -> str
         row += " |"
         for a, b in RATIO_COLUMNS:
             r = res.ratio(workload, metric, a, b) if (workload, metric) in RATIO_METRICS else None
-            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>{max(18, len(a + b) + 2)}}"
+            row += f"{(_fmt(r, 2) + 'x') if r is not None else '':>{_ratio_width(a, b)}}"
         lines.append(row)
     return "\n".join(lines)
+
+
+def _ratio_width(a: str, b: str) -> int:
+    return max(18, len(a) + len(b) + 3)
 
 
 def _x(r: float | None) -> str:
@@ -1200,6 +1225,15 @@ def evaluate_targets(res: Results, systems: list[str]) -> list[tuple[str, str, s
                 f"p50 {_fmt(p)} ms (worst {_fmt(res.median('W7', 'max ms', 'trioftp'))} ms; medians of runs)",
             )
         )
+    # The same-work baseline against the same bounds: a target is out of reach for a verifying
+    # client only if raw-verify misses it too, in the same run (issue 13).
+    ratio_target("W1", "MB/s", "raw-verify", "raw", 0.9, "(baseline) W1 raw-verify >= 0.9x raw")
+    ratio_target("W1", "MB/s", "raw-verify", "legacy", 0.95, "(baseline) W1 raw-verify >= 0.95x legacy")
+    ratio_target("W3D", "get files/s", "raw-verify", "raw", 1.0, "(baseline) W3D get raw-verify >= 1.0x raw")
+    ratio_target("W4", "agg MB/s", "raw-verify", "raw", 0.9, "(baseline) W4 raw-verify >= 0.9x raw")
+    ratio_target(
+        "W4", "agg MB/s", "raw-verify", "pyftpdlib", 1.3, "(baseline) W4 raw-verify >= 1.3x pyftpdlib"
+    )
     return out
 
 

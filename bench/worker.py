@@ -21,6 +21,7 @@ from __future__ import annotations
 import ftplib
 import json
 import os
+import queue
 import socket
 import sys
 import threading
@@ -165,6 +166,107 @@ class RawDurableClient(RawClient):
         return len(data)
 
 
+class RawVerifyClient(RawClient):
+    """raw-verify: the raw client doing a verifying client's work (issue 13's same-work baseline).
+
+    As a trioftp download does: the bytes go to a file beside the target (`.trioftp-part`),
+    are hashed with BLAKE3 (the same package, one thread) as they come, the digest is checked
+    against the one the server sent before the file, and only then is the file renamed in.
+    No fsync (trioftp's default). A file of up to one buffer (1 MiB, W4's) is received, hashed
+    and written in one thread, as trioftp writes such a download on its loop; a larger one is
+    written by a thread beside the receiving and hashing one, as trioftp's writer thread does.
+    Memory gets (W3) are not this baseline's job.
+    """
+
+    def get_file(self, name: str, path: str) -> int:
+        import blake3
+
+        partial = path + ".trioftp-part"
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            hasher = blake3.blake3()
+            with socket.create_connection(self.address) as sock:
+                sock.sendall(f"G {name}\n".encode())
+                head = _recv_exact(sock, 40)
+                size = int.from_bytes(head[:8], "big")
+                if size == (1 << 64) - 1:
+                    raise FileNotFoundError(name)
+
+                if size > COPY_BUFFER:
+                    got = _drain_beside_writer(sock, size, hasher, fd)
+                else:
+
+                    def sink(chunk: memoryview) -> None:
+                        hasher.update(chunk)
+                        write_all(fd, chunk)
+
+                    got = _drain(sock, self.buf, sink, size)
+            if hasher.digest() != head[8:]:
+                raise ValueError(f"{name}: digest mismatch")
+        except BaseException:
+            os.close(fd)
+            os.unlink(partial)
+            raise
+        os.close(fd)
+        os.replace(partial, path)
+        return got
+
+
+def _drain_beside_writer(sock: socket.socket, size: int, hasher: Any, fd: int) -> int:
+    """Receive and hash here while a writer thread writes the buffers filled before (as trioftp
+    hashes on its loop while its writer thread writes): a file over one buffer only."""
+    free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+    full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+    for _ in range(8):
+        free.put(bytearray(COPY_BUFFER))
+    failed: list[BaseException] = []
+
+    def writer() -> None:
+        while (item := full.get()) is not None:
+            buf, n = item
+            if not failed:  # after a failure, buffers still go back, so the receiver never waits forever
+                try:
+                    write_all(fd, memoryview(buf)[:n])
+                except BaseException as exc:
+                    failed.append(exc)
+            free.put(buf)
+
+    thread = threading.Thread(target=writer, daemon=True)
+    thread.start()
+    got = 0
+    try:
+        while got < size:
+            buf = free.get()
+            view = memoryview(buf)
+            want, n = min(len(buf), size - got), 0
+            while n < want:
+                k = sock.recv_into(view[n:want])
+                if not k:
+                    raise ConnectionError(f"closed after {got + n} of {size} bytes")
+                n += k
+            hasher.update(view[:n])
+            full.put((buf, n))
+            got += n
+    finally:
+        full.put(None)
+        thread.join()
+    if failed:
+        raise failed[0]
+    return got
+
+
+def _get_to_file(client: Any, name: str, path: str, durable: bool = False) -> int:
+    """Fetch `name` into the file at `path` the way the system does (raw-verify: verified, renamed in)."""
+    if isinstance(client, RawVerifyClient):
+        return client.get_file(name, path)
+    sink = FileSink(path, fsync=durable)
+    try:
+        size: int = client.get(name, sink)
+    finally:
+        sink.close()
+    return size
+
+
 # ------------------------------------------------------ pyftpdlib client
 
 
@@ -262,6 +364,7 @@ BLOCKING_CLIENTS: dict[str, Callable[[str, int], Any]] = {
     "raw": RawClient,
     "raw-fsync": RawClient,  # the same client; its server fsyncs uploads, and downloads are fsynced here
     "raw-durable": RawDurableClient,  # W3D's put only
+    "raw-verify": RawVerifyClient,
     "pyftpdlib": FtpClient,
     "legacy": LegacyClient,
 }
@@ -281,11 +384,7 @@ def blocking_job(job: dict[str, Any]) -> None:
         wait_go()
         start = monotonic()
         client.connect()
-        sink = FileSink(job["dest"], fsync=durable)
-        try:
-            size = client.get(job["name"], sink)
-        finally:
-            sink.close()
+        size = _get_to_file(client, job["name"], job["dest"], durable)
         seconds = monotonic() - start
         client.close()
         emit("RESULT", {"seconds": seconds, "bytes": size})
@@ -328,11 +427,7 @@ def blocking_job(job: dict[str, Any]) -> None:
             try:
                 client = make(host, port)
                 client.connect()
-                sink = FileSink(os.path.join(dest, name))
-                try:
-                    size = client.get(name, sink)
-                finally:
-                    sink.close()
+                size = _get_to_file(client, name, os.path.join(dest, name))
                 results[i] = [monotonic(), size, None]
                 client.close()
             except Exception as exc:
@@ -356,11 +451,7 @@ def blocking_job(job: dict[str, Any]) -> None:
         wait_go()
         start = monotonic()
         for name in names:
-            sink = FileSink(os.path.join(dest, name), fsync=durable)
-            try:
-                client.get(f"{job['folder']}/{name}", sink)
-            finally:
-                sink.close()
+            _get_to_file(client, f"{job['folder']}/{name}", os.path.join(dest, name), durable)
         emit("RESULT", {"seconds": monotonic() - start, "files": len(names)})
 
     elif kind == "tree-put":
