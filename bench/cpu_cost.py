@@ -89,6 +89,7 @@ def _trioftp_cases(port: int, small: list[str], big: list[str], dest: str) -> di
     import trio
 
     import trioftp
+    import trioftp.client.connection  # trioftp's names load on first use: load them before timing
 
     def run(main: Callable[[], Awaitable[None]]) -> Callable[[], None]:
         return lambda: trio.run(main)

@@ -590,6 +590,7 @@ async def _trioftp_main(job: dict[str, Any]) -> None:
     import trio.testing
 
     import trioftp
+    import trioftp.client.connection  # trioftp's names load on first use: load them before timing
 
     host, port, kind = job["host"], job["port"], job["workload"]
 
