@@ -246,6 +246,33 @@ async def test_unread_downloads_hold_a_few_tasks_not_one_per_request(
     server.shutdown()
 
 
+async def test_gets_waiting_for_send_memory_wait_as_requests(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """With send_memory spent by peers that read nothing, each connection's GETs wait for it
+    as requests (one runner waits, with no file open), not as tasks holding files."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server(send_memory=256 * 1024)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as a, RawPeer.connect(server) as b, RawPeer.connect(server) as c:
+            before = open_fds()
+            for peer in (a, b, c):
+                await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(128)))
+            await trio.sleep(0.3)
+            for _ in range(20):
+                sessions = v2_sessions(server)
+                assert len(sessions) == 3
+                for session in sessions:
+                    assert session.open_streams <= 1 and session.get_runners <= 2
+                assert open_fds() - before <= 3  # the files of the three GETs writing, at most
+                await trio.sleep(0.01)
+            # Spent (the peers read nothing): the address holds its share, less than one more answer.
+            budget = server.send_budget
+            assert budget.held_by(sessions[0].address) + 64 * 1024 > budget.group_limit
+    await wait_until(lambda: server.send_budget.available == server.send_budget.total)
+    server.shutdown()
+
+
 async def test_a_queued_get_can_be_cancelled_and_the_rest_are_served(
     make_server: MakeServer, server_root: Path
 ) -> None:

@@ -202,8 +202,14 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         info = file_info(stream_id, facts, digest)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
-            budget = session.shared.send_budget
-            granted = await _reserve(session, budget, end - request.offset, "to send")
+            budget, need = session.shared.send_budget, end - request.offset
+            granted = session.take_send_ticket()  # what the runner waited for, if it did
+            if granted >= need:
+                budget.release(granted - need, group=session.address)
+                granted = need
+            else:
+                budget.release(granted, group=session.address)
+                granted = await _reserve(session, budget, need, "to send")
             # From here the reservation is the channel's to give back, once the bytes are written:
             # the task ends as soon as its answer is buffered (see Channel.send_detached).
             release = functools.partial(budget.release, granted, group=session.address)
@@ -214,6 +220,7 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
             except BaseException:
                 release()
                 raise
+            handle.close()  # the task writing this answer to a slow peer holds no file
             end_message = End(size=size, digest=digest, stream_id=stream_id)
             # FILE_INFO, DATA and END in one write: one syscall and no Nagle stall
             # between a header and its body.

@@ -55,8 +55,14 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.server.auth import NOBODY, Failure, User, Users
-from trioftp.server.budget import ByteBudget
-from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
+from trioftp.server.budget import BudgetTimeout, ByteBudget
+from trioftp.server.operations import (
+    READ_HANDLES,
+    SMALL_FILE_LIMIT,
+    never_started,
+    run_request,
+    why_cancelled,
+)
 from trioftp.server.queued import QueuedGets
 from trioftp.server.rate import RateFloor
 from trioftp.server.shared import Shared
@@ -155,7 +161,8 @@ class V2Session:
         # GETs run in at most READ_HANDLES runner tasks (each holds its file open); those
         # waiting for a runner are kept here as their frame bytes (no task, inbox or record).
         self._gets_running = 0  # runner tasks
-        self._waiting_for_room = False  # a runner waits for room in the output buffer
+        self._waiting_for_room = False  # a runner waits for room in the output buffer or send_memory
+        self._send_ticket = 0  # send_memory that runner got, for the next small GET (see _run_gets)
         self._queued_gets = _NO_QUEUED_GETS  # a queue of its own at the first one
         self._no_op_allowance = NO_OP_ALLOWANCE
         self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
@@ -198,6 +205,7 @@ class V2Session:
         if self._ending is not None:
             await self._close_with(*self._ending)
         self.channel.abandon_output()  # what was never written gives back what it held
+        self._give_back_send_ticket()
 
     @property
     def ending(self) -> tuple[ErrorCode, str] | None:
@@ -495,13 +503,21 @@ class V2Session:
         """One GET runner: `request` (if any), then the oldest queued GET, until none is left.
 
         A GET is done once its answer is in the output buffer, so a runner is free
-        again while the peer has yet to read it. While the buffer is full, one runner
-        waits for room (with no GET started) and the others end, their GETs queued:
-        a peer that reads nothing holds that runner and the one writing, no more.
+        again while the peer has yet to read it. While the buffer is full, or
+        send_memory has no room for a small file's answer, one runner waits (with
+        no GET started, no file open) and the others end, their GETs queued: a peer
+        that reads nothing holds that runner and the one writing, no more.
         """
+        budget = self.shared.send_budget
+        let_one_through = False  # after a wait out of patience: the GET's own wait says BUSY
         try:
             while True:
-                if not self.channel.has_room:
+                room = self.channel.has_room
+                if not room or not (
+                    let_one_through
+                    or self._send_ticket
+                    or budget.would_grant(SMALL_FILE_LIMIT, group=self.address)
+                ):
                     if request is not None:
                         self._queue_get(request, front=True)
                         request = None
@@ -509,14 +525,19 @@ class V2Session:
                         return
                     self._waiting_for_room = True
                     try:
-                        await self.channel.wait_for_room()
+                        if room:
+                            let_one_through = not await self._wait_for_send_memory(budget)
+                        else:
+                            await self.channel.wait_for_room()
                     finally:
                         self._waiting_for_room = False
                     self._add_runners()
                     continue
+                let_one_through = False
                 if request is None:
                     request = self._queued_gets.pop()
                     if request is None:
+                        self._give_back_send_ticket()
                         return
                 inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
                 if not await self._run_one(request, inbox):
@@ -526,6 +547,33 @@ class V2Session:
             return  # the connection is over: the session ends the queued GETs
         finally:
             self._gets_running -= 1
+
+    async def _wait_for_send_memory(self, budget: ByteBudget) -> bool:
+        """Wait for room in send_memory for a small file's answer; False if out of patience.
+
+        The server's slowness, not the peer's: the rate check skips it, as a GET's own wait.
+        """
+        self.server_busy += 1
+        try:
+            # Kept, not given back: a runner that gave it back would lose it to the next in
+            # line each time, and no GET would run (the waiting runners passing it round).
+            self._send_ticket = await budget.acquire(
+                SMALL_FILE_LIMIT, group=self.address, patience=self.shared.config.min_rate_window
+            )
+        except BudgetTimeout:
+            return False
+        finally:
+            self.server_busy -= 1
+        return True
+
+    def take_send_ticket(self) -> int:
+        """send_memory reserved for the next small GET (0 if none), now the caller's to release."""
+        ticket, self._send_ticket = self._send_ticket, 0
+        return ticket
+
+    def _give_back_send_ticket(self) -> None:
+        if self._send_ticket:
+            self.shared.send_budget.release(self.take_send_ticket(), group=self.address)
 
     async def _run_one(self, request: Message, inbox: StreamInbox) -> bool:
         """Run one request in this task; True if the connection goes on."""
