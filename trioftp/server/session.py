@@ -315,6 +315,10 @@ class V2Session:
                 if self._nursery is None and isinstance(event, REQUEST_TYPES) and not self._must_log_in:
                     return pending[index:]
                 self._dispatch(event)
+            # Let go of the handled events before waiting: a peer that sent max_streams GETs
+            # and waits would otherwise keep them all alive as messages (the queue holds bytes).
+            pending.clear()
+            event = NEED_DATA
             if (machine.goodbye_received or self._draining) and not self._inboxes and not self._queued_gets:
                 return None
             try:
