@@ -227,7 +227,7 @@ async def test_unread_downloads_hold_a_few_tasks_not_one_per_request(
             for _ in range(20):  # and it stays so while the peer reads nothing
                 [session] = v2_sessions(server)
                 assert session.open_streams <= 1  # the GET whose task writes to the socket
-                assert session.get_runners <= 2  # that one, and one waiting for room
+                assert session.get_runners <= 1  # that one: the others wait as requests, with no task
                 assert server.metrics.running <= 1
                 assert session.queued_gets >= 128 - 16  # the rest: the buffers hold a few answers
                 await trio.sleep(0.01)
@@ -267,13 +267,37 @@ async def test_gets_waiting_for_send_memory_wait_as_requests(
                 sessions = v2_sessions(server)
                 assert len(sessions) == 3
                 for session in sessions:
-                    assert session.open_streams <= 1 and session.get_runners <= 2
+                    assert session.open_streams <= 1 and session.get_runners <= 1
                 assert open_fds() - before <= 3  # the files of the three GETs writing, at most
                 await trio.sleep(0.01)
             # Spent (the peers read nothing): the address holds its share, less than one more answer.
             budget = server.send_budget
             assert budget.held_by(sessions[0].address) + 64 * 1024 > budget.group_limit
     await wait_until(lambda: server.send_budget.available == server.send_budget.total)
+    server.shutdown()
+
+
+async def test_a_get_waiting_for_send_memory_gets_busy_within_a_bound(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """Queued GETs wait for send_memory at most min_rate_window each: the oldest then gets BUSY."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server(send_memory=128 * 1024, min_rate=0, min_rate_window=0.5)
+    streams = [1 + 2 * i for i in range(128)]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as peer:
+            await peer.send_raw(b"".join(get_request(stream, "s.bin") for stream in streams))
+            await trio.sleep(1.6)  # the answers it holds keep its share of send_memory spent
+            ended: dict[int, Message] = {}
+            while len(ended) < len(streams):
+                message = await peer.receive()
+                assert message is not None
+                if isinstance(message, End | Error):
+                    ended[message.stream_id] = message
+    busy = [m for m in ended.values() if isinstance(m, Error)]
+    assert sorted(ended) == streams and busy
+    assert all(m.code is ErrorCode.BUSY and "no memory free" in m.message for m in busy)
+    assert server.metrics.finished["GET", "BUSY"] == len(busy)
     server.shutdown()
 
 
