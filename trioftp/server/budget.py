@@ -145,10 +145,11 @@ class ByteBudget:
 
     def would_grant(self, amount: int, *, group: Hashable | None = None) -> bool:
         """Whether `acquire_now(amount, group=group)` would be granted now (nothing is reserved)."""
-        request = _Waiter(max(0, min(amount, self.total)), group)
-        # As _grant would see it last in line: only waiters over their group's limit let it pass.
-        if self._over_group_limit(request) or self.available < request.amount:
+        amount = max(0, min(amount, self.total))
+        held = self._held[group] if group is not None else 0  # a Counter: no key is added
+        if (held > 0 and held + amount > self.group_limit) or self.available < amount:
             return False
+        # As _grant would see it last in line: only waiters over their group's limit let it pass.
         return all(self._over_group_limit(waiter) for waiter in self._waiters)
 
     def release(self, amount: int, *, group: Hashable | None = None) -> None:
