@@ -52,23 +52,6 @@ async def test_would_grant_says_what_acquire_now_would_do_and_reserves_nothing()
         budget.release(30, group="b")
 
 
-async def test_acquire_later_calls_back_in_turn_and_gives_up_cleanly() -> None:
-    budget = ByteBudget(100)
-    granted: list[int] = []
-    budget.acquire_later(30, group=None, on_grant=granted.append)  # room: called at once
-    assert granted == [30] and budget.available == 70
-    await budget.acquire(60)
-    later = budget.acquire_later(20, group=None, on_grant=granted.append)  # 10 free: waits
-    assert granted == [30] and budget.waiting == 1
-    budget.release(30)
-    assert granted == [30, 20] and budget.available == 20
-    budget.give_up(later)  # granted meanwhile: what it got goes back
-    assert budget.available == 40
-    stopped = budget.acquire_later(50, group=None, on_grant=granted.append)
-    budget.give_up(stopped)  # never granted: nothing reserved, no call
-    assert budget.waiting == 0 and budget.available == 40 and granted == [30, 20]
-
-
 async def test_waiters_are_served_in_order() -> None:
     budget = ByteBudget(100)
     await budget.acquire(90)

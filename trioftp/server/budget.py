@@ -36,7 +36,6 @@ class _Waiter:
     amount: int
     group: Hashable | None
     granted: trio.Event = attrs.field(factory=trio.Event)
-    on_grant: Callable[[int], None] | None = None  # acquire_later's: called when granted
 
 
 class ByteBudget:
@@ -126,23 +125,6 @@ class ByteBudget:
         self._grant()  # requests behind it may fit now (as after a cancelled wait)
         return None
 
-    def acquire_later(
-        self, amount: int, *, group: Hashable | None, on_grant: Callable[[int], None]
-    ) -> object:
-        """`acquire` with no task waiting: `on_grant(amount)` is called (maybe at once) when granted.
-
-        Returns a handle for `give_up`, which stops the wait (or releases what was granted).
-        """
-        waiter = _Waiter(max(0, min(amount, self.total)), group, on_grant=on_grant)
-        self._waiters.append(waiter)
-        self._grant()
-        return waiter
-
-    def give_up(self, handle: object) -> None:
-        """Stop an `acquire_later` wait; if it was granted meanwhile, release what it got."""
-        assert isinstance(handle, _Waiter)
-        self._give_up(handle)
-
     def would_grant(self, amount: int, *, group: Hashable | None = None) -> bool:
         """Whether `acquire_now(amount, group=group)` would be granted now (nothing is reserved)."""
         amount = max(0, min(amount, self.total))
@@ -199,8 +181,6 @@ class ByteBudget:
             if waiter.group is not None:
                 self._held[waiter.group] += waiter.amount
             waiter.granted.set()
-            if waiter.on_grant is not None:
-                waiter.on_grant(waiter.amount)
 
 
 @functools.cache

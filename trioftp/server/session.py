@@ -55,7 +55,7 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.server.auth import NOBODY, Failure, User, Users
-from trioftp.server.budget import ByteBudget
+from trioftp.server.budget import BudgetTimeout, ByteBudget
 from trioftp.server.operations import (
     READ_HANDLES,
     SMALL_FILE_LIMIT,
@@ -161,11 +161,8 @@ class V2Session:
         # GETs run in at most READ_HANDLES runner tasks (each holds its file open); those
         # waiting for a runner are kept here as their frame bytes (no task, inbox or record).
         self._gets_running = 0  # runner tasks
-        # GETs wait (queued, with no runner) for room in the output buffer or in send_memory.
-        self._waiting_for_room = False
-        self._memory_wait: object | None = None  # the send_memory wait (a ByteBudget handle)
-        self._memory_wait_since = 0.0
-        self._send_ticket = 0  # send_memory that wait got, for the next small GET (see _run_gets)
+        self._waiting_for_room = False  # a runner waits for room in the output buffer or send_memory
+        self._send_ticket = 0  # send_memory that runner got, for the next small GET (see _run_gets)
         self._queued_gets = _NO_QUEUED_GETS  # a queue of its own at the first one
         self._no_op_allowance = NO_OP_ALLOWANCE
         self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
@@ -208,7 +205,6 @@ class V2Session:
         if self._ending is not None:
             await self._close_with(*self._ending)
         self.channel.abandon_output()  # what was never written gives back what it held
-        self._stop_waiting_for_memory()
         self._give_back_send_ticket()
 
     @property
@@ -512,9 +508,9 @@ class V2Session:
 
         A GET is done once its answer is in the output buffer, so a runner is free
         again while the peer has yet to read it. While the buffer is full, or
-        send_memory has no room for a small file's answer, the runners end, their
-        GETs queued, and a callback starts them again once there is room (no task
-        waits): a peer that reads nothing holds the one task writing, no more.
+        send_memory has no room for a small file's answer, one runner waits (with
+        no GET started, no file open) and the others end, their GETs queued: a peer
+        that reads nothing holds that runner and the one writing, no more.
         """
         budget = self.shared.send_budget
         try:
@@ -525,9 +521,19 @@ class V2Session:
                 ):
                     if request is not None:
                         self._queue_get(request, front=True)
-                    if not self._waiting_for_room:
-                        self._wait_for_room(room)
-                    return
+                        request = None
+                    if self._waiting_for_room:
+                        return
+                    self._waiting_for_room = True
+                    try:
+                        if room and not await self._wait_for_send_memory(budget):
+                            self._memory_out_of_patience()
+                        elif not room:
+                            await self.channel.wait_for_room()
+                    finally:
+                        self._waiting_for_room = False
+                    self._add_runners()
+                    continue
                 if request is None:
                     request = self._queued_gets.pop()
                     if request is None:
@@ -542,50 +548,33 @@ class V2Session:
         finally:
             self._gets_running -= 1
 
-    def _wait_for_room(self, output_has_room: bool) -> None:
-        """Start the runners again once the output buffer (or else send_memory) has room."""
-        self._waiting_for_room = True
-        if not output_has_room:
-            self.channel.when_room(self._room_again)
-            return
-        # The server's slowness, not the peer's: the rate check skips it, as a GET's own wait.
+    async def _wait_for_send_memory(self, budget: ByteBudget) -> bool:
+        """Wait for room in send_memory for a small file's answer; False if out of patience.
+
+        The server's slowness, not the peer's: the rate check skips it, as a GET's own wait.
+        """
         self.server_busy += 1
-        self._memory_wait_since = trio.current_time()
-        # What is granted is kept for the next small GET, not given back: the runners of
-        # connections waiting in turn would pass it round, and no GET would run.
-        wait = self.shared.send_budget.acquire_later(
-            SMALL_FILE_LIMIT, group=self.address, on_grant=self._memory_granted
-        )
-        if self._waiting_for_room:  # not granted at once
-            self._memory_wait = wait
+        try:
+            # Kept, not given back: a runner that gave it back would lose it to the next in
+            # line each time, and no GET would run (the waiting runners passing it round).
+            self._send_ticket = await budget.acquire(
+                SMALL_FILE_LIMIT, group=self.address, patience=self.shared.config.min_rate_window
+            )
+        except BudgetTimeout:
+            return False
+        finally:
+            self.server_busy -= 1
+        return True
 
-    def _room_again(self) -> None:
-        self._waiting_for_room = False
-        self._add_runners()
-
-    def _memory_granted(self, amount: int) -> None:
-        self._memory_wait = None
-        self.server_busy -= 1
-        self._send_ticket = amount
-        self._room_again()
-
-    def _memory_out_of_patience(self, patience: float) -> None:
-        """The oldest queued GET waited `patience` for send_memory: BUSY, as a GET's own wait would
-        end (the others wait on, in a fresh turn)."""
-        self._stop_waiting_for_memory()
+    def _memory_out_of_patience(self) -> None:
+        """The oldest queued GET waited min_rate_window for send_memory: BUSY, as a GET's own
+        wait would end (the others wait on, in a fresh turn)."""
         request = self._queued_gets.pop()
         if request is not None and self._nursery is not None:
+            patience = self.shared.config.min_rate_window
             message = f"the server has no memory free to send (waited {patience:g} s); try again later"
             never_started(self, request, ErrorCode.BUSY.name, f"{ErrorCode.BUSY.name}: {message}")
             self._nursery.start_soon(self._refuse, request.stream_id, ErrorCode.BUSY, message)
-        self._add_runners()
-
-    def _stop_waiting_for_memory(self) -> None:
-        if self._memory_wait is not None:
-            self.shared.send_budget.give_up(self._memory_wait)
-            self._memory_wait = None
-            self.server_busy -= 1
-            self._waiting_for_room = False
 
     def take_send_ticket(self) -> int:
         """send_memory reserved for the next small GET (0 if none), now the caller's to release."""
@@ -656,8 +645,6 @@ class V2Session:
             return  # handshaking (its own deadline) or ending
         config = self.shared.config
         streams = len(self._inboxes) + len(self._queued_gets)  # a queued GET waits on the others
-        if self._memory_wait is not None and now - self._memory_wait_since > config.min_rate_window:
-            self._memory_out_of_patience(config.min_rate_window)
         if streams and self.server_busy >= streams:
             # Every stream waits for hashing, writing, fsync, memory: our slowness, not the
             # peer's. Measure afresh after. While any stream waits for the peer, it is measured.

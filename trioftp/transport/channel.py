@@ -103,7 +103,6 @@ class Channel:
         self._flushed: trio.Event | None = None  # set (and dropped) after each write, for waiters
         # send_detached's callbacks, oldest first: (the _written count that means done, callback).
         self._when_written: deque[tuple[int, Callable[[], None]]] | None = None
-        self._on_room: Callable[[], None] | None = None  # when_room's callback
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
         self._sinks: dict[int, BlockSink] = {}
@@ -200,16 +199,8 @@ class Channel:
         """Bytes given to the channel and not written to the socket yet."""
         return self._queued - self._written
 
-    def when_room(self, callback: Callable[[], None] | None) -> None:
-        """Call `callback` once, after a write that leaves the output buffer with room (or a break).
-
-        Waiting for room with no task (see wait_for_room); None forgets the callback.
-        """
-        self._on_room = callback
-
     def abandon_output(self) -> None:
         """The connection is over: what was never written never will be; give back what it held."""
-        self._on_room = None
         pending, self._when_written = self._when_written, None
         for _, callback in pending or ():
             callback()
@@ -372,9 +363,6 @@ class Channel:
         if self._flushed is not None:
             self._flushed.set()
             self._flushed = None
-        if self._on_room is not None and (len(self._out) < OUTPUT_BUFFER_LIMIT or self._broken):
-            callback, self._on_room = self._on_room, None
-            callback()
 
     async def _acquire_wire(self) -> None:
         """Like trio.Lock.acquire: a checkpoint, then the wire, handed over in arrival order."""
