@@ -178,6 +178,14 @@ class V2Session:
 
     async def run(self) -> None:
         try:
+            await self._run()
+        finally:
+            # However it ended: what was never written gives back what it held.
+            self.channel.abandon_output()
+            self._give_back_send_ticket()
+
+    async def _run(self) -> None:
+        try:
             with trio.fail_at(self._handshake_deadline):
                 await self._handshake()
         except trio.TooSlowError:
@@ -204,8 +212,6 @@ class V2Session:
             self._scope = self._nursery = None
         if self._ending is not None:
             await self._close_with(*self._ending)
-        self.channel.abandon_output()  # what was never written gives back what it held
-        self._give_back_send_ticket()
 
     @property
     def ending(self) -> tuple[ErrorCode, str] | None:
