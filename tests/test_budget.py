@@ -34,6 +34,24 @@ async def test_acquire_now_grants_what_acquire_would_and_never_jumps_the_queue()
     assert budget.available == 100 - 50 - 30
 
 
+async def test_would_grant_says_what_acquire_now_would_do_and_reserves_nothing() -> None:
+    budget = ByteBudget(100, group_limit=50)
+    await budget.acquire(40, group="a")
+    assert budget.would_grant(10, group="a") and not budget.would_grant(20, group="a")
+    assert budget.would_grant(60, group="b") and not budget.would_grant(61, group="b")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_acquire_grouped, budget, 20, "a", [])  # over "a"'s limit: waits for "a"
+        await trio.testing.wait_all_tasks_blocked()
+        assert budget.would_grant(30, group="b")  # a waiter over its group's limit holds up no one
+        assert budget.acquire_now(30, group="b") == 30
+        nursery.start_soon(budget.acquire, 40)  # waits: 30 free
+        await trio.testing.wait_all_tasks_blocked()
+        assert not budget.would_grant(5, group="c")  # fits, but must not overtake the waiter
+        assert budget.available == 30 and budget.waiting == 2
+        budget.release(40, group="a")
+        budget.release(30, group="b")
+
+
 async def test_waiters_are_served_in_order() -> None:
     budget = ByteBudget(100)
     await budget.acquire(90)

@@ -27,6 +27,7 @@ from trioftp.protocol import (
     ErrorCode,
     FileInfo,
     FrameType,
+    Get,
     Listing,
     Message,
     Ready,
@@ -208,26 +209,100 @@ def v2_sessions(server: Server) -> list[Any]:
     return [session for session in server._sessions if isinstance(session, server_module.V2Session)]
 
 
+def _get_messages() -> int:
+    return sum(isinstance(o, Get) for o in gc.get_objects())
+
+
 async def test_unread_downloads_hold_a_few_tasks_not_one_per_request(
     make_server: MakeServer, server_root: Path
 ) -> None:
-    """GETs over the connection's read handles wait as requests alone: no task, inbox or record each."""
-    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    """A peer that reads nothing holds one GET task writing and one waiting for room, whatever
+    it asked: the other GETs wait as request bytes alone, and a GET whose answer is buffered
+    holds no task. Once the peer reads, every answer comes, whole."""
+    data = os.urandom(60_000)
+    (server_root / "s.bin").write_bytes(data)
     server: Server = await make_server()
+    streams = [1 + 2 * i for i in range(128)]
     with trio.fail_after(NETWORK_TIMEOUT):
+        # The default receive buffer: kept small, the peer could not read fast enough later.
         async with RawPeer.connect(server) as peer:
-            peer.stream.setsockopt(*_SMALL_RECEIVE_BUFFER)
-            await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(128)))
+            gets_before = _get_messages()  # any other module's (tests build some at import)
+            await peer.send_raw(b"".join(get_request(stream, "s.bin") for stream in streams))
             await trio.sleep(0.2)
             for _ in range(20):  # and it stays so while the peer reads nothing
                 [session] = v2_sessions(server)
-                assert session.open_streams == 8
-                assert server.metrics.running == 8
-                assert session.queued_gets == 120
+                assert session.open_streams <= 1  # the GET whose task writes to the socket
+                assert session.get_runners <= 2  # that one, and one waiting for room
+                assert server.metrics.running <= 1
+                assert session.queued_gets >= 128 - 16  # the rest: the buffers hold a few answers
                 await trio.sleep(0.01)
+            # Those wait as bytes: no GET message is kept for them (each small object of a
+            # burst can keep an arena of CPython's allocator mapped after it).
+            assert _get_messages() - gets_before <= 2
+            received: dict[int, int] = {}
+            ended: list[int] = []
+            while len(ended) < len(streams):
+                message = await peer.receive()
+                assert message is not None and not isinstance(message, Error), message
+                if isinstance(message, Data):
+                    received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
+                elif isinstance(message, End):
+                    ended.append(message.stream_id)
+            assert sorted(ended) == streams and all(received[s] == len(data) for s in streams)
     await wait_until(lambda: server.metrics.running == 0)
     # The queued GETs end as the started ones do: counted and logged as transfers.
     assert sum(n for (op, _), n in server.metrics.finished.items() if op == "GET") == 128
+    server.shutdown()
+
+
+async def test_gets_waiting_for_send_memory_wait_as_requests(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """With send_memory spent by peers that read nothing, each connection's GETs wait for it
+    as requests (one runner waits, with no file open), not as tasks holding files."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server(send_memory=256 * 1024)
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as a, RawPeer.connect(server) as b, RawPeer.connect(server) as c:
+            before = open_fds()
+            for peer in (a, b, c):
+                await peer.send_raw(b"".join(get_request(1 + 2 * i, "s.bin") for i in range(128)))
+            await trio.sleep(0.3)
+            for _ in range(20):
+                sessions = v2_sessions(server)
+                assert len(sessions) == 3
+                for session in sessions:
+                    assert session.open_streams <= 1 and session.get_runners <= 2
+                assert open_fds() - before <= 3  # the files of the three GETs writing, at most
+                await trio.sleep(0.01)
+            # Spent (the peers read nothing): the address holds its share, less than one more answer.
+            budget = server.send_budget
+            assert budget.held_by(sessions[0].address) + 64 * 1024 > budget.group_limit
+    await wait_until(lambda: server.send_budget.available == server.send_budget.total)
+    server.shutdown()
+
+
+async def test_a_get_waiting_for_send_memory_gets_busy_within_a_bound(
+    make_server: MakeServer, server_root: Path
+) -> None:
+    """Queued GETs wait for send_memory at most min_rate_window each: the oldest then gets BUSY."""
+    (server_root / "s.bin").write_bytes(os.urandom(60_000))
+    server: Server = await make_server(send_memory=128 * 1024, min_rate=0, min_rate_window=0.5)
+    streams = [1 + 2 * i for i in range(128)]
+    with trio.fail_after(NETWORK_TIMEOUT):
+        async with RawPeer.connect(server) as peer:
+            await peer.send_raw(b"".join(get_request(stream, "s.bin") for stream in streams))
+            await trio.sleep(1.6)  # the answers it holds keep its share of send_memory spent
+            ended: dict[int, Message] = {}
+            while len(ended) < len(streams):
+                message = await peer.receive()
+                assert message is not None
+                if isinstance(message, End | Error):
+                    ended[message.stream_id] = message
+    busy = [m for m in ended.values() if isinstance(m, Error)]
+    assert sorted(ended) == streams and busy
+    assert all(m.code is ErrorCode.BUSY and "no memory free" in m.message for m in busy)
+    assert server.metrics.finished["GET", "BUSY"] == len(busy)
     server.shutdown()
 
 

@@ -577,6 +577,27 @@ def test_max_streams_exceeded_is_a_stream_error() -> None:
     assert sorted(p.server.open_stream_ids) == [2, 4]
 
 
+def test_streams_opened_and_waiting_share_one_state_until_they_move() -> None:
+    """128 requests that wait cost no state object each (a burst of them pins memory),
+    and what one stream does (credit, state, window) changes that stream alone."""
+    p = ConnectionPair(client_settings=Settings(initial_window=65536))
+    p.handshake()
+    p.send(CLIENT, *(Get(name="a", stream_id=i) for i in range(1, 129)))
+    states = {id(p.server._streams[i]) for i in range(1, 129)}
+    assert len(states) == 1
+    p.send(CLIENT, Window(increment=1000, stream_id=5))
+    assert p.server.send_credit(5) == 65536 + 1000 and p.server.send_credit(7) == 65536
+    p.send(SERVER, info(3))
+    assert p.states(3) == (StreamState.TRANSFERRING, StreamState.TRANSFERRING)
+    assert p.server.stream_state(9) is StreamState.REQUESTED
+    p.send_data(SERVER, 3, b"x" * 1000)
+    assert p.server.send_credit(3) == 65536 - 1000 and p.server.send_credit(11) == 65536
+    p.send(CLIENT, Cancel(stream_id=13))
+    assert p.server.stream_state(13) is StreamState.CLOSED
+    assert p.server.stream_state(15) is StreamState.REQUESTED
+    assert len({id(p.server._streams[i]) for i in range(17, 129)}) == 1
+
+
 def test_a_cancelled_refusal_is_not_answered(pair: ConnectionPair) -> None:
     pair.client.send(Get(name="x", stream_id=1))
     pair.server.receive_data(_bad_name_request(1))

@@ -10,6 +10,7 @@ to answer with. A connection error is sticky; a stream error ends one stream.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Container
 from typing import Any, Final
 
@@ -128,6 +129,16 @@ class _Stream:
     send_credit: int  # DATA bytes we may still send
     receive_window: int  # DATA bytes the peer may still send us
     unacknowledged: int = 0  # bytes consumed by our app, not yet granted back
+    # One object stands for every stream just opened with the same operation and windows,
+    # on every connection (see _fresh_stream): never changed; Connection._own copies it first.
+    shared: bool = False
+
+
+@functools.lru_cache(maxsize=64)
+def _fresh_stream(operation: Operation, send_credit: int, receive_window: int) -> _Stream:
+    """A just-opened stream's state, shared: a peer that opens max_streams streams and waits
+    costs no object per stream (each small object of a burst can keep a 1 MiB arena mapped)."""
+    return _Stream(operation, StreamState.REQUESTED, send_credit, receive_window, shared=True)
 
 
 class Connection:
@@ -272,6 +283,7 @@ class Connection:
         stream = self._streams.get(stream_id)
         if stream is None or stream.state is StreamState.CLOSED:
             return b""
+        stream = self._own(stream_id, stream)
         stream.unacknowledged += consumed
         if stream.unacknowledged < self.settings.initial_window // 2:
             return b""
@@ -299,8 +311,18 @@ class Connection:
             raise LocalProtocolError(
                 f"DATA of {length} bytes is over stream {stream_id}'s credit of {stream.send_credit}"
             )
+        stream = self._own(stream_id, stream)
         self._move(stream_id, stream, Data(payload=b"", stream_id=stream_id), self.role, sent=True)
         stream.send_credit -= length
+
+    def _own(self, stream_id: int, stream: _Stream) -> _Stream:
+        """The stream's state, made its own before a change (a shared fresh one is copied)."""
+        if not stream.shared:
+            return stream
+        own = self._streams[stream_id] = _Stream(
+            stream.operation, stream.state, stream.send_credit, stream.receive_window, stream.unacknowledged
+        )
+        return own
 
     # --------------------------------------------------------------- receiving
 
@@ -419,7 +441,9 @@ class Connection:
             )
         except ProtocolError:
             # The whole frame goes the usual way, which raises the same error once it is here.
-            stream.receive_window = window
+            now = self._streams.get(stream_id)
+            if now is not None and not now.shared:
+                now.receive_window = window
             return None
         self._decoder.start_body()
         return DataHeader(stream_id=stream_id, length=length)
@@ -530,8 +554,8 @@ class Connection:
             self._decoder.max_payload = max(HANDSHAKE_MAX_PAYLOAD, hello.max_frame_size)
         else:
             self.peer_hello = hello
-            for stream in self._streams.values():  # pipelined before this HELLO (client only)
-                stream.send_credit = hello.initial_window
+            for stream_id, stream in list(self._streams.items()):  # pipelined before this HELLO (client only)
+                self._own(stream_id, stream).send_credit = hello.initial_window
         if self.our_hello is not None and self.peer_hello is not None:
             self.state = ConnectionState.OPEN
 
@@ -561,6 +585,8 @@ class Connection:
                     raise error(f"cannot send {name} on stream {stream_id}: it is closed")
                 return
             raise error(f"{name} on stream {stream_id}, which was never opened", stream_id=0)
+        if isinstance(message, Data | Window):
+            stream = self._own(stream_id, stream)
         if isinstance(message, Data) and not sent:
             length = len(message.payload) if data_length is None else data_length
             if length > stream.receive_window:
@@ -593,8 +619,8 @@ class Connection:
             )
         if new_state is StreamState.CLOSED:
             del self._streams[stream_id]
-        else:
-            stream.state = new_state
+        elif new_state is not stream.state:
+            self._own(stream_id, stream).state = new_state
 
     def _may_send_early(self, message: Message) -> bool:
         """A client's request pipelined behind its HELLO, within what the protocol's minimum limits allow."""
@@ -631,12 +657,11 @@ class Connection:
 
     def _add_stream(self, stream_id: int, operation: Operation) -> None:
         assert self.our_hello is not None
-        self._streams[stream_id] = _Stream(
-            operation=operation,
-            state=StreamState.REQUESTED,
+        self._streams[stream_id] = _fresh_stream(
+            operation,
             # A request sent before the server's HELLO gets its credit when that HELLO comes.
-            send_credit=self.peer_hello.initial_window if self.peer_hello is not None else 0,
-            receive_window=self.our_hello.initial_window,
+            self.peer_hello.initial_window if self.peer_hello is not None else 0,
+            self.our_hello.initial_window,
         )
 
     def _refused_request(

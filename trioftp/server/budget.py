@@ -125,6 +125,15 @@ class ByteBudget:
         self._grant()  # requests behind it may fit now (as after a cancelled wait)
         return None
 
+    def would_grant(self, amount: int, *, group: Hashable | None = None) -> bool:
+        """Whether `acquire_now(amount, group=group)` would be granted now (nothing is reserved)."""
+        amount = max(0, min(amount, self.total))
+        held = self._held[group] if group is not None else 0  # a Counter: no key is added
+        if (held > 0 and held + amount > self.group_limit) or self.available < amount:
+            return False
+        # As _grant would see it last in line: only waiters over their group's limit let it pass.
+        return all(self._over_group_limit(waiter) for waiter in self._waiters)
+
     def release(self, amount: int, *, group: Hashable | None = None) -> None:
         """Give back what `acquire` returned (with the same group)."""
         self.available += amount

@@ -7,6 +7,7 @@ served folder except through `Storage`.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,6 @@ from trioftp.protocol.messages import (
     Done,
     End,
     Error,
-    FileInfo,
     Get,
     List,
     Listing,
@@ -202,12 +202,30 @@ async def _get(session: StreamSession, request: Get, inbox: StreamInbox, record:
         info = file_info(stream_id, facts, digest)
         if digest is not None and end - request.offset <= min(SMALL_FILE_LIMIT, _initial_credit(session)):
             await channel.wait_for_room()  # read nothing into memory that could not be sent now
-            async with _reserved(session, session.shared.send_budget, end - request.offset, "to send"):
+            budget, need = session.shared.send_budget, end - request.offset
+            granted = session.take_send_ticket()  # what the runner waited for, if it did
+            if granted >= need:
+                budget.release(granted - need, group=session.address)
+                granted = need
+            else:
+                budget.release(granted, group=session.address)
+                granted = await _reserve(session, budget, need, "to send")
+            # From here the reservation is the channel's to give back, once the bytes are written:
+            # the task ends as soon as its answer is buffered (see Channel.send_detached).
+            release = functools.partial(budget.release, granted, group=session.address)
+            try:
                 # Kept past the next read, which a view need not be: bytes() copies a view
                 # (64 KiB at most) and returns bytes as they are.
                 payload = bytes(await _store_work(session, handle.read, request.offset, end - request.offset))
-                end_message = End(size=size, digest=digest, stream_id=stream_id)
-                await _send_small_file(session, info, payload, end_message)
+            except BaseException:
+                release()
+                raise
+            handle.close()  # the task writing this answer to a slow peer holds no file
+            end_message = End(size=size, digest=digest, stream_id=stream_id)
+            # FILE_INFO, DATA and END in one write: one syscall and no Nagle stall
+            # between a header and its body.
+            data = Data(payload=payload, stream_id=stream_id)
+            await channel.send_detached(info, data, end_message, on_written=release)
             record.bytes = len(payload)
             record.digest = digest
             return
@@ -246,12 +264,6 @@ def _initial_credit(session: StreamSession) -> int:
     hello = session.channel.machine.peer_hello
     assert hello is not None
     return min(hello.initial_window, hello.max_frame_size)
-
-
-async def _send_small_file(session: StreamSession, info: FileInfo, payload: bytes, end: End) -> None:
-    # FILE_INFO, DATA and END in one write: one syscall and no Nagle stall
-    # between a header and its body.
-    await session.channel.send_if_open(info, Data(payload=payload, stream_id=info.stream_id), end)
 
 
 async def _send_body(
@@ -329,6 +341,15 @@ async def _reserved(session: StreamSession, budget: ByteBudget, amount: int, use
     and it ends after `min_rate_window`: by then every holder has either moved
     bytes at `min_rate` or been dropped, so a longer wait is the server at capacity.
     """
+    amount = await _reserve(session, budget, amount, use)
+    try:
+        yield
+    finally:
+        budget.release(amount, group=session.address)
+
+
+async def _reserve(session: StreamSession, budget: ByteBudget, amount: int, use: str) -> int:
+    """What _reserved does on entry: returns the amount granted, for the caller to release."""
     patience = session.shared.config.min_rate_window
     granted = budget.acquire_now(amount, group=session.address)  # no scheduler pass when there is room
     if granted is None:
@@ -340,11 +361,7 @@ async def _reserved(session: StreamSession, budget: ByteBudget, amount: int, use
             raise Refusal(ErrorCode.BUSY, message) from None
         finally:
             session.server_busy -= 1
-    amount = granted
-    try:
-        yield
-    finally:
-        budget.release(amount, group=session.address)
+    return granted
 
 
 async def _receive_upload(

@@ -4,7 +4,11 @@ Resource handling: the reader runs in the session's own task, under a cancel
 scope (the watchdog's and shutdown's handle). At the first request it opens the
 session's nursery and starts one task per request in it, so when the connection
 ends every stream task ends with it; an idle connection that never asked for
-anything holds no nursery.
+anything holds no nursery. GETs are the exception: up to READ_HANDLES runner
+tasks take them in turn, and a GET's task is done once its answer is in the
+channel's output buffer; while that buffer is full, one runner waits for room
+and the other GETs wait as their request bytes alone (QueuedGets). A peer that
+reads nothing so holds one or two tasks, not one per request.
 
 Error handling: a stream error (bad name, not found, ...) is answered on its
 stream and the connection goes on; a connection error is answered with ERROR on
@@ -51,8 +55,15 @@ from trioftp.protocol.messages import (
     Window,
 )
 from trioftp.server.auth import NOBODY, Failure, User, Users
-from trioftp.server.budget import ByteBudget
-from trioftp.server.operations import READ_HANDLES, never_started, run_request, why_cancelled
+from trioftp.server.budget import BudgetTimeout, ByteBudget
+from trioftp.server.operations import (
+    READ_HANDLES,
+    SMALL_FILE_LIMIT,
+    never_started,
+    run_request,
+    why_cancelled,
+)
+from trioftp.server.queued import QueuedGets
 from trioftp.server.rate import RateFloor
 from trioftp.server.shared import Shared
 from trioftp.transport.channel import Channel
@@ -77,7 +88,7 @@ NO_OP_MOST = 1024
 
 log = logging.getLogger("trioftp.server")
 # What every idle connection would otherwise hold a copy of (W6: memory per idle connection).
-_NO_QUEUED_GETS: Final[dict[int, Get]] = {}  # never written to: replaced by a dict at the first queued GET
+_NO_QUEUED_GETS: Final = QueuedGets()  # never written to: replaced by a queue of its own at the first one
 
 
 @functools.cache
@@ -147,10 +158,12 @@ class V2Session:
         self.server_busy = 0  # streams waiting on our own work (disk, memory), not on the peer
         # This connection's part of upload_memory, made at first use.
         self.upload_share: ByteBudget | None = None
-        # GETs run READ_HANDLES at a time (each holds its file open); those over that wait
-        # here as their request alone (no task, inbox or record), oldest first, by stream id.
-        self._gets_running = 0
-        self._queued_gets: dict[int, Get] = _NO_QUEUED_GETS  # a dict of its own at the first one
+        # GETs run in at most READ_HANDLES runner tasks (each holds its file open); those
+        # waiting for a runner are kept here as their frame bytes (no task, inbox or record).
+        self._gets_running = 0  # runner tasks
+        self._waiting_for_room = False  # a runner waits for room in the output buffer or send_memory
+        self._send_ticket = 0  # send_memory that runner got, for the next small GET (see _run_gets)
+        self._queued_gets = _NO_QUEUED_GETS  # a queue of its own at the first one
         self._no_op_allowance = NO_OP_ALLOWANCE
         self._ignored_seen = 0  # the machine's count of unknown frames, as last charged
         self._payload_delivered = 0  # DATA payload bytes handed to streams as messages
@@ -164,6 +177,14 @@ class V2Session:
         self._handshake_deadline = handshake_deadline
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        finally:
+            # However it ended: what was never written gives back what it held.
+            self.channel.abandon_output()
+            self._give_back_send_ticket()
+
+    async def _run(self) -> None:
         try:
             with trio.fail_at(self._handshake_deadline):
                 await self._handshake()
@@ -204,8 +225,13 @@ class V2Session:
 
     @property
     def queued_gets(self) -> int:
-        """GETs waiting for one of the connection's READ_HANDLES, with no task yet."""
+        """GETs waiting for one of the connection's runners, with no task yet."""
         return len(self._queued_gets)
+
+    @property
+    def get_runners(self) -> int:
+        """Tasks running (or waiting to run) this connection's GETs: READ_HANDLES at most."""
+        return self._gets_running
 
     @property
     def lost(self) -> str | None:
@@ -295,6 +321,10 @@ class V2Session:
                 if self._nursery is None and isinstance(event, REQUEST_TYPES) and not self._must_log_in:
                     return pending[index:]
                 self._dispatch(event)
+            # Let go of the handled events before waiting: a peer that sent max_streams GETs
+            # and waits would otherwise keep them all alive as messages (the queue holds bytes).
+            pending.clear()
+            event = NEED_DATA
             if (machine.goodbye_received or self._draining) and not self._inboxes and not self._queued_gets:
                 return None
             try:
@@ -319,10 +349,12 @@ class V2Session:
                 nursery.start_soon(self._refuse, stream_id, ErrorCode.REFUSED, "the server is shutting down")
                 return
             self._no_op_allowance = min(NO_OP_MOST, self._no_op_allowance + NO_OP_PER_REQUEST)
-            if isinstance(message, Get) and self._gets_running >= READ_HANDLES:
-                if self._queued_gets is _NO_QUEUED_GETS:
-                    self._queued_gets = {}
-                self._queued_gets[stream_id] = message  # started when a running GET ends
+            if isinstance(message, Get):
+                if self._gets_running < READ_HANDLES and not self._waiting_for_room:
+                    self._gets_running += 1
+                    nursery.start_soon(self._run_gets, message)
+                else:
+                    self._queue_get(message)  # a runner takes it when it is done with its own
                 return
             self._start(message)
             return
@@ -352,17 +384,30 @@ class V2Session:
             inbox.notify()
 
     def _start(self, request: Message) -> None:
-        """Give a request its inbox and task."""
+        """Give a request (not a GET) its inbox and task."""
         assert self._nursery is not None
-        if isinstance(request, Get):
-            self._gets_running += 1
         new_inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
         self._nursery.start_soon(self._run_stream, request, new_inbox)
+
+    def _queue_get(self, request: Get, *, front: bool = False) -> None:
+        if self._queued_gets is _NO_QUEUED_GETS:
+            self._queued_gets = QueuedGets()
+        self._queued_gets.push(request, front=front)
+
+    def _add_runners(self) -> None:
+        """Room again in the output: runners for the queued GETs, up to READ_HANDLES."""
+        nursery = self._nursery
+        if nursery is None or nursery.cancel_scope.cancel_called:
+            return
+        for _ in range(min(READ_HANDLES - self._gets_running, len(self._queued_gets))):
+            self._gets_running += 1
+            nursery.start_soon(self._run_gets, None)
 
     def _to_queued_get(self, message: Message) -> None:
         """A frame for a GET not started yet: CANCEL drops it; the rest, as a running GET would."""
         if isinstance(message, Cancel):
-            request = self._queued_gets.pop(message.stream_id)
+            request = self._queued_gets.remove(message.stream_id)
+            assert request is not None
             never_started(self, request, "cancelled", "cancelled by the client")
         elif isinstance(message, Data):  # a GET reads no DATA: dropped, as its inbox would keep it unread
             if not message.payload:
@@ -373,7 +418,7 @@ class V2Session:
     def _drop_queued_gets(self) -> None:
         """The connection ended: the GETs never started end as a started one would have."""
         queued, self._queued_gets = self._queued_gets, _NO_QUEUED_GETS
-        for request in queued.values():
+        for request in queued.take_all():
             never_started(self, request, *why_cancelled(self))
 
     def _count_ignored_frames(self) -> None:
@@ -462,52 +507,117 @@ class V2Session:
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
 
     async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
-        # A GET that ends runs the oldest queued GET in this same task: no new task
-        # and no scheduler pass before it starts (the queue holds the rest at READ_HANDLES).
-        while True:
-            ended = False  # the request's task may go on (nothing propagates)
-            try:
-                await run_request(self, request, inbox)
-                ended = True
-            except ChannelClosed:
-                ended = True
-            except Exception:
-                log.exception("%s stream %d failed", self.peer, request.stream_id)
-                await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
-                ended = True
-            finally:
-                del self._inboxes[request.stream_id]
-                if self.channel.broken and self._nursery is not None:
-                    # A frame was cut short (the file shrank under sendfile, say): the
-                    # peer would wait forever for its end, so the connection is over.
-                    self._lost = self._lost or "the connection broke while sending"
-                    self._nursery.cancel_scope.cancel()
-                following = None
-                if isinstance(request, Get):
-                    nursery = self._nursery
-                    if (
-                        ended
-                        and self._queued_gets
-                        and nursery is not None
-                        and not nursery.cancel_scope.cancel_called
-                    ):
-                        following = self._take_queued_get()
-                    else:
-                        self._gets_running -= 1
-                if not self._inboxes and (self._draining or self.channel.machine.goodbye_received):
-                    # After a GOODBYE no stream can start: the last one done ends the
-                    # connection, instead of leaving it open until the drain deadline.
-                    assert self._nursery is not None
-                    self._nursery.cancel_scope.cancel()
-            if following is None:
-                return
-            request, inbox = following
+        await self._run_one(request, inbox)
 
-    def _take_queued_get(self) -> tuple[Get, StreamInbox]:
-        """The oldest queued GET with its new inbox, for a GET task that just ended (its slot passes on)."""
-        request = self._queued_gets.pop(next(iter(self._queued_gets)))
-        inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
-        return request, inbox
+    async def _run_gets(self, request: Get | None) -> None:
+        """One GET runner: `request` (if any), then the oldest queued GET, until none is left.
+
+        A GET is done once its answer is in the output buffer, so a runner is free
+        again while the peer has yet to read it. While the buffer is full, or
+        send_memory has no room for a small file's answer, one runner waits (with
+        no GET started, no file open) and the others end, their GETs queued: a peer
+        that reads nothing holds that runner and the one writing, no more.
+        """
+        budget = self.shared.send_budget
+        try:
+            while True:
+                room = self.channel.has_room
+                if not room or not (
+                    self._send_ticket or budget.would_grant(SMALL_FILE_LIMIT, group=self.address)
+                ):
+                    if request is not None:
+                        self._queue_get(request, front=True)
+                        request = None
+                    if self._waiting_for_room:
+                        return
+                    self._waiting_for_room = True
+                    try:
+                        if room and not await self._wait_for_send_memory(budget):
+                            self._memory_out_of_patience()
+                        elif not room:
+                            await self.channel.wait_for_room()
+                    finally:
+                        self._waiting_for_room = False
+                    self._add_runners()
+                    continue
+                if request is None:
+                    request = self._queued_gets.pop()
+                    if request is None:
+                        self._give_back_send_ticket()
+                        return
+                inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
+                if not await self._run_one(request, inbox):
+                    return
+                request = None
+        except ChannelClosed:
+            return  # the connection is over: the session ends the queued GETs
+        finally:
+            self._gets_running -= 1
+
+    async def _wait_for_send_memory(self, budget: ByteBudget) -> bool:
+        """Wait for room in send_memory for a small file's answer; False if out of patience.
+
+        The server's slowness, not the peer's: the rate check skips it, as a GET's own wait.
+        """
+        self.server_busy += 1
+        try:
+            # Kept, not given back: a runner that gave it back would lose it to the next in
+            # line each time, and no GET would run (the waiting runners passing it round).
+            self._send_ticket = await budget.acquire(
+                SMALL_FILE_LIMIT, group=self.address, patience=self.shared.config.min_rate_window
+            )
+        except BudgetTimeout:
+            return False
+        finally:
+            self.server_busy -= 1
+        return True
+
+    def _memory_out_of_patience(self) -> None:
+        """The oldest queued GET waited min_rate_window for send_memory: BUSY, as a GET's own
+        wait would end (the others wait on, in a fresh turn)."""
+        request = self._queued_gets.pop()
+        if request is not None and self._nursery is not None:
+            patience = self.shared.config.min_rate_window
+            message = f"the server has no memory free to send (waited {patience:g} s); try again later"
+            never_started(self, request, ErrorCode.BUSY.name, f"{ErrorCode.BUSY.name}: {message}")
+            self._nursery.start_soon(self._refuse, request.stream_id, ErrorCode.BUSY, message)
+
+    def take_send_ticket(self) -> int:
+        """send_memory reserved for the next small GET (0 if none), now the caller's to release."""
+        ticket, self._send_ticket = self._send_ticket, 0
+        return ticket
+
+    def _give_back_send_ticket(self) -> None:
+        if self._send_ticket:
+            self.shared.send_budget.release(self.take_send_ticket(), group=self.address)
+
+    async def _run_one(self, request: Message, inbox: StreamInbox) -> bool:
+        """Run one request in this task; True if the connection goes on."""
+        try:
+            await run_request(self, request, inbox)
+        except ChannelClosed:
+            pass
+        except Exception:
+            log.exception("%s stream %d failed", self.peer, request.stream_id)
+            await self._refuse(request.stream_id, ErrorCode.INTERNAL, "internal error")
+        finally:
+            del self._inboxes[request.stream_id]
+            nursery = self._nursery
+            assert nursery is not None
+            if self.channel.broken:
+                # A frame was cut short (the file shrank under sendfile, say): the
+                # peer would wait forever for its end, so the connection is over.
+                self._lost = self._lost or "the connection broke while sending"
+                nursery.cancel_scope.cancel()
+            if (
+                not self._inboxes
+                and not self._queued_gets
+                and (self._draining or self.channel.machine.goodbye_received)
+            ):
+                # After a GOODBYE no stream can start: the last one done ends the
+                # connection, instead of leaving it open until the drain deadline.
+                nursery.cancel_scope.cancel()
+        return not nursery.cancel_scope.cancel_called
 
     # ------------------------------------------------------- drain and timers
 
@@ -547,7 +657,7 @@ class V2Session:
             self._rate = None
             self._last_activity = now
             return
-        if not self._inboxes:
+        if not self._inboxes and not self._queued_gets and not self.channel.unwritten:
             self._rate = None
             if now - self._last_activity > config.idle_timeout:
                 self._end(ErrorCode.TIMEOUT, f"idle for {config.idle_timeout:g} s")

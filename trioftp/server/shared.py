@@ -59,3 +59,7 @@ class StreamSession(Protocol):
 
     @property
     def lost(self) -> str | None: ...
+
+    def take_send_ticket(self) -> int:
+        """send_memory the session reserved for its next small GET (0 if none), now the caller's."""
+        ...

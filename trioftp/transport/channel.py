@@ -13,7 +13,11 @@ many frames join in one pass, every EAGER_WRITE_FRAMES of them are written at
 once, so the peer works on the first while the rest are built. Every
 sender returns once its own bytes are written (errors reach it), and waits
 before appending while the buffer holds OUTPUT_BUFFER_LIMIT bytes, so a slow
-peer still blocks senders. A sendfile DATA body takes the wire for itself: the
+peer still blocks senders. `send_detached` is the exception: it returns once
+its bytes are buffered (if another task holds the wire), so a task need not
+stay alive behind a peer that does not read; what it held for those bytes (a
+send-budget reservation) is given back through a callback once they are
+written, or once they never will be. A sendfile DATA body takes the wire for itself: the
 buffer (ending with the body's header) is flushed first, then the body goes
 zero-copy. A write interrupted midway (cancelled, or the peer vanished) leaves
 a frame half-written, so the channel is then marked broken and nothing more is
@@ -38,6 +42,7 @@ import contextlib
 import errno
 import os
 import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import trio
@@ -96,6 +101,8 @@ class Channel:
         self._gathering = 0  # frames appended while the wire's holder waits out its scheduler pass
         self._written = 0  # bytes of those written to the socket
         self._flushed: trio.Event | None = None  # set (and dropped) after each write, for waiters
+        # send_detached's callbacks, oldest first: (the _written count that means done, callback).
+        self._when_written: deque[tuple[int, Callable[[], None]]] | None = None
         self._broken: str | None = None
         self._deferred_error: RemoteProtocolError | None = None
         self._sinks: dict[int, BlockSink] = {}
@@ -154,6 +161,49 @@ class Channel:
             data = b"".join([self.machine.send(m) for m in messages])
         await self._emit(data)
         return True
+
+    async def send_detached(self, *messages: Message, on_written: Callable[[], None]) -> bool:
+        """Like send_if_open, but return once the bytes are buffered, not once they are written.
+
+        The task that finds the wire free still writes (and waits) as every sender
+        does; one that finds it held leaves its bytes to the holder and returns.
+        `on_written` is called exactly once: when the bytes are written, or when
+        they never will be (the stream closed first, the connection broke, an error).
+        Returns False if the stream had closed (nothing sent).
+        """
+        handed = False
+        try:
+            await self._before_append()
+            with self._telling():
+                if self.machine.stream_state(messages[0].stream_id) is StreamState.CLOSED:
+                    return False
+                data = b"".join([self.machine.send(m) for m in messages])
+            self._append(data)
+            if self._when_written is None:
+                self._when_written = deque()
+            self._when_written.append((self._queued, on_written))
+            handed = True
+            await self._write_or_leave(self._queued, wait=False)
+            return True
+        finally:
+            if not handed:
+                on_written()
+
+    @property
+    def has_room(self) -> bool:
+        """True if a sender would append to the output buffer now, without waiting."""
+        return len(self._out) < OUTPUT_BUFFER_LIMIT
+
+    @property
+    def unwritten(self) -> int:
+        """Bytes given to the channel and not written to the socket yet."""
+        return self._queued - self._written
+
+    def abandon_output(self) -> None:
+        """The connection is over: what was never written never will be; give back what it held."""
+        pending, self._when_written = self._when_written, None
+        for _, callback in pending or ():
+            callback()
 
     async def wait_for_room(self) -> None:
         """Wait until the output buffer has room: before reading what is to be sent into memory."""
@@ -253,13 +303,17 @@ class Channel:
     async def _emit(self, data: bytes | bytearray) -> None:
         """Append bytes the machine was just told about (no await since); return once written."""
         self._append(data)
-        target = self._queued
+        await self._write_or_leave(self._queued, wait=True)
+
+    async def _write_or_leave(self, target: int, *, wait: bool) -> None:
+        """Get the buffer up to `target` written: by the wire's holder, or by this task if it is free."""
         if self._wire_held:
             if self._gathering:
                 self._gathering += 1
                 if self._gathering > EAGER_WRITE_FRAMES:
                     self._write_eagerly()
-            await self._wait_written(target)  # the holder writes them before letting go
+            if wait:
+                await self._wait_written(target)  # the holder writes them before letting go
             return
         self._wire_held = True
         try:
@@ -293,6 +347,8 @@ class Channel:
         self.bytes_sent += n
         self._gathering = 1
         self._wake_writers()
+        if self._when_written:
+            self._call_written()
 
     async def _wait_written(self, target: int) -> None:
         while self._written < target:
@@ -354,6 +410,14 @@ class Channel:
         await self._write(data)
         self._written += len(data)
         self._wake_writers()
+        if self._when_written:
+            self._call_written()
+
+    def _call_written(self) -> None:
+        pending = self._when_written
+        assert pending is not None
+        while pending and pending[0][0] <= self._written:
+            pending.popleft()[1]()
 
     async def _write(self, data: bytes | bytearray | memoryview) -> None:
         try:
@@ -365,6 +429,7 @@ class Channel:
         except BaseException as exc:
             self._broken = f"send interrupted: {type(exc).__name__}"
             self._wake_writers()
+            self.abandon_output()
             if isinstance(exc, trio.BrokenResourceError | OSError):
                 raise ChannelClosed(f"connection lost while sending: {exc}", broken=True) from None
             if isinstance(exc, trio.ClosedResourceError):
@@ -395,6 +460,7 @@ class Channel:
         except BaseException as exc:
             self._broken = f"sendfile interrupted: {type(exc).__name__}"
             self._wake_writers()
+            self.abandon_output()
             raise
         self.bytes_sent += count
 
@@ -554,4 +620,5 @@ class Channel:
 
     async def aclose(self) -> None:
         self._broken = self._broken or "closed"
+        self.abandon_output()
         await close_stream(self.stream)
