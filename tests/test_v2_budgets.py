@@ -205,6 +205,20 @@ async def test_unread_small_downloads_keep_memory_and_files_bounded(
 _SMALL_RECEIVE_BUFFER = (trio.socket.SOL_SOCKET, trio.socket.SO_RCVBUF, 4096)
 
 
+async def read_answers(peer: RawPeer, count: int, received: dict[int, int]) -> list[int]:
+    """Read until `count` streams have ended, adding each DATA payload's size to `received`;
+    returns the streams in the order they ended. An ERROR fails the test."""
+    ended: list[int] = []
+    while len(ended) < count:
+        message = await peer.receive()
+        assert message is not None and not isinstance(message, Error), message
+        if isinstance(message, Data):
+            received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
+        elif isinstance(message, End):
+            ended.append(message.stream_id)
+    return ended
+
+
 def v2_sessions(server: Server) -> list[Any]:
     return [session for session in server._sessions if isinstance(session, server_module.V2Session)]
 
@@ -240,14 +254,7 @@ async def test_unread_downloads_hold_a_few_tasks_not_one_per_request(
             # burst can keep an arena of CPython's allocator mapped after it).
             assert _get_messages() - gets_before <= 2
             received: dict[int, int] = {}
-            ended: list[int] = []
-            while len(ended) < len(streams):
-                message = await peer.receive()
-                assert message is not None and not isinstance(message, Error), message
-                if isinstance(message, Data):
-                    received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
-                elif isinstance(message, End):
-                    ended.append(message.stream_id)
+            ended = await read_answers(peer, len(streams), received)
             assert sorted(ended) == streams and all(received[s] == len(data) for s in streams)
     await wait_until(lambda: server.metrics.running == 0)
     # The queued GETs end as the started ones do: counted and logged as transfers.
@@ -326,14 +333,7 @@ async def test_a_queued_get_can_be_cancelled_and_the_rest_are_served(
             await peer.send(Window(increment=1024, stream_id=61), Cancel(stream_id=61))
             # Credit for every other stream, queued or not: the machine keeps it for those not started.
             await peer.send(*(Window(increment=MiB, stream_id=s) for s in streams if s != 61))
-            ended: set[int] = set()
-            while len(ended) < 39:
-                message = await peer.receive()
-                assert message is not None and not isinstance(message, Error), message
-                if isinstance(message, Data):
-                    received[message.stream_id] = received.get(message.stream_id, 0) + len(message.payload)
-                elif isinstance(message, End):
-                    ended.add(message.stream_id)
+            ended = set(await read_answers(peer, 39, received))
             assert ended == set(streams) - {61} and all(received[s] == len(data) for s in ended)
     await wait_until(lambda: server.metrics.running == 0)
     assert server.metrics.finished["GET", "cancelled"] == 1
