@@ -45,3 +45,24 @@ def test_one_request_larger_than_the_limit_takes_all_of_it() -> None:
     assert memory.held == 10
     memory.give(25)
     assert memory.held == 0
+
+
+def test_memory_kept_idle_after_the_first_reclaim_is_reclaimed_before_waiting() -> None:
+    """A pool that keeps a spare between a taker's first reclaim and its wait (it saw nobody
+    waiting yet) is asked again once the taker counts as waiting: the taker gets the room
+    at once instead of waiting out its patience."""
+    memory = Memory(10)
+    memory.take(10, what="test")  # the pool's spare, counted
+    calls = 0
+
+    def reclaim() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 1 and memory.held:  # the first call finds the spare not yet kept
+            memory.give(10)
+
+    memory.reclaim_with(reclaim)
+    started = time.monotonic()
+    memory.take(4, what="test", patience=5)
+    assert time.monotonic() - started < 1
+    assert memory.held == 4 and calls >= 2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
@@ -300,6 +301,36 @@ def test_engine_stopped_and_started_again(rgw: Ceph, make_store: MakeStore) -> N
 
 
 # ------------------------------------------------------------------ memory bound
+
+
+def test_a_commit_never_waits_for_room_its_own_spare_buffers_hold(make_store: MakeStore) -> None:
+    """Two uploads, each with a part sent and its buffer kept for the next, fill the store's
+    memory; each then gets its last bytes. A commit must not wait for room its own spare
+    holds: it did, for PATIENCE (60 s), and two uploads committing at once could each hold
+    the room the other waited for (a failure seen in CI)."""
+    store = make_store(memory=2 * PART)
+    memory = store._shared.memory
+    blobs = {name: os.urandom(PART + 1000) for name in ("a.bin", "b.bin")}
+    uploads = {}
+    for name, blob in blobs.items():
+        upload = store.begin_upload(name, len(blob), algorithm="blake3")
+        upload.write([blob[:PART]])  # a whole part: sent, its buffer then kept as a spare
+        uploads[name] = upload
+    deadline = time.monotonic() + 30
+    while not all(u._buffers._spares for u in uploads.values()):  # type: ignore[attr-defined]
+        assert time.monotonic() < deadline, "the first parts were not sent"
+        time.sleep(0.01)
+    assert memory.held == 2 * PART
+    for name, upload in uploads.items():
+        upload.write([blobs[name][PART:]])  # the last bytes go into the spare
+    # One at a time: the first commit finds the store full of the two spares (its own and
+    # the other upload's, which that one is filling), so only its own can make room.
+    with ThreadPoolExecutor(1) as pool:
+        for name, upload in uploads.items():
+            digest = blake3.blake3(blobs[name]).digest()
+            pool.submit(upload.commit, len(blobs[name]), digest).result(timeout=20)  # not PATIENCE
+    assert {name: get(store, name) for name in blobs} == blobs
+    assert memory.held == store._shared.ranges.counted
 
 
 def test_parts_in_flight_and_read_ahead_stay_within_the_store_memory(make_store: MakeStore) -> None:

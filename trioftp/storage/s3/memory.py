@@ -60,6 +60,11 @@ class Memory:
                     )
                 self.waiting += 1
                 try:
+                    # Again once counted as waiting: memory kept idle after the first reclaim
+                    # (a spare kept while nobody waited yet) would otherwise stay kept.
+                    self._reclaim()
+                    if self.held + amount <= self.limit:
+                        break
                     self._room.wait(left)
                 finally:
                     self.waiting -= 1

@@ -998,6 +998,10 @@ class S3Upload:
         if self._single:
             _call(self.name, lambda: self._bucket.put(key, self._buffer, metadata=metadata))
         else:
+            # Every part left is the last: the spares go back first. Kept while the last
+            # part waits for room, they could hold the very room it waits for (two uploads
+            # committing at once, each holding the other's room, until PATIENCE ran out).
+            self._buffers.close()
             if self._filled:
                 part, counted = self._buffer, self._counted
                 if counted:  # a spare: it stays whole, the last part goes in a copy of its own size
@@ -1009,7 +1013,6 @@ class S3Upload:
                 self._buffer, self._filled, self._counted = bytearray(), 0, False
                 self._send_part(part, counted)
             self._wait_parts()
-            self._buffers.close()  # every byte is sent: the spares' memory goes back now
             self._ledger.close(wait=False)  # no ledger now: this upload completes
             assert self._multipart is not None
             parts = sorted((n, etag) for n, (etag, _) in self._parts.items())
