@@ -6,7 +6,7 @@
     python bench/run.py --json out.json   # also dump every run's numbers
 
 Run it with the benchmark venv's Python (pyftpdlib and trioftp installed, see
-bench/README.md). Each server runs in its own process on 127.0.0.1; clients
+docs/benchmarks.md). Each server runs in its own process on 127.0.0.1; clients
 run in other processes (bench/worker.py); files live in a temp dir. Every file
 moved is checked (size and SHA-256) outside the timed part. In each round every
 system runs each workload once, in an order rotated from round to round, and
