@@ -254,8 +254,7 @@ async def _read_piece(
     session: StreamSession, handle: ReadHandle, position: int, count: int
 ) -> bytes | memoryview:
     """Read inline what the store says it holds in memory already (`ready`, S3's read-ahead)."""
-    ready = getattr(handle, "ready", None)
-    if ready is not None and ready(position, count):
+    if handle.ready(position, count):
         return handle.read(position, count)
     return await _server_work(session, handle.read, position, count)
 

@@ -387,7 +387,7 @@ class V2Session:
         """Give a request (not a GET) its inbox and task."""
         assert self._nursery is not None
         new_inbox = self._inboxes[request.stream_id] = StreamInbox(request.stream_id)
-        self._nursery.start_soon(self._run_stream, request, new_inbox)
+        self._nursery.start_soon(self._run_one, request, new_inbox)
 
     def _queue_get(self, request: Get, *, front: bool = False) -> None:
         if self._queued_gets is _NO_QUEUED_GETS:
@@ -505,9 +505,6 @@ class V2Session:
         self.shared.metrics.error_sent(code)
         with contextlib.suppress(ChannelClosed):
             await self.channel.send_if_open(Error(code=code, message=message[:1000], stream_id=stream_id))
-
-    async def _run_stream(self, request: Message, inbox: StreamInbox) -> None:
-        await self._run_one(request, inbox)
 
     async def _run_gets(self, request: Get | None) -> None:
         """One GET runner: `request` (if any), then the oldest queued GET, until none is left.

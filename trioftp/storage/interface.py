@@ -91,12 +91,15 @@ class ReadHandle(Protocol):
 
         A memoryview stays valid until the next `read` of this handle (the S3
         store reads the next ranges into the same buffers): send it or copy it first.
-        A handle may also have `ready(offset, count) -> bool`: whether this read
-        would return at once (the server then reads without a thread hop).
 
         Raises:
             StorageError: CHANGED if that version is gone or shorter now.
         """
+        ...
+
+    def ready(self, offset: int, count: int) -> bool:
+        """Whether `read(offset, count)` would return at once, its bytes already in memory:
+        the server then reads on its event loop instead of a thread."""
         ...
 
     def fileno(self) -> int | None:

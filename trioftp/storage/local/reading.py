@@ -28,6 +28,9 @@ class LocalReadHandle:
             raise StorageError(Problem.CHANGED, f"{self.facts.name!r} shrank while being read; try again")
         return data
 
+    def ready(self, offset: int, count: int) -> bool:
+        return False  # a pread may wait for the disk: never on the event loop
+
     def cached_digest(self, algorithm: str) -> bytes | None:
         return self._store.digests.get(self.stat, algorithm)
 
